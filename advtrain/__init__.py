@@ -1,0 +1,29 @@
+"""advtrain: adversarial training and robustness evaluation for PyTorch.
+
+Public API (imported lazily so ``import advtrain`` stays cheap):
+
+- ``advtrain.create_model`` / ``advtrain.list_models`` -- the model zoo (RobustBench layouts)
+- ``advtrain.evaluate`` -- clean + AutoAttack robust accuracy of a model
+- ``advtrain.fit`` -- train from a config
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "create_model": ("advtrain.models", "create_model"),
+    "list_models": ("advtrain.models", "list_models"),
+    "evaluate": ("advtrain.evaluation", "evaluate"),
+    "fit": ("advtrain.trainer", "fit"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'advtrain' has no attribute {name!r}")
