@@ -1,0 +1,25 @@
+"""Shared pytest fixtures: offline, CPU, deterministic, small."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("ADVTRAIN_OFFLINE", "1")  # tests never touch the network
+
+SHARED_CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def shared_cifar10_dir():
+    """../shared/data/cifar10-jpeg when present (real CIFAR-10 images as npz), else skip."""
+    if not os.path.isfile(os.path.join(SHARED_CIFAR, "test.npz")):
+        pytest.skip("../shared/data/cifar10-jpeg not present")
+    return os.path.abspath(SHARED_CIFAR)
