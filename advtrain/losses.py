@@ -1,0 +1,281 @@
+r"""Loss core: decoupled KL (DKL), IKL (v1), GKL (v2), TRADES KL and the class-wise prior.
+
+Notation (SPEC §1-§2). Per sample: teacher logits ``t`` (in adversarial training: the natural
+logits ``n``), student logits ``s`` (the adversarial logits ``a``); ``p = softmax(t)``,
+``q = softmax(s)``; ``sg`` = stop-gradient. All functions take ``(logits_student, logits_teacher)``
+as 2-D ``(B, C)`` tensors and return a scalar (batch mean).
+
+Letters follow the reference *code*: **alpha multiplies the soft-label cross-entropy, beta
+multiplies the weighted MSE (wMSE)**. The papers' equations use the opposite letters.
+
+The wMSE never builds a ``(B, C, C)`` tensor: with ``d = t - s`` and per-sample weights ``u``,
+
+    Σ_{j,k} u_j u_k ((t_j - t_k) - (s_j - s_k))² = 2·(Σ_j u_j)·Σ_j u_j (d_j - μ)²,
+    μ = Σ_j u_j d_j / Σ_j u_j,
+
+which costs O(B·C) time and memory; the centred form avoids the cancellation of the expanded
+``2[(Σu)(Σu d²) - (Σu d)²]`` in float32.
+
+Example::
+
+    prior = ClassPrior(10)
+    loss, terms = gkl_loss(logits_adv, logits_nat, prior.weights(y), alpha=4, beta=20,
+                           return_terms=True)          # terms = {"wmse": ..., "soft_ce": ...}
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advtrain.errors import InputError
+
+__all__ = [
+    "weighted_pair_mse",
+    "soft_cross_entropy",
+    "dkl_loss",
+    "ikl_loss",
+    "gkl_loss",
+    "trades_kl",
+    "ClassPrior",
+]
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_logits(name: str, logits) -> None:
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise InputError(f"{name} must be a 2-D (B, C) tensor of logits; got {shape}")
+
+
+def _check_pair(student, teacher, names=("logits_student", "logits_teacher")) -> None:
+    _check_logits(names[0], student)
+    _check_logits(names[1], teacher)
+    if student.shape != teacher.shape:
+        raise InputError(
+            f"{names[1]} has shape {tuple(teacher.shape)} but {names[0]} has shape "
+            f"{tuple(student.shape)}; both must be the same (B, C)"
+        )
+
+
+def _check_weights(weights, like: Tensor, name: str = "class_weights") -> None:
+    if not isinstance(weights, Tensor) or weights.shape != like.shape:
+        shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise InputError(
+            f"{name} must have shape (B, C) = {tuple(like.shape)} like the logits (one prior row "
+            f"per sample, e.g. ClassPrior.weights(y)); got {shape}"
+        )
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InputError(f"{name} must be {bound}; got {value}")
+
+
+# ----------------------------------------------------------------------------- building blocks
+def _centred(logits: Tensor) -> Tensor:
+    """Subtract the (constant) per-row mean: pairwise differences are unchanged, float32 error
+    stays relative to the logit *spread* instead of the logit *offset*."""
+    return logits - logits.detach().mean(dim=1, keepdim=True)
+
+
+def weighted_pair_mse(logits_student: Tensor, logits_teacher: Tensor, weights: Tensor) -> Tensor:
+    r"""Per-sample weighted pairwise MSE, shape ``(B,)``.
+
+    .. math:: L_i = \sum_{j,k} u_{ij} u_{ik} ((t_{ij}-t_{ik}) - (s_{ij}-s_{ik}))^2
+                  = 2 (\sum_j u_{ij}) \sum_j u_{ij} (d_{ij} - \mu_i)^2
+
+    with ``d = t - s`` and ``μ_i = Σ_j u_ij d_ij / Σ_j u_ij`` (0 when the row of ``u`` is 0).
+    Gradients flow to both logit sets; ``weights`` (``u``, non-negative, ``(B, C)``) are
+    constants (detached). O(B·C) time and memory.
+    """
+    _check_pair(logits_student, logits_teacher)
+    _check_weights(weights, logits_student, "weights")
+    u = weights.detach().to(logits_student.dtype)
+    d = _centred(logits_teacher) - _centred(logits_student)
+    mass = u.sum(dim=1, keepdim=True)
+    mu = (u * d).sum(dim=1, keepdim=True) / mass.clamp_min(torch.finfo(u.dtype).tiny)
+    return 2.0 * mass.squeeze(1) * (u * (d - mu).square()).sum(dim=1)
+
+
+def soft_cross_entropy(logits_student: Tensor, logits_teacher: Tensor,
+                       temperature: float = 1.0) -> Tensor:
+    r"""Batch-mean soft-label CE with a detached target.
+
+    .. math:: L_s = -\frac1B \sum_i \sum_j sg(softmax(t_i/τ))_j \log softmax(s_i/τ)_j
+    """
+    _check_pair(logits_student, logits_teacher)
+    _check_positive("temperature", temperature)
+    target = F.softmax(logits_teacher.detach() / temperature, dim=1)
+    return -(target * F.log_softmax(logits_student / temperature, dim=1)).sum(dim=1).mean()
+
+
+def _combine(wmse: Tensor, soft_ce: Tensor, alpha: float, beta: float, return_terms: bool):
+    loss = beta * wmse + alpha * soft_ce
+    if return_terms:
+        return loss, {"wmse": wmse.detach(), "soft_ce": soft_ce.detach()}
+    return loss
+
+
+# ----------------------------------------------------------------------------- the losses
+def dkl_loss(logits_student: Tensor, logits_teacher: Tensor, *, alpha: float = 1.0,
+             beta: float = 1.0, temperature: float = 1.0, return_terms: bool = False):
+    r"""Decoupled KL of Theorem 1 (DKL paper), per-sample teacher weights.
+
+    With ``t' = t/τ``, ``s' = s/τ``, ``p = softmax(t')``, ``q = softmax(s')``:
+
+    .. math:: DKL = \frac{β}{4B} \sum_i \sum_{j,k} sg(p_{ij} p_{ik})
+                    (Δt'_{i,jk} - sg(Δs'_{i,jk}))^2 - \frac{α}{B} \sum_i \sum_j sg(p_{ij}) \log q_{ij}
+
+    For ``alpha = beta = 1`` its gradients w.r.t. *both* logit sets equal those of
+    ``mean_i KL(p_i ‖ q_i)`` (the values differ). ``return_terms=True`` returns
+    ``(loss, {"wmse": ..., "soft_ce": ...})`` with the unweighted terms.
+    """
+    _check_pair(logits_student, logits_teacher)
+    _check_positive("temperature", temperature)
+    t, s = logits_teacher / temperature, logits_student / temperature
+    p = F.softmax(t.detach(), dim=1)
+    wmse = 0.25 * weighted_pair_mse(s.detach(), t, p).mean()
+    soft_ce = -(p * F.log_softmax(s, dim=1)).sum(dim=1).mean()
+    return _combine(wmse, soft_ce, alpha, beta, return_terms)
+
+
+def ikl_loss(logits_student: Tensor, logits_teacher: Tensor, class_weights: Tensor, *,
+             alpha: float = 1.0, beta: float = 1.0, return_terms: bool = False):
+    r"""IKL-AT loss (DKLv1): student = adversarial logits ``a``, teacher = natural logits ``n``.
+
+    .. math:: L = \frac{β}{4B} \sum_i \sum_{j,k} u_{ij} u_{ik} ((n_{ij}-n_{ik}) - (a_{ij}-a_{ik}))^2
+                  - \frac{α}{B} \sum_i \sum_j sg(softmax(n_i))_j \log softmax(a_i)_j
+
+    ``class_weights`` = ``u``, ``(B, C)``: each sample's row of the class prior (constants). No
+    stop-gradient on either logit set inside the wMSE (SPEC §2.2); temperature 1 throughout.
+    """
+    _check_pair(logits_student, logits_teacher)
+    _check_weights(class_weights, logits_student)
+    wmse = 0.25 * weighted_pair_mse(logits_student, logits_teacher, class_weights).mean()
+    soft_ce = soft_cross_entropy(logits_student, logits_teacher)
+    return _combine(wmse, soft_ce, alpha, beta, return_terms)
+
+
+def gkl_loss(logits_student: Tensor, logits_teacher: Tensor,
+             class_weights: Optional[Tensor] = None, *, alpha: float = 1.0, beta: float = 1.0,
+             gamma: float = 1.0, temperature: float = 1.0, return_terms: bool = False):
+    r"""GKL loss (DKLv2): the IKL wMSE normalised by the total pair weight.
+
+    With ``u = class_weights ** γ`` (constants; per-sample ``softmax(teacher) ** γ`` when
+    ``class_weights`` is None):
+
+    .. math:: L = β \frac{\sum_i \sum_{j,k} u_{ij} u_{ik} ((n_{ij}-n_{ik}) - (a_{ij}-a_{ik}))^2}
+                         {4 \sum_i (\sum_j u_{ij})^2}
+                  - \frac{α}{B} \sum_i \sum_j sg(softmax(n_i/τ))_j \log softmax(a_i/τ)_j
+
+    ``temperature`` scales only the soft CE (as ``GKL_KD``; no τ² factor); the wMSE uses raw
+    logits. For ``γ = 1`` and rows of ``class_weights`` summing to 1 the denominator is ``4B`` and
+    this equals :func:`ikl_loss`.
+    """
+    _check_pair(logits_student, logits_teacher)
+    _check_positive("gamma", gamma, allow_zero=True)
+    _check_positive("temperature", temperature)
+    if class_weights is None:
+        class_weights = F.softmax(logits_teacher.detach(), dim=1)
+    _check_weights(class_weights, logits_student)
+    u = class_weights.detach().to(logits_student.dtype)
+    if gamma != 1:
+        u = u.pow(gamma)
+    pair_mass = u.sum(dim=1).square().sum()
+    numerator = weighted_pair_mse(logits_student, logits_teacher, u).sum()
+    wmse = 0.25 * numerator / pair_mass.clamp_min(torch.finfo(u.dtype).tiny)
+    soft_ce = soft_cross_entropy(logits_student, logits_teacher, temperature)
+    return _combine(wmse, soft_ce, alpha, beta, return_terms)
+
+
+def trades_kl(logits_adv: Tensor, logits_nat: Tensor) -> Tensor:
+    r"""TRADES robust term, gradients through both arguments (SPEC §4.1).
+
+    .. math:: \frac1B \sum_i KL(softmax(n_i) ‖ softmax(a_i))
+              = \frac1B \sum_i \sum_j p_{ij} (\log p_{ij} - \log q_{ij})
+    """
+    _check_pair(logits_adv, logits_nat, names=("logits_adv", "logits_nat"))
+    log_p = F.log_softmax(logits_nat, dim=1)
+    log_q = F.log_softmax(logits_adv, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+
+
+# ----------------------------------------------------------------------------- class prior
+class ClassPrior(nn.Module):
+    r"""Class-wise global prior ``W`` (C×C, row c a probability vector), SPEC §2.1.
+
+    ``W = 1/C`` until the first :meth:`end_epoch`. During an epoch :meth:`update` accumulates
+    ``M ← M + onehot(y)ᵀ softmax(n/T)`` (no grad); :meth:`end_epoch` sets, for every class seen
+    in the epoch,
+
+    .. math:: W_c ← m · M_c / \sum_k M_{ck} + (1 - m) · W_c
+
+    (``m`` = ``momentum``, 1 in the reference), keeps the previous row of a class absent from the
+    epoch (SPEC §10.4), and resets ``M``. :meth:`weights` returns ``W[y]``. All state lives in
+    buffers, so it travels with ``state_dict()``.
+    """
+
+    def __init__(self, num_classes: int, momentum: float = 1.0):
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise InputError(f"num_classes must be a positive integer; got {num_classes!r}")
+        if not 0.0 < momentum <= 1.0:
+            raise InputError(f"momentum must be in (0, 1]; got {momentum}")
+        self.num_classes = num_classes
+        self.momentum = float(momentum)
+        self.register_buffer("weight", torch.full((num_classes, num_classes), 1.0 / num_classes))
+        self.register_buffer("accum", torch.zeros(num_classes, num_classes))
+        self.register_buffer("counts", torch.zeros(num_classes))
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, momentum={self.momentum}"
+
+    @torch.no_grad()
+    def update(self, logits_nat: Tensor, y: Tensor, temperature: float = 1.0) -> None:
+        """Accumulate ``onehot(y)ᵀ softmax(logits_nat / temperature)`` for this epoch."""
+        _check_logits("logits_nat", logits_nat)
+        _check_positive("temperature", temperature)
+        if logits_nat.shape[1] != self.num_classes:
+            raise InputError(f"logits_nat has {logits_nat.shape[1]} classes but the prior has "
+                             f"{self.num_classes}; build ClassPrior(num_classes) to match the model")
+        if not isinstance(y, Tensor) or y.shape != logits_nat.shape[:1] or y.is_floating_point():
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise InputError(f"y must be integer labels of shape ({logits_nat.shape[0]},) "
+                             f"matching logits_nat; got {shape}")
+        probs = F.softmax(logits_nat.detach().to(self.accum.dtype) / temperature, dim=1)
+        y = y.to(self.accum.device)
+        self.accum.index_add_(0, y, probs)
+        self.counts.index_add_(0, y, torch.ones_like(y, dtype=self.counts.dtype))
+
+    @torch.no_grad()
+    def end_epoch(self, reduce: Optional[Callable[[Tensor], None]] = None) -> None:
+        """Turn the epoch's accumulator into the new prior and reset it.
+
+        ``reduce`` (optional, for DDP) is called on ``accum`` and ``counts`` and must sum them
+        across processes in place, e.g. ``torch.distributed.all_reduce``.
+        """
+        if reduce is not None:
+            reduce(self.accum)
+            reduce(self.counts)
+        rowsum = self.accum.sum(dim=1, keepdim=True)
+        seen = (self.counts > 0) & (rowsum.squeeze(1) > 0)
+        fresh = self.accum / rowsum.clamp_min(torch.finfo(self.accum.dtype).tiny)
+        blended = self.momentum * fresh + (1.0 - self.momentum) * self.weight
+        self.weight.copy_(torch.where(seen.unsqueeze(1), blended, self.weight))
+        self.accum.zero_()
+        self.counts.zero_()
+
+    def weights(self, y: Tensor) -> Tensor:
+        """Per-sample prior rows ``W[y]``, shape ``(B, C)`` (a constant: no grad)."""
+        if not isinstance(y, Tensor) or y.dim() != 1 or y.is_floating_point():
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise InputError(f"y must be a 1-D tensor of integer labels; got {shape}")
+        return self.weight[y.to(self.weight.device)]
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.weights(y)
