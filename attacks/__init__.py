@@ -1,0 +1,26 @@
+"""Attacks: ``x_adv = attack(model, x, y)`` with the model passed on every call.
+
+- :class:`Attack` -- base class (mode switch and restore, postcondition checks)
+- :class:`PGD` -- Linf / L2 projected gradient ascent on ``ce`` / ``cw`` / ``kl`` / ``dkl`` / a callable
+- :class:`FGSM` -- one step of size eps
+- :class:`AutoAttackAdapter`, :class:`AAResult` -- AutoAttack (PyPI ``pyautoattack``) with per-attack
+  accuracies, timings, captured checks and a resumable state file
+- loss helpers :func:`ce_loss`, :func:`cw_loss`, :func:`kl_loss`, :class:`DKLAttackLoss`
+"""
+from __future__ import annotations
+
+from .base import BN_MODES, NORMS, Attack, model_mode
+from .fgsm import FGSM
+from .losses import DKLAttackLoss, ce_loss, cw_loss, kl_loss
+from .pgd import PGD
+
+__all__ = ["Attack", "PGD", "FGSM", "AutoAttackAdapter", "AAResult", "ce_loss", "cw_loss",
+           "kl_loss", "DKLAttackLoss", "model_mode", "NORMS", "BN_MODES"]
+
+
+def __getattr__(name):  # pyautoattack is imported only when the adapter is used
+    if name in ("AutoAttackAdapter", "AAResult"):
+        from . import autoattack
+
+        return getattr(autoattack, name)
+    raise AttributeError(f"module 'attacks' has no attribute {name!r}")

@@ -1,0 +1,167 @@
+"""Attack base class: the model is an argument of every call, the mode switch is scoped.
+
+``x_adv = attack(model, x, y)``. Binding no model lets one attack object serve the model, an AWP
+proxy and an EMA copy. Around :meth:`Attack.perturb` the base class
+
+* puts the model in the mode named by ``bn_mode`` and restores every module's mode (and, for
+  ``"train_frozen"``, the BatchNorm bookkeeping) afterwards, even when the attack raises:
+
+  - ``"eval"`` (default): ``model.eval()``, as TRADES / DKL / AWP attack (SPEC §2.3, §4.1);
+  - ``"train"``: ``model.train()``; BatchNorm uses batch statistics *and updates* its running stats;
+  - ``"train_frozen"``: ``model.train()`` but BatchNorm running stats and ``num_batches_tracked``
+    are left untouched (batch statistics are used, nothing is recorded; DM-Improves-AT, SPEC §6);
+* makes the input contiguous, takes gradients w.r.t. the input only (``torch.autograd.grad``), so
+  parameters' ``requires_grad`` stay as they are and no ``.grad`` is accumulated into them;
+* detaches the result and checks its postconditions: ``‖x_adv − x‖_p ≤ ε`` (small tolerance) and
+  ``x_adv ∈ [0, 1]``. A violation raises ``RuntimeError``: that is a bug in the attack, not a
+  user error.
+
+User mistakes (negative ε, unknown norm, inputs outside [0,1]) raise :class:`advtrain.errors.InputError`.
+Hyper-parameters are plain attributes (``attack.eps``, ``attack.alpha``, ``attack.steps``) so a
+trainer can change them every epoch (ε ramp); they are validated again on every call.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from advtrain.errors import InputError, unknown
+
+NORMS = ("Linf", "L2")
+BN_MODES = ("eval", "train", "train_frozen")
+_BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+@contextlib.contextmanager
+def model_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[nn.Module]:
+    """Put ``model`` in the attack mode ``bn_mode``; restore every module's state on exit."""
+    if bn_mode not in BN_MODES:
+        raise unknown("bn_mode", bn_mode, BN_MODES)
+    training = [(m, m.training) for m in model.modules()]
+    frozen = []
+    try:
+        model.train(bn_mode != "eval")
+        if bn_mode == "train_frozen":
+            for m in model.modules():
+                if isinstance(m, _BN_TYPES) and m.track_running_stats:
+                    # training + track_running_stats=False => batch stats, running stats unused
+                    frozen.append(m)
+                    m.track_running_stats = False
+        yield model
+    finally:
+        for m in frozen:
+            m.track_running_stats = True
+        for m, was_training in training:
+            m.training = was_training
+
+
+def flat_norm(delta: Tensor, norm: str) -> Tensor:
+    """Per-example norm of ``delta`` (B×...): ``max|δ|`` for Linf, ``sqrt(Σ δ²)`` for L2."""
+    flat = delta.reshape(delta.shape[0], -1)
+    if norm == "Linf":
+        return flat.abs().amax(dim=1)
+    return flat.norm(p=2, dim=1)
+
+
+def project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
+    r"""Project onto :math:`B_p(x, ε) ∩ [0,1]^d`: clip δ to the ball, then the image to [0, 1].
+
+    Clipping to [0,1] after the ball projection keeps the point in the ball (each coordinate moves
+    towards x, which lies in [0,1]).
+    """
+    delta = x_adv - x
+    if norm == "Linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        scale = (eps / (flat_norm(delta, "L2") + 1e-12)).clamp(max=1.0)
+        delta = delta * scale.view(-1, *([1] * (delta.dim() - 1)))
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def _number(name: str, value, *, integer: bool = False) -> None:
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+        what = "an integer" if integer else "a finite number"
+        raise InputError(f"attack {name} must be {what} >= 0, got {value!r}")
+    if value < 0:
+        raise InputError(f"attack {name} must be >= 0, got {value!r}; use e.g. {name}=8/255")
+
+
+class Attack:
+    """Base class. Subclasses implement :meth:`perturb` (model already in attack mode)."""
+
+    #: absolute tolerance of the postcondition checks (float32 rounding of x + δ − x)
+    atol = 1e-5
+
+    def __init__(self, eps: float, norm: str = "Linf", bn_mode: str = "eval"):
+        self.eps = eps
+        self.norm = norm
+        self.bn_mode = bn_mode
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the (mutable) hyper-parameters; raise InputError naming the bad one."""
+        _number("eps", self.eps)
+        if self.norm not in NORMS:
+            raise unknown("attack norm", self.norm, NORMS)
+        if self.bn_mode not in BN_MODES:
+            raise unknown("bn_mode", self.bn_mode, BN_MODES)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Adversarial examples for ``(x, y)`` against ``model``; detached, same shape as ``x``."""
+        self.validate()
+        x, y = check_inputs(x, y)
+        with model_mode(model, self.bn_mode):
+            x_adv = self.perturb(model, x, y)
+        x_adv = x_adv.detach()
+        self.check_result(x, x_adv)
+        return x_adv
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The attack proper; ``x`` is contiguous and in [0,1], ``model`` is in attack mode."""
+        raise NotImplementedError
+
+    def check_result(self, x: Tensor, x_adv: Tensor) -> None:
+        """Raise RuntimeError unless ``x_adv`` lies in the ε-ball around ``x`` and in [0, 1]."""
+        if x_adv.shape != x.shape:
+            raise RuntimeError(f"{type(self).__name__} returned shape {tuple(x_adv.shape)} "
+                               f"for input {tuple(x.shape)}")
+        if not torch.isfinite(x_adv).all():
+            raise RuntimeError(f"{type(self).__name__} produced non-finite values")
+        if x_adv.numel() == 0:
+            return
+        dist = flat_norm(x_adv - x, self.norm).max().item()
+        if dist > self.eps * (1 + 1e-5) + self.atol:
+            raise RuntimeError(f"{type(self).__name__} left the {self.norm} ball: "
+                               f"distance {dist:.6g} > eps {self.eps:.6g}")
+        lo, hi = x_adv.min().item(), x_adv.max().item()
+        if lo < 0.0 or hi > 1.0:
+            raise RuntimeError(f"{type(self).__name__} left [0,1]: range [{lo:.6g}, {hi:.6g}]")
+
+    def __repr__(self) -> str:
+        keys = [k for k in ("eps", "alpha", "steps", "norm", "loss", "init", "bn_mode")
+                if hasattr(self, k)]
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
+        return f"{type(self).__name__}({args})"
+
+
+def check_inputs(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Validate a batch (float images in [0,1], one int label per example); return contiguous copies."""
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
+        raise InputError("attack input x must be a float tensor of shape B×... (e.g. B×3×32×32), "
+                         f"got {type(x).__name__} {getattr(x, 'dtype', '')} "
+                         f"{tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise InputError(f"attack labels y must be a 1-d tensor with {x.shape[0]} entries (one "
+                         f"per example), got {tuple(getattr(y, 'shape', ()))}")
+    if y.is_floating_point() or y.is_complex():
+        raise InputError(f"attack labels y must be integer class indices, got dtype {y.dtype}")
+    if x.numel() and (x.min().item() < 0.0 or x.max().item() > 1.0):
+        raise InputError(f"attack inputs must be images in [0,1], got range [{x.min().item():.4g}, "
+                         f"{x.max().item():.4g}]; move normalisation into the model")
+    return x.detach().contiguous(), y.detach().contiguous()

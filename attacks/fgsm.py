@@ -1,0 +1,38 @@
+r"""FGSM in the paper "Explaining and Harnessing Adversarial Examples" (Goodfellow et al., 2015).
+
+One gradient step of size ε from x, no random start: Linf :math:`x' = clip_{[0,1]}(x + ε·sign(∇_x L))`,
+L2 :math:`x' = Π(x + ε·∇_x L/‖∇_x L‖_2)` (the "fast gradient method").
+
+Distance Measure : Linf, L2
+
+Arguments:
+    eps (float): radius and step size. (Default: 8/255)
+    norm (str): ``"Linf"`` or ``"L2"``. (Default: ``"Linf"``)
+    loss (str or callable): as :class:`attacks.PGD`. (Default: ``"ce"``)
+    bn_mode (str): ``"eval"``, ``"train"`` or ``"train_frozen"``. (Default: ``"eval"``)
+
+Examples::
+
+    >>> attack = FGSM(eps=8/255)
+    >>> x_adv = attack(model, x, y)
+"""
+from __future__ import annotations
+
+from .pgd import PGD
+
+
+class FGSM(PGD):
+    """PGD with one step of size ``eps`` from the clean input (``alpha`` follows ``eps``)."""
+
+    def __init__(self, eps: float = 8 / 255, norm: str = "Linf", loss="ce", bn_mode: str = "eval"):
+        super().__init__(eps=eps, alpha=eps, steps=1, norm=norm, loss=loss, random_start=False,
+                         init="none", bn_mode=bn_mode)
+
+    @property
+    def alpha(self) -> float:
+        """The step size is always the current ``eps`` (so an eps ramp moves both)."""
+        return self.eps
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:  # PGD.__init__ assigns it; the value is eps anyway
+        pass

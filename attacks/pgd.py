@@ -1,0 +1,137 @@
+r"""PGD in the paper "Towards Deep Learning Models Resistant to Adversarial Attacks" (Madry et al., 2018).
+
+Maximises ``loss_fn(f(x'), y, f(x))`` over :math:`x' ∈ B_p(x, ε) ∩ [0,1]^d`:
+Linf :math:`x' ← Π(x' + α·sign(∇_{x'}L))`, L2 :math:`x' ← Π(x' + α·∇L/‖∇L‖_2)`.
+
+Distance Measure : Linf, L2
+
+Arguments:
+    eps (float): radius of the ball. (Default: 8/255)
+    alpha (float): step size. (Default: 2/255)
+    steps (int): number of steps. (Default: 10)
+    norm (str): ``"Linf"`` or ``"L2"``. (Default: ``"Linf"``)
+    loss (str or callable): ``"ce"``, ``"cw"``, ``"kl"`` (TRADES), ``"dkl"`` or a callable
+        ``loss_fn(logits_adv, y, logits_nat) -> scalar`` (see :mod:`attacks.losses`). (Default: ``"ce"``)
+    random_start (bool): ``init="uniform"`` when True, ``"none"`` when False; ignored when ``init``
+        is given. (Default: True)
+    init (str or None): starting point. ``"uniform"``: uniform in the ball, clipped to [0,1];
+        ``"normal"``: ``x + init_std·N(0, I)``, *not* clipped before the first step (TRADES / DKL
+        reference, SPEC §2.3); ``"none"``: ``x``. (Default: None)
+    init_std (float): standard deviation of the ``"normal"`` start. (Default: 0.001)
+    bn_mode (str): ``"eval"``, ``"train"`` or ``"train_frozen"`` (see :mod:`attacks.base`). (Default: ``"eval"``)
+
+Shape:
+    - model: maps B×... inputs in [0,1] to B×C logits; passed on every call.
+    - x: (B, C, H, W) in [0, 1]; y: (B,) class indices. Returns x_adv of the shape of x, detached.
+
+Examples::
+
+    >>> attack = PGD(eps=8/255, alpha=2/255, steps=10)                 # PGD-AT
+    >>> trades = PGD(eps=0.031, alpha=0.007, steps=10, loss="kl", init="normal")
+    >>> x_adv = attack(model, x, y)
+    >>> attack.eps = 4/255                                             # eps ramp: change per epoch
+
+The natural logits needed by ``"kl"`` / ``"dkl"`` / callables are computed once per call (under
+``no_grad`` in the attack mode), not once per step as in the reference code: identical in eval mode
+(SPEC §10.16).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from advtrain.errors import InputError, unknown
+
+from .base import Attack, _number, flat_norm, project
+from .losses import needs_nat, resolve_loss
+
+INITS = ("uniform", "normal", "none")
+
+
+class PGD(Attack):
+    """Projected gradient ascent on a pluggable loss (see the module docstring)."""
+
+    def __init__(self, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+                 norm: str = "Linf", loss="ce", random_start: bool = True,
+                 init: Optional[str] = None, init_std: float = 0.001, bn_mode: str = "eval"):
+        self.alpha = alpha
+        self.steps = steps
+        self.loss = loss
+        self.random_start = random_start
+        self.init = init
+        self.init_std = init_std
+        super().__init__(eps, norm=norm, bn_mode=bn_mode)
+
+    @property
+    def start(self) -> str:
+        """The effective init: ``init`` if given, else from ``random_start``."""
+        if self.init is not None:
+            return self.init
+        return "uniform" if self.random_start else "none"
+
+    def validate(self) -> None:
+        super().validate()
+        _number("alpha", self.alpha)
+        _number("steps", self.steps, integer=True)
+        _number("init_std", self.init_std)
+        if self.init is not None and self.init not in INITS:
+            raise unknown("PGD init", self.init, INITS)
+        resolve_loss(self.loss)
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        loss_fn = resolve_loss(self.loss)
+        logits_nat = None
+        if needs_nat(loss_fn):
+            with torch.no_grad():
+                logits_nat = model(x).detach()
+        x_adv = self.initial_point(x)
+        if self.steps == 0:
+            return project(x_adv, x, self.eps, self.norm)
+        for _ in range(self.steps):
+            grad = self.input_grad(model, loss_fn, x_adv, y, logits_nat)
+            x_adv = project(x_adv.detach() + self.alpha * self.direction(grad), x, self.eps,
+                            self.norm)
+        return x_adv
+
+    def initial_point(self, x: Tensor) -> Tensor:
+        """x (``"none"``), x + init_std·N(0,I) (``"normal"``, unclipped), or uniform in the ball."""
+        start = self.start
+        if start == "none":
+            return x.clone()
+        if start == "normal":
+            return x + self.init_std * torch.randn_like(x)
+        if self.norm == "Linf":
+            delta = torch.empty_like(x).uniform_(-self.eps, self.eps)
+        else:
+            delta = uniform_l2_ball(x, self.eps)
+        return (x + delta).clamp(0.0, 1.0)
+
+    @staticmethod
+    def input_grad(model: nn.Module, loss_fn, x_adv: Tensor, y: Tensor,
+                   logits_nat: Optional[Tensor]) -> Tensor:
+        """∇_{x'} loss_fn(f(x'), y, n), w.r.t. the input only (no parameter .grad is touched)."""
+        x_adv = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = loss_fn(model(x_adv), y, logits_nat)
+            if not isinstance(loss, Tensor) or loss.dim() != 0:
+                raise InputError(f"attack loss {loss_fn!r} must return a scalar tensor, got "
+                                 f"{type(loss).__name__} {tuple(getattr(loss, 'shape', ()))}")
+            (grad,) = torch.autograd.grad(loss, x_adv)
+        return grad
+
+    def direction(self, grad: Tensor) -> Tensor:
+        """Steepest-ascent unit step: sign(g) for Linf, g/‖g‖₂ for L2 (0 where g = 0)."""
+        if self.norm == "Linf":
+            return grad.sign()
+        norms = flat_norm(grad, "L2").clamp_min(1e-12)
+        return grad / norms.view(-1, *([1] * (grad.dim() - 1)))
+
+
+def uniform_l2_ball(x: Tensor, eps: float) -> Tensor:
+    r"""δ uniform in the L2 ball of radius ε: direction ~ N(0,I)/‖·‖, radius ε·U^{1/d}."""
+    flat = torch.randn_like(x).reshape(x.shape[0], -1)
+    direction = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    radius = eps * torch.rand(x.shape[0], 1, device=x.device, dtype=x.dtype) ** (1.0 / flat.shape[1])
+    return (direction * radius).view_as(x)
