@@ -1,0 +1,179 @@
+"""Checkpoints in, RobustBench model_dir files out.
+
+- :func:`model_from_checkpoint`: build the architecture and load a checkpoint strictly (our trainer
+  format ``{"model", "ema", "arch", "dataset", ...}``, a plain state_dict, or a reference format
+  via :func:`advtrain.io.filter_state_dict`). Nothing is ever unpickled.
+- :func:`to_robustbench`: write ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` as a plain
+  state_dict, which ``robustbench.utils.load_model(name, model_dir=...)`` loads strictly (it only
+  strips ``module.``/``model.`` prefixes). For zoo names the file is loaded back through RobustBench
+  and its logits must equal the model's bit for bit.
+- :func:`load_zoo_model`: a RobustBench zoo architecture with a checkpoint already on disk, no
+  download.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+
+from advtrain.errors import CheckpointError, InputError, unknown
+from advtrain.io import atomic_save, load_state_file, load_weights
+
+WEIGHTS = ("model", "ema")
+
+
+def model_from_checkpoint(path, *, dataset: str, arch: Optional[str] = None,
+                          weights: str = "model", device="cpu") -> tuple:
+    """Build ``arch`` (default: the one the checkpoint records) and load its weights strictly.
+
+    Returns ``(model, info)`` with ``info = {"arch", "weights", "recorded": {...}}``.
+    """
+    if weights not in WEIGHTS:
+        raise unknown("weights", weights, WEIGHTS)
+    raw = load_state_file(path)
+    state, recorded = _select_weights(raw, weights, path)
+    arch = arch or recorded.get("arch")
+    if not arch:
+        from advtrain.models import list_models
+        raise InputError(f"{os.fspath(path)} records no architecture; pass --arch "
+                         f"(choices: {', '.join(list_models())})")
+    if recorded.get("dataset") and recorded["dataset"] != dataset:
+        raise InputError(f"{os.fspath(path)} was trained on {recorded['dataset']!r} but "
+                         f"--dataset is {dataset!r}; pass --dataset {recorded['dataset']}")
+    from advtrain.models import create_model
+
+    model = create_model(arch, dataset=dataset)
+    load_weights(model, state, strict=True)
+    return model.to(device).eval(), {"arch": arch, "weights": weights, "recorded": recorded}
+
+
+def _select_weights(raw: Mapping, weights: str, path) -> tuple:
+    """Pick the state_dict out of a trainer checkpoint; other formats pass through."""
+    if isinstance(raw.get("model"), Mapping):
+        state = raw.get(weights)
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{os.fspath(path)} has no {weights!r} weights; use "
+                                  "--weights model")
+        recorded = {k: raw[k] for k in ("arch", "dataset", "num_classes") if k in raw}
+        return state, recorded
+    if weights != "model":
+        raise CheckpointError(f"{os.fspath(path)} is a plain state_dict without EMA weights; "
+                              "use --weights model")
+    return raw, {}
+
+
+# ----------------------------------------------------------------------------- RobustBench zoo
+def zoo_entry(name: str, dataset: str, threat_model: str) -> Optional[dict]:
+    """RobustBench's zoo entry (``{"model": constructor, "gdrive_id": ...}``) or None."""
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    try:
+        table = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+    except (ValueError, KeyError):
+        return None
+    return table.get(name)
+
+
+def zoo_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
+    """Where RobustBench looks for a local checkpoint."""
+    return Path(model_dir) / dataset / threat_model / f"{name}.pt"
+
+
+def load_zoo_model(name: str, *, dataset: str, threat_model: str = "Linf",
+                   model_dir="checkpoints", device="cpu") -> torch.nn.Module:
+    """Zoo architecture + the checkpoint already at :func:`zoo_path`; never downloads."""
+    entry = zoo_entry(name, dataset, threat_model)
+    if entry is None:
+        raise _unknown_zoo(name, dataset, threat_model)
+    if isinstance(entry.get("gdrive_id"), list):
+        raise InputError(f"RobustBench model {name!r} is an ensemble of checkpoints; evaluate it "
+                         "with robustbench.utils.load_model instead")
+    path = zoo_path(model_dir, name, dataset, threat_model)
+    if not path.is_file():
+        raise CheckpointError(f"RobustBench checkpoint not found at {path}; put {name}.pt there "
+                              "(downloading is not attempted offline)")
+    model = entry["model"]()
+    model.arch_name = name
+    load_weights(model, load_state_file(path), strict=True)
+    return model.to(device).eval()
+
+
+def _unknown_zoo(name, dataset, threat_model):
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    try:
+        names = list(model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)])
+    except (ValueError, KeyError):
+        names = []
+    return unknown(f"RobustBench {dataset}/{threat_model} model", name, names)
+
+
+def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model: str = "Linf",
+                   model_dir="checkpoints", *, overwrite: bool = False, verify: bool = True) -> Path:
+    """Write ``model`` where ``robustbench.utils.load_model(name, model_dir, dataset, threat_model)``
+    finds it; for zoo names verify the round trip (identical logits) or raise and remove the file.
+
+    For names outside the zoo the file is written and :func:`registration_hint` says how to use it.
+    """
+    if dataset not in ("cifar10", "cifar100"):
+        raise unknown("dataset", dataset, ("cifar10", "cifar100"))
+    if threat_model not in ("Linf", "L2"):
+        raise unknown("threat model", threat_model, ("Linf", "L2"))
+    path = zoo_path(model_dir, name, dataset, threat_model)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists; remove it or pass --overwrite")
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    mangled = [k for k in state if "module." in k or "model." in k]
+    if mangled:
+        raise CheckpointError(f"keys {mangled[:3]} contain 'module.'/'model.', which "
+                              "robustbench.utils.load_model strips; rename those submodules")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(state, path)
+    if verify and zoo_entry(name, dataset, threat_model) is not None:
+        try:
+            verify_roundtrip(model, name, dataset, threat_model, model_dir)
+        except Exception:
+            path.unlink(missing_ok=True)
+            raise
+    return path
+
+
+@torch.no_grad()
+def verify_roundtrip(model, name: str, dataset: str, threat_model: str, model_dir,
+                     n: int = 2) -> None:
+    """Load ``name`` back through RobustBench and require bit-identical logits on random input."""
+    from robustbench.utils import load_model
+
+    try:
+        loaded = load_model(name, model_dir=str(model_dir), dataset=dataset,
+                            threat_model=threat_model)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"RobustBench cannot load the export as {name!r} (wrong "
+                              f"architecture for this zoo name?): {first}") from None
+    device = next(model.parameters()).device
+    x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        ours = model(x).cpu()
+    finally:
+        model.train(was_training)
+    theirs = loaded.to(device).eval()(x).cpu()
+    if ours.shape != theirs.shape or not torch.equal(ours, theirs):
+        diff = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else float("nan")
+        raise CheckpointError(f"RobustBench's {name!r} gives different logits from the exported "
+                              f"model (max |diff| = {diff:.3g}); the architectures differ")
+
+
+def registration_hint(path, name: str, dataset: str, threat_model: str) -> str:
+    """How to use an export whose name is not in RobustBench's zoo."""
+    return (f"{name!r} is not in RobustBench's {dataset}/{threat_model} zoo, so load_model cannot "
+            f"build its architecture: load {path} yourself with model.load_state_dict("
+            f"torch.load(path, weights_only=True)), or add an entry ('{name}', {{'model': lambda: "
+            "<constructor>, 'gdrive_id': ...}) to robustbench/model_zoo/"
+            f"{dataset}.py ({threat_model} table) when submitting it")

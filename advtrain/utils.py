@@ -1,0 +1,51 @@
+"""Small shared helpers for evaluation and export: eps formatting, device choice, package versions.
+
+``parse_eps`` is :func:`advtrain.config.parse_eps` (re-exported);
+``format_eps(8/255) == "8/255"`` (the form RobustBench cards use).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Union
+
+import torch
+
+from advtrain.config import parse_eps  # noqa: F401  (re-exported)
+from advtrain.errors import InputError
+
+
+def format_eps(eps: float) -> str:
+    """The RobustBench spelling of eps: ``"8/255"`` when eps*255 is a whole number, else a decimal."""
+    k = eps * 255
+    if eps > 0 and abs(k - round(k)) < 1e-6:
+        return f"{int(round(k))}/255"
+    frac = Fraction(eps).limit_denominator(1000)
+    if abs(float(frac) - eps) < 1e-9 and frac.denominator <= 10:
+        return f"{float(frac):g}"
+    return f"{eps:g}"
+
+
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """``"auto"``/None -> cuda when available, else cpu; a name or device otherwise."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"invalid device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def package_versions() -> dict:
+    """Versions of the packages a result depends on (``None`` when one is not installed)."""
+    from importlib import metadata
+
+    out = {}
+    for dist in ("torch", "torchvision", "pyautoattack", "robustbench", "advtrain", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
