@@ -1,0 +1,236 @@
+"""Helpers for multi-process training and evaluation under ``torchrun`` (DDP).
+
+``torchrun --nproc_per_node N -m advtrain train CONFIG`` starts N processes and sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` in each. :func:`init_from_env`
+reads them and joins the process group (NCCL on CUDA, Gloo on CPU); without them every helper here is
+a no-op, so single-process code paths need no ``if distributed`` branches::
+
+    info = init_from_env(device)            # rank 0 of 1 when not under torchrun
+    model = wrap_ddp(model.to(info.device), info.device, sync_bn=cfg.sync_bn)
+    ...
+    prior.end_epoch(reduce=all_reduce_sum_) # sums the class-prior accumulators over ranks
+    if is_main(): save_checkpoint(...)
+    cleanup()
+
+Gradient averaging. DDP averages gradients over ranks: with the same number ``b`` of examples per
+rank and a per-rank *mean* loss, ``(1/W) sum_r grad L_r = grad (1/(W b)) sum_i l_i``, i.e. exactly
+the gradient of one process on the global batch of ``W b`` examples (what must match for this to
+hold is listed in docs/DISTRIBUTED.md). Parameters trained outside the DDP wrapper (LBGAT's natural
+model, a submodule of the objective) are averaged with :func:`average_grads_` after ``backward``.
+
+Objects are exchanged as JSON (never pickled), so only JSON-serialisable values can be broadcast.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+
+from advtrain.errors import InputError
+
+Tensors = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: ``rank`` of ``world_size``, its ``local_rank`` and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: Optional[str]
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"environment variable {name}={value!r} is not an integer; "
+                         "launch with torchrun or unset it") from None
+
+
+def local_device(device: Union[str, torch.device], local_rank: int) -> torch.device:
+    """The device of this rank: ``cuda`` becomes ``cuda:<local_rank>``; other devices unchanged."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank)
+    return device
+
+
+def init_from_env(device: Union[str, torch.device] = "cpu", *, init_method: Optional[str] = None,
+                  timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group described by torchrun's environment; a no-op for one process.
+
+    The backend is NCCL when ``device`` is CUDA, Gloo otherwise. Calling it again after the group
+    exists just returns the current :class:`DistInfo`.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    dev = local_device(device, local_rank)
+    if world <= 1:
+        return DistInfo(0, 1, 0, dev, None)
+    if "RANK" not in os.environ:
+        raise InputError(f"WORLD_SIZE={world} but RANK is not set; launch with "
+                         "'torchrun --nproc_per_node N -m advtrain ...'")
+    rank = _env_int("RANK", 0)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if backend == "nccl":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {str(device)!r} requested but CUDA is not available; "
+                             "use run.device=cpu (Gloo) or a machine with GPUs")
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, init_method=init_method or "env://", rank=rank,
+                                world_size=world, timeout=timedelta(seconds=timeout_s))
+    return DistInfo(rank, world, local_rank, dev, backend)
+
+
+def is_initialized() -> bool:
+    """True when a process group with more than one member is active."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Number of processes (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """True on the process that logs and writes files (rank 0)."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    """Leave the process group if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _as_list(tensors: Tensors) -> list:
+    if isinstance(tensors, torch.Tensor):
+        return [tensors]
+    if isinstance(tensors, Mapping):
+        return list(tensors.values())
+    return list(tensors)
+
+
+def all_reduce_sum_(tensors: Tensors) -> Tensors:
+    """Sum tensors over ranks in place and return the argument (no-op for one process).
+
+    Accepts a tensor, a sequence or a dict of tensors, so it can be passed as the ``reduce`` callable
+    of ``ClassPrior.end_epoch`` / ``Objective.on_epoch_end``. Boolean tensors are summed as integers
+    and written back as ``sum > 0`` (a logical or).
+    """
+    if not is_initialized():
+        return tensors
+    for t in _as_list(tensors):
+        if t.dtype == torch.bool:
+            buf = t.to(torch.int32)
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            t.copy_(buf > 0)
+        else:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return tensors
+
+
+def average_grads_(params: Iterable[torch.nn.Parameter]) -> None:
+    """Replace each ``.grad`` by its mean over ranks (for parameters not wrapped in DDP).
+
+    A parameter without a gradient on this rank contributes zeros, so every rank issues the same
+    collectives in the same order.
+    """
+    if not is_initialized():
+        return
+    n = world_size()
+    for p in params:
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(n)
+
+
+def broadcast_object(obj: Any = None, src: int = 0) -> Any:
+    """Rank ``src``'s JSON-serialisable ``obj`` on every rank (returned unchanged for one process)."""
+    if not is_initialized():
+        return obj
+    payload = json.dumps(obj).encode() if rank() == src else b""
+    size = torch.tensor([len(payload)], dtype=torch.long)
+    dist.broadcast(size, src)
+    buf = torch.zeros(int(size.item()), dtype=torch.uint8)
+    if rank() == src:
+        buf.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+    dist.broadcast(buf, src)
+    return json.loads(bytes(buf.tolist()).decode())
+
+
+def wrap_ddp(model: torch.nn.Module, device: Union[str, torch.device], sync_bn: bool = False,
+             **ddp_kwargs) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` when distributed, else ``model`` itself.
+
+    ``sync_bn=True`` converts every BatchNorm to ``SyncBatchNorm`` first (statistics over the
+    global batch; CUDA only — PyTorch's SyncBatchNorm has no CPU kernel). DDP broadcasts rank 0's
+    parameters and buffers at construction, so load/resume weights before wrapping.
+    """
+    device = torch.device(device)
+    if sync_bn and device.type != "cuda" and is_initialized():
+        raise InputError("sync_bn=true needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
+                         "set sync_bn=false for CPU/Gloo runs (each rank then normalises its "
+                         "own slice of the batch)")
+    if not is_initialized():
+        return model
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **ddp_kwargs)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DDP (or DataParallel) wrapper; ``model`` itself otherwise.
+
+    Attacks and checkpoints use the unwrapped module: attacks only differentiate w.r.t. the input,
+    and state-dict keys then carry no ``module.`` prefix.
+    """
+    while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def shard_range(n: int, world: Optional[int] = None, r: Optional[int] = None,
+                align: int = 1) -> range:
+    """Contiguous indices ``[start, stop)`` of the ``r``-th of ``world`` shards of ``n`` items.
+
+    Shard boundaries are multiples of ``align`` (e.g. the evaluation batch size), so a shard is a
+    union of whole batches of the single-process run; earlier shards get the extra blocks.
+    """
+    world = world_size() if world is None else world
+    r = rank() if r is None else r
+    if align < 1:
+        raise InputError(f"align={align} must be >= 1")
+    blocks = -(-n // align)
+    per, extra = divmod(blocks, world)
+    first = r * per + min(r, extra)
+    last = first + per + (1 if r < extra else 0)
+    return range(min(first * align, n), min(last * align, n))
