@@ -1,0 +1,262 @@
+"""Validation of :mod:`advtrain.config`: key names, types and value ranges.
+
+Kept apart from the dataclasses so that ``config.py`` reads as the list of knobs. Every check raises
+a one-line :class:`~advtrain.errors.InputError` (bad type or range) or
+:class:`~advtrain.errors.UnknownNameError` (unknown key or choice, with close matches).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from typing import Any
+
+from advtrain.errors import InputError, unknown
+
+#: objective kwargs that belong to the ``attack:`` section (the trainer passes them on)
+ATTACK_KEYS = {"eps": "eps", "step_size": "step_size", "steps": "steps", "norm": "norm",
+               "attack_init": "init", "bn_mode": "bn_mode"}
+#: objective kwargs that must be >= 0
+NON_NEGATIVE = ("beta", "alpha", "gamma", "aug_weight", "attack_alpha", "attack_beta",
+                "attack_gamma", "prior_power")
+POSITIVE = ("prior_T", "loss_T")
+
+
+# ----------------------------------------------------------------------------- structure / types
+
+def build_section(cls, raw: Any, prefix: str):
+    """Instantiate dataclass ``cls`` from mapping ``raw``; unknown keys and bad types refused."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        where = prefix.rstrip(".") or "config"
+        raise InputError(f"config section {where!r} must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise unknown("config key", f"{prefix}{key}", [prefix + k for k in fields])
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        kwargs[name] = coerce(raw[name], hints[name], prefix + name, f.metadata)
+    return cls(**kwargs)
+
+
+def coerce(value: Any, tp: Any, key: str, meta=None) -> Any:
+    """Check ``value`` against annotation ``tp`` (converting int->float, '8/255'->float)."""
+    from advtrain.config import parse_eps
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], key, meta)
+    if meta and meta.get("eps"):
+        try:
+            return parse_eps(value)
+        except InputError as e:
+            raise InputError(f"config key {key!r}: {e}") from None
+    if dataclasses.is_dataclass(tp):
+        return build_section(tp, value, key + ".")
+    if origin in (list, typing.List):
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(key, value, "a list")
+        return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin in (dict, typing.Dict):
+        if not isinstance(value, dict):
+            raise _type_error(key, value, "a mapping")
+        return dict(value)
+    return _scalar(value, tp, key)
+
+
+def _scalar(value: Any, tp: Any, key: str) -> Any:
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _type_error(key, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(key, value, "an integer")
+        return value
+    if tp is float:
+        return _to_float(value, key)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _type_error(key, value, "a string")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # programming error
+
+
+def _to_float(value: Any, key: str) -> float:
+    if isinstance(value, bool):
+        raise _type_error(key, value, "a number")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise _type_error(key, value, "a number")
+
+
+def _type_error(key: str, value: Any, expected: str) -> InputError:
+    return InputError(f"config key {key!r} must be {expected}, got {value!r} ({type(value).__name__})")
+
+
+# ----------------------------------------------------------------------------- objective kwargs
+
+def check_objective(cfg) -> None:
+    """``objective:`` = name + kwargs accepted by that objective's ``defaults()``."""
+    from advtrain.config import objective_defaults
+
+    obj = cfg.objective
+    if "name" not in obj or not isinstance(obj["name"], str):
+        raise InputError("config key 'objective.name' is missing; e.g. objective: {name: gkl_at}")
+    for key in obj:
+        if key in ATTACK_KEYS:
+            raise InputError(f"config key 'objective.{key}' belongs to the attack section; "
+                             f"set attack.{ATTACK_KEYS[key]} instead")
+    defaults = objective_defaults(obj["name"])
+    if defaults is None:  # objectives package absent: names cannot be checked
+        return
+    allowed = [k for k in defaults if k not in ATTACK_KEYS]
+    for key, value in obj.items():
+        if key == "name":
+            continue
+        if key not in defaults:
+            raise unknown(f"option of objective {obj['name']!r}:", f"objective.{key}",
+                          ["objective." + k for k in allowed])
+        obj[key] = _like(value, defaults[key], f"objective.{key}")
+        if key in NON_NEGATIVE and isinstance(obj[key], (int, float)) and obj[key] < 0:
+            raise InputError(f"config key 'objective.{key}' = {value} must be >= 0")
+        if key in POSITIVE and isinstance(obj[key], (int, float)) and obj[key] <= 0:
+            raise InputError(f"config key 'objective.{key}' = {value} must be > 0")
+    ls = obj.get("label_smoothing")
+    if isinstance(ls, (int, float)) and not 0 <= ls < 1:
+        raise InputError(f"config key 'objective.label_smoothing' = {ls} must be in [0, 1)")
+
+
+def _like(value: Any, default: Any, key: str) -> Any:
+    """Type-check an objective kwarg against the type of its default."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        return _scalar(value, bool, key)
+    if isinstance(default, float):
+        return _to_float(value, key)
+    if isinstance(default, int):
+        return _to_float(value, key) if isinstance(value, float) else _scalar(value, int, key)
+    if isinstance(default, str):
+        return _scalar(value, str, key)
+    return value
+
+
+# ----------------------------------------------------------------------------- ranges / choices
+
+def check_ranges(cfg) -> None:
+    """Refuse out-of-range values and unknown choices before anything is built."""
+    E = cfg.optim.epochs
+    _at_least("optim.epochs", E, 1)
+    _choice("device", "run.device", cfg.run.device, ("auto", "cpu", "cuda"), pattern=r"cuda:\d+")
+    _at_least("run.seed", cfg.run.seed, 0)
+    _at_least("run.checkpoint_every_steps", cfg.run.checkpoint_every_steps, 0)
+    _check_data(cfg.data)
+    _check_names(cfg)
+    a = cfg.attack
+    _choice("norm", "attack.norm", a.norm, ("Linf", "L2"))
+    _choice("attack schedule", "attack.schedule", a.schedule, ("executed", "staged", "fixed"))
+    _at_least("attack.steps", a.steps, 0)
+    o = cfg.optim
+    _positive("optim.lr", o.lr)
+    _unit("optim.momentum", o.momentum, closed_right=False)
+    _at_least("optim.weight_decay", o.weight_decay, 0)
+    _choice("lr schedule", "optim.schedule", o.schedule,
+            ("cosine", "cosine_trades", "piecewise", "onecycle"))
+    _at_least("optim.warmup_epochs", o.warmup_epochs, 0)
+    if o.warmup_epochs > E:
+        raise InputError(f"optim.warmup_epochs = {o.warmup_epochs} exceeds optim.epochs = {E}")
+    _positive("optim.lr_gamma", o.lr_gamma)
+    if any(m < 1 for m in o.milestones) or list(o.milestones) != sorted(o.milestones):
+        raise InputError(f"optim.milestones {o.milestones} must be increasing epochs >= 1")
+    if o.nesterov and o.momentum <= 0:
+        raise InputError("optim.nesterov needs optim.momentum > 0")
+    _at_least("awp.gamma", cfg.awp.gamma, 0)
+    _at_least("awp.warmup", cfg.awp.warmup, 0)
+    _unit("ema.decay", cfg.ema.decay)
+    _at_least("ema.start_epoch", cfg.ema.start_epoch, 1)
+    _check_average(cfg.average, E)
+    _at_least("eval.test_pgd_steps", cfg.eval.test_pgd_steps, 0)
+    _at_least("eval.every", cfg.eval.every, 1)
+    _choice("nan policy", "nan_policy", cfg.nan_policy, ("stop", "skip"))
+    _choice("precision", "precision", cfg.precision, ("fp32", "bf16"))
+    if cfg.paper_row is not None and not 1 <= cfg.paper_row <= 13:
+        raise InputError(f"paper_row = {cfg.paper_row} must be a row 1..13 of SPEC section 7 or null")
+
+
+def _check_data(d) -> None:
+    _choice("augmentation", "data.augment", d.augment, ("basic", "none", "autoaugment"))
+    _unit("data.synthetic_fraction", d.synthetic_fraction)
+    _at_least("data.batch_size", d.batch_size, 1)
+    _at_least("data.workers", d.workers, 0)
+    if d.train_subset is not None:
+        _at_least("data.train_subset", d.train_subset, 1)
+    _at_least("data.test_subset", d.test_subset, 0)
+    _at_least("data.holdout", d.holdout, 0)
+
+
+def _check_average(av, E: int) -> None:
+    _unit("average.tau", av.tau, closed_right=False)
+    _at_least("average.start", av.start, 1)
+    end = E if av.end is None else av.end
+    if not av.start <= end <= E:
+        raise InputError(f"average.start/end = {av.start}/{end} must satisfy 1 <= start <= end <= "
+                         f"optim.epochs = {E}")
+
+
+def _check_names(cfg) -> None:
+    """Dataset and architecture names against their registries (when those are installed)."""
+    try:
+        from advtrain.data import num_classes
+    except ImportError:  # pragma: no cover - data module not installed yet
+        num_classes = None
+    if num_classes is not None:
+        num_classes(cfg.data.dataset)
+    try:
+        from advtrain.models import model_names
+    except ImportError:  # pragma: no cover
+        return
+    names = list(model_names())
+    arch = cfg.model.arch
+    if arch not in names and not re.fullmatch(r"wrn-\d+-\d+", arch):
+        raise unknown("architecture", arch, names)
+
+
+def _choice(kind: str, key: str, value: Any, choices, pattern: str = "") -> None:
+    if value in choices or (pattern and isinstance(value, str) and re.fullmatch(pattern, value)):
+        return
+    raise unknown(f"{kind} ({key})", value, choices)
+
+
+def _at_least(key: str, value, low) -> None:
+    if value < low:
+        raise InputError(f"config key {key!r} = {value} must be >= {low}")
+
+
+def _positive(key: str, value) -> None:
+    if not value > 0:
+        raise InputError(f"config key {key!r} = {value} must be > 0")
+
+
+def _unit(key: str, value, closed_right: bool = True) -> None:
+    ok = 0 <= value <= 1 if closed_right else 0 <= value < 1
+    if not ok:
+        rng = "[0, 1]" if closed_right else "[0, 1)"
+        raise InputError(f"config key {key!r} = {value} must be in {rng}")
