@@ -1,0 +1,122 @@
+"""Loaders: the training ``DataLoader`` (plain, DDP-sharded, or real/generated mixing) and test arrays.
+
+Batches are ``(x, y)`` with ``x`` float32 in [0,1] of shape B×3×32×32 and ``y`` int64. With
+``augment="autoaugment"`` the collate merges the two views: ``x`` has 2B rows, the first B the basic
+(crop + flip) views and the last B the AutoAugment views of the *same* images, and ``y`` is the B labels
+twice (the layout the reference's two-view objective expects, SPEC §2.2). ``loader.two_view`` tells which.
+
+Call :func:`set_loader_epoch` before every epoch: it reshuffles (``DistributedSampler`` /
+:class:`~advtrain.data.sampling.MixedSampler`) and selects the epoch's augmentation draw, so epoch ``e``
+of two runs with the same seed yields the same batches, for any number of workers.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
+from torch.utils.data._utils.collate import default_collate
+
+from advtrain.data.datasets import ArrayDataset, make_transform
+from advtrain.data.names import check_dataset, num_classes
+from advtrain.data.npz import read_npz
+from advtrain.data.sampling import MixedSampler, make_generator, worker_init_fn
+from advtrain.data.sources import load_arrays
+from advtrain.errors import InputError
+
+
+def two_view_collate(batch):
+    """``[((x_basic, x_aug), y), ...]`` -> ``(cat[x_basic; x_aug] (2B), cat[y; y] (2B))``."""
+    views, y = default_collate(batch)
+    return torch.cat(list(views)), torch.cat([y] * len(views))
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell the loader's sampler(s) and dataset(s) which epoch comes next (reshuffle + new augmentation)."""
+    for obj in (loader.batch_sampler, loader.sampler):
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
+    datasets = loader.dataset.datasets if isinstance(loader.dataset, ConcatDataset) else [loader.dataset]
+    for ds in datasets:
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(epoch)
+
+
+def _train_indices(n_total: int, holdout: int, subset: Union[None, int, Sequence[int]]) -> np.ndarray:
+    if not 0 <= holdout < n_total:
+        raise InputError(f"holdout={holdout} but the training set has {n_total} images; use 0 <= holdout < {n_total}")
+    indices = np.arange(holdout, n_total)
+    if subset is None:
+        return indices
+    if isinstance(subset, (int, np.integer)):
+        if not 1 <= subset <= len(indices):
+            raise InputError(f"subset={subset} but {len(indices)} training images remain after the holdout; "
+                             f"use 1 <= subset <= {len(indices)}")
+        return indices[:subset]
+    chosen = np.asarray(subset, dtype=np.int64)
+    if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= len(indices):
+        raise InputError(f"subset indices must lie in [0, {len(indices)}) (training images after the holdout)")
+    return indices[chosen]
+
+
+def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: Optional[str] = None,
+                       synthetic_npz: Union[str, Sequence[str]] = (), synthetic_fraction: float = 0.7,
+                       augment: str = "basic", batch_size: int = 128, workers: int = 0, seed: int = 0,
+                       drop_last: bool = False, subset=None, holdout: int = 0, rank: int = 0,
+                       world_size: int = 1) -> DataLoader:
+    """Training DataLoader; ``batch_size`` is per rank. See the module docstring for the batch layout.
+
+    ``holdout`` drops the first ``holdout`` real images (DM's 1,024-image validation set, see
+    :func:`load_holdout_arrays`); ``subset`` (int or indices) then keeps part of the rest. With
+    ``synthetic_npz`` the batches come from :class:`MixedSampler` (``drop_last`` is then moot: every
+    batch is full); otherwise from a ``DistributedSampler`` (``world_size`` 1 included).
+    """
+    check_dataset(dataset)
+    if batch_size < 1 or workers < 0:
+        raise InputError(f"need batch_size >= 1 and workers >= 0, got {batch_size} and {workers}")
+    transform = make_transform(augment)
+    images, labels = load_arrays(dataset, "train", root=root, npz=train_npz)
+    indices = _train_indices(len(labels), holdout, subset)
+    real = ArrayDataset(images, labels, transform, indices, seed=seed)
+    common = dict(num_workers=workers, worker_init_fn=worker_init_fn, generator=make_generator(seed),
+                  collate_fn=two_view_collate if augment == "autoaugment" else None)
+    paths = [synthetic_npz] if isinstance(synthetic_npz, str) else list(synthetic_npz)
+    if paths:
+        gens = [ArrayDataset(*read_npz(p, num_classes(dataset)), transform, seed=(seed, "gen", k))
+                for k, p in enumerate(paths)]
+        epoch_images = len(labels) if subset is None else len(real)
+        sampler = MixedSampler(len(real), sum(len(g) for g in gens), batch_size, synthetic_fraction,
+                               seed=seed, epoch_images=epoch_images, rank=rank, world_size=world_size)
+        loader = DataLoader(ConcatDataset([real, *gens]), batch_sampler=sampler, **common)
+    else:
+        sampler = DistributedSampler(real, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        loader = DataLoader(real, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
+    loader.two_view = augment == "autoaugment"
+    return loader
+
+
+def _to_tensors(images, labels, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.array(images[:n], dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(), torch.from_numpy(np.array(labels[:n], dtype=np.int64))
+
+
+def load_test_arrays(dataset: str, *, root: Optional[str] = None, npz: Optional[str] = None,
+                     n_ex: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_ex`` test images as (x float32 in [0,1] N×3×32×32, y int64 N); all when None."""
+    images, labels = load_arrays(dataset, "test", root=root, npz=npz)
+    n = len(labels) if n_ex is None else n_ex
+    if not isinstance(n, (int, np.integer)) or not 1 <= n <= len(labels):
+        raise InputError(f"n_ex={n_ex} but the {dataset} test set has {len(labels)} images; "
+                         f"use 1 <= n_ex <= {len(labels)}")
+    return _to_tensors(images, labels, int(n))
+
+
+def load_holdout_arrays(dataset: str, holdout: int, *, root: Optional[str] = None,
+                        npz: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first ``holdout`` training images (the validation set a ``holdout`` loader leaves out)."""
+    images, labels = load_arrays(dataset, "train", root=root, npz=npz)
+    if not 1 <= holdout < len(labels):
+        raise InputError(f"holdout={holdout} but the training set has {len(labels)} images; "
+                         f"use 1 <= holdout < {len(labels)}")
+    return _to_tensors(images, labels, holdout)

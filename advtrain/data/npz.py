@@ -1,0 +1,146 @@
+"""Read ``.npz`` image sets (keys ``image`` N×32×32×3 uint8, ``label`` N) without loading them whole.
+
+This is the convention of the synthesized-data files (DM-Improves-AT, SPEC §6) and of
+``../shared/data/cifar10-jpeg/{train,test}.npz``. ``np.load(path, mmap_mode='r')`` does *not* memory-map
+members of an ``.npz``, so a 20M-image file would be decompressed into RAM. Instead, for members that
+are *stored* (``np.savez``) we locate the member inside the zip archive, parse its ``.npy`` header and
+build an ``np.memmap`` directly over the file: pages are read only when an image is indexed.
+Members that are *compressed* (``np.savez_compressed``) cannot be mapped; small ones are loaded, larger
+ones than :data:`COMPRESSED_LIMIT` bytes are refused with an error telling how to re-save them.
+Nothing is ever unpickled (object arrays are refused).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+import zlib
+from typing import Optional, Tuple
+
+import numpy as np
+
+from advtrain.errors import DataError
+
+#: compressed npz members larger than this (uncompressed bytes) are refused instead of loaded
+COMPRESSED_LIMIT = 2 << 30
+
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header: 30 bytes
+_CHUNK = 1 << 22  # labels are range-checked in chunks so huge memmaps are never read at once
+
+
+def _fix() -> str:
+    return "re-create it with np.savez(path, image=uint8 N×32×32×3, label=int N)"
+
+
+def _member_data_offset(f, info: zipfile.ZipInfo, path: str) -> int:
+    """Byte offset of a member's data: after its local header, file name and extra field."""
+    f.seek(info.header_offset)
+    raw = f.read(_LOCAL_HEADER.size)
+    if len(raw) != _LOCAL_HEADER.size or raw[:4] != b"PK\x03\x04":
+        raise DataError(f"{path}: corrupt zip entry {info.filename!r}; {_fix()}")
+    fields = _LOCAL_HEADER.unpack(raw)
+    name_len, extra_len = fields[-2], fields[-1]
+    return info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+
+
+def _map_stored(path: str, info: zipfile.ZipInfo) -> np.memmap:
+    """np.memmap over the array data of an uncompressed ``.npy`` member."""
+    with open(path, "rb") as f:
+        f.seek(_member_data_offset(f, info, path))
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        except ValueError as e:
+            raise DataError(f"{path}: member {info.filename!r} is not a valid .npy ({e}); {_fix()}") from None
+        data_offset = f.tell()
+    if dtype.hasobject:
+        raise DataError(f"{path}: member {info.filename!r} holds Python objects (needs pickle, refused); {_fix()}")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if data_offset + nbytes > os.path.getsize(path):
+        raise DataError(f"{path}: file is truncated (member {info.filename!r} incomplete); re-copy or {_fix()}")
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    mm = np.memmap(path, dtype=dtype, mode="r", offset=data_offset, shape=tuple(shape),
+                   order="F" if fortran else "C")
+    mm._advtrain_spec = (path, data_offset, dtype.str, tuple(shape), "F" if fortran else "C")
+    return mm
+
+
+def _load_compressed(path: str, key: str, info: zipfile.ZipInfo, limit: int) -> np.ndarray:
+    """Decompress one small member into memory (allow_pickle=False)."""
+    if info.file_size > limit:
+        raise DataError(
+            f"{path}: member {key!r} is compressed and {info.file_size / 2**30:.1f} GiB, too large to load; "
+            f"re-save it uncompressed with np.savez (not np.savez_compressed) so it can be memory-mapped"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z[key]
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: cannot read member {key!r} ({e}); re-copy the file or {_fix()}") from None
+
+
+def _read_member(path: str, zf: zipfile.ZipFile, key: str, limit: int) -> np.ndarray:
+    try:
+        info = zf.getinfo(key + ".npy")
+    except KeyError:
+        keys = sorted(n[:-4] if n.endswith(".npy") else n for n in zf.namelist())
+        raise DataError(f"{path}: missing key {key!r} (found {keys}); {_fix()}") from None
+    if info.compress_type == zipfile.ZIP_STORED:
+        return _map_stored(path, info)
+    return _load_compressed(path, key, info, limit)
+
+
+def check_arrays(images, labels, path: str, num_classes: Optional[int] = None) -> np.ndarray:
+    """Validate an (images, labels) pair; return labels as int64. Raises DataError naming ``path``."""
+    if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (32, 32, 3):
+        raise DataError(
+            f"{path}: 'image' must be uint8 of shape N×32×32×3 (HWC), got {images.dtype} {tuple(images.shape)}; "
+            f"{_fix()}"
+        )
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: 'label' must be a 1-D integer array, got {labels.dtype} "
+                        f"{tuple(labels.shape)}; {_fix()}")
+    if len(labels) != len(images):
+        raise DataError(f"{path}: {len(images)} images but {len(labels)} labels; {_fix()}")
+    hi = num_classes if num_classes is not None else np.iinfo(np.int64).max
+    for start in range(0, len(labels), _CHUNK):
+        chunk = np.asarray(labels[start:start + _CHUNK])
+        lo_v, hi_v = int(chunk.min()), int(chunk.max())
+        if lo_v < 0 or hi_v >= hi:
+            bad = lo_v if lo_v < 0 else hi_v
+            raise DataError(f"{path}: label {bad} outside [0, {hi}); "
+                            f"use labels 0..{hi - 1} for this dataset or pick the right --dataset")
+    if labels.dtype == np.int64:
+        return labels
+    return np.asarray(labels, dtype=np.int64)
+
+
+def read_npz(path: str, num_classes: Optional[int] = None,
+             limit: int = COMPRESSED_LIMIT) -> Tuple[np.ndarray, np.ndarray]:
+    """(images uint8 N×32×32×3, labels int64 N) from ``path``; stored members are np.memmap views.
+
+    ``num_classes`` enables the label range check ``0 <= label < num_classes``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such npz file; check the path (--data-npz / synthetic npz)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            images = _read_member(path, zf, "image", limit)
+            labels = _read_member(path, zf, "label", limit)
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise DataError(f"{path}: not a readable npz (truncated or corrupt: {e}); re-copy the file or "
+                        f"{_fix()}") from None
+    return images, check_arrays(images, labels, path, num_classes)
+
+
+def reopen(spec) -> np.memmap:
+    """Re-create a memmap from the spec :func:`read_npz` attaches (used when a dataset is pickled)."""
+    path, offset, dtype, shape, order = spec
+    mm = np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape, order=order)
+    mm._advtrain_spec = spec
+    return mm

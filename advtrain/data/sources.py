@@ -1,0 +1,139 @@
+"""Where images come from: CIFAR binary folders, torchvision's CIFAR folders, or ``.npz`` files.
+
+Every source yields ``(images, labels)``: images uint8 N×32×32×3 (HWC, possibly an ``np.memmap``),
+labels int64 N. :func:`resolve_source` picks one, in this order:
+
+1. an explicit ``npz`` file;
+2. under ``root`` (``--data-root``): ``cifar-10-batches-bin`` / ``cifar-100-binary`` (parsed with numpy),
+   ``cifar-10-batches-py`` / ``cifar-100-python`` (torchvision, which checks the md5 of the official
+   pickle batches before reading them -- no other pickle is ever loaded), or ``{split}.npz``;
+3. the same under the directory in the environment variable ``ADVTRAIN_DATA``;
+4. a torchvision download into ``root`` (or ``./data``) unless ``ADVTRAIN_OFFLINE=1``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from advtrain.data.names import check_dataset, check_split, num_classes
+from advtrain.data.npz import check_arrays, read_npz
+from advtrain.errors import DataError
+
+_BINARY = {
+    # dataset: (folder, {split: files}, label bytes per record, index of the label byte used)
+    "cifar10": ("cifar-10-batches-bin",
+                {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}, 1, 0),
+    "cifar100": ("cifar-100-binary", {"train": ["train.bin"], "test": ["test.bin"]}, 2, 1),
+}
+_PYTHON_DIR = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_IMAGE_BYTES = 3 * 32 * 32
+
+
+def offline() -> bool:
+    """True when ``ADVTRAIN_OFFLINE`` is set to a true value (no downloads are attempted)."""
+    return os.environ.get("ADVTRAIN_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def read_cifar_binary(folder: str, dataset: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Parse the official CIFAR binary release: records of label byte(s) + 3072 bytes CHW."""
+    _, files, n_label, which = _BINARY[dataset]
+    record = n_label + _IMAGE_BYTES
+    images, labels = [], []
+    for name in files[split]:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise DataError(f"{folder}: missing {name}; re-extract the official CIFAR binary archive there")
+        raw = np.fromfile(path, dtype=np.uint8)
+        if raw.size == 0 or raw.size % record:
+            raise DataError(f"{path}: size {raw.size} is not a multiple of the {record}-byte CIFAR record "
+                            f"(truncated?); re-extract the official CIFAR binary archive")
+        raw = raw.reshape(-1, record)
+        labels.append(raw[:, which].astype(np.int64))
+        images.append(raw[:, n_label:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    x = np.ascontiguousarray(np.concatenate(images))
+    return x, check_arrays(x, np.concatenate(labels), folder, num_classes(dataset))
+
+
+def read_torchvision(root: str, dataset: str, split: str, download: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """torchvision's CIFAR10/100 (md5-verified official pickle batches), downloading if asked."""
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
+    try:
+        ds = cls(root=root, train=split == "train", download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise DataError(f"{root}: {e} (torchvision CIFAR folder failed its md5 check); re-download or "
+                        f"re-extract it") from None
+    except OSError as e:  # network failure while downloading
+        raise DataError(f"cannot download {dataset} into {root} ({e}); {_options(dataset, split)}") from None
+    x = np.asarray(ds.data, dtype=np.uint8)
+    return x, check_arrays(x, np.asarray(ds.targets, dtype=np.int64), root, num_classes(dataset))
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved data source: ``kind`` in {'npz', 'binary', 'torchvision'} and its path."""
+
+    kind: str
+    path: str
+    dataset: str
+    split: str
+    download: bool = False
+
+    def load(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(images uint8 N×32×32×3, labels int64 N) of this source."""
+        if self.kind == "npz":
+            return read_npz(self.path, num_classes(self.dataset))
+        if self.kind == "binary":
+            return read_cifar_binary(self.path, self.dataset, self.split)
+        return read_torchvision(self.path, self.dataset, self.split, download=self.download)
+
+
+def _options(dataset: str, split: str) -> str:
+    folder = _BINARY[dataset][0]
+    return (f"give local data: --data-root DIR containing {folder}/ or {_PYTHON_DIR[dataset]}/ or {split}.npz, "
+            f"--data-npz FILE (keys image, label), or set ADVTRAIN_DATA to such a directory "
+            f"(e.g. ADVTRAIN_DATA=../shared/data/cifar10-jpeg)")
+
+
+def _find_in(directory: str, dataset: str, split: str) -> Optional[Source]:
+    binary = os.path.join(directory, _BINARY[dataset][0])
+    if os.path.isdir(binary):
+        return Source("binary", binary, dataset, split)
+    if os.path.isdir(os.path.join(directory, _PYTHON_DIR[dataset])):
+        return Source("torchvision", directory, dataset, split)
+    npz = os.path.join(directory, f"{split}.npz")
+    if os.path.isfile(npz):
+        return Source("npz", npz, dataset, split)
+    return None
+
+
+def resolve_source(dataset: str, split: str, *, root: Optional[str] = None, npz: Optional[str] = None) -> Source:
+    """Pick the source of ``dataset``/``split`` (see the module docstring for the order)."""
+    check_dataset(dataset)
+    check_split(split)
+    if npz is not None:
+        return Source("npz", os.fspath(npz), dataset, split)
+    for directory in (root, os.environ.get("ADVTRAIN_DATA") or None):
+        if directory is None:
+            continue
+        directory = os.fspath(directory)
+        if not os.path.isdir(directory):
+            raise DataError(f"data directory {directory} does not exist; {_options(dataset, split)}")
+        found = _find_in(directory, dataset, split)
+        if found is not None:
+            return found
+    if offline():
+        where = f" under {root}" if root is not None else ""
+        raise DataError(f"no local {dataset} {split} data found{where} and downloads are off "
+                        f"(ADVTRAIN_OFFLINE=1); {_options(dataset, split)}")
+    return Source("torchvision", os.fspath(root) if root is not None else "./data", dataset, split, download=True)
+
+
+def load_arrays(dataset: str, split: str, *, root: Optional[str] = None,
+                npz: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Resolve and load: (images uint8 N×32×32×3, labels int64 N)."""
+    return resolve_source(dataset, split, root=root, npz=npz).load()
