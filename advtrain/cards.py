@@ -28,6 +28,18 @@ THREAT_MODELS = ("Linf", "L2")
 DATASETS = ("cifar10", "cifar100")
 
 
+def display_arch(arch: str) -> str:
+    """RobustBench's spelling of an advtrain architecture name (``wrn-34-10 -> WideResNet-34-10``)."""
+    parts = arch.split("-")
+    if parts[0] == "wrn" and len(parts) >= 3:
+        return "WideResNet-" + "-".join(parts[1:3])  # RobustBench writes no "-SiLU"
+    names = {"preact": "PreActResNet", "resnet": "ResNet"}
+    if parts[0] in names:
+        tail = parts[2:] if parts[0] == "preact" else parts[1:]
+        return names[parts[0]] + ("-" + "-".join(tail) if tail else "")
+    return arch
+
+
 def percent(fraction: float) -> str:
     """RobustBench's accuracy string: a fraction in [0,1] as a percentage with two decimals."""
     return f"{100.0 * float(fraction):.2f}"

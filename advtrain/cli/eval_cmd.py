@@ -1,0 +1,150 @@
+"""``advtrain eval CHECKPOINT --dataset D``: AutoAttack evaluation -> RobustBench card + sidecar.
+
+Loads the checkpoint strictly (trainer format, plain state_dict or reference formats; never
+unpickled), evaluates the first ``--n-ex`` test images with AutoAttack, runs the sanity report
+(``--no-sanity`` to skip) and writes ``<out>/<dataset>/<norm>/<name>.json`` (+ ``.advtrain.json``).
+With ``--robustbench-name`` a RobustBench zoo checkpoint already in ``--model-dir`` is evaluated.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from advtrain.errors import InputError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="AutoAttack evaluation and RobustBench card",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pt / .safetensors)")
+    p.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
+    p.add_argument("--arch", help="architecture (default: the one recorded in the checkpoint)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data-root", help="directory with the CIFAR test set")
+    src.add_argument("--data-npz", help="npz file with 'image' (N,32,32,3 uint8) and 'label'")
+    p.add_argument("--n-ex", type=int, default=10000, help="first N test images (default 10000)")
+    p.add_argument("--norm", default="Linf", help="Linf or L2 (default Linf)")
+    p.add_argument("--eps", default="8/255", help="radius, e.g. 8/255 or 0.0314 (default 8/255)")
+    p.add_argument("--version", default="standard", help="standard|plus|rand|custom")
+    p.add_argument("--attacks", help="comma-separated attacks for --version custom")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="card name (default: the checkpoint file stem)")
+    p.add_argument("--out", default="model_info", help="card directory (default model_info)")
+    p.add_argument("--save-adv", metavar="FILE", help="save x_adv / y_adv tensors here")
+    p.add_argument("--pgd-steps", type=int, help="also report PGD-K accuracy")
+    p.add_argument("--weights", default="model", choices=("model", "ema"))
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--state-path", help="AutoAttack resumable state file")
+    p.add_argument("--robustbench-name", help="evaluate this RobustBench zoo model instead")
+    p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
+    p.add_argument("--no-sanity", action="store_true", help="skip the sanity report")
+    p.add_argument("--sanity-n", type=int, default=100, help="examples for the sanity report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from advtrain.utils import parse_eps, resolve_device
+
+    eps = parse_eps(args.eps)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    _check_args(args)
+    device = resolve_device(args.device)
+    model, meta = _load_model(args, device)
+    x, y = _load_data(args)
+    from advtrain.evaluation import evaluate
+
+    result = evaluate(model, x, y, norm=args.norm, eps=eps, version=args.version,
+                      attacks=attacks, batch_size=args.batch_size, seed=args.seed, device=device,
+                      state_path=args.state_path, return_adv=bool(args.save_adv),
+                      pgd_steps=args.pgd_steps, sanity=not args.no_sanity,
+                      sanity_n=args.sanity_n, progress=not args.quiet)
+    if args.save_adv:
+        _save_adv(args.save_adv, result, y)
+    card, side = _write(args, result, meta)
+    _summary(result, card, side)
+    return 0
+
+
+def _check_args(args) -> None:
+    from advtrain.errors import unknown
+    from advtrain.evaluation import NORMS, VERSIONS
+
+    if args.norm not in NORMS:
+        raise unknown("norm", args.norm, NORMS)
+    if args.version not in VERSIONS:
+        raise unknown("AutoAttack version", args.version, VERSIONS)
+    for flag, value, low in (("--n-ex", args.n_ex, 1), ("--batch-size", args.batch_size, 1),
+                             ("--sanity-n", args.sanity_n, 1)):
+        if value < low:
+            raise InputError(f"{flag} {value} must be >= {low}")
+    if args.pgd_steps is not None and args.pgd_steps < 1:
+        raise InputError(f"--pgd-steps {args.pgd_steps} must be >= 1")
+    if args.robustbench_name is None and args.checkpoint is None:
+        raise InputError("give a CHECKPOINT file, or --robustbench-name NAME --model-dir DIR")
+
+
+def _load_model(args, device):
+    from advtrain import export
+
+    if args.robustbench_name:
+        model = export.load_zoo_model(args.robustbench_name, dataset=args.dataset,
+                                      threat_model=args.norm, model_dir=args.model_dir,
+                                      device=device)
+        path = export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
+        arch = type(model).__name__
+        return model, {"arch": arch, "display": arch, "checkpoint": path, "weights": "model",
+                       "name": args.robustbench_name}
+    model, info = export.model_from_checkpoint(args.checkpoint, dataset=args.dataset,
+                                               arch=args.arch, weights=args.weights,
+                                               device=device)
+    from advtrain.cards import display_arch
+
+    return model, {"arch": info["arch"], "display": display_arch(info["arch"]),
+                   "checkpoint": args.checkpoint, "weights": args.weights,
+                   "name": Path(args.checkpoint).stem}
+
+
+def _load_data(args):
+    from advtrain.data import load_test_arrays
+
+    x, y = load_test_arrays(args.dataset, root=args.data_root, npz=args.data_npz)
+    if args.n_ex > len(x):
+        raise InputError(f"--n-ex {args.n_ex} is larger than the {len(x)} test images "
+                         f"available; pass --n-ex {len(x)} or less")
+    return x[:args.n_ex], y[:args.n_ex]
+
+
+def _save_adv(path, result, y) -> None:
+    from advtrain.io import atomic_save
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_save({"x_adv": result["x_adv"], "y_adv": result["y_adv"], "y": y.cpu(),
+                 "eps": result["eps"], "norm": result["norm"]}, path)
+
+
+def _write(args, result, meta):
+    from advtrain.cards import write_card
+
+    name = args.name or meta["name"]
+    extra = {"arch": meta["arch"], "weights": meta["weights"], "device": str(result.get("device",
+             args.device)), "robustbench_name": args.robustbench_name}
+    return write_card(result, out_dir=args.out, name=name, dataset=args.dataset,
+                      threat_model=args.norm, architecture=meta["display"],
+                      command=["advtrain"] + sys.argv[1:] if sys.argv else None,
+                      checkpoint=meta["checkpoint"], extra=extra)
+
+
+def _summary(result, card, side) -> None:
+    print(f"clean {result['clean_acc']:.2%}  robust {result['robust_acc']:.2%}  "
+          f"(AutoAttack {result['version']}, {result['norm']} eps {result['eps']:.6g}, "
+          f"n={result['n_ex']})")
+    if "pgd_acc" in result:
+        print(f"PGD-{result['pgd_steps']} {result['pgd_acc']:.2%}")
+    for f in result["flags"]:
+        print(f"warning [{f['code']}]: {f['message']} (see {f['doc']})")
+    print(f"card: {card}")
+    print(f"sidecar: {side}")

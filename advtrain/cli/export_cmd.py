@@ -1,0 +1,50 @@
+"""``advtrain export CHECKPOINT --name NAME --dataset D``: write a RobustBench model_dir file.
+
+Writes ``<model-dir>/<dataset>/<threat-model>/<name>.pt`` (a plain state_dict that
+``robustbench.utils.load_model`` loads strictly). For RobustBench zoo names the file is loaded back
+through RobustBench and must give identical logits; ``--safetensors`` also writes a ``.safetensors``.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("export", help="export a checkpoint to RobustBench's model_dir",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="checkpoint file (.pt / .safetensors)")
+    p.add_argument("--name", required=True, help="RobustBench id, e.g. Cui2023Decoupled_WRN-34-10")
+    p.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
+    p.add_argument("--threat-model", default="Linf", choices=("Linf", "L2"))
+    p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
+    p.add_argument("--arch", help="architecture (default: the one recorded in the checkpoint)")
+    p.add_argument("--weights", default="model", choices=("model", "ema"))
+    p.add_argument("--safetensors", action="store_true", help="also write <name>.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from advtrain import export
+
+    model, info = export.model_from_checkpoint(args.checkpoint, dataset=args.dataset,
+                                               arch=args.arch, weights=args.weights)
+    path = export.to_robustbench(model, args.name, args.dataset, args.threat_model,
+                                 args.model_dir, overwrite=args.overwrite)
+    print(f"wrote {path} ({info['arch']}, {args.weights} weights)")
+    if export.zoo_entry(args.name, args.dataset, args.threat_model) is not None:
+        print(f"verified: robustbench.utils.load_model({args.name!r}, model_dir="
+              f"{str(args.model_dir)!r}, dataset={args.dataset!r}, threat_model="
+              f"{args.threat_model!r}) gives identical logits")
+    else:
+        print("note: " + export.registration_hint(path, args.name, args.dataset,
+                                                  args.threat_model))
+    if args.safetensors:
+        from advtrain.io import save_safetensors
+
+        st = path.with_suffix(".safetensors")
+        save_safetensors(model.state_dict(), st, metadata={"arch": info["arch"],
+                                                           "dataset": args.dataset})
+        print(f"wrote {st}")
+    return 0
