@@ -32,13 +32,15 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "Linf", eps
              version: str = "standard", attacks: Optional[Sequence[str]] = None,
              batch_size: int = 500, seed: int = 0, device=None, state_path=None,
              return_adv: bool = False, pgd_steps: Optional[int] = None, sanity: bool = True,
-             sanity_n: int = 100, sanity_steps: int = 10, progress: bool = True) -> dict:
+             sanity_n: int = 100, sanity_steps: int = 10, progress: bool = True,
+             n_iter: Optional[int] = None, n_queries: Optional[int] = None) -> dict:
     """Clean + AutoAttack robust accuracy of ``model`` on ``(x, y)``; see the module docstring.
 
     Returns a dict with ``clean_acc``, ``robust_acc``, ``per_attack`` (accuracy after each attack,
     cumulative, incl. ``clean``), ``seconds``, ``flags``, ``sanity``, ``n_ex``, ``eps``, ``norm``,
     ``version``, ``attacks``, ``seed``; ``pgd_acc``/``pgd_steps`` when ``pgd_steps`` is given;
-    ``x_adv``/``y_adv`` (on CPU) when ``return_adv``.
+    ``x_adv``/``y_adv`` (on CPU) when ``return_adv``. ``sanity*`` control :mod:`advtrain.checks`;
+    ``n_iter``/``n_queries`` shorten AutoAttack for tests only (the official budget is the default).
     """
     attacks = _check_args(x, y, norm, eps, version, attacks, batch_size)
     dev = resolve_device(device) if device is not None else _model_device(model)
@@ -48,7 +50,8 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "Linf", eps
     try:
         out = _run(model, x, y, norm=norm, eps=eps, version=version, attacks=attacks,
                    batch_size=batch_size, seed=seed, device=dev, state_path=state_path,
-                   pgd_steps=pgd_steps, progress=progress)
+                   pgd_steps=pgd_steps, progress=progress,
+                   aa_budget={"n_iter": n_iter, "n_queries": n_queries})
         if sanity:
             report, flags = checks.run_sanity(
                 model, x, y, eps=eps, make_pgd=lambda e, k: make_pgd(e, k, norm),
@@ -64,21 +67,22 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "Linf", eps
 
 
 def _run(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device, state_path,
-         pgd_steps, progress) -> dict:
+         pgd_steps, progress, aa_budget) -> dict:
     t0 = time.time()
     clean_acc = accuracy(model, x, y, batch_size=batch_size, progress=progress)
     seconds = {"clean": time.time() - t0}
     res = run_autoattack(model, x, y, norm=norm, eps=eps, version=version, attacks=attacks,
-                         batch_size=batch_size, seed=seed, device=device, state_path=state_path)
+                         batch_size=batch_size, seed=seed, device=device, state_path=state_path,
+                         **aa_budget)
     seconds.update({f"autoattack/{k}": v for k, v in dict(res.seconds).items()})
     per_attack = {k: float(v) for k, v in dict(res.per_attack).items()}
-    robust_acc = float(res.robust)
+    robust_acc = res.robust_accuracy
     ball, ball_flags = checks.verify_ball(x, res.x_adv.to(device), eps, norm)
     flags = checks.evaluation_flags(clean_acc, robust_acc, per_attack, list(res.checks))
     out = {"clean_acc": clean_acc, "robust_acc": robust_acc, "per_attack": per_attack,
            "seconds": seconds, "flags": flags + ball_flags, "n_ex": len(x), "eps": eps,
            "norm": norm, "version": version, "attacks": list(res.attacks or attacks or []),
-           "seed": seed, "sanity": {"eps_ball": ball, "autoattack_clean_acc": float(res.clean)},
+           "seed": seed, "sanity": {"eps_ball": ball, "autoattack_clean_acc": res.clean_accuracy},
            "x_adv": res.x_adv.detach().cpu(), "y_adv": res.y_adv.detach().cpu()}
     if pgd_steps:
         t0 = time.time()
@@ -90,12 +94,13 @@ def _run(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device, 
 
 
 def run_autoattack(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device,
-                   state_path=None):
+                   state_path=None, n_iter=None, n_queries=None):
     """The AutoAttack suite through ``attacks.AutoAttackAdapter`` (pyautoattack underneath)."""
     from attacks import AutoAttackAdapter
 
     adapter = AutoAttackAdapter(norm=norm, eps=eps, version=version, attacks=attacks, seed=seed,
-                                batch_size=batch_size, device=str(device), state_path=state_path)
+                                batch_size=batch_size, device=str(device), state_path=state_path,
+                                n_iter=n_iter, n_queries=n_queries)
     return adapter.run(model, x, y)
 
 

@@ -42,6 +42,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-sanity", action="store_true", help="skip the sanity report")
     p.add_argument("--sanity-n", type=int, default=100, help="examples for the sanity report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--n-iter", type=int, help="tests/debugging only: APGD/FAB iterations")
+    p.add_argument("--n-queries", type=int, help="tests/debugging only: Square queries")
     p.set_defaults(func=run)
     return p
 
@@ -61,7 +63,8 @@ def run(args) -> int:
                       attacks=attacks, batch_size=args.batch_size, seed=args.seed, device=device,
                       state_path=args.state_path, return_adv=bool(args.save_adv),
                       pgd_steps=args.pgd_steps, sanity=not args.no_sanity,
-                      sanity_n=args.sanity_n, progress=not args.quiet)
+                      sanity_n=args.sanity_n, progress=not args.quiet, n_iter=args.n_iter,
+                      n_queries=args.n_queries)
     if args.save_adv:
         _save_adv(args.save_adv, result, y)
     card, side = _write(args, result, meta)
@@ -111,11 +114,7 @@ def _load_model(args, device):
 def _load_data(args):
     from advtrain.data import load_test_arrays
 
-    x, y = load_test_arrays(args.dataset, root=args.data_root, npz=args.data_npz)
-    if args.n_ex > len(x):
-        raise InputError(f"--n-ex {args.n_ex} is larger than the {len(x)} test images "
-                         f"available; pass --n-ex {len(x)} or less")
-    return x[:args.n_ex], y[:args.n_ex]
+    return load_test_arrays(args.dataset, root=args.data_root, npz=args.data_npz, n_ex=args.n_ex)
 
 
 def _save_adv(path, result, y) -> None:
