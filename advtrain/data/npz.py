@@ -7,7 +7,8 @@ are *stored* (``np.savez``) we locate the member inside the zip archive, parse i
 build an ``np.memmap`` directly over the file: pages are read only when an image is indexed.
 Members that are *compressed* (``np.savez_compressed``) cannot be mapped; small ones are loaded, larger
 ones than :data:`COMPRESSED_LIMIT` bytes are refused with an error telling how to re-save them.
-Nothing is ever unpickled (object arrays are refused).
+Nothing is ever unpickled (object arrays are refused). Memory-mapped members are checked for size
+against the zip directory and the file length, but their CRC is not verified (that would read them whole).
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def _member_data_offset(f, info: zipfile.ZipInfo, path: str) -> int:
 def _map_stored(path: str, info: zipfile.ZipInfo) -> np.memmap:
     """np.memmap over the array data of an uncompressed ``.npy`` member."""
     with open(path, "rb") as f:
-        f.seek(_member_data_offset(f, info, path))
+        member_start = _member_data_offset(f, info, path)
+        f.seek(member_start)
         try:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
@@ -59,6 +61,8 @@ def _map_stored(path: str, info: zipfile.ZipInfo) -> np.memmap:
     if dtype.hasobject:
         raise DataError(f"{path}: member {info.filename!r} holds Python objects (needs pickle, refused); {_fix()}")
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if data_offset - member_start + nbytes != info.file_size:
+        raise DataError(f"{path}: member {info.filename!r} is corrupt (header does not match its size); {_fix()}")
     if data_offset + nbytes > os.path.getsize(path):
         raise DataError(f"{path}: file is truncated (member {info.filename!r} incomplete); re-copy or {_fix()}")
     if nbytes == 0:
