@@ -69,7 +69,9 @@ class AAResult:
     checks: list                        #: warning messages of pyautoattack's checks
     version: str
     attacks: list
-    log: list = field(default_factory=list)  #: pyautoattack debug lines (per sub-run: its accuracies are relative to the points still robust)
+    #: pyautoattack's debug lines; one sub-run per attack, so its accuracies are relative to
+    #: the points still robust before that attack
+    log: list = field(default_factory=list)
 
     @property
     def clean_accuracy(self) -> float:
@@ -283,9 +285,10 @@ def _check_attacks(version: str, attacks) -> Optional[list]:
 
 def _fingerprint(x: Tensor, y: Tensor) -> Tensor:
     """Cheap content check of the inputs a state file belongs to."""
-    xd = x.detach().double().cpu()
-    return torch.stack([xd.sum(), xd.square().sum(), y.detach().double().cpu().sum(),
-                        (y.detach().double().cpu() * torch.arange(y.shape[0])).sum()])
+    xd, yd = x.detach().double().cpu().flatten(1), y.detach().double().cpu()
+    pos = torch.arange(1, x.shape[0] + 1, dtype=torch.float64)
+    return torch.stack([xd.sum(), xd.square().sum(), (xd.sum(1) * pos).sum(), yd.sum(),
+                        (yd * pos).sum()])
 
 
 def _fork_rng(device):

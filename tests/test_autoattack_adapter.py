@@ -1,0 +1,131 @@
+"""AutoAttackAdapter over pyautoattack: per-attack accuracies, checks, contiguity, resumable state."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advtrain.errors import CheckpointError, InputError, UnknownNameError
+from attacks import AAResult, AutoAttackAdapter
+
+EPS = 4 / 255
+
+
+def linear_net() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+
+
+@pytest.fixture
+def data():
+    model = linear_net()
+    x = torch.rand(24, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:4] = (y[:4] + 1) % 10  # four clean mistakes
+    return model, x, y
+
+
+def adapter(**kw) -> AutoAttackAdapter:
+    kw.setdefault("attacks", ["apgd-ce"])
+    return AutoAttackAdapter(eps=EPS, version="custom", n_iter=3, batch_size=16, **kw)
+
+
+def test_custom_apgd_ce_result(data):
+    model, x, y = data
+    model.train()
+    rng = torch.get_rng_state()
+    res = adapter().run(model, x, y)
+    assert isinstance(res, AAResult) and res.version == "custom" and res.attacks == ["apgd-ce"]
+    assert model.training  # eval during the run only
+    assert torch.equal(torch.get_rng_state(), rng)  # pyautoattack's manual_seed does not leak
+    assert res.clean.sum() == 20 and not (res.robust & ~res.clean).any()
+    assert list(res.per_attack) == ["clean", "apgd-ce"]
+    assert res.per_attack["clean"] == pytest.approx(20 / 24)
+    assert res.per_attack["apgd-ce"] == pytest.approx(res.robust.float().mean().item())
+    assert res.per_attack["apgd-ce"] < res.per_attack["clean"]  # the attack fooled someone
+    assert (res.x_adv - x).abs().max() <= EPS + 1e-6 and 0 <= res.x_adv.min() <= res.x_adv.max() <= 1
+    with torch.no_grad():
+        assert torch.equal(model.eval()(res.x_adv).argmax(1), res.y_adv)
+    moved = (res.x_adv != x).flatten(1).any(1)
+    assert torch.equal(moved, res.clean & ~res.robust)  # only successful attacks replace x
+    assert set(res.seconds) == {"apgd-ce", "total"} and res.seconds["total"] > 0
+    assert res.checks == []
+
+
+def test_non_contiguous_input_and_fixed_seed_reproduce(data):
+    model, x, y = data
+    x_t = x.transpose(2, 3)
+    assert not x_t.is_contiguous()
+    first = adapter(attacks=["apgd-ce", "apgd-t"]).run(model, x_t, y)
+    second = adapter(attacks=["apgd-ce", "apgd-t"]).run(model, x_t.contiguous(), y)
+    assert torch.equal(first.x_adv, second.x_adv)
+    assert first.per_attack == second.per_attack
+    assert first.per_attack["apgd-t"] <= first.per_attack["apgd-ce"]
+
+
+def test_probability_outputs_are_reported(data):
+    model, x, y = data
+    res = adapter().run(nn.Sequential(model, nn.Softmax(dim=1)), x, y)
+    assert any("probability distribution" in msg for msg in res.checks)
+
+
+def test_state_file_resumes_after_an_interruption(data, tmp_path, monkeypatch):
+    model, x, y = data
+    attacks = ["apgd-ce", "apgd-dlr"]
+    reference = adapter(attacks=attacks).run(model, x, y)
+    state = tmp_path / "aa_state.pt"
+    original = AutoAttackAdapter._run_one
+    ran = []
+
+    def interrupted(self, adversary, name, *args):
+        if name == "apgd-dlr":
+            raise KeyboardInterrupt
+        ran.append(name)
+        return original(self, adversary, name, *args)
+
+    monkeypatch.setattr(AutoAttackAdapter, "_run_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        adapter(attacks=attacks, state_path=str(state)).run(model, x, y)
+    assert ran == ["apgd-ce"] and state.is_file()
+
+    def recording(self, adversary, name, *args):
+        ran.append(name)
+        return original(self, adversary, name, *args)
+
+    monkeypatch.setattr(AutoAttackAdapter, "_run_one", recording)
+    resumed = adapter(attacks=attacks, state_path=state).run(model, x, y)
+    assert ran == ["apgd-ce", "apgd-dlr"]  # apgd-ce was not run again
+    assert resumed.per_attack == reference.per_attack
+    assert torch.equal(resumed.x_adv, reference.x_adv) and torch.equal(resumed.robust, reference.robust)
+    ran.clear()
+    again = adapter(attacks=attacks, state_path=state).run(model, x, y)
+    assert ran == [] and again.seconds == resumed.seconds
+    with pytest.raises(CheckpointError, match="another evaluation"):
+        adapter(attacks=["apgd-ce"], state_path=state).run(model, x, y)
+    with pytest.raises(CheckpointError):
+        adapter(attacks=attacks, state_path=state).run(model, x.flip(0), y)
+
+
+def test_user_errors():
+    with pytest.raises(UnknownNameError, match="did you mean 'standard'"):
+        AutoAttackAdapter(version="standrad")
+    with pytest.raises(InputError, match="custom"):
+        AutoAttackAdapter(version="custom")
+    with pytest.raises(UnknownNameError, match="apgd-ce"):
+        AutoAttackAdapter(version="custom", attacks=["apgd-cd"])
+    with pytest.raises(InputError, match="version='custom'"):
+        AutoAttackAdapter(version="standard", attacks=["apgd-ce"])
+    with pytest.raises(UnknownNameError):
+        AutoAttackAdapter(norm="Linfinity")
+    with pytest.raises(InputError):
+        AutoAttackAdapter(eps=-1.0)
+    with pytest.raises(InputError):
+        AutoAttackAdapter(batch_size=0)
+
+
+def test_standard_version_lists_the_four_attacks(data):
+    model, x, y = data
+    res = AutoAttackAdapter(eps=0.0, version="standard", n_iter=1, n_queries=1).run(model, x[:4], y[:4])
+    assert res.attacks == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert list(res.per_attack) == ["clean", *res.attacks]
