@@ -397,3 +397,9 @@ def test_shared_cifar10_smoke(shared_cifar10_dir, monkeypatch):
     loader = build_train_loader("cifar10", root=shared_cifar10_dir, subset=32, batch_size=16)
     xb, yb = next(iter(loader))
     assert xb.shape == (16, 3, 32, 32) and len(set(yb.tolist())) > 1
+
+
+def test_cifar100_npz_with_only_ten_labels_warns(tmp_path):
+    path, _ = _write_npz(tmp_path / "test.npz", n=1000)
+    with pytest.warns(UserWarning, match="CIFAR-10"):
+        resolve_source("cifar100", "test", npz=path).load()

@@ -7,7 +7,8 @@ twice (the layout the reference's two-view objective expects, SPEC §2.2). ``loa
 
 Call :func:`set_loader_epoch` before every epoch: it reshuffles (``DistributedSampler`` /
 :class:`~advtrain.data.sampling.MixedSampler`) and selects the epoch's augmentation draw, so epoch ``e``
-of two runs with the same seed yields the same batches, for any number of workers.
+of two runs with the same seed yields the same batches, for any number of workers. Workers are not
+persistent (each epoch's iterator re-forks them), so the epoch set on the dataset reaches them.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                        synthetic_npz: Union[str, Sequence[str]] = (), synthetic_fraction: float = 0.7,
                        augment: str = "basic", batch_size: int = 128, workers: int = 0, seed: int = 0,
                        drop_last: bool = False, subset=None, holdout: int = 0, rank: int = 0,
-                       world_size: int = 1) -> DataLoader:
+                       world_size: int = 1, pin_memory: bool = False) -> DataLoader:
     """Training DataLoader; ``batch_size`` is per rank. See the module docstring for the batch layout.
 
     ``holdout`` drops the first ``holdout`` real images (DM's 1,024-image validation set, see
@@ -80,6 +81,7 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
     indices = _train_indices(len(labels), holdout, subset)
     real = ArrayDataset(images, labels, transform, indices, seed=seed)
     common = dict(num_workers=workers, worker_init_fn=worker_init_fn, generator=make_generator(seed),
+                  pin_memory=pin_memory,
                   collate_fn=two_view_collate if augment == "autoaugment" else None)
     paths = [synthetic_npz] if isinstance(synthetic_npz, str) else list(synthetic_npz)
     if paths:

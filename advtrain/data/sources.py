@@ -13,6 +13,7 @@ labels int64 N. :func:`resolve_source` picks one, in this order:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -73,6 +74,14 @@ def read_torchvision(root: str, dataset: str, split: str, download: bool = False
     return x, check_arrays(x, np.asarray(ds.targets, dtype=np.int64), root, num_classes(dataset))
 
 
+def _warn_if_fewer_classes(labels: np.ndarray, dataset: str, path: str) -> None:
+    """Warn when a large npz for a many-class dataset only uses the first 10 labels (CIFAR-10 data?)."""
+    n_cls = num_classes(dataset)
+    if n_cls > 10 and len(labels) >= 1000 and int(np.max(labels)) < 10:
+        warnings.warn(f"{path}: {dataset} expects labels 0..{n_cls - 1} but this file only uses 0..9; "
+                      f"is it CIFAR-10 data? check --data-npz / ADVTRAIN_DATA", stacklevel=3)
+
+
 @dataclass(frozen=True)
 class Source:
     """A resolved data source: ``kind`` in {'npz', 'binary', 'torchvision'} and its path."""
@@ -86,7 +95,9 @@ class Source:
     def load(self) -> Tuple[np.ndarray, np.ndarray]:
         """(images uint8 N×32×32×3, labels int64 N) of this source."""
         if self.kind == "npz":
-            return read_npz(self.path, num_classes(self.dataset))
+            images, labels = read_npz(self.path, num_classes(self.dataset))
+            _warn_if_fewer_classes(labels, self.dataset, self.path)
+            return images, labels
         if self.kind == "binary":
             return read_cifar_binary(self.path, self.dataset, self.split)
         return read_torchvision(self.path, self.dataset, self.split, download=self.download)
