@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from advtrain.errors import CheckpointError, InputError, unknown
 
-from .base import _number, check_inputs, flat_norm, model_mode
+from .base import check_nonnegative, check_inputs, flat_norm, model_mode
 
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "rand", "custom")
@@ -106,7 +106,7 @@ class AutoAttackAdapter:
                  n_queries: Optional[int] = None):
         if norm not in AA_NORMS:
             raise unknown("AutoAttack norm", norm, AA_NORMS)
-        _number("eps", eps)
+        check_nonnegative("eps", eps)
         if version not in VERSIONS:
             raise unknown("AutoAttack version", version, VERSIONS)
         self.attacks = _check_attacks(version, attacks)

@@ -83,7 +83,7 @@ def project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     return (x + delta).clamp(0.0, 1.0)
 
 
-def _number(name: str, value, *, integer: bool = False) -> None:
+def check_nonnegative(name: str, value, *, integer: bool = False) -> None:
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
         what = "an integer" if integer else "a finite number"
@@ -106,7 +106,7 @@ class Attack:
 
     def validate(self) -> None:
         """Check the (mutable) hyper-parameters; raise InputError naming the bad one."""
-        _number("eps", self.eps)
+        check_nonnegative("eps", self.eps)
         if self.norm not in NORMS:
             raise unknown("attack norm", self.norm, NORMS)
         if self.bn_mode not in BN_MODES:
@@ -136,7 +136,8 @@ class Attack:
         if x_adv.numel() == 0:
             return
         dist = flat_norm(x_adv - x, self.norm).max().item()
-        if dist > self.eps * (1 + 1e-5) + self.atol:
+        atol = max(self.atol, 4 * torch.finfo(x.dtype).eps)  # x + δ − x rounds in low precision
+        if dist > self.eps * (1 + atol) + atol:
             raise RuntimeError(f"{type(self).__name__} left the {self.norm} ball: "
                                f"distance {dist:.6g} > eps {self.eps:.6g}")
         lo, hi = x_adv.min().item(), x_adv.max().item()

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from advtrain.errors import InputError, unknown
 
-from .base import Attack, _number, flat_norm, project
+from .base import Attack, check_nonnegative, flat_norm, project
 from .losses import needs_nat, resolve_loss
 
 INITS = ("uniform", "normal", "none")
@@ -73,9 +73,9 @@ class PGD(Attack):
 
     def validate(self) -> None:
         super().validate()
-        _number("alpha", self.alpha)
-        _number("steps", self.steps, integer=True)
-        _number("init_std", self.init_std)
+        check_nonnegative("alpha", self.alpha)
+        check_nonnegative("steps", self.steps, integer=True)
+        check_nonnegative("init_std", self.init_std)
         if self.init is not None and self.init not in INITS:
             raise unknown("PGD init", self.init, INITS)
         resolve_loss(self.loss)
