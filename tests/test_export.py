@@ -1,0 +1,104 @@
+"""advtrain.export: checkpoint loading and the RobustBench model_dir round trip (offline)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advtrain import export
+from advtrain.errors import CheckpointError, InputError
+from advtrain.models import create_model
+
+
+def test_zoo_roundtrip_wrn34_10_cifar10(tmp_path):
+    model = create_model("wrn-34-10", dataset="cifar10")
+    path = export.to_robustbench(model, "Cui2023Decoupled_WRN-34-10", "cifar10", "Linf", tmp_path)
+    assert path == tmp_path / "cifar10" / "Linf" / "Cui2023Decoupled_WRN-34-10.pt"
+    sd = torch.load(path, weights_only=True)
+    assert set(sd) == set(model.state_dict())
+
+
+@pytest.mark.slow
+def test_zoo_roundtrip_wrn28_10_silu_cifar100(tmp_path):
+    from robustbench.utils import load_model
+
+    model = create_model("wrn-28-10-silu", dataset="cifar100")
+    path = export.to_robustbench(model, "Cui2023Decoupled_WRN-28-10", "cifar100", "Linf",
+                                 tmp_path)
+    loaded = load_model("Cui2023Decoupled_WRN-28-10", model_dir=tmp_path, dataset="cifar100",
+                        threat_model="Linf")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+    assert path.is_file()
+
+
+def test_wrong_arch_for_zoo_name_is_refused_and_removed(tmp_path):
+    model = create_model("wrn-10-1", dataset="cifar10")
+    with pytest.raises(CheckpointError, match="Cui2023Decoupled_WRN-34-10") as e:
+        export.to_robustbench(model, "Cui2023Decoupled_WRN-34-10", "cifar10", "Linf", tmp_path)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "cifar10" / "Linf" / "Cui2023Decoupled_WRN-34-10.pt").exists()
+
+
+def test_non_zoo_name_writes_file_and_hint(tmp_path):
+    model = create_model("wrn-10-1", dataset="cifar100")
+    path = export.to_robustbench(model, "Me2026Tiny_WRN-10-1", "cifar100", "L2", tmp_path)
+    sd = torch.load(path, weights_only=True)
+    fresh = create_model("wrn-10-1", dataset="cifar100")
+    fresh.load_state_dict(sd, strict=True)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), model.eval()(x))
+    hint = export.registration_hint(path, "Me2026Tiny_WRN-10-1", "cifar100", "L2")
+    assert "not in RobustBench" in hint and "model_zoo/cifar100.py" in hint
+    with pytest.raises(InputError, match="already exists"):
+        export.to_robustbench(model, "Me2026Tiny_WRN-10-1", "cifar100", "L2", tmp_path)
+
+
+def _trainer_ckpt(tmp_path, ema=True, **over):
+    model = create_model("wrn-10-1", dataset="cifar10")
+    sd = model.state_dict()
+    ema_sd = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()} if ema else None
+    ckpt = {"model": sd, "ema": ema_sd, "arch": "wrn-10-1", "dataset": "cifar10",
+            "num_classes": 10, "config": {}, **over}
+    path = tmp_path / "ckpt.pt"
+    torch.save(ckpt, path)
+    return path, sd, ema_sd
+
+
+def test_model_from_trainer_checkpoint_picks_weights(tmp_path):
+    path, sd, ema_sd = _trainer_ckpt(tmp_path)
+    model, info = export.model_from_checkpoint(path, dataset="cifar10")
+    assert info["arch"] == "wrn-10-1" and not model.training
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
+    model, _ = export.model_from_checkpoint(path, dataset="cifar10", weights="ema")
+    key = next(k for k, v in ema_sd.items() if v.is_floating_point())
+    assert torch.equal(model.state_dict()[key], ema_sd[key])
+
+
+def test_model_from_checkpoint_errors(tmp_path):
+    path, sd, _ = _trainer_ckpt(tmp_path, ema=False)
+    with pytest.raises(CheckpointError, match="no 'ema' weights"):
+        export.model_from_checkpoint(path, dataset="cifar10", weights="ema")
+    with pytest.raises(InputError, match="--dataset cifar10"):
+        export.model_from_checkpoint(path, dataset="cifar100")
+    plain = tmp_path / "plain.pt"
+    torch.save(sd, plain)
+    with pytest.raises(InputError, match="--arch"):
+        export.model_from_checkpoint(plain, dataset="cifar10")
+    with pytest.raises(CheckpointError) as e:
+        export.model_from_checkpoint(plain, dataset="cifar10", arch="wrn-16-1")
+    assert "\n" not in str(e.value) and "keys" in str(e.value)
+    with pytest.raises(CheckpointError, match="shape"):
+        export.model_from_checkpoint(plain, dataset="cifar100", arch="wrn-10-1")
+
+
+def test_load_zoo_model_never_downloads(tmp_path):
+    with pytest.raises(CheckpointError, match="not attempted") as e:
+        export.load_zoo_model("Cui2023Decoupled_WRN-34-10", dataset="cifar10",
+                              model_dir=tmp_path)
+    assert str(tmp_path / "cifar10" / "Linf" / "Cui2023Decoupled_WRN-34-10.pt") in str(e.value)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(KeyError, match="did you mean"):
+        export.load_zoo_model("Cui2023Decoupled_WRN-34-1O", dataset="cifar10",
+                              model_dir=tmp_path)
