@@ -31,6 +31,8 @@ Attacks, checks and their messages are pyautoattack's. The adapter calls pyautoa
 per-attack accuracies and timings and lets it keep its own state file: pyautoattack 0.2.0's own
 resume is unusable (its JSON state stores the attack set as a string, so reloading always fails
 with "different set of attacks"; and a restored run leaves ``y_adv`` undefined).
+Once no point is robust, the remaining attacks are recorded with accuracy 0.0 and 0 seconds
+(pyautoattack would leave them out of its dictionary).
 """
 from __future__ import annotations
 
