@@ -159,7 +159,7 @@ class Config:
     precision: str = "fp32"  # fp32 | bf16 (GPU only)
     compile: bool = False
     sync_bn: bool = False
-    paper_row: Optional[int] = None  # SPEC section 7 row this config reproduces
+    paper_row: Optional[int] = None  # row of advtrain.metrics.PAPER_ROWS (SPEC section 7)
     notes: str = ""
 
 
@@ -238,7 +238,7 @@ def resolve(cfg: Config) -> Dict[str, Any]:
     """Fully resolved plain dict: every default filled in, incl. the objective's own defaults."""
     out = to_dict(cfg)
     obj = dict(cfg.objective)
-    defaults = objective_defaults(obj["name"])
+    defaults = objective_defaults(obj["name"], cfg.data.dataset)
     if defaults is not None:
         merged = {"name": obj["name"]}
         merged.update({k: v for k, v in defaults.items() if k not in ATTACK_KEYS})
@@ -258,7 +258,7 @@ def dump(cfg: Union[Config, Dict[str, Any]]) -> str:
     return yaml.safe_dump(_plain(data), sort_keys=False, default_flow_style=False)
 
 
-def objective_defaults(name: str) -> Optional[Dict[str, Any]]:
+def objective_defaults(name: str, dataset: Optional[str] = None) -> Optional[Dict[str, Any]]:
     """The objective's ``defaults()`` dict, or None when the objectives package is absent."""
     try:
         from advtrain.objectives import OBJECTIVES
@@ -266,7 +266,7 @@ def objective_defaults(name: str) -> Optional[Dict[str, Any]]:
         return None
     if name not in OBJECTIVES:
         raise unknown("objective", name, OBJECTIVES)
-    return dict(OBJECTIVES[name].defaults())
+    return dict(OBJECTIVES[name].defaults(dataset))
 
 
 def _deepcopy(x):

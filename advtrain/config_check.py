@@ -124,7 +124,7 @@ def check_objective(cfg) -> None:
         if key in ATTACK_KEYS:
             raise InputError(f"config key 'objective.{key}' belongs to the attack section; "
                              f"set attack.{ATTACK_KEYS[key]} instead")
-    defaults = objective_defaults(obj["name"])
+    defaults = objective_defaults(obj["name"], cfg.data.dataset)
     if defaults is None:  # objectives package absent: names cannot be checked
         return
     allowed = [k for k in defaults if k not in ATTACK_KEYS]
@@ -197,8 +197,11 @@ def check_ranges(cfg) -> None:
     _at_least("eval.every", cfg.eval.every, 1)
     _choice("nan policy", "nan_policy", cfg.nan_policy, ("stop", "skip"))
     _choice("precision", "precision", cfg.precision, ("fp32", "bf16"))
-    if cfg.paper_row is not None and not 1 <= cfg.paper_row <= 13:
-        raise InputError(f"paper_row = {cfg.paper_row} must be a row 1..13 of SPEC section 7 or null")
+    from advtrain.metrics import PAPER_ROWS
+
+    if cfg.paper_row is not None and cfg.paper_row not in PAPER_ROWS:
+        raise InputError(f"paper_row = {cfg.paper_row} must be one of {min(PAPER_ROWS)}..{max(PAPER_ROWS)} "
+                         "(advtrain.metrics.PAPER_ROWS) or null")
 
 
 def _check_data(d) -> None:

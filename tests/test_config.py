@@ -61,7 +61,7 @@ def test_parse_eps_refuses(bad):
     ({"optim": {"milestones": [5, 3]}}, r"increasing"),
     ({"objective": {"name": "trades", "eps": 0.1}}, r"set attack.eps instead"),
     ({"run": "fast"}, r"section 'run' must be a mapping"),
-    ({"paper_row": 14}, r"paper_row"),
+    ({"paper_row": 99}, r"paper_row"),
 ])
 def test_bad_values_are_one_line_errors(raw, match):
     with pytest.raises((InputError, UnknownNameError), match=match) as info:

@@ -1,0 +1,120 @@
+"""Training checkpoints: what they hold, RNG capture/restore, provenance, atomic writing.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (readable with
+``torch.load(..., weights_only=True)``)::
+
+    model, ema (or absent), arch, dataset, num_classes, config    <- read by the evaluator
+    optimizer, objective, epoch (completed epochs), batch (batches done in the next epoch),
+    step (optimizer steps), rng, epoch_rng (RNG at the start of the running epoch, mid-epoch only),
+    running (in-epoch metric sums), history (metrics rows), versions, git_commit, format
+
+``RUN_DIR/epoch_{e}.pt`` is written after epoch ``e``; ``RUN_DIR/last.pt`` after every epoch and
+every ``run.checkpoint_every_steps`` optimizer steps. Files are replaced atomically (temp file +
+fsync + rename), so a crash at any instant leaves only complete files.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from advtrain.errors import CheckpointError
+from advtrain.io import atomic_save, load_state_file
+
+FORMAT = "advtrain-train-v1"
+LAST = "last.pt"
+
+
+def epoch_path(run_dir: str, epoch: int) -> str:
+    return os.path.join(run_dir, f"epoch_{epoch}.pt")
+
+
+def last_path(run_dir: str) -> str:
+    return os.path.join(run_dir, LAST)
+
+
+# ----------------------------------------------------------------------------- RNG
+
+def rng_state() -> Dict[str, Any]:
+    """Torch CPU/CUDA, numpy and Python ``random`` states as tensors, numbers and lists."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": list(mt), "gauss": gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def package_versions() -> Dict[str, str]:
+    """Versions of the packages that decide the numbers."""
+    import advtrain
+
+    out = {"advtrain": advtrain.__version__, "torch": torch.__version__, "numpy": np.__version__}
+    for name in ("torchvision", "robustbench", "autoattack"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        out[name] = str(getattr(module, "__version__", "unknown"))
+    return out
+
+
+def git_commit() -> str:
+    """Commit of the advtrain source tree ('unknown' outside a git checkout)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+# ----------------------------------------------------------------------------- read / write
+
+def cpu_state(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Detached CPU copies (a checkpoint must not alias live tensors)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
+
+
+def save(payload: Dict[str, Any], path: str) -> None:
+    """Atomically write ``payload`` (plus the format tag) to ``path``."""
+    atomic_save({"format": FORMAT, **payload}, path)
+
+
+def load(path: str) -> Dict[str, Any]:
+    """Read a training checkpoint safely (weights_only); refuse files that are not one."""
+    ckpt = load_state_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an advtrain training checkpoint (no format "
+                              f"{FORMAT!r}); give the run directory written by 'advtrain train'")
+    return ckpt
+
+
+def latest(run_dir: str) -> Optional[str]:
+    """``RUN_DIR/last.pt`` if it exists."""
+    path = last_path(run_dir)
+    return path if os.path.isfile(path) else None

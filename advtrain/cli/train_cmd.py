@@ -1,0 +1,50 @@
+"""``advtrain train CONFIG.yaml [key=value ...] [--resume RUN_DIR] [--force] [--run-dir DIR]``.
+
+Examples::
+
+    advtrain train configs/gkl_at_cifar10.yaml
+    advtrain train configs/cpu/tiny_trades.yaml optim.epochs=2 objective.beta=6
+    advtrain train --resume runs/gkl_at_cifar10            # continue an interrupted run
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from advtrain.errors import InputError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="adversarially train a model from a YAML config",
+        description="Train from a YAML config (see configs/); key=value pairs override it, e.g. "
+                    "optim.epochs=2 objective.beta=6 attack.eps=8/255.")
+    p.add_argument("config", nargs="?", help="YAML config (optional with --resume)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides section.key=value")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--force", action="store_true",
+                   help="resume even if the config differs from the run's")
+    p.add_argument("--run-dir", metavar="DIR", help="run directory (default run.out_dir/run.name)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from advtrain import config as C
+    from advtrain.trainer import fit
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not os.path.isfile(config):
+        overrides.insert(0, config)  # `advtrain train --resume DIR key=value`
+        config = None
+    if args.resume and args.run_dir and os.path.abspath(args.resume) != os.path.abspath(args.run_dir):
+        raise InputError("--resume RUN_DIR and --run-dir DIR disagree; give only --resume RUN_DIR")
+    if config is None and not args.resume:
+        raise InputError("no config given; e.g. advtrain train configs/gkl_at_cifar10.yaml")
+    if config is None:
+        config = os.path.join(args.resume, "config.yaml")
+        if not os.path.isfile(config):
+            raise InputError(f"{config} not found; pass the config file as well")
+    cfg = C.load(config, overrides)
+    run_dir = fit(cfg, run_dir=args.resume or args.run_dir, resume=bool(args.resume), force=args.force)
+    print(f"advtrain train: done; run directory {run_dir}")
+    return 0

@@ -1,0 +1,97 @@
+r"""Post-hoc per-epoch weight average over a run's ``epoch_{i}.pt`` checkpoints (SPEC 5.4, ``swa.py``).
+
+For epochs ``start..end``::
+
+    avg = theta_start;   avg <- (1 - tau) * theta_i + tau * avg   for i = start+1 .. end
+
+i.e. ``avg = tau^(end-start) theta_start + sum_{i>start} (1 - tau) tau^(end-i) theta_i``. Every
+floating-point entry is averaged (BN running statistics included, no re-estimation, as in the
+reference), accumulating in float64; integer buffers (``num_batches_tracked``) are taken from
+epoch ``end``. Checkpoints are streamed one at a time. The result is written as
+``RUN_DIR/average_tau{tau}_{start}_{end}.pt`` in the training checkpoint format (``model``, ``arch``,
+``dataset``, ``num_classes``, ``config``), so ``advtrain eval`` reads it like any checkpoint.
+
+Example::
+
+    advtrain average runs/gkl_at_cifar10 --tau 0.9 --start 1 --end 200
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+import torch
+
+from advtrain import checkpoint as ckpt_io
+from advtrain.errors import CheckpointError, InputError
+
+#: keys of the epoch checkpoint carried over to the average (training state is dropped)
+META_KEYS = ("arch", "dataset", "num_classes", "config", "versions", "git_commit")
+
+
+def average_path(run_dir: str, tau: float, start: int, end: int) -> str:
+    return os.path.join(run_dir, f"average_tau{tau:g}_{start}_{end}.pt")
+
+
+def available_epochs(run_dir: str):
+    """Sorted epochs e with an ``epoch_{e}.pt`` in ``run_dir``."""
+    out = []
+    for name in os.listdir(run_dir):
+        stem = name[len("epoch_"):-len(".pt")] if name.startswith("epoch_") and name.endswith(".pt") else ""
+        if stem.isdigit():
+            out.append(int(stem))
+    return sorted(out)
+
+
+def average_states(states, tau: float) -> Dict[str, torch.Tensor]:
+    """Epoch EMA of an iterable of state dicts (first = ``theta_start``); see the module docstring."""
+    avg: Optional[Dict[str, torch.Tensor]] = None
+    last = None
+    for sd in states:
+        if avg is None:
+            avg = {k: v.double() if v.is_floating_point() else v.clone() for k, v in sd.items()}
+        else:
+            if set(sd) != set(avg):
+                raise CheckpointError("epoch checkpoints of the run have different keys; they must "
+                                      "come from the same model")
+            for k, v in sd.items():
+                if v.is_floating_point():
+                    avg[k].mul_(tau).add_(v.double(), alpha=1.0 - tau)
+        last = sd
+    if avg is None:
+        raise InputError("no checkpoints to average")
+    return {k: (v.to(last[k].dtype) if last[k].is_floating_point() else last[k].clone())
+            for k, v in avg.items()}
+
+
+def average_run(run_dir: str, tau: float = 0.9, start: int = 1, end: Optional[int] = None,
+                key: str = "model") -> str:
+    """Average ``RUN_DIR/epoch_{start..end}.pt``; returns the path written."""
+    if not os.path.isdir(run_dir):
+        raise InputError(f"run directory {run_dir!r} not found; give the RUN_DIR of 'advtrain train'")
+    if not 0.0 <= tau < 1.0:
+        raise InputError(f"tau {tau} must be in [0, 1) (the reference uses 0.9)")
+    epochs = available_epochs(run_dir)
+    if not epochs:
+        raise InputError(f"{run_dir!r} holds no epoch_<e>.pt checkpoints; train first")
+    end = epochs[-1] if end is None else end
+    missing = [e for e in range(start, end + 1) if e not in epochs]
+    if start < 1 or end < start or missing:
+        raise InputError(f"cannot average epochs {start}..{end} of {run_dir!r}: available epochs "
+                         f"{epochs[0]}..{epochs[-1]}" + (f", missing {missing[:5]}" if missing else ""))
+    holder = {}
+
+    def stream():
+        for e in range(start, end + 1):
+            ck = ckpt_io.load(ckpt_io.epoch_path(run_dir, e))
+            if key not in ck:
+                raise CheckpointError(f"{ckpt_io.epoch_path(run_dir, e)} has no {key!r} weights")
+            holder["meta"] = {k: ck[k] for k in META_KEYS if k in ck}
+            yield ck[key]
+
+    model = average_states(stream(), tau)
+    out = average_path(run_dir, tau, start, end)
+    payload = dict(holder["meta"], model=model, epoch=end,
+                   average={"tau": float(tau), "start": start, "end": end, "source": key})
+    ckpt_io.save(payload, out)
+    return out

@@ -1,0 +1,268 @@
+"""The training loop: ``fit(config) -> run_dir`` (exported as ``advtrain.fit``).
+
+One iteration (SPEC 2.5, order matters)::
+
+    eps_t, eta, K = attack_budget(epoch)            # set once per epoch, with the lr
+    x_adv = objective.perturb(model, x, y)          # inner maximisation (attack switches modes)
+    model.train(); diff = awp.perturb(...)          # AWP from epoch awp.warmup on
+    loss, terms = objective.loss(model, x, x_adv, y)
+    zero_grad; loss.backward(); optimizer.step()    # SGD over model + objective.extra_parameters()
+    awp.restore(diff); ema.update(model)
+
+Per epoch: ``objective.on_epoch_end()``, clean and PGD accuracy on a fixed test subset,
+``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/last.pt``, a ``metrics.csv`` row and ``curves.png``.
+``last.pt`` is also written every ``run.checkpoint_every_steps`` steps with the loader position, so
+a run killed at any instant resumes (``resume=True``) to bit-identical weights on CPU. A non-finite
+loss or weight stops the run with one line (``nan_policy: stop``) or skips the batch (``skip``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from advtrain import checkpoint as ck
+from advtrain import config as C
+from advtrain import metrics as M
+from advtrain.errors import AdvtrainError
+from advtrain.io import atomic_write_text
+from advtrain.schedules import attack_budget, lr_at, momentum_at
+from advtrain.trainer_setup import build_parts, prepare_run_dir
+
+
+class NonFiniteError(AdvtrainError):
+    """Training diverged (non-finite loss or weights)."""
+
+
+def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir: Optional[str] = None,
+        resume: bool = False, force: bool = False, stop_after: Optional[int] = None) -> str:
+    """Train from ``config`` (Config, dict or YAML path); returns the run directory.
+
+    ``resume=True`` continues ``run_dir`` from its ``last.pt`` (config from ``RUN_DIR/config.yaml``
+    when ``config`` is None; a different config is refused unless ``force``). ``stop_after=e`` returns
+    after epoch ``e`` (used to test interruption).
+    """
+    cfg, run_dir, state = prepare_run_dir(config, run_dir, resume, force)
+    return Trainer(cfg, run_dir, state).train(stop_after)
+
+
+class Trainer:
+    """Holds the parts of one run; :meth:`train` is the loop."""
+
+    def __init__(self, cfg: C.Config, run_dir: str, state: Optional[Dict[str, Any]]):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.resolved = C.resolve(cfg)
+        parts = build_parts(cfg, fresh=state is None)
+        self.__dict__.update(parts)  # device, model, objective, optimizer, loader, awp, ema, test, autocast
+        self.E = cfg.optim.epochs
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.history, self.running, self.epoch_rng = [], _empty_running(), None
+        self.meta = {"arch": cfg.model.arch, "dataset": cfg.data.dataset,
+                     "num_classes": self.num_classes, "config": self.resolved,
+                     "versions": ck.package_versions(), "git_commit": ck.git_commit()}
+        if state is not None:
+            self._load(state)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, stop_after: Optional[int] = None) -> str:
+        while self.epoch < self.E:
+            e = self.epoch + 1
+            self._train_epoch(e)
+            self._end_epoch(e)
+            if stop_after is not None and e >= stop_after and e < self.E:
+                return self.run_dir
+        self._finish()
+        return self.run_dir
+
+    def _train_epoch(self, e: int) -> None:
+        cfg = self.cfg
+        self._set_epoch_hparams(e)
+        from advtrain.data import set_loader_epoch
+
+        set_loader_epoch(self.loader, e)
+        mid_epoch = self.batch > 0
+        if mid_epoch:  # replay the loader up to the saved position, then the saved RNG state
+            step_rng = self._saved_rng
+            ck.set_rng_state(self.epoch_rng)
+        else:
+            self.epoch_rng = ck.rng_state()
+        it = iter(self.loader)
+        for _ in range(self.batch):
+            next(it)
+        if mid_epoch:
+            ck.set_rng_state(step_rng)
+        bar = _progress(len(self.loader), self.batch, f"epoch {e}/{self.E}", cfg.run.progress)
+        start = time.time()
+        for x, y in it:
+            terms = self._train_step(x, y, e)
+            self.batch += 1
+            if terms is not None:
+                self.step += 1
+                _accumulate(self.running, terms)
+                bar.set_postfix(loss=f"{terms['loss']:.3f}", acc=f"{terms.get('acc_adv', 0):.3f}")
+            bar.update(1)
+            every = cfg.run.checkpoint_every_steps
+            if every and self.batch < len(self.loader) and self.batch % every == 0:
+                self.running["seconds"] += time.time() - start
+                start = time.time()
+                self._save(epoch_file=False)
+        bar.close()
+        self.running["seconds"] += time.time() - start
+
+    def _set_epoch_hparams(self, e: int) -> None:
+        o, a = self.cfg.optim, self.cfg.attack
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(e, o)
+            group["momentum"] = momentum_at(e, o)
+        self.budget = attack_budget(e, self.E, a.eps, a.schedule, steps=a.steps,
+                                    step_size=a.step_size, ramp=a.ramp)
+        self.objective.set_attack_budget(*self.budget)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, e: int) -> Optional[Dict[str, float]]:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.cfg.model.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            x_adv = self.objective.perturb(self.model, x, y)
+        self.model.train()
+        saved = _snapshot_buffers(self.model, self.objective) if self.cfg.nan_policy == "skip" else None
+        diff = self.awp.perturb(self.objective, x, x_adv, y) if self.awp and self.awp.active(e) else None
+        with self.autocast():
+            loss, terms = self.objective.loss(self.model, x, x_adv, y)
+        bad = _first_nonfinite(loss, terms)
+        if bad is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        if diff is not None:
+            self.awp.restore(diff)
+        if bad is not None:
+            return self._non_finite(e, bad, saved)
+        if not _finite_params(self.optimizer):
+            raise NonFiniteError(self._nan_message(e, "weights after the optimizer step"))
+        if self.ema is not None:
+            self.ema.update(self.model, e)
+        return {k: float(v) for k, v in terms.items()}
+
+    def _non_finite(self, e: int, term: str, saved) -> None:
+        if self.cfg.nan_policy == "stop":
+            raise NonFiniteError(self._nan_message(e, f"loss term {term!r}"))
+        _restore_buffers(saved)
+        self.running["skipped_batches"] += 1
+        return None
+
+    def _nan_message(self, e: int, what: str) -> str:
+        last = ck.latest(self.run_dir) or "none yet"
+        return (f"non-finite {what} at epoch {e} step {self.batch + 1} (global step {self.step + 1}); "
+                f"training stopped, last good checkpoint: {last}; lower optim.lr or set nan_policy: skip")
+
+    # ------------------------------------------------------------------ epoch end
+    def _end_epoch(self, e: int) -> None:
+        self.objective.on_epoch_end()
+        row = {"epoch": e, "lr": self.optimizer.param_groups[0]["lr"], "eps_t": self.budget[0],
+               "step_size": self.budget[1], "steps": self.budget[2]}
+        n = max(self.running["count"], 1)
+        row.update({k: v / n for k, v in self.running["sums"].items()})
+        ev = self.cfg.eval
+        if self.test is not None and (e % ev.every == 0 or e == self.E):
+            from advtrain.trainer_setup import clean_and_pgd
+
+            row["test_clean"], row["test_pgd"] = clean_and_pgd(
+                self.model, *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed)
+        row["seconds"] = round(self.running["seconds"], 3)
+        row["skipped_batches"] = self.running["skipped_batches"]
+        self.history.append(row)
+        self.epoch, self.batch, self.running, self.epoch_rng = e, 0, _empty_running(), None
+        self._save(epoch_file=True)
+        M.write_csv(self.history, os.path.join(self.run_dir, "metrics.csv"))
+        M.plot_curves(self.history, os.path.join(self.run_dir, "curves.png"))
+
+    def _finish(self) -> None:
+        table = M.summary(self.history, self.cfg.paper_row)
+        text = table.to_string()
+        atomic_write_text(os.path.join(self.run_dir, "summary.txt"), text + "\n")
+        if self.cfg.run.progress:
+            print(text)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, epoch_file: bool) -> None:
+        payload = dict(self.meta)
+        payload.update(
+            model=ck.cpu_state(self.model.state_dict()),
+            optimizer=self.optimizer.state_dict(),
+            objective=ck.cpu_state(self.objective.state_dict()),
+            epoch=self.epoch, batch=self.batch, step=self.step, rng=ck.rng_state(),
+            running=dict(self.running), history=list(self.history),
+        )
+        if self.ema is not None and self.ema.shadow is not None:
+            payload["ema"] = ck.cpu_state(self.ema.shadow)
+            payload["ema_updates"] = self.ema.updates
+        if self.batch > 0:
+            payload["epoch_rng"] = self.epoch_rng
+        if epoch_file:
+            ck.save(payload, ck.epoch_path(self.run_dir, self.epoch))
+        ck.save(payload, ck.last_path(self.run_dir))
+
+    def _load(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict({"shadow": state["ema"], "updates": state["ema_updates"]},
+                                     device=self.device)
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.history, self.running = list(state["history"]), dict(state["running"])
+        self.epoch_rng = state.get("epoch_rng")
+        self._saved_rng = state["rng"]
+        ck.set_rng_state(state["rng"])
+
+
+# ---------------------------------------------------------------------- small helpers
+
+def _empty_running() -> Dict[str, Any]:
+    return {"sums": {}, "count": 0, "seconds": 0.0, "skipped_batches": 0}
+
+
+def _accumulate(running: Dict[str, Any], terms: Dict[str, float]) -> None:
+    for k, v in terms.items():
+        running["sums"][k] = running["sums"].get(k, 0.0) + v
+    running["count"] += 1
+
+
+def _first_nonfinite(loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> Optional[str]:
+    """Name of the first non-finite term (``loss`` first), None when all are finite."""
+    names = ["loss"] + [k for k in terms if k != "loss"]
+    values = [loss.detach()] + [terms[k] for k in names[1:]]
+    ok = torch.stack([torch.isfinite(v.detach().float()).all() for v in values]).tolist()
+    for name, good in zip(names, ok):
+        if not good:
+            return name
+    return None
+
+
+def _finite_params(optimizer: torch.optim.Optimizer) -> bool:
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    return bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all())
+
+
+def _snapshot_buffers(*modules: nn.Module):
+    return [(b, b.detach().clone()) for m in modules for b in m.buffers()]
+
+
+def _restore_buffers(saved) -> None:
+    with torch.no_grad():
+        for buf, copy in saved or []:
+            buf.copy_(copy)
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
+__all__ = ["fit", "Trainer", "NonFiniteError"]

@@ -1,0 +1,217 @@
+"""Building a run for :mod:`advtrain.trainer`: run directory rules, parts, the per-epoch test metric.
+
+- ``prepare_run_dir``: a new run never overwrites an existing run directory; ``resume`` continues
+  one from ``last.pt`` and refuses a config that differs from the stored one unless ``force``.
+- ``build_parts``: device, model, objective, SGD optimiser (model + objective extra parameters,
+  optional no weight decay on BN parameters), loader, AWP, EMA, test subset, autocast.
+- ``clean_and_pgd``: clean and PGD accuracy (eps 8/255, step 2/255, CE, uniform start from a fixed
+  seed so it neither varies between epochs nor disturbs the training RNG).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from advtrain import checkpoint as ck
+from advtrain import config as C
+from advtrain.errors import InputError
+from advtrain.io import atomic_write_text
+
+#: resolved-config entries that may change between an interrupted run and its resumption
+RESUME_FREE = {"run.name", "run.out_dir", "run.device", "run.progress", "data.workers", "notes"}
+
+
+def _as_config(config) -> C.Config:
+    if isinstance(config, C.Config):
+        return config
+    if isinstance(config, dict):
+        return C.from_dict(config)
+    return C.load(config)
+
+
+def prepare_run_dir(config, run_dir: Optional[str], resume: bool, force: bool
+                    ) -> Tuple[C.Config, str, Optional[Dict[str, Any]]]:
+    """(config, run directory, checkpoint state or None) after the overwrite / resume checks."""
+    if resume:
+        if not run_dir or not os.path.isdir(run_dir):
+            raise InputError(f"cannot resume: run directory {run_dir!r} not found; give the RUN_DIR "
+                             "of an earlier 'advtrain train'")
+        stored = os.path.join(run_dir, "config.yaml")
+        if config is None:
+            if not os.path.isfile(stored):
+                raise InputError(f"cannot resume: {stored} missing; pass the config file too")
+            config = stored
+        cfg = _as_config(config)
+        last = ck.latest(run_dir)
+        state = ck.load(last) if last else None
+        if state is not None and not force:
+            _check_same(C.resolve(cfg), state["config"], run_dir)
+        return cfg, run_dir, state
+    if config is None:
+        raise InputError("no config given; pass a YAML file such as configs/cpu/tiny_trades.yaml")
+    cfg = _as_config(config)
+    run_dir = run_dir or os.path.join(cfg.run.out_dir, cfg.run.name)
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        raise InputError(f"run directory {run_dir!r} already exists; continue it with --resume "
+                         f"{run_dir}, or choose another run.name / --run-dir")
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write_text(os.path.join(run_dir, "config.yaml"), C.dump(cfg))
+    return cfg, run_dir, None
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_same(new: Dict[str, Any], old: Dict[str, Any], run_dir: str) -> None:
+    a, b = _flatten(new), _flatten(old)
+    diff = [k for k in sorted(set(a) | set(b)) if k not in RESUME_FREE and a.get(k) != b.get(k)]
+    if diff:
+        shown = ", ".join(f"{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in diff[:4])
+        raise InputError(f"config differs from the one {run_dir!r} was trained with ({shown}"
+                         f"{', ...' if len(diff) > 4 else ''}); pass --force to resume anyway")
+
+
+# ----------------------------------------------------------------------------- parts
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"run.device {name!r} but CUDA is not available; use run.device=cpu or auto")
+    return torch.device(name)
+
+
+def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
+    """Everything the loop needs; seeds first so a fresh run's initial weights are reproducible."""
+    from advtrain.data import build_train_loader, load_test_arrays, num_classes, seed_everything
+    from advtrain.models import create_model
+    from advtrain.objectives import build_objective
+
+    _determinism(cfg.run.deterministic)
+    seed_everything(cfg.run.seed)
+    device = resolve_device(cfg.run.device)
+    d = cfg.data
+    n_cls = num_classes(d.dataset)
+    model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls).to(device)
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    objective = build_objective(cfg.objective["name"], dataset=d.dataset, num_classes=n_cls,
+                                **objective_kwargs(cfg)).to(device)
+    loader = build_train_loader(
+        d.dataset, root=d.root, train_npz=d.train_npz, synthetic_npz=d.synthetic_npz,
+        synthetic_fraction=d.synthetic_fraction, augment=d.augment, batch_size=d.batch_size,
+        workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
+        holdout=d.holdout)
+    test = None
+    if d.test_subset > 0:
+        test = load_test_arrays(d.dataset, root=d.root, npz=d.test_npz, n_ex=d.test_subset)
+    return dict(device=device, model=model, objective=objective, num_classes=n_cls, loader=loader,
+                optimizer=make_optimizer(cfg, model, objective), test=test,
+                awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
+                autocast=_autocast(cfg, device))
+
+
+def objective_kwargs(cfg: C.Config) -> Dict[str, Any]:
+    """Objective options: the ``objective:`` section plus the attack settings it shares."""
+    kw = {k: v for k, v in cfg.objective.items() if k != "name"}
+    a = cfg.attack
+    kw.update(eps=a.eps, step_size=a.step_size, steps=a.steps, norm=a.norm)
+    if a.init is not None:
+        kw["attack_init"] = a.init
+    if a.bn_mode is not None:
+        kw["bn_mode"] = a.bn_mode
+    defaults = C.objective_defaults(cfg.objective["name"], cfg.data.dataset) or {}
+    if cfg.data.augment == "autoaugment" and "two_view" in defaults and "two_view" not in kw:
+        kw["two_view"] = True  # the loader yields [basic; AutoAug] batches
+    return kw
+
+
+def make_optimizer(cfg: C.Config, model: nn.Module, objective: nn.Module) -> torch.optim.SGD:
+    """SGD over model + objective extra parameters; BN parameters without wd if asked."""
+    o = cfg.optim
+    decay, no_decay = [], []
+    for module in [model] + ([objective] if objective.extra_parameters() else []):
+        extra = {id(p) for p in objective.extra_parameters()} if module is objective else None
+        for sub in module.modules():
+            for p in sub.parameters(recurse=False):
+                if not p.requires_grad or (extra is not None and id(p) not in extra):
+                    continue
+                bn = isinstance(sub, nn.modules.batchnorm._BatchNorm)
+                (no_decay if (bn and o.wd_exclude_bn) else decay).append(p)
+    groups: List[Dict[str, Any]] = [{"params": decay, "weight_decay": o.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def _awp(cfg: C.Config, model: nn.Module):
+    if not cfg.awp.enabled:
+        return None
+    from advtrain.hooks.awp import AWP
+
+    return AWP(model, gamma=cfg.awp.gamma, warmup=cfg.awp.warmup)
+
+
+def _ema(cfg: C.Config, model: nn.Module, steps_per_epoch: int):
+    if not cfg.ema.enabled:
+        return None
+    from advtrain.hooks.ema import EMA
+
+    warm = int(0.025 * cfg.optim.epochs * steps_per_epoch) if cfg.ema.dm_warmup else None
+    return EMA(model, decay=cfg.ema.decay, start_epoch=cfg.ema.start_epoch, dm_warmup_steps=warm)
+
+
+def _autocast(cfg: C.Config, device: torch.device):
+    if cfg.precision == "bf16":
+        if device.type != "cuda":
+            raise InputError("precision bf16 needs a CUDA device; use precision=fp32 on CPU")
+        return functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _determinism(on: bool) -> None:
+    if on:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+# ----------------------------------------------------------------------------- test metric
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    return int((model(x).argmax(1) == y).sum())
+
+
+def clean_and_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int,
+                  batch_size: int = 256) -> Tuple[float, Optional[float]]:
+    """(clean accuracy, PGD-``steps`` accuracy at eps 8/255) on ``(x, y)``; PGD None if steps 0."""
+    from attacks import PGD
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    attack = PGD(eps=8 / 255, alpha=2 / 255, steps=steps, loss="ce", init="uniform") if steps else None
+    clean = robust = 0
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for i in range(0, len(y), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            clean += _accuracy(model, xb, yb)
+            if attack is not None:
+                robust += _accuracy(model, attack(model, xb, yb), yb)
+    model.train(was_training)
+    n = max(len(y), 1)
+    return clean / n, (robust / n if attack is not None else None)
