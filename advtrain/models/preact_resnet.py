@@ -7,7 +7,7 @@ Pre-activation BasicBlocks, widths 64/128/256/512, strides 1/2/2/2, final BN-ReL
 
 The projection shortcut (``shortcut.0``, 1x1 conv, no BN) reads the *pre-activated* input h, as in
 kuangliu's / Rice et al.'s ``PreActBlock`` (RobustBench: ``PreActResNet(PreActBlock, [2,2,2,2],
-bn_before_fc=True, out_shortcut=True)``). PyTorch default init, no input normalisation.
+bn_before_fc=True, out_shortcut=True)``). PyTorch default init, no input normalisation. ``width`` (64) is the first stage's width (small values for CPU tests).
 
 Example::
 
@@ -50,18 +50,18 @@ class PreActBlock(nn.Module):
 class PreActResNet18(nn.Module):
     """PreAct ResNet-18 for 32x32 inputs in [0,1]; see the module docstring."""
 
-    def __init__(self, num_classes: int = 10, num_blocks: Sequence[int] = (2, 2, 2, 2)):
+    def __init__(self, num_classes: int = 10, num_blocks: Sequence[int] = (2, 2, 2, 2), width: int = 64):
         super().__init__()
         if len(num_blocks) != 4 or min(num_blocks) < 1:
             raise InputError(f"PreActResNet needs 4 stages with >= 1 block each, got {tuple(num_blocks)}")
-        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-        in_planes = 64
-        for i, (width, n, stride) in enumerate(zip((64, 128, 256, 512), num_blocks, (1, 2, 2, 2))):
-            blocks = [PreActBlock(in_planes if j == 0 else width, width, stride if j == 0 else 1) for j in range(n)]
+        self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
+        in_planes = width
+        for i, (planes, n, stride) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), num_blocks, (1, 2, 2, 2))):
+            blocks = [PreActBlock(in_planes if j == 0 else planes, planes, stride if j == 0 else 1) for j in range(n)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-            in_planes = width
-        self.bn = nn.BatchNorm2d(512)
-        self.linear = nn.Linear(512, num_classes)
+            in_planes = planes
+        self.bn = nn.BatchNorm2d(8 * width)
+        self.linear = nn.Linear(8 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
