@@ -327,3 +327,20 @@ def test_sgd_steps_lower_the_loss(name):
             for p, g in zip(params, grads):
                 p.sub_(0.05 * g)
     assert loss.item() < first
+
+
+def test_none_keeps_default_and_integral_float_steps():
+    obj = make("trades", attack_init=None, steps=3.0)
+    assert obj.options["attack_init"] == "normal" and obj.attack.steps == 3
+
+
+def test_state_dict_round_trip_restores_prior():
+    model, (x, y) = tiny_cnn().train(), batch()
+    obj = make("gkl_at")
+    obj.loss(model, x, torch.rand_like(x), y)
+    obj.on_epoch_end()
+    fresh = make("gkl_at")
+    assert not torch.allclose(fresh.prior.weight, obj.prior.weight)
+    fresh.load_state_dict(obj.state_dict())
+    assert torch.equal(fresh.prior.weight, obj.prior.weight)
+    assert torch.equal(fresh.attack.loss.weights_fn(y), obj.prior.weight[y])

@@ -16,7 +16,9 @@ point and :meth:`AWP.restore` subtracts the same tensors. The proxy is one persi
 model, refreshed with ``load_state_dict`` (parameters *and* BN buffers) at every call; its BN
 running-statistics updates are thrown away, the model's buffers are never touched. Gradients are
 taken with ``torch.autograd.grad`` w.r.t. the proxy's parameters only, so no ``.grad`` of the model
-or of the objective (LBGAT's natural model) is touched.
+or of the objective (LBGAT's natural model) is touched. A ``DataParallel``/``DistributedDataParallel``
+wrapper is unwrapped: under DDP each process computes the direction from its own shard of the batch
+(no all-reduce), whereas the reference's single-process ``DataParallel`` used the whole batch.
 
 Example (TRADES-AWP / IKL-AT: gamma 5e-3, warm-up 10; AT-AWP: gamma 1e-2, warm-up 0)::
 
@@ -54,6 +56,8 @@ class AWP:
             raise InputError(f"AWP gamma={gamma!r} must be a number >= 0 (0.005 for TRADES/IKL-AT, 0.01 for AT-AWP)")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise InputError(f"AWP warmup={warmup!r} must be an integer >= 0 (first epoch with AWP, 1-indexed)")
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module  # perturb the shared weights; each process ascends its own shard
         self.model = model
         self.gamma = float(gamma)
         self.warmup = warmup

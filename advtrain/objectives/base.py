@@ -12,7 +12,7 @@ An objective owns the two halves of one adversarial-training step and any state 
 - ``on_epoch_end(reduce=None)`` and ``extra_parameters()`` for stateful methods.
 
 Method state (the GKL class prior, LBGAT's natural model) is made of submodules and buffers, so it is
-saved and resumed with ``state_dict()``. Options are validated at construction: every class lists
+saved and resumed with ``state_dict()`` and moved with ``objective.to(device)``. Options are validated at construction: every class lists
 its accepted keyword arguments with defaults in ``defaults(dataset)``.
 """
 from __future__ import annotations
@@ -69,6 +69,7 @@ def _as_float(key: str, value: Any) -> float:
 
 def validate_options(name: str, defaults: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any]:
     """Merge ``given`` over ``defaults``; unknown keys and out-of-range values raise user errors."""
+    given = {k: v for k, v in given.items() if v is not None}  # None: keep the default
     for key in given:
         if key not in defaults:
             raise unknown(f"option of objective {name!r}", key, defaults)
@@ -88,6 +89,8 @@ def _check_one(key: str, value: Any) -> Any:
             raise InputError(f"objective option {key}={value!r} must be true or false")
         return value
     if key == "steps":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InputError(f"objective option steps={value!r} must be an integer >= 0")
         return value
