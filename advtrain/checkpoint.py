@@ -72,7 +72,8 @@ def package_versions() -> Dict[str, str]:
     """Versions of the packages that decide the numbers."""
     import advtrain
 
-    out = {"advtrain": advtrain.__version__, "torch": torch.__version__, "numpy": np.__version__}
+    out = {"advtrain": str(advtrain.__version__), "torch": str(torch.__version__),
+           "numpy": str(np.__version__)}
     for name in ("torchvision", "robustbench", "autoattack"):
         try:
             module = __import__(name)

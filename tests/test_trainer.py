@@ -1,0 +1,181 @@
+"""Trainer: every objective trains on tiny generated data; outputs, refusals, NaN guard, EMA."""
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+import torch
+
+from advtrain import checkpoint as ck
+from advtrain import config as C
+from advtrain.errors import InputError
+from advtrain.hooks.ema import EMA
+from advtrain.trainer import NonFiniteError, fit
+from trainer_helpers import one_thread, tiny_config
+
+OBJECTIVE_OPTIONS = {
+    "pgd_at": {}, "trades": {"beta": 1.0}, "mart": {"beta": 1.0},
+    "lbgat": {"beta": 1.0, "natural_arch": "wrn-10-1"},
+    "ikl_at": {"alpha": 1.0, "beta": 1.0}, "gkl_at": {"alpha": 1.0, "beta": 1.0},
+}
+
+
+def read_csv(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    with one_thread():
+        yield
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVE_OPTIONS))
+def test_each_objective_lowers_training_loss(tmp_path, name):
+    raw = tiny_config(tmp_path, objective={"name": name, **OBJECTIVE_OPTIONS[name]},
+                      optim={"epochs": 3, "lr": 0.1})
+    run_dir = fit(raw)
+    rows = read_csv(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < losses[0], losses
+    for key in ("lr", "eps_t", "steps", "acc_adv", "test_clean", "test_pgd", "seconds",
+                "skipped_batches"):
+        assert rows[0][key] != "", key
+
+
+def test_outputs_and_checkpoint_contract(tmp_path):
+    raw = tiny_config(tmp_path, ema={"enabled": True, "decay": 0.5}, awp={"enabled": True, "warmup": 2},
+                      objective={"name": "gkl_at"}, paper_row=1)
+    run_dir = fit(raw)
+    for name in ("config.yaml", "metrics.csv", "curves.png", "summary.txt", "epoch_1.pt",
+                 "epoch_2.pt", "last.pt"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    assert "85.31" in open(os.path.join(run_dir, "summary.txt")).read()
+    ckpt = torch.load(os.path.join(run_dir, "epoch_2.pt"), weights_only=True)
+    for key in ("model", "ema", "arch", "dataset", "num_classes", "config", "optimizer",
+                "objective", "rng", "versions", "git_commit", "epoch", "step"):
+        assert key in ckpt, key
+    assert (ckpt["arch"], ckpt["dataset"], ckpt["num_classes"], ckpt["epoch"]) == ("wrn-10-1", "cifar10", 10, 2)
+    assert ckpt["step"] == 4 and ckpt["config"]["optim"]["epochs"] == 2
+    assert not torch.equal(ckpt["ema"]["fc.weight"], ckpt["model"]["fc.weight"])
+    assert any(k.startswith("prior.") for k in ckpt["objective"])
+    stored = C.load(os.path.join(run_dir, "config.yaml"))
+    assert C.resolve(stored) == ckpt["config"]
+    from advtrain.models import create_model
+    create_model("wrn-10-1", dataset="cifar10").load_state_dict(ckpt["ema"])  # EMA is loadable
+
+
+def test_lr_and_budget_follow_the_schedules(tmp_path):
+    raw = tiny_config(tmp_path, optim={"epochs": 2, "lr": 0.2, "schedule": "cosine"},
+                      attack={"schedule": "executed", "ramp": True}, data={"test_subset": 0})
+    rows = read_csv(fit(raw))
+    assert float(rows[0]["lr"]) == pytest.approx(0.1 * (1 + __import__("math").cos(__import__("math").pi / 3)))
+    assert float(rows[1]["eps_t"]) == pytest.approx(8 / 255) and rows[1]["steps"] == "5"
+    assert float(rows[0]["step_size"]) == pytest.approx(2 / 255)
+    assert rows[0]["test_clean"] == ""
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    raw = tiny_config(tmp_path, optim={"epochs": 1}, data={"test_subset": 0})
+    run_dir = fit(raw)
+    before = os.path.getmtime(os.path.join(run_dir, "last.pt"))
+    with pytest.raises(InputError, match="already exists; continue it with --resume"):
+        fit(raw)
+    with pytest.raises(InputError, match="optim.lr: 0.05 -> 0.1"):
+        fit(tiny_config(tmp_path, optim={"epochs": 1, "lr": 0.1}, data={"test_subset": 0}),
+            run_dir=run_dir, resume=True)
+    assert os.path.getmtime(os.path.join(run_dir, "last.pt")) == before
+
+
+def _nan_at(monkeypatch, step: int, term: str):
+    from advtrain.objectives.trades import TRADES
+
+    original = TRADES.loss
+    calls = {"n": 0}
+
+    def loss(self, model, x, x_adv, y, *, update_state=True):
+        out, terms = original(self, model, x, x_adv, y, update_state=update_state)
+        calls["n"] += 1
+        if calls["n"] == step:
+            terms = dict(terms, **{term: torch.tensor(float("nan"))})
+            out = out * float("nan") if term == "loss" else out
+        return out, terms
+
+    monkeypatch.setattr(TRADES, "loss", loss)
+
+
+def test_nan_stops_with_one_line_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    raw = tiny_config(tmp_path, run={"checkpoint_every_steps": 1}, optim={"epochs": 2})
+    _nan_at(monkeypatch, step=3, term="kl")
+    run_dir = os.path.join(tmp_path, "runs", "t")
+    with pytest.raises(NonFiniteError, match=r"loss term 'kl' at epoch 2 step 1") as info:
+        fit(raw)
+    assert "\n" not in str(info.value) and "last.pt" in str(info.value)
+    last = ck.load(os.path.join(run_dir, "last.pt"))
+    assert (last["epoch"], last["step"]) == (1, 2)
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_nan_policy_skip_counts_batches(tmp_path, monkeypatch):
+    raw = tiny_config(tmp_path, nan_policy="skip", optim={"epochs": 2}, data={"test_subset": 0})
+    _nan_at(monkeypatch, step=2, term="loss")
+    rows = read_csv(fit(raw))
+    assert [int(r["skipped_batches"]) for r in rows] == [1, 0]
+    assert ck.load(os.path.join(tmp_path, "runs", "t", "last.pt"))["step"] == 3
+
+
+def test_bf16_on_cpu_refused_before_training(tmp_path):
+    with pytest.raises(InputError, match="bf16 needs a CUDA device"):
+        fit(tiny_config(tmp_path, precision="bf16"))
+
+
+def test_wd_exclude_bn_groups():
+    from advtrain.trainer_setup import make_optimizer
+    from advtrain.models import create_model
+    from advtrain.objectives import build_objective
+
+    cfg = C.from_dict({"optim": {"wd_exclude_bn": True}, "model": {"arch": "wrn-10-1"}})
+    model = create_model("wrn-10-1", dataset="cifar10")
+    opt = make_optimizer(cfg, model, build_objective("trades", dataset="cifar10", num_classes=10))
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
+    n_bn = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+               for p in m.parameters())
+    assert sum(p.numel() for p in opt.param_groups[1]["params"]) == n_bn
+
+
+# ----------------------------------------------------------------------------- EMA hook
+
+def _net():
+    return torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+
+
+def test_ema_copies_then_averages_and_copies_int_buffers():
+    net = _net()
+    ema = EMA(net, decay=0.9, start_epoch=2)
+    ema.update(net, epoch=1)
+    assert ema.shadow is None  # before start_epoch
+    ema.update(net, epoch=2)
+    first = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].num_batches_tracked += 5
+    ema.update(net, epoch=2)
+    sd = net.state_dict()
+    assert torch.allclose(ema.shadow["0.weight"], 0.9 * first["0.weight"] + 0.1 * sd["0.weight"])
+    assert ema.shadow["1.num_batches_tracked"].dtype == torch.long
+    assert int(ema.shadow["1.num_batches_tracked"]) == 5
+    assert ema.shadow["0.weight"].data_ptr() != sd["0.weight"].data_ptr()
+
+
+def test_ema_dm_warmup_schedule():
+    net = _net()
+    ema = EMA(net, decay=0.995, dm_warmup_steps=3)
+    decays = []
+    for _ in range(6):
+        decays.append(ema.current_decay())
+        ema.update(net, epoch=1)
+    assert decays[:3] == [0.0, 0.0, 0.0]
+    assert decays[3:] == pytest.approx([1 / 10, 2 / 11, 3 / 12])
