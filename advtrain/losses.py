@@ -77,10 +77,16 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
 
 
 # ----------------------------------------------------------------------------- building blocks
-def _centred(logits: Tensor) -> Tensor:
-    """Subtract the (constant) per-row mean: pairwise differences are unchanged, float32 error
-    stays relative to the logit *spread* instead of the logit *offset*."""
-    return logits - logits.detach().mean(dim=1, keepdim=True)
+def _pair_sum(student: Tensor, teacher: Tensor, u: Tensor) -> Tensor:
+    """Unchecked core of :func:`weighted_pair_mse`; ``u`` must already be a constant."""
+    # Subtracting each row's (constant) mean leaves pairwise differences unchanged and keeps the
+    # float32 error relative to the logit spread instead of the logit offset.
+    d = (teacher - teacher.detach().mean(dim=1, keepdim=True)) - (
+        student - student.detach().mean(dim=1, keepdim=True))
+    mass = u.sum(dim=1, keepdim=True)
+    with torch.no_grad():  # μ minimises Σ u (d - μ)², so ∂L/∂μ = 0: detaching it is exact
+        mu = (u * d).sum(dim=1, keepdim=True) / mass.clamp_min(torch.finfo(u.dtype).tiny)
+    return 2.0 * mass.squeeze(1) * (u * (d - mu).square()).sum(dim=1)
 
 
 def weighted_pair_mse(logits_student: Tensor, logits_teacher: Tensor, weights: Tensor) -> Tensor:
@@ -95,11 +101,15 @@ def weighted_pair_mse(logits_student: Tensor, logits_teacher: Tensor, weights: T
     """
     _check_pair(logits_student, logits_teacher)
     _check_weights(weights, logits_student, "weights")
-    u = weights.detach().to(logits_student.dtype)
-    d = _centred(logits_teacher) - _centred(logits_student)
-    mass = u.sum(dim=1, keepdim=True)
-    mu = (u * d).sum(dim=1, keepdim=True) / mass.clamp_min(torch.finfo(u.dtype).tiny)
-    return 2.0 * mass.squeeze(1) * (u * (d - mu).square()).sum(dim=1)
+    return _pair_sum(logits_student, logits_teacher, weights.detach().to(logits_student.dtype))
+
+
+def _soft_ce(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """Unchecked core of :func:`soft_cross_entropy`."""
+    if temperature != 1:
+        student, teacher = student / temperature, teacher / temperature
+    target = F.softmax(teacher.detach(), dim=1)
+    return -(target * F.log_softmax(student, dim=1)).sum(dim=1).mean()
 
 
 def soft_cross_entropy(logits_student: Tensor, logits_teacher: Tensor,
@@ -110,8 +120,7 @@ def soft_cross_entropy(logits_student: Tensor, logits_teacher: Tensor,
     """
     _check_pair(logits_student, logits_teacher)
     _check_positive("temperature", temperature)
-    target = F.softmax(logits_teacher.detach() / temperature, dim=1)
-    return -(target * F.log_softmax(logits_student / temperature, dim=1)).sum(dim=1).mean()
+    return _soft_ce(logits_student, logits_teacher, temperature)
 
 
 def _combine(wmse: Tensor, soft_ce: Tensor, alpha: float, beta: float, return_terms: bool):
@@ -137,9 +146,11 @@ def dkl_loss(logits_student: Tensor, logits_teacher: Tensor, *, alpha: float = 1
     """
     _check_pair(logits_student, logits_teacher)
     _check_positive("temperature", temperature)
-    t, s = logits_teacher / temperature, logits_student / temperature
+    t, s = logits_teacher, logits_student
+    if temperature != 1:
+        t, s = t / temperature, s / temperature
     p = F.softmax(t.detach(), dim=1)
-    wmse = 0.25 * weighted_pair_mse(s.detach(), t, p).mean()
+    wmse = 0.25 * _pair_sum(s.detach(), t, p).mean()
     soft_ce = -(p * F.log_softmax(s, dim=1)).sum(dim=1).mean()
     return _combine(wmse, soft_ce, alpha, beta, return_terms)
 
@@ -156,8 +167,9 @@ def ikl_loss(logits_student: Tensor, logits_teacher: Tensor, class_weights: Tens
     """
     _check_pair(logits_student, logits_teacher)
     _check_weights(class_weights, logits_student)
-    wmse = 0.25 * weighted_pair_mse(logits_student, logits_teacher, class_weights).mean()
-    soft_ce = soft_cross_entropy(logits_student, logits_teacher)
+    u = class_weights.detach().to(logits_student.dtype)
+    wmse = 0.25 * _pair_sum(logits_student, logits_teacher, u).mean()
+    soft_ce = _soft_ce(logits_student, logits_teacher)
     return _combine(wmse, soft_ce, alpha, beta, return_terms)
 
 
@@ -183,13 +195,12 @@ def gkl_loss(logits_student: Tensor, logits_teacher: Tensor,
     if class_weights is None:
         class_weights = F.softmax(logits_teacher.detach(), dim=1)
     _check_weights(class_weights, logits_student)
-    u = class_weights.detach().to(logits_student.dtype)
-    if gamma != 1:
-        u = u.pow(gamma)
-    pair_mass = u.sum(dim=1).square().sum()
-    numerator = weighted_pair_mse(logits_student, logits_teacher, u).sum()
-    wmse = 0.25 * numerator / pair_mass.clamp_min(torch.finfo(u.dtype).tiny)
-    soft_ce = soft_cross_entropy(logits_student, logits_teacher, temperature)
+    with torch.no_grad():
+        u = class_weights.to(logits_student.dtype)
+        u = u if gamma == 1 else u.pow(gamma)
+        scale = 0.25 / u.sum(dim=1).square().sum().clamp_min(torch.finfo(u.dtype).tiny)
+    wmse = _pair_sum(logits_student, logits_teacher, u).sum() * scale
+    soft_ce = _soft_ce(logits_student, logits_teacher, temperature)
     return _combine(wmse, soft_ce, alpha, beta, return_terms)
 
 

@@ -195,12 +195,12 @@ def test_float32_large_logit_offsets_match_float64_reference(c):
     ref = pair_sum_ref(s32.double(), t32.double(), u32.double())
     ours = weighted_pair_mse(s32, t32, u32)
     assert ours.dtype == torch.float32
-    torch.testing.assert_close(ours.double(), ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.double(), ref, rtol=2e-6, atol=1e-6)
     loss = gkl_loss(s32, t32, u32, alpha=4, beta=20, gamma=0.5)
     w = u32.double() ** 0.5
     ref_loss = (20 * 0.25 * pair_sum_ref(s32.double(), t32.double(), w).sum()
                 / w.sum(1).square().sum() + 4 * soft_ce_ref(s32.double(), t32.double()))
-    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- ClassPrior
