@@ -41,6 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
     p.add_argument("--no-sanity", action="store_true", help="skip the sanity report")
     p.add_argument("--sanity-n", type=int, default=100, help="examples for the sanity report")
+    p.add_argument("--sanity-steps", type=int, default=10,
+                   help="K of the sanity report's PGD-K vs PGD-2K check (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--n-iter", type=int, help="tests/debugging only: APGD/FAB iterations")
     p.add_argument("--n-queries", type=int, help="tests/debugging only: Square queries")
@@ -63,8 +65,8 @@ def run(args) -> int:
                       attacks=attacks, batch_size=args.batch_size, seed=args.seed, device=device,
                       state_path=args.state_path, return_adv=bool(args.save_adv),
                       pgd_steps=args.pgd_steps, sanity=not args.no_sanity,
-                      sanity_n=args.sanity_n, progress=not args.quiet, n_iter=args.n_iter,
-                      n_queries=args.n_queries)
+                      sanity_n=args.sanity_n, sanity_steps=args.sanity_steps,
+                      progress=not args.quiet, n_iter=args.n_iter, n_queries=args.n_queries)
     if args.save_adv:
         _save_adv(args.save_adv, result, y)
     card, side = _write(args, result, meta)
@@ -81,7 +83,8 @@ def _check_args(args) -> None:
     if args.version not in VERSIONS:
         raise unknown("AutoAttack version", args.version, VERSIONS)
     for flag, value, low in (("--n-ex", args.n_ex, 1), ("--batch-size", args.batch_size, 1),
-                             ("--sanity-n", args.sanity_n, 1)):
+                             ("--sanity-n", args.sanity_n, 1),
+                             ("--sanity-steps", args.sanity_steps, 1)):
         if value < low:
             raise InputError(f"{flag} {value} must be >= {low}")
     if args.pgd_steps is not None and args.pgd_steps < 1:

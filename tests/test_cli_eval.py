@@ -1,0 +1,156 @@
+"""``advtrain eval`` / ``advtrain export`` end to end on a tiny checkpoint and generated npz data."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from advtrain.cli import main
+from advtrain.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+N = 8
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A trainer-format wrn-10-1 checkpoint and an npz whose labels are its predictions."""
+    tmp = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = create_model("wrn-10-1", dataset="cifar10").eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(N, 32, 32, 3), dtype=np.uint8)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        labels = model(x).argmax(1).numpy()
+    np.savez(tmp / "test.npz", image=images, label=labels)
+    ckpt = {"model": model.state_dict(), "ema": None, "arch": "wrn-10-1", "dataset": "cifar10",
+            "num_classes": 10, "config": {}}
+    torch.save(ckpt, tmp / "tiny.pt")
+    torch.save(create_model("wrn-10-1", dataset="cifar100").state_dict(), tmp / "c100.pt")
+    return tmp
+
+
+def fast_args(tmp):
+    return ["--dataset", "cifar10", "--data-npz", str(tmp / "test.npz"), "--n-ex", str(N),
+            "--version", "custom", "--attacks", "apgd-ce", "--n-iter", "2", "--batch-size",
+            str(N), "--sanity-n", "4", "--sanity-steps", "1", "--quiet", "--out",
+            str(tmp / "model_info")]
+
+
+def test_eval_in_process_writes_card_and_sidecar(setup, capsys):
+    from robustbench.utils import ModelInfo
+
+    from advtrain.io import file_sha256
+
+    rc = main(["eval", str(setup / "tiny.pt"), *fast_args(setup), "--name", "Tiny_WRN-10-1",
+               "--save-adv", str(setup / "adv.pt"), "--pgd-steps", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    card = setup / "model_info" / "cifar10" / "Linf" / "Tiny_WRN-10-1.json"
+    assert f"card: {card}" in out and "clean 100.00%" in out
+    info = ModelInfo(**json.loads(card.read_text()))
+    assert info.clean_acc == "100.00" and info.eps == "8/255"
+    assert info.architecture == "WideResNet-10-1"
+    side = json.loads(card.with_suffix(".advtrain.json").read_text())
+    assert side["checkpoint"]["sha256"] == file_sha256(setup / "tiny.pt")
+    assert side["n_ex"] == N and side["seed"] == 0 and side["arch"] == "wrn-10-1"
+    assert float(info.autoattack_acc) == pytest.approx(100 * side["robust_acc"], abs=0.006)
+    assert set(side["sanity"]["pgd"]) == {"pgd-1", "pgd-2"} and side["pgd_steps"] == 1
+    assert side["flags"] == []
+    adv = torch.load(setup / "adv.pt", weights_only=True)
+    assert adv["x_adv"].shape == (N, 3, 32, 32) and adv["y_adv"].shape == (N,)
+
+
+def test_eval_subprocess(setup):
+    cmd = [sys.executable, "-m", "advtrain", "eval", str(setup / "tiny.pt"), *fast_args(setup),
+           "--name", "Sub", "--no-sanity", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "ADVTRAIN_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    side = json.loads((setup / "model_info/cifar10/Linf/Sub.advtrain.json").read_text())
+    assert "-m advtrain eval" not in side["command"] and "--name Sub" in side["command"]
+
+
+def one_line_error(capsys, argv, needle):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--eps", "eight"], "invalid eps"),
+    (["--eps", "-0.1"], "outside [0, 1]"),
+    (["--eps", "8"], "outside [0, 1]"),
+    (["--n-ex", "100"], "8 images"),
+    (["--version", "fast"], "choices: custom, plus, rand, standard"),
+    (["--norm", "Linf2"], "did you mean 'Linf'"),
+    (["--arch", "wrn-16-1"], "missing keys"),
+])
+def test_eval_bad_inputs_one_line(setup, capsys, extra, needle):
+    one_line_error(capsys, ["eval", str(setup / "tiny.pt"), *fast_args(setup), *extra], needle)
+
+
+def test_eval_wrong_num_classes_names_shapes(setup, capsys):
+    err = one_line_error(capsys, ["eval", str(setup / "c100.pt"), *fast_args(setup), "--arch",
+                                  "wrn-10-1"], "shape")
+    assert "(100, 64)" in err or "100" in err
+
+
+def test_eval_missing_zoo_checkpoint(setup, capsys):
+    one_line_error(capsys, ["eval", "--robustbench-name", "Cui2023Decoupled_WRN-34-10",
+                            "--model-dir", str(setup / "zoo"), *fast_args(setup)],
+                   "downloading is not attempted")
+
+
+class Payload:
+    """Unpickling this object would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+@pytest.mark.parametrize("cmd", ["eval", "export"])
+def test_pickled_checkpoint_refused(setup, capsys, tmp_path, cmd):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Payload(marker)}, evil)
+    if cmd == "eval":
+        argv = ["eval", str(evil), *fast_args(setup)]
+    else:
+        argv = ["export", str(evil), "--name", "X", "--dataset", "cifar10", "--model-dir",
+                str(tmp_path / "zoo"), "--arch", "wrn-10-1"]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not marker.exists()
+
+
+def test_export_cli_non_zoo_and_safetensors(setup, capsys, tmp_path):
+    rc = main(["export", str(setup / "tiny.pt"), "--name", "Tiny_WRN-10-1", "--dataset",
+               "cifar10", "--model-dir", str(tmp_path), "--safetensors"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "not in RobustBench" in out
+    pt = tmp_path / "cifar10" / "Linf" / "Tiny_WRN-10-1.pt"
+    sd = torch.load(pt, weights_only=True)
+    ref = torch.load(setup / "tiny.pt", weights_only=True)["model"]
+    assert all(torch.equal(sd[k], v) for k, v in ref.items()) and set(sd) == set(ref)
+    assert pt.with_suffix(".safetensors").is_file()
+
+
+def test_eval_script_usage():
+    proc = subprocess.run(["bash", str(REPO / "sh" / "eval_autoattack.sh")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "usage:" in proc.stderr
