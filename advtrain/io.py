@@ -58,9 +58,16 @@ def load_state_file(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file (.pt, .pth or .safetensors)")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found; check the path")
-    if path.endswith(".safetensors"):
+    if path.endswith(".safetensors") or _looks_like_safetensors(path):
         return _load_safetensors(path)
     return _load_torch(path)
+
+
+def _looks_like_safetensors(path: str) -> bool:
+    """safetensors = 8-byte little-endian header length, then a JSON header starting with '{'."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 30)
 
 
 def _load_safetensors(path: str) -> dict:

@@ -101,6 +101,9 @@ def test_safetensors_round_trip(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(v, other.state_dict()[k])
     assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+    renamed = tmp_path / "w.pt"  # recognised by content, whatever the extension
+    renamed.write_bytes(path.read_bytes())
+    assert set(io.load_state_file(renamed)) == set(loaded)
 
 
 # --------------------------------------------------------------------------- atomic writes

@@ -129,17 +129,17 @@ def test_small_variants_cover_every_registry_name():
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
-def test_every_name_gives_logits(name, dataset):
+def test_every_name_gives_logits(name):
     with torch.device("meta"):  # full size, shape only
-        big = create_model(name, dataset=dataset)
-        assert big(torch.empty(3, 3, 32, 32)).shape == (3, NUM_CLASSES[dataset])
+        for dataset, n in NUM_CLASSES.items():
+            big = create_model(name, dataset=dataset)
+            assert big(torch.empty(3, 3, 32, 32)).shape == (3, n)
     assert big.arch_name == name
     small_name, small_kwargs = SMALL[name]
-    small = create_model(small_name, dataset=dataset, **small_kwargs)  # real forward + backward on a small variant
-    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    small = create_model(small_name, dataset="cifar100", **small_kwargs)  # real forward + backward, small variant
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
     logits = small(x)
-    assert logits.shape == (4, NUM_CLASSES[dataset]) and torch.isfinite(logits).all()
+    assert logits.shape == (2, 100) and torch.isfinite(logits).all()
     logits.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
