@@ -10,6 +10,7 @@ import torch
 
 def make_npz(folder, n_train: int = 16, n_test: int = 8, seed: int = 0):
     """train.npz / test.npz of 32x32 images, labels 0/1, class 1 much brighter (easy to learn)."""
+    os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
     for name, n in (("train", n_train), ("test", n_test)):
