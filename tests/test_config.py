@@ -88,3 +88,62 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_dump_is_plain_yaml():
     text = C.dump(C.from_dict({}))
     assert isinstance(yaml.safe_load(text), dict)
+
+
+# ----------------------------------------------------------------------------- shipped configs
+
+import glob  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+
+
+def test_configs_exist():
+    names = {os.path.relpath(p, os.path.join(REPO, "configs")) for p in CONFIGS}
+    assert {"gkl_at_cifar10.yaml", "gkl_at_cifar100.yaml", "gkl_at_cifar100_autoaug.yaml",
+            "ikl_at_cifar10_20m.yaml", "ikl_at_cifar100_50m.yaml", "lbgat6_cifar100.yaml",
+            "trades_awp_cifar100.yaml", "gkl_at_cifar10_gamma02_executed.yaml"} <= names
+    assert any(n.startswith("cpu/") for n in names)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_every_config_loads_validates_and_round_trips(path):
+    from advtrain.metrics import PAPER_ROWS
+    from advtrain.trainer_setup import objective_kwargs
+
+    cfg = C.load(path)
+    res = C.resolve(cfg)
+    assert C.resolve(C.from_dict(yaml.safe_load(C.dump(cfg)))) == res
+    if "/cpu/" not in path:
+        assert cfg.paper_row in PAPER_ROWS, "paper configs name their paper_row"
+        assert res["average"]["end"] == cfg.optim.epochs
+    else:
+        assert cfg.run.device == "cpu" and cfg.model.arch in ("wrn-10-1", "wrn-16-2")
+    if cfg.data.augment == "autoaugment":
+        assert objective_kwargs(cfg).get("two_view") is True
+
+
+def test_paper_recipes_match_spec():
+    row1 = C.load(os.path.join(REPO, "configs", "gkl_at_cifar10.yaml"))
+    assert (row1.objective["alpha"], row1.objective["beta"], row1.objective["prior_T"]) == (3.0, 20.0, 4.0)
+    assert (row1.optim.lr, row1.optim.epochs, row1.attack.schedule, row1.awp.warmup) == (0.2, 200, "executed", 10)
+    dm = C.load(os.path.join(REPO, "configs", "ikl_at_cifar10_20m.yaml"))
+    assert (dm.model.arch, dm.optim.schedule, dm.attack.bn_mode, dm.ema.decay) == (
+        "wrn-28-10-silu", "onecycle", "train_frozen", 0.995)
+    assert (dm.data.synthetic_fraction, dm.data.holdout, dm.objective["label_smoothing"]) == (0.7, 1024, 0.1)
+    intended = C.load(os.path.join(REPO, "configs", "gkl_at_cifar10_gamma02_intended.yaml"))
+    executed = C.load(os.path.join(REPO, "configs", "gkl_at_cifar10_gamma02_executed.yaml"))
+    assert (intended.objective["prior_T"], executed.objective["prior_T"]) == (1.0, 4.0)
+
+
+def test_train_scripts_are_valid_bash_and_name_existing_configs():
+    scripts = sorted(glob.glob(os.path.join(REPO, "sh", "train_*.sh")))
+    assert len(scripts) >= 10
+    for script in scripts:
+        subprocess.run(["bash", "-n", script], check=True)
+        text = open(script).read()
+        for word in text.split():
+            if word.startswith("configs/"):
+                assert os.path.isfile(os.path.join(REPO, word)), (script, word)
