@@ -29,7 +29,7 @@ DATASETS = ("cifar10", "cifar100")
 
 
 def display_arch(arch: str) -> str:
-    """RobustBench's spelling of an advtrain architecture name (``wrn-34-10 -> WideResNet-34-10``)."""
+    """RobustBench's spelling of an architecture name (``wrn-34-10 -> WideResNet-34-10``)."""
     parts = arch.split("-")
     if parts[0] == "wrn" and len(parts) >= 3:
         return "WideResNet-" + "-".join(parts[1:3])  # RobustBench writes no "-SiLU"
@@ -65,7 +65,7 @@ def sidecar_fields(result: dict, *, name: str, dataset: str, threat_model: str,
                    extra: Optional[dict] = None) -> dict:
     """Everything needed to audit and reproduce the card's numbers."""
     keys = ("clean_acc", "robust_acc", "pgd_acc", "pgd_steps", "per_attack", "seconds", "flags",
-            "sanity", "n_ex", "eps", "norm", "version", "attacks", "seed")
+            "sanity", "n_ex", "eps", "norm", "version", "attacks", "seed", "device")
     side = {"name": name, "dataset": dataset, "threat_model": threat_model,
             "eps_str": format_eps(result["eps"])}
     side.update({k: result[k] for k in keys if k in result})

@@ -1,8 +1,9 @@
 """Sanity report for a robustness evaluation: signs that an accuracy number cannot be trusted.
 
-Each finding is a *flag* ``{"code", "message", "doc"}``; every code has an entry in ``docs/FLAGS.md``
-saying what it means and what to do. :func:`run_sanity` runs the cheap model checks on a subset
-(default 100 examples); :func:`evaluation_flags` turns the numbers of a finished evaluation into flags.
+Each finding is a *flag* ``{"code", "message", "doc"}``; every code has an entry in
+``docs/FLAGS.md`` saying what it means and what to do. :func:`run_sanity` runs the cheap model
+checks on a subset (default 100 examples); :func:`evaluation_flags` turns the numbers of a
+finished evaluation into flags.
 
 Checks (``x`` in [0,1], ``f`` the model):
 
@@ -140,7 +141,7 @@ def verify_ball(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str,
 
 def evaluation_flags(clean_acc: float, robust_acc: float, per_attack: dict,
                      aa_checks: Sequence[str] = (), alpha: float = 0.002) -> list:
-    """Flags from the numbers of a finished evaluation (robust <= clean, Square, AA's own checks)."""
+    """Flags from a finished evaluation's numbers (robust <= clean, Square, AA's own checks)."""
     flags = [flag("autoattack-check", str(msg)) for msg in aa_checks]
     if robust_acc > clean_acc + 1e-12:
         flags.append(flag("robust-above-clean", f"robust accuracy {robust_acc:.2%} exceeds clean "

@@ -38,12 +38,16 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "Linf", eps
 
     Returns a dict with ``clean_acc``, ``robust_acc``, ``per_attack`` (accuracy after each attack,
     cumulative, incl. ``clean``), ``seconds``, ``flags``, ``sanity``, ``n_ex``, ``eps``, ``norm``,
-    ``version``, ``attacks``, ``seed``; ``pgd_acc``/``pgd_steps`` when ``pgd_steps`` is given;
+    ``version``, ``attacks``, ``seed``, ``device``; ``pgd_acc``/``pgd_steps`` when ``pgd_steps``
+    is given;
     ``x_adv``/``y_adv`` (on CPU) when ``return_adv``. ``sanity*`` control :mod:`advtrain.checks`;
     ``n_iter``/``n_queries`` shorten AutoAttack for tests only (the official budget is the default).
     """
     attacks = _check_args(x, y, norm, eps, version, attacks, batch_size)
-    dev = resolve_device(device) if device is not None else _model_device(model)
+    dev = _model_device(model) if device is None else resolve_device(device)
+    if _model_device(model).type != dev.type:
+        raise InputError(f"the model is on {_model_device(model)} but device={str(dev)!r}; "
+                         f"call model.to({str(dev)!r}) first or pass device=None")
     x, y = x.detach().to(dev, torch.float32), y.detach().to(dev, torch.long)
     was_training = model.training
     model.eval()
@@ -82,7 +86,8 @@ def _run(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device, 
     out = {"clean_acc": clean_acc, "robust_acc": robust_acc, "per_attack": per_attack,
            "seconds": seconds, "flags": flags + ball_flags, "n_ex": len(x), "eps": eps,
            "norm": norm, "version": version, "attacks": list(res.attacks or attacks or []),
-           "seed": seed, "sanity": {"eps_ball": ball, "autoattack_clean_acc": res.clean_accuracy},
+           "seed": seed, "device": str(device),
+           "sanity": {"eps_ball": ball, "autoattack_clean_acc": res.clean_accuracy},
            "x_adv": res.x_adv.detach().cpu(), "y_adv": res.y_adv.detach().cpu()}
     if pgd_steps:
         t0 = time.time()
@@ -95,7 +100,9 @@ def _run(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device, 
 
 def run_autoattack(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device,
                    state_path=None, n_iter=None, n_queries=None):
-    """The AutoAttack suite through ``attacks.AutoAttackAdapter`` (pyautoattack underneath)."""
+    """The AutoAttack suite through ``attacks.AutoAttackAdapter`` (pyautoattack underneath).
+
+    ``n_iter``/``n_queries`` (None: AutoAttack's budget) are for tests only."""
     from attacks import AutoAttackAdapter
 
     adapter = AutoAttackAdapter(norm=norm, eps=eps, version=version, attacks=attacks, seed=seed,
@@ -113,7 +120,7 @@ def make_pgd(eps: float, steps: int, norm: str):
 
 def accuracy(model, x, y, *, batch_size: int = 500, attack=None, progress: bool = True,
              desc: Optional[str] = None) -> float:
-    """Fraction of ``y`` predicted correctly on ``x`` (or on ``attack(model, x, y)``), by batches."""
+    """Fraction of ``y`` predicted correctly on ``x`` (or on ``attack(model, x, y)``)."""
     correct = 0
     starts = range(0, len(x), batch_size)
     label = desc or ("clean" if attack is None else type(attack).__name__)

@@ -113,8 +113,9 @@ def _unknown_zoo(name, dataset, threat_model):
 
 
 def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model: str = "Linf",
-                   model_dir="checkpoints", *, overwrite: bool = False, verify: bool = True) -> Path:
-    """Write ``model`` where ``robustbench.utils.load_model(name, model_dir, dataset, threat_model)``
+                   model_dir="checkpoints", *, overwrite: bool = False,
+                   verify: bool = True) -> Path:
+    """Write ``model`` where ``robustbench.utils.load_model(name, model_dir, dataset, ...)``
     finds it; for zoo names verify the round trip (identical logits) or raise and remove the file.
 
     For names outside the zoo the file is written and :func:`registration_hint` says how to use it.

@@ -15,7 +15,7 @@ from advtrain.errors import InputError
 
 
 def format_eps(eps: float) -> str:
-    """The RobustBench spelling of eps: ``"8/255"`` when eps*255 is a whole number, else a decimal."""
+    """RobustBench's spelling of eps: ``"8/255"`` when eps*255 is a whole number, else a decimal."""
     k = eps * 255
     if eps > 0 and abs(k - round(k)) < 1e-6:
         return f"{int(round(k))}/255"

@@ -1,4 +1,4 @@
-"""``advtrain eval`` / ``advtrain export`` end to end on a tiny checkpoint and generated npz data."""
+"""``advtrain eval`` / ``advtrain export`` end to end: tiny checkpoint, generated npz data."""
 from __future__ import annotations
 
 import json

@@ -15,6 +15,12 @@ def test_zoo_roundtrip_wrn34_10_cifar10(tmp_path):
     assert path == tmp_path / "cifar10" / "Linf" / "Cui2023Decoupled_WRN-34-10.pt"
     sd = torch.load(path, weights_only=True)
     assert set(sd) == set(model.state_dict())
+    # the eval CLI's --robustbench-name path: zoo architecture + the local file, no download
+    zoo = export.load_zoo_model("Cui2023Decoupled_WRN-34-10", dataset="cifar10",
+                                model_dir=tmp_path)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(zoo(x), model.eval()(x))
 
 
 @pytest.mark.slow

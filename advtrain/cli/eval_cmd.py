@@ -102,7 +102,8 @@ def _load_model(args, device):
                                       device=device)
         path = export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
         arch = type(model).__name__
-        return model, {"arch": arch, "display": arch, "checkpoint": path, "weights": "model",
+        return model, {"arch": arch, "display": _zoo_display(args.robustbench_name, arch),
+                       "checkpoint": path, "weights": "model",
                        "name": args.robustbench_name}
     model, info = export.model_from_checkpoint(args.checkpoint, dataset=args.dataset,
                                                arch=args.arch, weights=args.weights,
@@ -112,6 +113,14 @@ def _load_model(args, device):
     return model, {"arch": info["arch"], "display": display_arch(info["arch"]),
                    "checkpoint": args.checkpoint, "weights": args.weights,
                    "name": Path(args.checkpoint).stem}
+
+
+def _zoo_display(name: str, fallback: str) -> str:
+    """``Cui2023Decoupled_WRN-34-10 -> WideResNet-34-10`` (the architecture part of a zoo id)."""
+    _, _, tail = name.partition("_")
+    if tail.startswith("WRN-"):
+        return "WideResNet-" + "-".join(tail[4:].split("-")[:2]).split("_")[0]
+    return tail or fallback
 
 
 def _load_data(args):
@@ -132,8 +141,8 @@ def _write(args, result, meta):
     from advtrain.cards import write_card
 
     name = args.name or meta["name"]
-    extra = {"arch": meta["arch"], "weights": meta["weights"], "device": str(result.get("device",
-             args.device)), "robustbench_name": args.robustbench_name}
+    extra = {"arch": meta["arch"], "weights": meta["weights"],
+             "robustbench_name": args.robustbench_name}
     return write_card(result, out_dir=args.out, name=name, dataset=args.dataset,
                       threat_model=args.norm, architecture=meta["display"],
                       command=["advtrain"] + sys.argv[1:] if sys.argv else None,

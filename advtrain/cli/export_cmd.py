@@ -2,7 +2,8 @@
 
 Writes ``<model-dir>/<dataset>/<threat-model>/<name>.pt`` (a plain state_dict that
 ``robustbench.utils.load_model`` loads strictly). For RobustBench zoo names the file is loaded back
-through RobustBench and must give identical logits; ``--safetensors`` also writes a ``.safetensors``.
+through RobustBench and must give identical logits; ``--safetensors`` also writes a
+``.safetensors`` file.
 """
 from __future__ import annotations
 
