@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 from advtrain.errors import InputError, unknown
 from advtrain.io import atomic_write_text, file_sha256
-from advtrain.utils import format_eps, package_versions
+from advtrain.utils import format_eps, git_commit, package_versions
 
 THREAT_MODELS = ("Linf", "L2")
 DATASETS = ("cifar10", "cifar100")
@@ -72,6 +72,7 @@ def sidecar_fields(result: dict, *, name: str, dataset: str, threat_model: str,
     side["command"] = shlex.join(command) if command is not None else shlex.join(sys.argv)
     side["checkpoint"] = _checkpoint_info(checkpoint)
     side["versions"] = package_versions()
+    side["git_commit"] = git_commit()
     side["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     side.update(extra or {})
     return side

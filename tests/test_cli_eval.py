@@ -50,7 +50,8 @@ def test_eval_in_process_writes_card_and_sidecar(setup, capsys):
     from advtrain.io import file_sha256
 
     rc = main(["eval", str(setup / "tiny.pt"), *fast_args(setup), "--name", "Tiny_WRN-10-1",
-               "--save-adv", str(setup / "adv.pt"), "--pgd-steps", "1"])
+               "--save-adv", str(setup / "adv.pt"), "--pgd-steps", "1", "--title", "A Title",
+               "--venue", "NeurIPS 2024"])
     out = capsys.readouterr().out
     assert rc == 0, out
     card = setup / "model_info" / "cifar10" / "Linf" / "Tiny_WRN-10-1.json"
@@ -58,6 +59,7 @@ def test_eval_in_process_writes_card_and_sidecar(setup, capsys):
     info = ModelInfo(**json.loads(card.read_text()))
     assert info.clean_acc == "100.00" and info.eps == "8/255"
     assert info.architecture == "WideResNet-10-1"
+    assert (info.name, info.venue, info.additional_data) == ("A Title", "NeurIPS 2024", False)
     side = json.loads(card.with_suffix(".advtrain.json").read_text())
     assert side["checkpoint"]["sha256"] == file_sha256(setup / "tiny.pt")
     assert side["n_ex"] == N and side["seed"] == 0 and side["arch"] == "wrn-10-1"

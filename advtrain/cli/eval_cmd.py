@@ -32,6 +32,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="card name (default: the checkpoint file stem)")
     p.add_argument("--out", default="model_info", help="card directory (default model_info)")
+    card = p.add_argument_group("card metadata (RobustBench ModelInfo fields)")
+    card.add_argument("--title", help="card 'name': the paper title (default: --name)")
+    card.add_argument("--venue", default="")
+    card.add_argument("--link", default="")
+    card.add_argument("--authors", default="")
+    card.add_argument("--footnote")
+    card.add_argument("--additional-data", action="store_true",
+                      help="the model was trained with data beyond the training set")
     p.add_argument("--save-adv", metavar="FILE", help="save x_adv / y_adv tensors here")
     p.add_argument("--pgd-steps", type=int, help="also report PGD-K accuracy")
     p.add_argument("--weights", default="model", choices=("model", "ema"))
@@ -146,7 +154,9 @@ def _write(args, result, meta):
     return write_card(result, out_dir=args.out, name=name, dataset=args.dataset,
                       threat_model=args.norm, architecture=meta["display"],
                       command=["advtrain"] + sys.argv[1:] if sys.argv else None,
-                      checkpoint=meta["checkpoint"], extra=extra)
+                      checkpoint=meta["checkpoint"], extra=extra, title=args.title,
+                      venue=args.venue, link=args.link, authors=args.authors,
+                      footnote=args.footnote, additional_data=args.additional_data)
 
 
 def _summary(result, card, side) -> None:
