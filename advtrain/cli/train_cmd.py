@@ -26,6 +26,25 @@ def add_parser(subparsers) -> None:
                    help="resume even if the config differs from the run's")
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default run.out_dir/run.name)")
     p.set_defaults(func=run)
+    p.__class__ = _intermixed(type(p))
+
+
+def _intermixed(cls):
+    """``cls`` parsing options and positionals in any order (``CONFIG --run-dir D k=v`` works)."""
+
+    class Intermixed(cls):
+        _inside = False
+
+        def parse_known_args(self, args=None, namespace=None):
+            if self._inside:  # parse_known_intermixed_args calls back into this method
+                return super().parse_known_args(args, namespace)
+            self._inside = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._inside = False
+
+    return Intermixed
 
 
 def run(args: argparse.Namespace) -> int:
