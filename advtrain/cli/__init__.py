@@ -2,11 +2,14 @@
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` which registers the
 subcommand and sets ``func`` (called with the parsed namespace, returning an exit code).
-User mistakes raise :class:`advtrain.errors.AdvtrainError` and are printed as one line.
+User mistakes raise :class:`advtrain.errors.AdvtrainError` and are printed as one line (exit 2).
+A file system refusal (disk full, read-only, a path under a regular file, no permission) is printed as
+one line naming the path and the fix (exit 1); other exceptions are bugs and keep their traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from typing import Optional, Sequence
@@ -43,9 +46,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except AdvtrainError as e:
         print(f"advtrain {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in _SYSTEM_ERRNOS:
+            raise
+        print(f"advtrain {args.command}: error: {_os_message(e, args.command)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"advtrain {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+#: errno values that mean "the file system refused", not "advtrain has a bug"
+_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                  errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _os_message(e: OSError, command: str) -> str:
+    """``<path>: <reason>; <fix>`` for a refused read/write."""
+    where = f"{e.filename}: " if e.filename else ""
+    reason = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free disk space and run again (files written before are intact"
+        fix += "; continue with advtrain train --resume RUN_DIR)" if command == "train" else ")"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        fix = "a component of this path is a file, not a directory; choose another output path"
+    else:
+        fix = "the location is not writable; choose another output path"
+    return f"{where}{reason}; {fix}"
 
 
 if __name__ == "__main__":  # pragma: no cover
