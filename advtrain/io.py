@@ -132,7 +132,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: s
     except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
             exc.filename = path  # a failed write (e.g. disk full) names the file it was writing
         raise
     _fsync_dir(directory)
