@@ -18,6 +18,15 @@ REPO = Path(__file__).resolve().parents[1]
 N = 8
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: much faster than two on the shared 2-core test box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A trainer-format wrn-10-1 checkpoint and an npz whose labels are its predictions."""
@@ -74,7 +83,7 @@ def test_eval_subprocess(setup):
     cmd = [sys.executable, "-m", "advtrain", "eval", str(setup / "tiny.pt"), *fast_args(setup),
            "--name", "Sub", "--no-sanity", "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={**os.environ, "ADVTRAIN_OFFLINE": "1"})
+                          env={**os.environ, "ADVTRAIN_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     side = json.loads((setup / "model_info/cifar10/Linf/Sub.advtrain.json").read_text())
     assert "-m advtrain eval" not in side["command"] and "--name Sub" in side["command"]
