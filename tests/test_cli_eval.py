@@ -73,7 +73,7 @@ def test_eval_in_process_writes_card_and_sidecar(setup, capsys):
     assert side["checkpoint"]["sha256"] == file_sha256(setup / "tiny.pt")
     assert side["n_ex"] == N and side["seed"] == 0 and side["arch"] == "wrn-10-1"
     assert float(info.autoattack_acc) == pytest.approx(100 * side["robust_acc"], abs=0.006)
-    assert set(side["sanity"]["pgd"]) == {"pgd-1", "pgd-2"} and side["pgd_steps"] == 1
+    assert set(side["sanity"]["pgd"]) == {"pgd-1", "pgd-2", "pgd-1x2"} and side["pgd_steps"] == 1
     assert side["flags"] == []
     adv = torch.load(setup / "adv.pt", weights_only=True)
     assert adv["x_adv"].shape == (N, 3, 32, 32) and adv["y_adv"].shape == (N,)

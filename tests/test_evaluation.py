@@ -144,6 +144,33 @@ def test_sanity_flags_reach_evaluate_result():
         assert f["code"] in checks.CODES and f["doc"] == f"docs/FLAGS.md#{f['code']}"
 
 
+class MeanThreshold(nn.Module):
+    """Class 0 iff the image mean exceeds 0.5."""
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1, keepdim=True)
+        return torch.cat([m, torch.full_like(m, 0.5)], 1)
+
+
+def test_pgd_convergence_flag_logic():
+    """Stub attacks: only the 2K-step one (or only a restart) flips the prediction."""
+    x, y = torch.full((4, 3, 2, 2), 0.9), torch.zeros(4, dtype=torch.long)
+    flip = lambda model, xb, yb: 1 - xb  # noqa: E731
+    keep = lambda model, xb, yb: xb  # noqa: E731
+    for stronger, expect in ((keep, set()), (flip, {"pgd-not-converged"})):
+        accs, flags = checks.check_pgd_convergence(
+            MeanThreshold(), x, y, 8 / 255, 5, lambda e, k: stronger if k == 10 else keep, 4)
+        assert {f["code"] for f in flags} == expect
+        assert accs["pgd-5"] == 1.0 and accs["pgd-10"] == (0.0 if expect else 1.0)
+    calls = []
+
+    def alternate(e, k):  # the second PGD-K run (a restart) succeeds on every example
+        calls.append(k)
+        return flip if calls.count(5) == 2 else keep
+    accs, flags = checks.check_pgd_convergence(MeanThreshold(), x, y, 8 / 255, 5, alternate, 4)
+    assert accs["pgd-5x2"] == 0.0 and [f["code"] for f in flags] == ["pgd-not-converged"]
+
+
 def test_every_flag_code_is_documented():
     with open("docs/FLAGS.md") as fh:
         headings = {line[3:].strip() for line in fh if line.startswith("## ")}
