@@ -30,6 +30,7 @@ _BINARY = {
     "cifar100": ("cifar-100-binary", {"train": ["train.bin"], "test": ["test.bin"]}, 2, 1),
 }
 _PYTHON_DIR = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_ARCHIVE = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}  # torchvision's
 _IMAGE_BYTES = 3 * 32 * 32
 
 
@@ -65,9 +66,11 @@ def read_torchvision(root: str, dataset: str, split: str, download: bool = False
     cls = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
     try:
         ds = cls(root=root, train=split == "train", download=download)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DataError(f"{root}: {e} (torchvision CIFAR folder failed its md5 check); re-download or "
-                        f"re-extract it") from None
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+        folder = os.path.join(root, _PYTHON_DIR[dataset])
+        raise DataError(f"{folder}: incomplete or corrupt (failed torchvision's md5 check; an interrupted "
+                        f"download or extraction?); delete it{_and_archive(root, dataset)} and run again "
+                        f"with downloads on, or {_options(dataset, split)}") from None
     except OSError as e:  # network failure while downloading
         raise DataError(f"cannot download {dataset} into {root} ({e}); {_options(dataset, split)}") from None
     x = np.asarray(ds.data, dtype=np.uint8)
@@ -110,6 +113,19 @@ def _options(dataset: str, split: str) -> str:
             f"(e.g. ADVTRAIN_DATA=../shared/data/cifar10-jpeg)")
 
 
+def _archive(root: Optional[str], dataset: str) -> Optional[str]:
+    """torchvision's download archive (``cifar-10-python.tar.gz``) left in ``root``, if any."""
+    if root is None:
+        return None
+    path = os.path.join(os.fspath(root), _ARCHIVE[dataset])
+    return path if os.path.isfile(path) else None
+
+
+def _and_archive(root: str, dataset: str) -> str:
+    archive = _archive(root, dataset)
+    return f" and {archive}" if archive else ""
+
+
 def _find_in(directory: str, dataset: str, split: str) -> Optional[Source]:
     binary = os.path.join(directory, _BINARY[dataset][0])
     if os.path.isdir(binary):
@@ -138,6 +154,10 @@ def resolve_source(dataset: str, split: str, *, root: Optional[str] = None, npz:
         if found is not None:
             return found
     if offline():
+        archive = _archive(root, dataset)
+        if archive is not None:
+            raise DataError(f"{archive}: an unfinished download (not extracted) and downloads are off "
+                            f"(ADVTRAIN_OFFLINE=1); delete it and run again online, or {_options(dataset, split)}")
         where = f" under {root}" if root is not None else ""
         raise DataError(f"no local {dataset} {split} data found{where} and downloads are off "
                         f"(ADVTRAIN_OFFLINE=1); {_options(dataset, split)}")
