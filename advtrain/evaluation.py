@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from advtrain import checks
 from advtrain.errors import InputError, unknown
-from advtrain.utils import resolve_device
+from advtrain.utils import parse_eps, resolve_device
 
 NORMS = ("Linf", "L2")
 VERSIONS = ("standard", "plus", "rand", "custom")
@@ -39,10 +39,11 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "Linf", eps
     Returns a dict with ``clean_acc``, ``robust_acc``, ``per_attack`` (accuracy after each attack,
     cumulative, incl. ``clean``), ``seconds``, ``flags``, ``sanity``, ``n_ex``, ``eps``, ``norm``,
     ``version``, ``attacks``, ``seed``, ``device``; ``pgd_acc``/``pgd_steps`` when ``pgd_steps``
-    is given;
-    ``x_adv``/``y_adv`` (on CPU) when ``return_adv``. ``sanity*`` control :mod:`advtrain.checks`;
+    is given; ``x_adv``/``y_adv`` (on CPU) when ``return_adv``. ``eps`` may be ``"8/255"``.
+    ``sanity*`` control :mod:`advtrain.checks` (``sanity=False`` skips the model checks);
     ``n_iter``/``n_queries`` shorten AutoAttack for tests only (the official budget is the default).
     """
+    eps = parse_eps(eps)
     attacks = _check_args(x, y, norm, eps, version, attacks, batch_size)
     dev = _model_device(model) if device is None else resolve_device(device)
     if _model_device(model).type != dev.type:

@@ -89,7 +89,8 @@ def test_evaluate_fields_consistent():
 def test_evaluate_without_adv_and_sanity():
     model = tiny_cnn().eval()
     x, y = data_for(model, 8)
-    out = advtrain.evaluate(model, x, y, sanity=False, **{**FAST, "sanity_n": 8})
+    out = advtrain.evaluate(model, x, y, sanity=False, eps="4/255", **{**FAST, "sanity_n": 8})
+    assert out["eps"] == pytest.approx(4 / 255)
     assert "x_adv" not in out and "pgd_acc" not in out
     assert out["flags"] == [] and "pgd" not in out["sanity"]
     assert not model.training
@@ -102,6 +103,7 @@ def test_evaluate_without_adv_and_sanity():
     (dict(version="standard", attacks=["apgd-ce"]), InputError),
     (dict(norm="L3"), UnknownNameError),
     (dict(eps=-0.1), InputError),
+    (dict(eps="8/0"), InputError),
     (dict(batch_size=0), InputError),
 ])
 def test_evaluate_rejects_bad_arguments(kwargs, err):
