@@ -45,7 +45,7 @@ def model_from_checkpoint(path, *, dataset: str, arch: Optional[str] = None,
     from advtrain.models import create_model
 
     model = create_model(arch, dataset=dataset)
-    load_weights(model, state, strict=True)
+    load_weights(model, state, strict=True, name=os.fspath(path))
     return model.to(device).eval(), {"arch": arch, "weights": weights, "recorded": recorded}
 
 
@@ -97,7 +97,7 @@ def load_zoo_model(name: str, *, dataset: str, threat_model: str = "Linf",
                               "(downloading is not attempted offline)")
     model = entry["model"]()
     model.arch_name = name
-    load_weights(model, load_state_file(path), strict=True)
+    load_weights(model, load_state_file(path), strict=True, name=str(path))
     return model.to(device).eval()
 
 

@@ -204,13 +204,14 @@ def _unwrap(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return obj
 
 
-def load_weights(model: nn.Module, source, *, strict: bool = True) -> nn.Module:
+def load_weights(model: nn.Module, source, *, strict: bool = True, name: str | None = None) -> nn.Module:
     """Load ``source`` (a path or a dict) into ``model`` after checking keys and shapes; returns ``model``.
 
     With ``strict=True`` any missing/unexpected key or shape mismatch raises one-line
     :class:`CheckpointError`; with ``strict=False`` only shape mismatches are fatal.
     """
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "checkpoint"
+    if name is None:  # how the message names a dict source (e.g. the file it was read from)
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "checkpoint"
     raw = load_state_file(source) if isinstance(source, (str, os.PathLike)) else source
     own = model.state_dict()
     sd = filter_state_dict(raw, own.keys())
