@@ -134,7 +134,15 @@ def _zoo_display(name: str, fallback: str) -> str:
 def _load_data(args):
     from advtrain.data import load_test_arrays
 
-    return load_test_arrays(args.dataset, root=args.data_root, npz=args.data_npz, n_ex=args.n_ex)
+    from advtrain.data import num_classes
+
+    x, y = load_test_arrays(args.dataset, root=args.data_root, npz=args.data_npz, n_ex=args.n_ex)
+    seen, total = int(y.unique().numel()), num_classes(args.dataset)
+    if seen < total <= len(y):
+        print(f"note: the first {len(y)} test images cover only {seen} of {total} classes (is "
+              "the test file ordered by class?); accuracies are not comparable to RobustBench's",
+              file=sys.stderr)
+    return x, y
 
 
 def _save_adv(path, result, y) -> None:
