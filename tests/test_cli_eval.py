@@ -165,3 +165,21 @@ def test_eval_script_usage():
     proc = subprocess.run(["bash", str(REPO / "sh" / "eval_autoattack.sh")], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def test_eval_robustbench_name_uses_local_file(setup, capsys, monkeypatch, tmp_path):
+    """--robustbench-name: zoo constructor + <model_dir>/<dataset>/Linf/<name>.pt, no download."""
+    from advtrain import export
+
+    name = "Fake2026Tiny_WRN-10-1"
+    entry = {"model": lambda: create_model("wrn-10-1", dataset="cifar10"), "gdrive_id": "none"}
+    monkeypatch.setattr(export, "zoo_entry", lambda n, d, t: entry if n == name else None)
+    path = tmp_path / "cifar10" / "Linf" / f"{name}.pt"
+    path.parent.mkdir(parents=True)
+    ref = torch.load(setup / "tiny.pt", weights_only=True)["model"]
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.items()}}, path)
+    rc = main(["eval", "--robustbench-name", name, "--model-dir", str(tmp_path),
+               *fast_args(setup), "--no-sanity"])
+    assert rc == 0, capsys.readouterr().err
+    card = json.loads((setup / "model_info/cifar10/Linf" / f"{name}.json").read_text())
+    assert card["architecture"] == "WideResNet-10-1" and card["clean_acc"] == "100.00"
