@@ -77,7 +77,7 @@ class DataConfig:
     workers: int = 0
     drop_last: bool = False
     train_subset: Optional[int] = None
-    test_subset: int = 1000  # fixed test subset for the per-epoch clean / PGD accuracy
+    test_subset: int = 1000  # fixed random (seed 0) test subset for the per-epoch clean / PGD accuracy
     holdout: int = 0
 
 

@@ -2,7 +2,8 @@
 
 ``metrics.csv`` has one row per epoch: epoch, lr, eps_t, step_size, steps, every loss term of the
 objective (epoch means), ``acc_adv`` (train adversarial accuracy), ``test_clean`` and ``test_pgd``
-(fixed test subset; empty in epochs without evaluation), ``seconds`` and ``skipped_batches``.
+(fixed test subset; empty in epochs without evaluation), the same for the EMA weights when EMA is on
+(``test_clean_ema``, ``test_pgd_ema``), ``seconds`` and ``skipped_batches``.
 ``PAPER_ROWS`` holds the reported clean / AutoAttack accuracies of SPEC section 7 (rows 1-13, AA-log
 or RobustBench values) and of the baselines the paper compares with (rows 14-18), keyed by the
 config's ``paper_row``.
@@ -38,7 +39,8 @@ PAPER_ROWS: Dict[int, tuple] = {
 }
 
 FIRST = ["epoch", "lr", "eps_t", "step_size", "steps"]
-LAST = ["acc_adv", "test_clean", "test_pgd", "seconds", "skipped_batches"]
+LAST = ["acc_adv", "test_clean", "test_pgd", "test_clean_ema", "test_pgd_ema", "seconds",
+        "skipped_batches"]
 
 
 def columns(rows: List[dict]) -> List[str]:
@@ -73,7 +75,8 @@ def plot_curves(rows: List[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(ep, [r.get("loss") for r in rows], marker="o", label="train loss")
     axes[0].set_title("loss")
-    for key, label in (("acc_adv", "train adv"), ("test_clean", "test clean"), ("test_pgd", "test PGD")):
+    for key, label in (("acc_adv", "train adv"), ("test_clean", "test clean"), ("test_pgd", "test PGD"),
+                       ("test_clean_ema", "EMA clean"), ("test_pgd_ema", "EMA PGD")):
         pts = [(r["epoch"], r[key]) for r in rows if r.get(key) not in (None, "")]
         if pts:
             axes[1].plot(*zip(*pts), marker="o", label=label)
@@ -101,9 +104,12 @@ def summary(rows: List[dict], paper_row: Optional[int]):
     last = evaluated[-1] if evaluated else {}
     setting, clean, aa = PAPER_ROWS.get(paper_row, ("no paper row", None, None))
     pct = (lambda v: None if v in (None, "") else round(100.0 * float(v), 2))
+    columns = {"this run": [pct(last.get("test_clean")), pct(last.get("test_pgd"))]}
+    if last.get("test_clean_ema") not in (None, ""):
+        columns["this run (EMA)"] = [pct(last.get("test_clean_ema")), pct(last.get("test_pgd_ema"))]
+    columns[f"paper (row {paper_row}: {setting})"] = [clean, aa]
     table = pd.DataFrame(
-        {"this run": [pct(last.get("test_clean")), pct(last.get("test_pgd"))],
-         f"paper (row {paper_row}: {setting})": [clean, aa]},
+        columns,
         index=["clean %", "robust % (run: PGD on the test subset; paper: AutoAttack)"],
     )
     return table
