@@ -108,8 +108,9 @@ class Source:
 
 def _options(dataset: str, split: str) -> str:
     folder = _BINARY[dataset][0]
-    return (f"give local data: --data-root DIR containing {folder}/ or {_PYTHON_DIR[dataset]}/ or {split}.npz, "
-            f"--data-npz FILE (keys image, label), or set ADVTRAIN_DATA to such a directory "
+    return (f"give local data: a directory (eval --data-root DIR, config data.root) containing {folder}/ or "
+            f"{_PYTHON_DIR[dataset]}/ or {split}.npz, an npz file (eval --data-npz FILE, config data.{split}_npz) "
+            f"with keys image, label, or set ADVTRAIN_DATA to such a directory "
             f"(e.g. ADVTRAIN_DATA=../shared/data/cifar10-jpeg)")
 
 
