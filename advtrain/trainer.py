@@ -17,6 +17,7 @@ loss or weight stops the run with one line (``nan_policy: stop``) or skips the b
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from typing import Any, Dict, Optional, Union
@@ -26,11 +27,12 @@ import torch.nn as nn
 
 from advtrain import checkpoint as ck
 from advtrain import config as C
+from advtrain import distributed as D
 from advtrain import metrics as M
 from advtrain.errors import AdvtrainError
 from advtrain.io import atomic_write_text
 from advtrain.schedules import attack_budget, lr_at, momentum_at
-from advtrain.trainer_setup import build_parts, prepare_run_dir
+from advtrain.trainer_setup import build_parts, prepare_run_dir, start_run_dir, resolve_device
 
 
 class NonFiniteError(AdvtrainError):
@@ -45,8 +47,34 @@ def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir
     when ``config`` is None; a different config is refused unless ``force``). ``stop_after=e`` returns
     after epoch ``e`` (used to test interruption).
     """
-    cfg, run_dir, state = prepare_run_dir(config, run_dir, resume, force)
-    return Trainer(cfg, run_dir, state).train(stop_after)
+    new_dir = False
+    if D.launched():  # torchrun: rank 0 prepares the run directory, the other ranks follow
+        D.init_from_env(resolve_device(_peek(config, run_dir).run.device))
+
+        def on_main():
+            out = prepare_run_dir(config, run_dir, resume, force)
+            if not resume:
+                start_run_dir(out[0], out[1])
+            return out
+
+        cfg, run_dir, state = D.prepare_on_main(
+            on_main, lambda rd: prepare_run_dir(config, rd, True, True))
+    else:
+        cfg, run_dir, state = prepare_run_dir(config, run_dir, resume, force)
+        new_dir = not resume
+    trainer = Trainer(cfg, run_dir, state)
+    if new_dir:  # only now: a mistake found while building the parts leaves no directory behind
+        start_run_dir(cfg, run_dir)
+    out = trainer.train(stop_after)
+    D.barrier()  # rank 0 has written its files before any rank returns
+    return out
+
+
+def _peek(config, run_dir) -> C.Config:
+    """The config as given (or stored in ``run_dir``), only to choose the DDP backend."""
+    from advtrain.trainer_setup import _as_config
+
+    return _as_config(config if config is not None else os.path.join(run_dir, "config.yaml"))
 
 
 class Trainer:
@@ -65,6 +93,9 @@ class Trainer:
                      "versions": ck.package_versions(), "git_commit": ck.git_commit()}
         if state is not None:
             self._load(state)
+        # DDP after loading (it broadcasts rank 0's weights), compile last; no-ops by default
+        self.model = D.maybe_compile(D.wrap_ddp(self.model, self.device, cfg.sync_bn),
+                                     cfg.compile, self.device)
 
     # ------------------------------------------------------------------ the loop
     def train(self, stop_after: Optional[int] = None) -> str:
@@ -94,7 +125,8 @@ class Trainer:
             next(it)
         if mid_epoch:
             ck.set_rng_state(step_rng)
-        bar = _progress(len(self.loader), self.batch, f"epoch {e}/{self.E}", cfg.run.progress)
+        bar = _progress(len(self.loader), self.batch, f"epoch {e}/{self.E}",
+                        cfg.run.progress and D.is_main())
         start = time.time()
         for x, y in it:
             terms = self._train_step(x, y, e)
@@ -126,7 +158,7 @@ class Trainer:
         if self.cfg.model.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            x_adv = self.objective.perturb(self.model, x, y)
+            x_adv = self.objective.perturb(D.unwrap(self.model), x, y)
         self.model.train()
         saved = _snapshot_buffers(self.model, self.objective) if self.cfg.nan_policy == "skip" else None
         diff = self.awp.perturb(self.objective, x, x_adv, y) if self.awp and self.awp.active(e) else None
@@ -136,6 +168,7 @@ class Trainer:
         if bad is None:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            D.average_grads_(self.objective.extra_parameters())  # e.g. LBGAT's natural model
             self.optimizer.step()
         if diff is not None:
             self.awp.restore(diff)
@@ -144,7 +177,7 @@ class Trainer:
         if not _finite_params(self.optimizer):
             raise NonFiniteError(self._nan_message(e, "weights after the optimizer step"))
         if self.ema is not None:
-            self.ema.update(self.model, e)
+            self.ema.update(D.unwrap(self.model), e)
         return {k: float(v) for k, v in terms.items()}
 
     def _non_finite(self, e: int, term: str, saved) -> None:
@@ -161,7 +194,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ epoch end
     def _end_epoch(self, e: int) -> None:
-        self.objective.on_epoch_end()
+        self.objective.on_epoch_end(reduce=D.all_reduce_sum_)  # class prior summed over ranks
         row = {"epoch": e, "lr": self.optimizer.param_groups[0]["lr"], "eps_t": self.budget[0],
                "step_size": self.budget[1], "steps": self.budget[2]}
         n = max(self.running["count"], 1)
@@ -171,16 +204,32 @@ class Trainer:
             from advtrain.trainer_setup import clean_and_pgd
 
             row["test_clean"], row["test_pgd"] = clean_and_pgd(
-                self.model, *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed)
+                D.unwrap(self.model), *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed)
+            ema_model = self._ema_model()
+            if ema_model is not None:
+                row["test_clean_ema"], row["test_pgd_ema"] = clean_and_pgd(
+                    ema_model, *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed)
         row["seconds"] = round(self.running["seconds"], 3)
         row["skipped_batches"] = self.running["skipped_batches"]
         self.history.append(row)
         self.epoch, self.batch, self.running, self.epoch_rng = e, 0, _empty_running(), None
         self._save(epoch_file=True)
-        M.write_csv(self.history, os.path.join(self.run_dir, "metrics.csv"))
-        M.plot_curves(self.history, os.path.join(self.run_dir, "curves.png"))
+        if D.is_main():
+            M.write_csv(self.history, os.path.join(self.run_dir, "metrics.csv"))
+            M.plot_curves(self.history, os.path.join(self.run_dir, "curves.png"))
+
+    def _ema_model(self) -> Optional[nn.Module]:
+        """A copy of the model holding the EMA weights (None before the first EMA update)."""
+        if self.ema is None or self.ema.shadow is None:
+            return None
+        if getattr(self, "_ema_copy", None) is None:
+            self._ema_copy = copy.deepcopy(D.unwrap(self.model))
+        self.ema.copy_to(self._ema_copy)
+        return self._ema_copy
 
     def _finish(self) -> None:
+        if not D.is_main():
+            return
         table = M.summary(self.history, self.cfg.paper_row)
         text = table.to_string()
         atomic_write_text(os.path.join(self.run_dir, "summary.txt"), text + "\n")
@@ -189,9 +238,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, epoch_file: bool) -> None:
+        if not D.is_main():  # one writer under DDP; every rank holds the same weights
+            return
         payload = dict(self.meta)
         payload.update(
-            model=ck.cpu_state(self.model.state_dict()),
+            model=ck.cpu_state(D.unwrap(self.model).state_dict()),
             optimizer=self.optimizer.state_dict(),
             objective=ck.cpu_state(self.objective.state_dict()),
             epoch=self.epoch, batch=self.batch, step=self.step, rng=ck.rng_state(),

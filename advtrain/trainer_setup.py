@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from advtrain import checkpoint as ck
 from advtrain import config as C
+from advtrain import distributed as D
 from advtrain.errors import InputError
 from advtrain.io import atomic_write_text
 
@@ -47,6 +48,7 @@ def prepare_run_dir(config, run_dir: Optional[str], resume: bool, force: bool
                 raise InputError(f"cannot resume: {stored} missing; pass the config file too")
             config = stored
         cfg = _as_config(config)
+        _remove_stale_temp_files(run_dir)
         last = ck.latest(run_dir)
         state = ck.load(last) if last else None
         if state is not None and not force:
@@ -59,9 +61,21 @@ def prepare_run_dir(config, run_dir: Optional[str], resume: bool, force: bool
     if os.path.isdir(run_dir) and os.listdir(run_dir):
         raise InputError(f"run directory {run_dir!r} already exists; continue it with --resume "
                          f"{run_dir}, or choose another run.name / --run-dir")
+    return cfg, run_dir, None
+
+
+def _remove_stale_temp_files(run_dir: str) -> None:
+    """Temp files of an atomic write cut short by a crash (``.NAME.XXXX.tmp``); never read."""
+    for name in os.listdir(run_dir):
+        if name.startswith(".") and name.endswith(".tmp"):
+            os.remove(os.path.join(run_dir, name))
+
+
+def start_run_dir(cfg: C.Config, run_dir: str) -> None:
+    """Create a new run directory with its ``config.yaml`` (after every part was built, so a
+    mistake found while building leaves nothing behind)."""
     os.makedirs(run_dir, exist_ok=True)
     atomic_write_text(os.path.join(run_dir, "config.yaml"), C.dump(cfg))
-    return cfg, run_dir, None
 
 
 def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -101,7 +115,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
 
     _determinism(cfg.run.deterministic)
     seed_everything(cfg.run.seed)
-    device = resolve_device(cfg.run.device)
+    device = D.local_device(resolve_device(cfg.run.device), D.local_rank())  # cuda:LOCAL_RANK
     d = cfg.data
     n_cls = num_classes(d.dataset)
     model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls).to(device)
@@ -111,16 +125,27 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
                                 **objective_kwargs(cfg)).to(device)
     loader = build_train_loader(
         d.dataset, root=d.root, train_npz=d.train_npz, synthetic_npz=d.synthetic_npz,
-        synthetic_fraction=d.synthetic_fraction, augment=d.augment, batch_size=d.batch_size,
+        synthetic_fraction=d.synthetic_fraction, augment=d.augment,
+        batch_size=D.per_rank_batch(d.batch_size), rank=D.rank(), world_size=D.world_size(),
         workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
         holdout=d.holdout)
     test = None
     if d.test_subset > 0:
-        test = load_test_arrays(d.dataset, root=d.root, npz=d.test_npz, n_ex=d.test_subset)
+        test = _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset)
     return dict(device=device, model=model, objective=objective, num_classes=n_cls, loader=loader,
                 optimizer=make_optimizer(cfg, model, objective), test=test,
                 awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
                 autocast=_autocast(cfg, device))
+
+
+def _test_subset(arrays, n: int):
+    """A fixed random subset of ``n`` test images (seed 0): test files may be sorted by class."""
+    x, y = arrays
+    if n > len(y):
+        raise InputError(f"data.test_subset = {n} but the test set has {len(y)} images; "
+                         f"use data.test_subset <= {len(y)} (0 disables the per-epoch test)")
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return x[idx].contiguous(), y[idx].contiguous()
 
 
 def objective_kwargs(cfg: C.Config) -> Dict[str, Any]:

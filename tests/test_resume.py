@@ -128,4 +128,5 @@ def test_sigkill_at_random_points_resumes_bit_identically(tmp_path):
             break
         assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
     assert proc.returncode == 0 and kills >= 1
+    assert not [n for n in os.listdir(run_dir) if n.endswith(".tmp")]  # stale temp files cleaned
     _same_final_state(ref, _final(run_dir))

@@ -54,6 +54,8 @@ def test_outputs_and_checkpoint_contract(tmp_path):
                  "epoch_2.pt", "last.pt"):
         assert os.path.isfile(os.path.join(run_dir, name)), name
     assert "85.31" in open(os.path.join(run_dir, "summary.txt")).read()
+    rows = read_csv(run_dir)
+    assert all(r["test_clean_ema"] != "" and r["test_pgd_ema"] != "" for r in rows)
     ckpt = torch.load(os.path.join(run_dir, "epoch_2.pt"), weights_only=True)
     for key in ("model", "ema", "arch", "dataset", "num_classes", "config", "optimizer",
                 "objective", "rng", "versions", "git_commit", "epoch", "step"):
@@ -179,3 +181,62 @@ def test_ema_dm_warmup_schedule():
         ema.update(net, epoch=1)
     assert decays[:3] == [0.0, 0.0, 0.0]
     assert decays[3:] == pytest.approx([1 / 10, 2 / 11, 3 / 12])
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _yaml(tmp_path, raw):
+    import yaml
+
+    path = os.path.join(tmp_path, "cfg.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(raw, f)
+    return path
+
+
+@pytest.mark.parametrize("override,message", [
+    ("objective.name=trade", "unknown objective 'trade'; did you mean 'trades'?"),
+    ("objective.bta=1", "did you mean 'objective.beta'"),
+    ("model.arch=wrn-34-1O", "unknown architecture 'wrn-34-1O'; did you mean 'wrn-34-10'"),
+    ("data.dataset=cifar1000", "unknown dataset 'cifar1000'"),
+    ("attack.eps=-8/255", "outside [0, 1]"),
+    ("optim.epochs=0", "'optim.epochs' = 0 must be >= 1"),
+    ("objective.beta=-1", "must be >= 0"),
+    ("data.train_npz=/nonexistent.npz", "nonexistent.npz"),
+])
+def test_cli_bad_input_is_one_line_before_training(tmp_path, capsys, override, message):
+    from advtrain.cli import main
+
+    path = _yaml(tmp_path, tiny_config(tmp_path))
+    run_dir = os.path.join(tmp_path, "run")
+    assert main(["train", path, override, "--run-dir", run_dir]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("advtrain train: error: ") and "\n" not in err and message in err, err
+    assert not os.path.exists(run_dir)  # nothing created
+
+
+def test_cli_train_then_resume_finished_run(tmp_path, capsys):
+    from advtrain.cli import main
+
+    path = _yaml(tmp_path, tiny_config(tmp_path, optim={"epochs": 1}, data={"test_subset": 0}))
+    run_dir = os.path.join(tmp_path, "run")
+    assert main(["train", path, "optim.lr=0.01", "--run-dir", run_dir]) == 0
+    assert C.load(os.path.join(run_dir, "config.yaml")).optim.lr == 0.01
+    assert main(["train", "--resume", run_dir]) == 0  # already complete: nothing to do
+    assert main(["train", path, "--resume", run_dir]) == 2  # lr differs from the stored config
+    assert "pass --force" in capsys.readouterr().err
+    assert main(["train", path, "--resume", run_dir, "--force"]) == 0
+
+
+def test_test_subset_is_fixed_random_not_first_images():
+    from advtrain.trainer_setup import _test_subset
+
+    x = torch.arange(100, dtype=torch.float32).view(100, 1)
+    y = torch.arange(100) // 10  # sorted by class, like some test files
+    xs, ys = _test_subset((x, y), 20)
+    again = _test_subset((x, y), 20)
+    assert torch.equal(xs, again[0]) and len(ys) == 20
+    assert len(set(ys.tolist())) > 3  # not just the first class
+    assert torch.equal(ys, y[xs.view(-1).long()])
+    with pytest.raises(InputError, match="test_subset = 101"):
+        _test_subset((x, y), 101)
