@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import torch
 import torch.distributed as dist
 
-from advtrain.errors import InputError
+from advtrain.errors import AdvtrainError, InputError
 
 Tensors = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
 
@@ -208,14 +208,80 @@ def wrap_ddp(model: torch.nn.Module, device: Union[str, torch.device], sync_bn: 
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DDP (or DataParallel) wrapper; ``model`` itself otherwise.
+    """The module inside DDP / DataParallel / ``torch.compile`` wrappers; ``model`` otherwise.
 
     Attacks and checkpoints use the unwrapped module: attacks only differentiate w.r.t. the input,
-    and state-dict keys then carry no ``module.`` prefix.
+    and state-dict keys then carry no ``module.`` / ``_orig_mod.`` prefix.
     """
-    while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-        model = model.module
-    return model
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def maybe_compile(model: torch.nn.Module, enabled: bool, device: Union[str, torch.device]):
+    """``torch.compile(model)`` when ``enabled`` (config ``compile: true``), else ``model``.
+
+    Refused on CPU: compilation there needs a C++ toolchain and gains little for these models.
+    """
+    if not enabled:
+        return model
+    if torch.device(device).type != "cuda":
+        raise InputError("compile=true is only supported on CUDA devices; set compile=false on CPU")
+    return torch.compile(model)
+
+
+def launched() -> bool:
+    """True when started by torchrun with more than one process (``WORLD_SIZE`` > 1)."""
+    return _env_int("WORLD_SIZE", 1) > 1
+
+
+def local_rank() -> int:
+    """torchrun's ``LOCAL_RANK`` (0 when not set)."""
+    return _env_int("LOCAL_RANK", 0)
+
+
+def per_rank_batch(global_batch: int) -> int:
+    """Per-process batch size for a *global* ``data.batch_size`` (must divide evenly)."""
+    n = world_size()
+    if global_batch % n:
+        raise InputError(f"data.batch_size={global_batch} is the global batch and must be divisible "
+                         f"by the {n} processes; use a multiple of {n}")
+    return global_batch // n
+
+
+def all_reduce_mean_(tensors: Sequence[Optional[torch.Tensor]]) -> Sequence[Optional[torch.Tensor]]:
+    """Average tensors over ranks in place (``None`` entries skipped: same on every rank)."""
+    if is_initialized():
+        n = world_size()
+        for t in tensors:
+            if t is not None:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+                t.div_(n)
+    return tensors
+
+
+def prepare_on_main(lead, follow):
+    """Run ``lead()`` -> ``(cfg, run_dir, state)`` on rank 0, then ``follow(run_dir)`` elsewhere.
+
+    Rank 0 creates (or checks) the run directory first, so the others never race it; a user error
+    on rank 0 is re-raised on every rank instead of leaving them waiting.
+    """
+    if not is_initialized():
+        return lead()
+    result, message = None, None
+    if is_main():
+        try:
+            result = lead()
+        except AdvtrainError as e:
+            message = str(e)
+    shared = broadcast_object({"run_dir": result[1] if result else None, "error": message})
+    if shared["error"] is not None:
+        raise InputError(shared["error"])
+    return result if is_main() else follow(shared["run_dir"])
 
 
 def shard_range(n: int, world: Optional[int] = None, r: Optional[int] = None,
