@@ -17,8 +17,9 @@ model, refreshed with ``load_state_dict`` (parameters *and* BN buffers) at every
 running-statistics updates are thrown away, the model's buffers are never touched. Gradients are
 taken with ``torch.autograd.grad`` w.r.t. the proxy's parameters only, so no ``.grad`` of the model
 or of the objective (LBGAT's natural model) is touched. A ``DataParallel``/``DistributedDataParallel``
-wrapper is unwrapped: under DDP each process computes the direction from its own shard of the batch
-(no all-reduce), whereas the reference's single-process ``DataParallel`` used the whole batch.
+wrapper is unwrapped: under DDP the proxy gradients are averaged over processes
+(``advtrain.distributed.all_reduce_mean_``), so the direction is the whole global batch's, as with the
+reference's single-process ``DataParallel``.
 
 Example (TRADES-AWP / IKL-AT: gamma 5e-3, warm-up 10; AT-AWP: gamma 1e-2, warm-up 0)::
 
@@ -38,6 +39,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor, nn
 
+from advtrain.distributed import all_reduce_mean_
 from advtrain.errors import InputError
 
 _EPS = 1e-20
@@ -84,6 +86,7 @@ class AWP:
         with torch.enable_grad():
             loss = objective.awp_loss(proxy, x, x_adv, y)
             grads = torch.autograd.grad(loss, [params[n] for n in targets], allow_unused=True)
+        grads = all_reduce_mean_(list(grads))  # DDP: the global batch's direction (no-op otherwise)
         diff = {}
         with torch.no_grad():
             for name, grad in zip(targets, grads):
