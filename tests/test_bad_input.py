@@ -220,6 +220,9 @@ CASES = [
     Case("ckpt-missing", "`advtrain eval missing.pt`",
          lambda W: eval_args(W, ckpt=W.case / "missing.pt"),
          "checkpoint file not found", "check the path"),
+    Case("ckpt-truncated", "a checkpoint cut in half (interrupted copy)",
+         lambda W: eval_args(W, ckpt=_write_bytes(W.case / "cut.pt", W.ckpt.read_bytes()[:40000])),
+         "truncated or corrupt checkpoint", "re-copy or re-save the checkpoint"),
     Case("resume-other-config", "`train --resume RUN optim.lr=0.1` (RUN trained with lr 0.05)",
          lambda W: _resume_copy(W, "optim.lr=0.1"), "optim.lr: 0.05 -> 0.1",
          "resume with the same config, or pass --force"),
@@ -233,6 +236,9 @@ CASES = [
     Case("eval-out-under-file", "`advtrain eval --out FILE/sub` (a file where a folder must be)",
          lambda W: eval_args(W, "--out", str(W.file / "sub")), "Not a directory",
          "choose a writable output folder", rc=1, sub=True),
+    Case("export-under-file", "`advtrain export --model-dir FILE/sub`",
+         lambda W: ["export", str(W.ckpt), "--name", "X", "--dataset", "cifar10", "--model-dir",
+                    str(W.file / "sub")], "Not a directory", "choose a writable --model-dir", rc=1),
     Case("train-run-dir-under-file", "`advtrain train --run-dir FILE/sub`",
          lambda W: ["train", str(W.config), "--run-dir", str(W.file / "run")], "Not a directory",
          "choose a writable run directory", rc=1),
@@ -262,6 +268,11 @@ CASES = [
 def _write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 # ----------------------------------------------------------------------------- running a case
