@@ -98,7 +98,7 @@ def _complete_files(run_dir):
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_resumes_bit_identically(tmp_path):
-    raw = _cfg(tmp_path, run={"checkpoint_every_steps": 1}, optim={"epochs": 3})
+    raw = _cfg(tmp_path, run={"checkpoint_every_steps": 1}, optim={"epochs": 2})
     ref = _final(fit(raw, run_dir=str(tmp_path / "ref")))
     path = _write_yaml(tmp_path, raw)
     run_dir = str(tmp_path / "killed")

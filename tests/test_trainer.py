@@ -35,10 +35,10 @@ def _threads():
 @pytest.mark.parametrize("name", sorted(OBJECTIVE_OPTIONS))
 def test_each_objective_lowers_training_loss(tmp_path, name):
     raw = tiny_config(tmp_path, objective={"name": name, **OBJECTIVE_OPTIONS[name]},
-                      optim={"epochs": 3, "lr": 0.1})
+                      optim={"epochs": 2, "lr": 0.1})
     run_dir = fit(raw)
     rows = read_csv(run_dir)
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
     losses = [float(r["loss"]) for r in rows]
     assert losses[-1] < losses[0], losses
     for key in ("lr", "eps_t", "steps", "acc_adv", "test_clean", "test_pgd", "seconds",
