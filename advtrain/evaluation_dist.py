@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -39,28 +40,40 @@ from advtrain.errors import CheckpointError, InputError
 
 @dataclass
 class ShardedAAResult:
-    """Same fields as ``attacks.AAResult`` (duck-typed), plus the merged flags."""
+    """The fields of ``attacks.AAResult`` (bool tensors ``robust``/``clean``), plus counts."""
 
     x_adv: torch.Tensor
     y_adv: torch.Tensor
-    robust: float
-    clean: float
-    per_attack: dict
+    robust: torch.Tensor
+    clean: torch.Tensor
+    per_attack: "OrderedDict[str, float]"
     seconds: dict
     checks: list
+    version: str
     attacks: list
-    robust_flags: torch.Tensor
-    clean_flags: torch.Tensor
-    counts: dict = field(default_factory=dict)
+    log: list = field(default_factory=list)
+    counts: dict = field(default_factory=dict)  #: examples each attack broke
     world_size: int = 1
 
+    @property
+    def clean_accuracy(self) -> float:
+        return self.clean.float().mean().item()
 
-def build_adversary(model, *, norm, eps, version, attacks, seed, device):
-    """pyautoattack's ``AutoAttack`` (its attack objects and settings), quiet."""
-    from pyautoattack.autoattack import AutoAttack
+    @property
+    def robust_accuracy(self) -> float:
+        return self.robust.float().mean().item()
 
-    adv = AutoAttack(model, attacks=list(attacks) if version == "custom" else None,
-                     device=device, eps=eps, norm=norm, seed=seed, version=version)
+
+def build_adversary(model, *, norm, eps, version, attacks, seed, device, n_iter=None,
+                    n_queries=None):
+    """pyautoattack's ``AutoAttack`` configured exactly as ``attacks.AutoAttackAdapter`` does."""
+    from attacks import AutoAttackAdapter
+
+    adapter = AutoAttackAdapter(norm=norm, eps=eps, version=version, attacks=attacks, seed=seed,
+                                device=str(device), n_iter=n_iter, n_queries=n_queries)
+    log = logging.getLogger("advtrain.aa-sharded")
+    log.propagate = False
+    adv = adapter._adversary(model, log)
     adv.verbose = False
     return adv
 
@@ -189,33 +202,39 @@ def attack_stage(adv, name, x, y, flags, y_adv, batch_size) -> tuple:
 
 def run_autoattack_sharded(model, x, y, *, norm="Linf", eps=8 / 255, version="standard",
                            attacks: Optional[Sequence[str]] = None, batch_size=500, seed=0,
-                           device="cpu", state_path=None, configure=None) -> ShardedAAResult:
+                           device="cpu", state_path=None, n_iter=None,
+                           n_queries=None) -> ShardedAAResult:
     """AutoAttack on ``(x, y)`` split over the ranks of the process group; see the module doc.
 
     Every rank must pass the same ``x, y`` and model weights; every rank returns the merged result.
-    ``configure(adversary)``, if given, may change the pyautoattack attack objects' budgets
-    (``adversary.apgd.n_iter`` ...) before the run: for smoke tests only, never for reported numbers.
+    ``n_iter``/``n_queries`` shorten the attacks exactly as the adapter does (tests only).
     """
     if seed is None:
         raise InputError("sharded AutoAttack needs a fixed seed (seed=None draws a time-based "
                          "seed per rank); pass --seed")
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # like the adapter: the caller's RNG untouched
+        return _run_sharded(model, x, y, norm=norm, eps=eps, version=version, attacks=attacks,
+                            batch_size=batch_size, seed=seed, device=device,
+                            state_path=state_path, n_iter=n_iter, n_queries=n_queries)
+
+
+def _run_sharded(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device,
+                 state_path, n_iter, n_queries) -> ShardedAAResult:
     model.eval()
     adv = build_adversary(model, norm=norm, eps=eps, version=version, attacks=attacks, seed=seed,
-                          device=device)
-    if configure is not None:
-        configure(adv)
+                          device=device, n_iter=n_iter, n_queries=n_queries)
     suite = list(adv.attacks_to_run)
     fp = _fingerprint(len(x), batch_size, seed, suite, eps, norm)
     path = _state_file(state_path, D.rank())
     state = load_state(path, fp)
     checks = D.broadcast_object(run_checks(adv, x, y, batch_size) if D.is_main() else None)
     with torch.no_grad():
-        t0 = time.time()
         pred = clean_predictions(model, x, batch_size)
-        seconds = {"clean": time.time() - t0}
+    seconds = {}
     clean_flags = pred.eq(y)
     flags, y_adv, x_adv = clean_flags.clone(), pred.clone(), x.clone()
-    per_attack, counts = {"clean": clean_flags.float().mean().item()}, {}
+    per_attack, counts = OrderedDict(clean=clean_flags.float().mean().item()), {}
     stage = _common_stage(state)
     if stage:
         flags, y_adv = _restore(state, stage, x_adv)
@@ -226,8 +245,6 @@ def run_autoattack_sharded(model, x, y, *, norm="Linf", eps=8 / 255, version="st
     counts.update({k: hist["counts"][k] for k in hist["done"]})
     for name in suite[stage:]:
         n_before = int(flags.sum())
-        if n_before == 0:
-            break
         t0 = time.time()
         idx, xs = attack_stage(adv, name, x, y, flags, y_adv, batch_size)
         x_adv[idx] = xs
@@ -245,11 +262,11 @@ def run_autoattack_sharded(model, x, y, *, norm="Linf", eps=8 / 255, version="st
     log.addHandler(square)
     aa_checks.check_square_sr(dict(per_attack), logger=log)
     log.removeHandler(square)
-    return ShardedAAResult(x_adv=x_adv, y_adv=y_adv, robust=flags.float().mean().item(),
-                           clean=per_attack["clean"], per_attack=per_attack, seconds=seconds,
-                           checks=list(checks or []) + square.messages, attacks=suite,
-                           robust_flags=flags, clean_flags=clean_flags, counts=counts,
-                           world_size=D.world_size())
+    seconds["total"] = sum(seconds.values())
+    return ShardedAAResult(x_adv=x_adv, y_adv=y_adv, robust=flags, clean=clean_flags,
+                           per_attack=per_attack, seconds=seconds,
+                           checks=list(checks or []) + square.messages, version=version,
+                           attacks=suite, counts=counts, world_size=D.world_size())
 
 
 def _max_over_ranks(value: float) -> float:

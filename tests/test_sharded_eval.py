@@ -13,21 +13,16 @@ from advtrain import distributed as D
 from advtrain import evaluation_dist as E
 from advtrain.errors import CheckpointError, InputError
 
-EPS, BS, N = 0.005, 4, 24
+EPS, BS, N = 0.006, 4, 24
 SUITE = ["apgd-ce", "apgd-t", "fab-t", "square"]
 logging.getLogger("auto-attack").setLevel(logging.ERROR)
 
 
-def small_budget(adv):
-    """Tiny budgets so the whole suite runs in about a second on CPU."""
-    adv.apgd.n_iter, adv.apgd.n_restarts = 5, 2
-    adv.apgd_targeted.n_iter, adv.apgd_targeted.n_target_classes = 5, 3
-    adv.fab.n_iter, adv.fab.n_target_classes = 5, 2
-    adv.square.n_queries = 20
+BUDGET = {"n_iter": 5, "n_queries": 20}  # tiny, so the suite runs in seconds on CPU
 
 
 def linear_net():
-    """Large input gradients, so eps=0.005 breaks some examples at each stage and not others."""
+    """Large input gradients, so eps=0.006 breaks some examples at each stage and not others."""
     torch.manual_seed(1)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
                               torch.nn.Flatten(), torch.nn.Linear(512, 10))
@@ -46,19 +41,17 @@ def make_data(model):
 
 
 def reference(model, x, y):
-    """pyautoattack itself, one process, the full set at batch size BS."""
-    from pyautoattack.autoattack import AutoAttack
+    """The single-process adapter (pyautoattack), the full set at batch size BS."""
+    from attacks import AutoAttackAdapter
 
-    adv = AutoAttack(model, attacks=SUITE, version="custom", eps=EPS, seed=0, device="cpu")
-    adv.verbose = False
-    small_budget(adv)
-    return adv.run_standard_evaluation(x, y, batch_size=BS)
+    return AutoAttackAdapter(eps=EPS, version="custom", attacks=SUITE, seed=0, batch_size=BS,
+                             **BUDGET).run(model, x, y)
 
 
 def sharded(model, x, y, state_path=None):
     return E.run_autoattack_sharded(model, x, y, eps=EPS, version="custom", attacks=SUITE,
                                     batch_size=BS, seed=0, device="cpu", state_path=state_path,
-                                    configure=small_budget)
+                                    **BUDGET)
 
 
 def _worker(r, port, out_dir):
@@ -70,8 +63,8 @@ def _worker(r, port, out_dir):
     model = linear_net()
     x, y = make_data(model)
     res = sharded(model, x, y, state_path=os.path.join(out_dir, "aa.state"))
-    torch.save({"x_adv": res.x_adv, "y_adv": res.y_adv, "flags": res.robust_flags,
-                "clean_flags": res.clean_flags, "world": torch.tensor(res.world_size),
+    torch.save({"x_adv": res.x_adv, "y_adv": res.y_adv, "flags": res.robust,
+                "clean_flags": res.clean, "world": torch.tensor(res.world_size),
                 "per_attack": torch.tensor([res.per_attack.get(a, -1.0) for a in ["clean"] + SUITE],
                                            dtype=torch.float64)},
                os.path.join(out_dir, f"rank{r}.pt"))
@@ -83,41 +76,42 @@ def setup():
     torch.set_num_threads(1)  # same kernels as the single-threaded ranks
     model = linear_net()
     x, y = make_data(model)
-    x_ref, y_ref = reference(model, x, y)
-    assert 0 < int((y_ref == y).sum()) < int((model(x).argmax(1) == y).sum()), "test is trivial"
-    return model, x, y, x_ref, y_ref
+    ref = reference(model, x, y)
+    acc = list(ref.per_attack.values())
+    assert acc[0] > acc[1] > acc[2] > 0, f"test is trivial: {ref.per_attack}"  # re-batching matters
+    return model, x, y, ref
 
 
-def test_one_process_equals_pyautoattack(setup):
-    model, x, y, x_ref, y_ref = setup
+def test_one_process_equals_adapter(setup):
+    model, x, y, ref = setup
     res = sharded(model, x, y)
-    assert torch.equal(res.x_adv, x_ref) and torch.equal(res.y_adv, y_ref)
-    assert torch.equal(res.robust_flags, y_ref == y)
-    assert res.robust == pytest.approx(float((y_ref == y).float().mean()))
-    assert list(res.per_attack) == ["clean"] + SUITE[:len(res.per_attack) - 1]
-    assert sum(res.counts.values()) == int(res.clean_flags.sum() - res.robust_flags.sum())
+    assert torch.equal(res.x_adv, ref.x_adv) and torch.equal(res.y_adv, ref.y_adv)
+    assert torch.equal(res.robust, ref.robust) and torch.equal(res.clean, ref.clean)
+    assert res.per_attack == ref.per_attack and list(res.per_attack) == ["clean"] + SUITE
+    assert res.robust_accuracy == ref.robust_accuracy
+    assert sum(res.counts.values()) == int(res.clean.sum() - res.robust.sum())
+    assert set(res.seconds) == set(ref.seconds)
     assert (res.x_adv - x).abs().max() <= EPS + 1e-6
 
 
 def test_two_ranks_equal_single_process(setup, tmp_path):
-    model, x, y, x_ref, y_ref = setup
+    model, x, y, ref = setup
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
-    single = sharded(model, x, y)
     for r in range(2):
         out = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
         assert int(out["world"]) == 2
-        assert torch.equal(out["x_adv"], x_ref) and torch.equal(out["y_adv"], y_ref)
-        assert torch.equal(out["flags"], single.robust_flags)
-        per = [single.per_attack.get(a, -1.0) for a in ["clean"] + SUITE]
+        assert torch.equal(out["x_adv"], ref.x_adv) and torch.equal(out["y_adv"], ref.y_adv)
+        assert torch.equal(out["flags"], ref.robust) and torch.equal(out["clean_flags"], ref.clean)
+        per = [ref.per_attack.get(a, -1.0) for a in ["clean"] + SUITE]
         assert out["per_attack"].tolist() == per
         assert (tmp_path / f"aa.state.rank{r}").is_file()
 
 
 def test_resume_skips_finished_attacks(setup, tmp_path, monkeypatch):
-    model, x, y, x_ref, y_ref = setup
+    model, x, y, ref = setup
     path = tmp_path / "aa.state"
     full = sharded(model, x, y, state_path=path)
     state = torch.load(f"{path}.rank0", weights_only=True)
@@ -130,11 +124,11 @@ def test_resume_skips_finished_attacks(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(E, "perturb", lambda adv, name, *a: calls.append(name) or real(adv, name, *a))
     resumed = sharded(model, x, y, state_path=path)
     assert SUITE[0] not in calls and calls  # finished attack skipped, later ones run
-    assert torch.equal(resumed.x_adv, full.x_adv) and torch.equal(resumed.y_adv, y_ref)
+    assert torch.equal(resumed.x_adv, full.x_adv) and torch.equal(resumed.y_adv, ref.y_adv)
     assert resumed.per_attack == full.per_attack
     calls.clear()
     again = sharded(model, x, y, state_path=path)  # everything finished: no attack runs
-    assert calls == [] and torch.equal(again.x_adv, x_ref)
+    assert calls == [] and torch.equal(again.x_adv, ref.x_adv)
 
 
 def test_state_of_other_run_is_refused(setup, tmp_path):
@@ -143,10 +137,59 @@ def test_state_of_other_run_is_refused(setup, tmp_path):
     sharded(model, x, y, state_path=path)
     with pytest.raises(CheckpointError, match="different evaluation"):
         E.run_autoattack_sharded(model, x, y, eps=2 * EPS, version="custom", attacks=SUITE,
-                                 batch_size=BS, seed=0, state_path=path, configure=small_budget)
+                                 batch_size=BS, seed=0, state_path=path, **BUDGET)
 
 
 def test_seed_is_required(setup):
     model, x, y, *_ = setup
     with pytest.raises(InputError, match="fixed seed"):
         E.run_autoattack_sharded(model, x, y, seed=None)
+
+
+def test_torchrun_eval_cli_writes_the_single_process_card(tmp_path):
+    """``torchrun --nproc_per_node 2 -m advtrain eval`` = ``advtrain eval``: same card numbers."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from advtrain.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("wrn-10-1", dataset="cifar10").eval()
+    images = np.random.default_rng(0).integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        labels = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).argmax(1)
+    np.savez(tmp_path / "test.npz", image=images, label=labels.numpy())
+    torch.save({"model": model.state_dict(), "arch": "wrn-10-1", "dataset": "cifar10"},
+               tmp_path / "tiny.pt")
+    env = dict(os.environ, OMP_NUM_THREADS="1", ADVTRAIN_OFFLINE="1")
+    common = ["eval", str(tmp_path / "tiny.pt"), "--dataset", "cifar10", "--data-npz",
+              str(tmp_path / "test.npz"), "--n-ex", "16", "--version", "custom", "--attacks",
+              "apgd-ce,apgd-t", "--n-iter", "3", "--batch-size", "4", "--eps", "8/255",
+              "--no-sanity", "--quiet", "--device", "cpu", "--name", "tiny"]
+    torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node",
+                "2", "--master_port", str(_free_port()), "-m", "advtrain"]
+    cards = {}
+    for label, cmd in (("single", [sys.executable, "-m", "advtrain"]), ("ddp", torchrun)):
+        out = tmp_path / label
+        proc = subprocess.run(cmd + common + ["--out", str(out), "--state-path",
+                                              str(tmp_path / f"{label}.state")],
+                              env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.count("card: ") == 1  # rank 0 alone writes and prints
+        card = out / "cifar10" / "Linf" / "tiny.json"
+        cards[label] = (json.loads(card.read_text()),
+                        json.loads(card.with_suffix(".advtrain.json").read_text()))
+    (c1, s1), (c2, s2) = cards["single"], cards["ddp"]
+    assert (c1["clean_acc"], c1["autoattack_acc"]) == (c2["clean_acc"], c2["autoattack_acc"])
+    assert s1["per_attack"] == s2["per_attack"] and s1["robust_acc"] == s2["robust_acc"]
+    assert 1.0 == s1["per_attack"]["clean"] > s1["per_attack"]["apgd-ce"] > s1["robust_acc"]
+    assert (tmp_path / "ddp.state.rank0").is_file() and (tmp_path / "ddp.state.rank1").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
