@@ -103,7 +103,17 @@ def run_autoattack(model, x, y, *, norm, eps, version, attacks, batch_size, seed
                    state_path=None, n_iter=None, n_queries=None):
     """The AutoAttack suite through ``attacks.AutoAttackAdapter`` (pyautoattack underneath).
 
-    ``n_iter``/``n_queries`` (None: AutoAttack's budget) are for tests only."""
+    ``n_iter``/``n_queries`` (None: AutoAttack's budget) are for tests only. Under ``torchrun``
+    the examples are sharded over the ranks with a bit-identical result (:mod:`advtrain.evaluation_dist`)."""
+    from advtrain import distributed as D
+
+    if D.is_initialized():
+        from advtrain.evaluation_dist import run_autoattack_sharded
+
+        return run_autoattack_sharded(model, x, y, norm=norm, eps=eps, version=version,
+                                      attacks=attacks, batch_size=batch_size, seed=seed,
+                                      device=device, state_path=state_path, n_iter=n_iter,
+                                      n_queries=n_queries)
     from attacks import AutoAttackAdapter
 
     adapter = AutoAttackAdapter(norm=norm, eps=eps, version=version, attacks=attacks, seed=seed,

@@ -65,6 +65,10 @@ def run(args) -> int:
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     _check_args(args)
     device = resolve_device(args.device)
+    from advtrain import distributed as D
+
+    if D.launched():  # torchrun: AutoAttack sharded over the ranks, rank 0 writes the card
+        device = D.init_from_env(device).device
     model, meta = _load_model(args, device)
     x, y = _load_data(args)
     from advtrain.evaluation import evaluate
@@ -75,6 +79,8 @@ def run(args) -> int:
                       pgd_steps=args.pgd_steps, sanity=not args.no_sanity,
                       sanity_n=args.sanity_n, sanity_steps=args.sanity_steps,
                       progress=not args.quiet, n_iter=args.n_iter, n_queries=args.n_queries)
+    if not D.is_main():
+        return 0
     if args.save_adv:
         _save_adv(args.save_adv, result, y)
     card, side = _write(args, result, meta)
