@@ -240,3 +240,17 @@ def test_test_subset_is_fixed_random_not_first_images():
     assert torch.equal(ys, y[xs.view(-1).long()])
     with pytest.raises(InputError, match="test_subset = 101"):
         _test_subset((x, y), 101)
+
+
+def test_optimizer_covers_objective_extra_parameters():
+    from advtrain.models import create_model
+    from advtrain.objectives import build_objective
+    from advtrain.trainer_setup import make_optimizer
+
+    cfg = C.from_dict({"model": {"arch": "wrn-10-1"}, "objective": {"name": "lbgat"}})
+    model = create_model("wrn-10-1", dataset="cifar10")
+    obj = build_objective("lbgat", dataset="cifar10", num_classes=10, natural_arch="wrn-10-1")
+    opt = make_optimizer(cfg, model, obj)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    expected = {id(p) for p in model.parameters()} | {id(p) for p in obj.extra_parameters()}
+    assert in_opt == expected and len(obj.extra_parameters()) > 0
