@@ -312,3 +312,62 @@ def _gather_adv(x, x_adv, own_idx, fooled) -> torch.Tensor:
     mask = own.view(-1, *[1] * (x.dim() - 1))
     merged = D.all_reduce_sum_(torch.where(mask, x_adv, torch.zeros_like(x_adv)))
     return torch.where(fooled.view_as(mask), merged, x)
+
+
+# ---------------------------------------------------------------- low-precision evaluation guard
+
+class AutocastModel(torch.nn.Module):
+    """``model`` run under ``torch.autocast(dtype)``; logits returned in float32."""
+
+    def __init__(self, model: torch.nn.Module, dtype=torch.bfloat16):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.model(x).float()
+
+
+def evaluate_low_precision(model, x, y, *, guard_n: int = 100, guard_seed: int = 0,
+                           lowp_model=None, max_gap: float = 0.0, **kwargs) -> dict:
+    """``advtrain.evaluate`` in bf16, guarded by an fp32 re-evaluation of a random subset.
+
+    The full evaluation runs on ``lowp_model`` (default ``AutocastModel(model)``, CUDA only).
+    Then ``guard_n`` examples drawn with ``guard_seed`` are evaluated again in fp32 with the same
+    settings; with ``r_lp``/``r_32`` the robust flags of the subset in both precisions::
+
+        gap = |mean(r_lp) - mean(r_32)|,   disagree = sum(r_lp != r_32)
+
+    ``result["sanity"]["precision"]`` records both, and a ``precision-gap`` flag is added when
+    ``gap > max_gap`` or ``disagree > 0``: the card's sidecar then says to report fp32 instead.
+    """
+    from advtrain.evaluation import evaluate
+
+    device = torch.device(kwargs.get("device") or next(model.parameters()).device)
+    if lowp_model is None:
+        if device.type != "cuda":
+            raise InputError("precision bf16 evaluation needs a CUDA device; evaluate in fp32 on "
+                             "CPU (the default)")
+        lowp_model = AutocastModel(model)
+    want_adv = kwargs.pop("return_adv", False)
+    kwargs["return_adv"] = True
+    out = evaluate(lowp_model, x, y, **kwargs)
+    g = torch.Generator().manual_seed(guard_seed)
+    idx = torch.randperm(len(y), generator=g)[:min(guard_n, len(y))].sort().values
+    ref = evaluate(model, x[idx], y[idx], **dict(kwargs, sanity=False, state_path=None))
+    y_sub = y[idx].cpu()
+    r_lp, r_32 = out["y_adv"][idx].cpu() == y_sub, ref["y_adv"].cpu() == y_sub
+    report = {"precision": "bf16", "guard_n": int(len(idx)), "guard_seed": guard_seed,
+              "robust_lowp": r_lp.float().mean().item(), "robust_fp32": r_32.float().mean().item(),
+              "disagree": int((r_lp != r_32).sum())}
+    report["gap"] = abs(report["robust_lowp"] - report["robust_fp32"])
+    out["sanity"]["precision"] = report
+    if report["gap"] > max_gap or report["disagree"]:
+        out["flags"].append({"code": "precision-gap", "doc": "docs/DISTRIBUTED.md#precision-gap",
+                             "message": f"bf16 and fp32 robust flags differ on {report['disagree']}"
+                                        f" of {report['guard_n']} re-checked examples (robust "
+                                        f"{report['robust_lowp']:.2%} vs {report['robust_fp32']:.2%}"
+                                        "); report the fp32 evaluation"})
+    if not want_adv:
+        out.pop("x_adv", None), out.pop("y_adv", None)
+    return out

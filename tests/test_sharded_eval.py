@@ -193,3 +193,48 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _Coarse(torch.nn.Module):
+    """A fake low-precision path: logits rounded to a coarse grid (like bf16's 8-bit mantissa)."""
+
+    def __init__(self, model, step):
+        super().__init__()
+        self.model, self.step = model, step
+
+    def forward(self, x):
+        logits = self.model(x)
+        return logits if self.step is None else torch.round(logits / self.step) * self.step
+
+
+def guarded(model, x, y, lowp):
+    return E.evaluate_low_precision(model, x, y, guard_n=16, lowp_model=lowp, eps=EPS,
+                                    version="custom", attacks=SUITE, batch_size=BS, seed=0,
+                                    sanity=False, progress=False, **BUDGET)
+
+
+@pytest.mark.parametrize("step,gap_expected", [(None, False), (50.0, True)])
+def test_low_precision_guard(setup, step, gap_expected):
+    """An exact 'low-precision' path passes the guard; coarse logits are caught and flagged."""
+    model, x, y, _ = setup
+    out = guarded(model, x, y, _Coarse(model, step))
+    rep = out["sanity"]["precision"]
+    assert rep["guard_n"] == 16 and "x_adv" not in out
+    flagged = [f for f in out["flags"] if f["code"] == "precision-gap"]
+    assert bool(flagged) == gap_expected == (rep["disagree"] > 0)
+    assert rep["gap"] == pytest.approx(abs(rep["robust_lowp"] - rep["robust_fp32"]))
+
+
+def test_cpu_bf16_autocast_path_runs(setup):
+    """Real bf16 autocast (CPU here): logits come back float32 and the guard reports."""
+    model, x, y, _ = setup
+    lowp = E.AutocastModel(model)
+    assert lowp(x[:2]).dtype == torch.float32
+    rep = guarded(model, x, y, lowp)["sanity"]["precision"]
+    assert 0 <= rep["disagree"] <= rep["guard_n"] == 16
+
+
+def test_bf16_refused_on_cpu_without_a_low_precision_path(setup):
+    model, x, y, _ = setup
+    with pytest.raises(InputError, match="needs a CUDA device"):
+        E.evaluate_low_precision(model, x, y, device="cpu")
