@@ -52,6 +52,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sanity-steps", type=int, default=10,
                    help="K of the sanity report's PGD-K vs PGD-2K check (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: autocast (CUDA only), guarded by an fp32 re-run on --guard-n "
+                        "random examples; any gap is flagged in the sidecar (default fp32)")
+    p.add_argument("--guard-n", type=int, default=100, help="examples re-checked in fp32")
     p.add_argument("--n-iter", type=int, help="tests/debugging only: APGD/FAB iterations")
     p.add_argument("--n-queries", type=int, help="tests/debugging only: Square queries")
     p.set_defaults(func=run)
@@ -73,6 +77,11 @@ def run(args) -> int:
     x, y = _load_data(args)
     from advtrain.evaluation import evaluate
 
+    if args.precision == "bf16":
+        import functools
+
+        from advtrain.evaluation_dist import evaluate_low_precision
+        evaluate = functools.partial(evaluate_low_precision, guard_n=args.guard_n)
     result = evaluate(model, x, y, norm=args.norm, eps=eps, version=args.version,
                       attacks=attacks, batch_size=args.batch_size, seed=args.seed, device=device,
                       state_path=args.state_path, return_adv=bool(args.save_adv),
