@@ -1,0 +1,138 @@
+"""Training-step overhead: the trainer's real step / the ideal cost of the passes it must make.
+
+SPEC §9 counts the passes of one GKL-AT / TRADES step: K attack steps (eval forward + backward to the
+input), the cached natural logits of the attack (one eval forward, no grad), the main forwards on
+x_adv and x (train mode) with one backward through both, and with AWP the same two forwards and a
+weight-backward on the proxy. This script counts the passes the step actually makes (a forward
+hook on the model class, so the AWP proxy is counted too), measures each kind of pass alone, and::
+
+    ideal = K_att * t(eval fwd + input bwd) + E * t(eval fwd, no grad) + M * t(train fwd + bwd)
+    ratio = t(step) / ideal                                                 target <= 1.15
+
+where M counts train-mode forwards with grad (each paired with its share of a backward).
+Examples::
+
+    python bench/bench_train_step.py                          # wrn-10-1, batch 32, CPU, K=5
+    python bench/bench_train_step.py --arch wrn-34-10 --batch 128 --device cuda --steps 5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+from collections import Counter
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench_attack import input_grad_pass, timed
+
+
+def make_trainer(arch, objective, awp, batch, steps, device, folder):
+    """A real :class:`advtrain.trainer.Trainer` on a generated npz (nothing is written)."""
+    from advtrain import config as C
+    from advtrain.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    path = os.path.join(folder, "train.npz")
+    np.savez(path, image=rng.integers(0, 256, (2 * batch, 32, 32, 3), dtype=np.uint8),
+             label=(np.arange(2 * batch) % 10).astype(np.int64))
+    cfg = C.from_dict({
+        "run": {"name": "bench", "device": device, "out_dir": folder, "progress": False},
+        "data": {"dataset": "cifar10", "train_npz": path, "batch_size": batch, "test_subset": 0,
+                 "augment": "none"},
+        "model": {"arch": arch}, "objective": {"name": objective},
+        "attack": {"schedule": "fixed", "steps": steps, "step_size": "2/255", "ramp": False},
+        "awp": {"enabled": awp, "warmup": 1}, "optim": {"epochs": 1}})
+    trainer = Trainer(cfg, os.path.join(folder, "run"), None)
+    trainer._set_epoch_hparams(1)
+    return trainer
+
+
+def count_passes(trainer, x, y) -> Counter:
+    """Forwards of the model class during one step, keyed by (mode, grad enabled)."""
+    cls, seen = type(trainer.model), Counter()
+
+    def hook(module, _inp, _out):
+        if type(module) is cls:
+            seen[("train" if module.training else "eval", torch.is_grad_enabled())] += 1
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        trainer._train_step(x, y, 1)
+    finally:
+        handle.remove()
+    return seen
+
+
+def unit_costs(model, x, y, repeats, warmup) -> dict:
+    """Seconds of one pass of each kind on the batch."""
+    device = x.device
+
+    def train_pass():
+        model.train()
+        F.cross_entropy(model(x), y).backward()
+        model.zero_grad(set_to_none=True)
+
+    def eval_nograd():
+        with torch.no_grad():
+            model(x)
+
+    model.eval()
+    out = {"attack": timed(lambda: input_grad_pass(model, x, y), device, repeats, warmup),
+           "eval": timed(eval_nograd, device, repeats, warmup),
+           "train": timed(train_pass, device, repeats, warmup)}
+    model.train()
+    return out
+
+
+def bench(arch, objective, awp, batch, steps, device, repeats, warmup) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = make_trainer(arch, objective, awp, batch, steps, device, folder)
+        x, y = next(iter(trainer.loader))
+        x, y = x.to(trainer.device), y.to(trainer.device)
+        passes = count_passes(trainer, x, y)
+        t_step = timed(lambda: trainer._train_step(x, y, 1), trainer.device, repeats, warmup)
+        from advtrain.distributed import unwrap
+
+        unit = unit_costs(unwrap(trainer.model), x, y, repeats, warmup)
+    k_att, e_ng = passes[("eval", True)], passes[("eval", False)] + passes[("train", False)]
+    m = passes[("train", True)]
+    ideal = k_att * unit["attack"] + e_ng * unit["eval"] + m * unit["train"]
+    fwd_eq = 2 * k_att + e_ng + 3 * m  # input backward = 1 forward, full backward = 2 (SPEC §9)
+    return {"objective": objective, "awp": awp, "t_step": t_step, "ideal": ideal,
+            "ratio": t_step / ideal, "passes": dict(attack=k_att, eval=e_ng, train=m),
+            "forward_equivalents": fwd_eq}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="wrn-10-1")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=5, help="attack steps K (reference: 5)")
+    p.add_argument("--objectives", default="gkl_at,trades")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"machine: {platform.node()} {platform.machine()} threads={torch.get_num_threads()} "
+          f"device={args.device} torch={torch.__version__}; {args.arch} batch {args.batch} "
+          f"K={args.steps}")
+    for objective in args.objectives.split(","):
+        for awp in (False, True):
+            r = bench(args.arch, objective, awp, args.batch, args.steps, args.device,
+                      args.repeats, args.warmup)
+            print(f"{objective:7s} awp={str(awp):5s} passes {r['passes']} "
+                  f"({r['forward_equivalents']} fwd-eq)  step {r['t_step'] * 1e3:8.1f} ms  "
+                  f"ideal {r['ideal'] * 1e3:8.1f} ms  ratio {r['ratio']:.3f} "
+                  f"({'ok' if r['ratio'] <= 1.15 else 'MISSED'} vs 1.15)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
