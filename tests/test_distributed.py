@@ -228,6 +228,9 @@ def _fit_worker(r, port, folder):
     for objective in OBJECTIVES:
         advtrain.fit(trainer_config(folder, objective),
                      run_dir=os.path.join(folder, objective, "ddp"))
+    cfg, resumed = trainer_config(folder, OBJECTIVES[0]), os.path.join(folder, "resumed")
+    advtrain.fit(cfg, run_dir=resumed, stop_after=1)  # interrupted after epoch 1 ...
+    advtrain.fit(None, run_dir=resumed, resume=True)  # ... and resumed under DDP
     D.cleanup()
 
 
@@ -251,6 +254,17 @@ def trainer_runs(tmp_path_factory):
         torch.set_num_threads(threads)
         mp_patch.undo()
     return folder
+
+
+def test_trainer_ddp_resume_matches_uninterrupted(trainer_runs):
+    from advtrain.io import load_state_file
+
+    a = load_state_file(str(trainer_runs / OBJECTIVES[0] / "ddp" / "last.pt"))
+    b = load_state_file(str(trainer_runs / "resumed" / "last.pt"))
+    assert b["epoch"] == 2 and [r["epoch"] for r in b["history"]] == [1, 2]
+    for part in ("model", "objective"):
+        for k in a[part]:
+            torch.testing.assert_close(b[part][k], a[part][k], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
