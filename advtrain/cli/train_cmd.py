@@ -65,5 +65,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{config} not found; pass the config file as well")
     cfg = C.load(config, overrides)
     run_dir = fit(cfg, run_dir=args.resume or args.run_dir, resume=bool(args.resume), force=args.force)
-    print(f"advtrain train: done; run directory {run_dir}")
+    from advtrain.distributed import is_main
+
+    if is_main():  # under torchrun, once
+        print(f"advtrain train: done; run directory {run_dir}")
     return 0
