@@ -56,6 +56,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="bf16: autocast (CUDA only), guarded by an fp32 re-run on --guard-n "
                         "random examples; any gap is flagged in the sidecar (default fp32)")
     p.add_argument("--guard-n", type=int, default=100, help="examples re-checked in fp32")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels_last memory format (faster convolutions on recent GPUs)")
     p.add_argument("--n-iter", type=int, help="tests/debugging only: APGD/FAB iterations")
     p.add_argument("--n-queries", type=int, help="tests/debugging only: Square queries")
     p.set_defaults(func=run)
@@ -74,6 +76,10 @@ def run(args) -> int:
     if D.launched():  # torchrun: AutoAttack sharded over the ranks, rank 0 writes the card
         device = D.init_from_env(device).device
     model, meta = _load_model(args, device)
+    if args.channels_last:
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)
     x, y = _load_data(args)
     from advtrain.evaluation import evaluate
 
