@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -68,30 +67,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- provenance
 
-def package_versions() -> Dict[str, str]:
-    """Versions of the packages that decide the numbers."""
-    import advtrain
-
-    out = {"advtrain": str(advtrain.__version__), "torch": str(torch.__version__),
-           "numpy": str(np.__version__)}
-    for name in ("torchvision", "robustbench", "autoattack"):
-        try:
-            module = __import__(name)
-        except ImportError:
-            continue
-        out[name] = str(getattr(module, "__version__", "unknown"))
-    return out
-
-
-def git_commit() -> str:
-    """Commit of the advtrain source tree ('unknown' outside a git checkout)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+from advtrain.utils import git_commit, package_versions  # noqa: E402,F401  (re-exported)
 
 
 # ----------------------------------------------------------------------------- read / write
