@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Mapping, Optional
@@ -19,7 +20,7 @@ from typing import Mapping, Optional
 import torch
 
 from advtrain.errors import CheckpointError, InputError, unknown
-from advtrain.io import atomic_save, load_state_file, load_weights
+from advtrain.io import atomic_save, atomic_write_text, load_state_file, load_weights
 
 WEIGHTS = ("model", "ema")
 
@@ -134,6 +135,16 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
                               "robustbench.utils.load_model strips; rename those submodules")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(state, path)
+    arch = getattr(model, "arch_name", None)
+    in_zoo = zoo_entry(name, dataset, threat_model) is not None and not _is_ours(
+        zoo_entry(name, dataset, threat_model))
+    if not in_zoo and arch:
+        # outside the zoo: record the architecture beside the weights so register_model_dir()
+        # can teach RobustBench to build it, then verify through robustbench like a zoo name
+        atomic_write_text(meta_path(model_dir, name, dataset, threat_model),
+                          json.dumps({"name": name, "arch": arch, "dataset": dataset,
+                                      "threat_model": threat_model}, indent=1) + "\n")
+        register_robustbench(name, arch, dataset, threat_model)
     if verify and zoo_entry(name, dataset, threat_model) is not None:
         try:
             verify_roundtrip(model, name, dataset, threat_model, model_dir)
@@ -172,9 +183,59 @@ def verify_roundtrip(model, name: str, dataset: str, threat_model: str, model_di
 
 
 def registration_hint(path, name: str, dataset: str, threat_model: str) -> str:
-    """How to use an export whose name is not in RobustBench's zoo."""
-    return (f"{name!r} is not in RobustBench's {dataset}/{threat_model} zoo, so load_model cannot "
-            f"build its architecture: load {path} yourself with model.load_state_dict("
-            f"torch.load(path, weights_only=True)), or add an entry ('{name}', {{'model': lambda: "
-            "<constructor>, 'gdrive_id': ...}) to robustbench/model_zoo/"
-            f"{dataset}.py ({threat_model} table) when submitting it")
+    """How to load an export whose name is not in RobustBench's zoo."""
+    return (f"{name!r} is not in RobustBench's {dataset}/{threat_model} zoo; in Python, "
+            f"advtrain.export.register_model_dir({str(Path(path).parents[2])!r}) teaches "
+            "RobustBench its architecture, then robustbench.utils.load_model("
+            f"{name!r}, model_dir={str(Path(path).parents[2])!r}, dataset={dataset!r}, "
+            f"threat_model={threat_model!r}) loads it")
+
+
+# ----------------------------------------------------------------------------- registering exports
+#: ``gdrive_id`` of entries we add: RobustBench only needs it to be set; the file is local
+LOCAL_ONLY = "advtrain-local-export"
+
+
+def meta_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
+    """``<name>.advtrain.json`` beside an export: the advtrain architecture that builds it."""
+    return Path(model_dir) / dataset / threat_model / f"{name}.advtrain.json"
+
+
+def _is_ours(entry) -> bool:
+    return isinstance(entry, dict) and entry.get("gdrive_id") == LOCAL_ONLY
+
+
+def register_robustbench(name: str, arch: str, dataset: str, threat_model: str = "Linf") -> None:
+    """Add ``name`` (built by advtrain's ``arch``) to RobustBench's zoo table in this process, so
+    ``robustbench.utils.load_model(name, model_dir=...)`` builds it and loads the local file.
+
+    RobustBench's real zoo names are never replaced.
+    """
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from advtrain.models import create_model
+
+    create_model(arch, dataset=dataset)  # unknown arch / dataset -> one-line error now
+    table = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+    if name in table and not _is_ours(table[name]):
+        raise InputError(f"{name!r} is already a RobustBench {dataset}/{threat_model} zoo model; "
+                         "choose another name for your export")
+    table[name] = {"model": lambda: create_model(arch, dataset=dataset).eval(),
+                   "gdrive_id": LOCAL_ONLY}
+
+
+def register_model_dir(model_dir="checkpoints") -> list:
+    """Register every advtrain export found in a RobustBench ``model_dir``; returns their names."""
+    names = []
+    for meta in sorted(Path(model_dir).glob("*/*/*.advtrain.json")):
+        try:
+            info = json.loads(meta.read_text())
+            name, arch = info["name"], info["arch"]
+            dataset, threat_model = info["dataset"], info["threat_model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"{meta}: not an advtrain export description; delete it and "
+                             "export again") from None
+        register_robustbench(name, arch, dataset, threat_model)
+        names.append(name)
+    return names

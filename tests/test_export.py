@@ -1,6 +1,10 @@
 """advtrain.export: checkpoint loading and the RobustBench model_dir round trip (offline)."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -65,7 +69,9 @@ def test_non_zoo_name_writes_file_and_hint(tmp_path):
     with torch.no_grad():
         assert torch.equal(fresh.eval()(x), model.eval()(x))
     hint = export.registration_hint(path, "Me2026Tiny_WRN-10-1", "cifar100", "L2")
-    assert "not in RobustBench" in hint and "model_zoo/cifar100.py" in hint
+    assert "not in RobustBench" in hint and "register_model_dir" in hint
+    assert json.loads(export.meta_path(tmp_path, "Me2026Tiny_WRN-10-1", "cifar100", "L2")
+                      .read_text())["arch"] == "wrn-10-1"
     with pytest.raises(InputError, match="already exists"):
         export.to_robustbench(model, "Me2026Tiny_WRN-10-1", "cifar100", "L2", tmp_path)
 
@@ -117,3 +123,29 @@ def test_load_zoo_model_never_downloads(tmp_path):
     with pytest.raises(KeyError, match="did you mean"):
         export.load_zoo_model("Cui2023Decoupled_WRN-34-1O", dataset="cifar10",
                               model_dir=tmp_path)
+
+
+def test_non_zoo_export_loads_through_robustbench_in_a_fresh_interpreter(tmp_path):
+    """register_model_dir + robustbench.utils.load_model, in a process that never exported."""
+    model = create_model("wrn-10-1", dataset="cifar10").eval()
+    export.to_robustbench(model, "Me2026Tiny_WRN-10-1", "cifar10", "Linf", tmp_path)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(model(x), tmp_path / "ours.pt")
+    code = (
+        "import torch, advtrain.export as e, robustbench.utils as u\n"
+        f"d = {str(tmp_path)!r}\n"
+        "assert e.register_model_dir(d) == ['Me2026Tiny_WRN-10-1']\n"
+        "m = u.load_model('Me2026Tiny_WRN-10-1', model_dir=d, dataset='cifar10', threat_model='Linf')\n"
+        "x = torch.load(d + '/x.pt', weights_only=True)\n"
+        "with torch.no_grad():\n"
+        "    assert torch.equal(m(x), torch.load(d + '/ours.pt', weights_only=True))\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_register_refuses_real_zoo_names():
+    with pytest.raises(InputError, match="already a RobustBench"):
+        export.register_robustbench("Cui2023Decoupled_WRN-34-10", "wrn-10-1", "cifar10", "Linf")

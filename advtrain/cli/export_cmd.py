@@ -34,11 +34,12 @@ def run(args) -> int:
     path = export.to_robustbench(model, args.name, args.dataset, args.threat_model,
                                  args.model_dir, overwrite=args.overwrite)
     print(f"wrote {path} ({info['arch']}, {args.weights} weights)")
-    if export.zoo_entry(args.name, args.dataset, args.threat_model) is not None:
+    entry = export.zoo_entry(args.name, args.dataset, args.threat_model)
+    if entry is not None:
         print(f"verified: robustbench.utils.load_model({args.name!r}, model_dir="
               f"{str(args.model_dir)!r}, dataset={args.dataset!r}, threat_model="
               f"{args.threat_model!r}) gives identical logits")
-    else:
+    if entry is None or export._is_ours(entry):
         print("note: " + export.registration_hint(path, args.name, args.dataset,
                                                   args.threat_model))
     if args.safetensors:
