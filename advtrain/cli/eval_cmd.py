@@ -24,6 +24,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--data-root", help="directory with the CIFAR test set")
     src.add_argument("--data-npz", help="npz file with 'image' (N,32,32,3 uint8) and 'label'")
     p.add_argument("--n-ex", type=int, default=10000, help="first N test images (default 10000)")
+    p.add_argument("--subset", default="first", choices=("first", "random"),
+                   help="which N images: the first N (RobustBench's protocol, default) or a fixed "
+                        "random N (seeded by --subset-seed; for class-sorted files and quick runs)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of --subset random (default 0)")
     p.add_argument("--norm", default="Linf", help="Linf or L2 (default Linf)")
     p.add_argument("--eps", default="8/255", help="radius, e.g. 8/255 or 0.0314 (default 8/255)")
     p.add_argument("--version", default="standard", help="standard|plus|rand|custom")
@@ -157,11 +161,24 @@ def _load_data(args):
 
     from advtrain.data import num_classes
 
-    x, y = load_test_arrays(args.dataset, root=args.data_root, npz=args.data_npz, n_ex=args.n_ex)
+    if args.subset == "random":
+        import torch
+
+        x, y = load_test_arrays(args.dataset, root=args.data_root, npz=args.data_npz)
+        if not 1 <= args.n_ex <= len(y):
+            raise InputError(f"--n-ex {args.n_ex} but the {args.dataset} test set has {len(y)} "
+                             f"images; use 1 <= --n-ex <= {len(y)}")
+        gen = torch.Generator().manual_seed(args.subset_seed)
+        idx = torch.randperm(len(y), generator=gen)[:args.n_ex].sort().values
+        x, y = x[idx].contiguous(), y[idx].contiguous()
+    else:
+        x, y = load_test_arrays(args.dataset, root=args.data_root, npz=args.data_npz,
+                                n_ex=args.n_ex)
     seen, total = int(y.unique().numel()), num_classes(args.dataset)
-    if seen < total <= len(y):
+    if args.subset == "first" and seen < total <= len(y):
         print(f"note: the first {len(y)} test images cover only {seen} of {total} classes (is "
-              "the test file ordered by class?); accuracies are not comparable to RobustBench's",
+              "the test file ordered by class?); accuracies are not comparable to RobustBench's; "
+              "--subset random draws a fixed random subset",
               file=sys.stderr)
     return x, y
 
