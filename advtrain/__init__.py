@@ -8,6 +8,15 @@ Public API (imported lazily so ``import advtrain`` stays cheap):
 """
 from __future__ import annotations
 
+import warnings as _warnings
+
+# Two deprecation notices raised inside third-party imports we cannot change (robustbench 1.1.1
+# imports pkg_resources; its timm import touches torch.jit.interface). Silenced by exact message
+# so every advtrain command does not print them; nothing else is filtered.
+_warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+_warnings.filterwarnings("ignore", message=r"`torch\.jit\.interface` is deprecated",
+                         category=FutureWarning)
+
 __version__ = "0.1.0"
 
 _LAZY = {
