@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The main job, from a fresh clone: set up, train GKL-AT briefly (a small WRN on CIFAR-10), run
+# AutoAttack (standard version) on a fixed random test subset, write the RobustBench result card,
+# export a checkpoint that robustbench.utils.load_model reads, and print where everything is.
+#
+# Data: CIFAR-10 is downloaded by torchvision when online. Offline, point ADVTRAIN_DATA at a folder
+# with train.npz/test.npz (keys image, label) or cifar-10-batches-bin/ or cifar-10-batches-py/, e.g.
+#   ADVTRAIN_DATA=../shared/data/cifar10-jpeg bash sh/quickstart.sh
+# Knobs: QUICKSTART_EPOCHS (3), QUICKSTART_N_EX (AutoAttack images, 100), extra args -> advtrain train
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash sh/setup.sh
+PY="${ADVTRAIN_VENV:-.venv}/bin/python"
+NAME="Advtrain2026Quickstart_WRN-16-2"
+RUN="runs/quickstart-$(date +%Y%m%d-%H%M%S)"
+EPOCHS="${QUICKSTART_EPOCHS:-3}"
+N_EX="${QUICKSTART_N_EX:-100}"
+
+if [ -n "${ADVTRAIN_DATA:-}" ]; then
+  echo "[quickstart] data: ADVTRAIN_DATA=$ADVTRAIN_DATA"
+else
+  echo "[quickstart] data: ADVTRAIN_DATA is not set, so CIFAR-10 is downloaded into ./data (needs internet)."
+  echo "             Offline? Run again with ADVTRAIN_DATA=DIR (train.npz/test.npz or CIFAR-10 folders)."
+fi
+# Fail early and plainly when there is no data (one line from advtrain, no traceback).
+"$PY" -c "
+import sys
+from advtrain.data import resolve_source
+from advtrain.errors import AdvtrainError
+try:
+    for split in ('train', 'test'):
+        resolve_source('cifar10', split)
+except AdvtrainError as e:
+    sys.exit('[quickstart] no CIFAR-10 data: ' + str(e))
+"
+
+echo "[quickstart] 1/4 train GKL-AT, $EPOCHS epochs -> $RUN"
+"$PY" -m advtrain train configs/cpu/quickstart.yaml "optim.epochs=$EPOCHS" "$@" --run-dir "$RUN"
+
+echo "[quickstart] 2/4 AutoAttack (standard, Linf 8/255) on $N_EX random test images -> card"
+"$PY" -m advtrain eval "$RUN/last.pt" --dataset cifar10 --n-ex "$N_EX" --subset random \
+  --version standard --eps 8/255 --batch-size 100 --name "$NAME" --out model_info \
+  --venue "advtrain quickstart (CPU demo, not a paper result)" \
+  --footnote "short CPU run; AutoAttack on $N_EX random CIFAR-10 test images" | tee "$RUN/eval.txt"
+
+echo "[quickstart] 3/4 export for RobustBench -> checkpoints/"
+"$PY" -m advtrain export "$RUN/last.pt" --name "$NAME" --dataset cifar10 --threat-model Linf \
+  --model-dir checkpoints --overwrite
+
+echo "[quickstart] 4/4 load the export with robustbench.utils.load_model"
+"$PY" - "$NAME" <<'PYEOF'
+import sys, torch
+import advtrain.export
+from robustbench.utils import load_model
+name = sys.argv[1]
+advtrain.export.register_model_dir("checkpoints")   # teaches RobustBench our architecture
+model = load_model(name, model_dir="checkpoints", dataset="cifar10", threat_model="Linf")
+x = torch.rand(4, 3, 32, 32)
+with torch.no_grad():
+    print(f"[quickstart] robustbench.utils.load_model({name!r}) -> {type(model).__name__}, "
+          f"logits {tuple(model(x).shape)}")
+PYEOF
+
+cat <<EOF
+[quickstart] done. Artefacts:
+  run directory      $RUN  (metrics.csv, curves.png, config.yaml, summary.txt, epoch_*.pt, last.pt)
+  RobustBench card   model_info/cifar10/Linf/$NAME.json  (+ $NAME.advtrain.json: per-attack results, flags)
+  RobustBench export checkpoints/cifar10/Linf/$NAME.pt  (+ $NAME.advtrain.json: architecture)
+EOF
