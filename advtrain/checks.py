@@ -28,7 +28,7 @@ DOC = "docs/FLAGS.md"
 #: every flag code this module can emit, in docs/FLAGS.md order
 CODES = ("train-mode", "probability-outputs", "randomized-model", "eps0-mismatch",
          "pgd-not-converged", "robust-above-clean", "outside-eps-ball", "square-beats-whitebox",
-         "autoattack-check")
+         "autoattack-check", "precision-gap")
 
 
 def flag(code: str, message: str) -> dict:

@@ -363,11 +363,13 @@ def evaluate_low_precision(model, x, y, *, guard_n: int = 100, guard_seed: int =
     report["gap"] = abs(report["robust_lowp"] - report["robust_fp32"])
     out["sanity"]["precision"] = report
     if report["gap"] > max_gap or report["disagree"]:
-        out["flags"].append({"code": "precision-gap", "doc": "docs/DISTRIBUTED.md#precision-gap",
-                             "message": f"bf16 and fp32 robust flags differ on {report['disagree']}"
-                                        f" of {report['guard_n']} re-checked examples (robust "
-                                        f"{report['robust_lowp']:.2%} vs {report['robust_fp32']:.2%}"
-                                        "); report the fp32 evaluation"})
+        from advtrain.checks import flag
+
+        out["flags"].append(flag("precision-gap",
+                                 f"bf16 and fp32 robust flags differ on {report['disagree']} of "
+                                 f"{report['guard_n']} re-checked examples (robust "
+                                 f"{report['robust_lowp']:.2%} vs {report['robust_fp32']:.2%}); "
+                                 "report the fp32 evaluation"))
     if not want_adv:
         out.pop("x_adv", None), out.pop("y_adv", None)
     return out

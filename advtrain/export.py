@@ -217,7 +217,8 @@ def register_robustbench(name: str, arch: str, dataset: str, threat_model: str =
     from advtrain.models import create_model
 
     create_model(arch, dataset=dataset)  # unknown arch / dataset -> one-line error now
-    table = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+    # RobustBench has no table for some pairs (e.g. cifar100/L2): create it, load_model reads it
+    table = model_dicts[BenchmarkDataset(dataset)].setdefault(ThreatModel(threat_model), {})
     if name in table and not _is_ours(table[name]):
         raise InputError(f"{name!r} is already a RobustBench {dataset}/{threat_model} zoo model; "
                          "choose another name for your export")
