@@ -23,3 +23,13 @@ def shared_cifar10_dir():
     if not os.path.isfile(os.path.join(SHARED_CIFAR, "test.npz")):
         pytest.skip("../shared/data/cifar10-jpeg not present")
     return os.path.abspath(SHARED_CIFAR)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One intra-op thread: the tensors here are tiny, and two threads per process oversubscribe
+    the 2-core CI machine as soon as a test starts worker processes (DDP, CLI subprocesses)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

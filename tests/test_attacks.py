@@ -12,15 +12,6 @@ from attacks import FGSM, PGD, Attack, DKLAttackLoss, ce_loss, cw_loss, kl_loss
 EPS = {"Linf": 8 / 255, "L2": 0.5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_net(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                          nn.Dropout(0.5), nn.AdaptiveAvgPool2d(2), nn.Flatten(),

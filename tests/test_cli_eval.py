@@ -18,15 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 N = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: much faster than two on the shared 2-core test box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A trainer-format wrn-10-1 checkpoint and an npz whose labels are its predictions."""

@@ -13,15 +13,6 @@ from advtrain.errors import CheckpointError, InputError
 from advtrain.models import create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: much faster than two on the shared 2-core test box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_zoo_roundtrip_wrn34_10_cifar10(tmp_path):
     model = create_model("wrn-34-10", dataset="cifar10")
     path = export.to_robustbench(model, "Cui2023Decoupled_WRN-34-10", "cifar10", "Linf", tmp_path)

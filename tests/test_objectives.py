@@ -13,15 +13,6 @@ from advtrain.objectives import OBJECTIVES, build_objective, objective_defaults
 C = 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cnn(num_classes=C, width=8):
     """Two convs with BN, global pool, linear: enough to exercise BN modes and every param kind."""
     return nn.Sequential(
