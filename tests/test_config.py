@@ -120,7 +120,7 @@ def test_every_config_loads_validates_and_round_trips(path):
         assert cfg.paper_row in PAPER_ROWS, "paper configs name their paper_row"
         assert res["average"]["end"] == cfg.optim.epochs
     else:
-        assert cfg.run.device == "cpu" and cfg.model.arch in ("wrn-10-1", "wrn-16-2")
+        assert cfg.run.device in ("cpu", "auto") and cfg.model.arch in ("wrn-10-1", "wrn-16-2")
     if cfg.data.augment == "autoaugment":
         assert objective_kwargs(cfg).get("two_view") is True
 
