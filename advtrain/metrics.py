@@ -107,9 +107,10 @@ def summary(rows: List[dict], paper_row: Optional[int]):
     columns = {"this run": [pct(last.get("test_clean")), pct(last.get("test_pgd"))]}
     if last.get("test_clean_ema") not in (None, ""):
         columns["this run (EMA)"] = [pct(last.get("test_clean_ema")), pct(last.get("test_pgd_ema"))]
-    columns[f"paper (row {paper_row}: {setting})"] = [clean, aa]
-    table = pd.DataFrame(
-        columns,
-        index=["clean %", "robust % (run: PGD on the test subset; paper: AutoAttack)"],
-    )
+    if paper_row in PAPER_ROWS:
+        columns[f"paper (row {paper_row}: {setting})"] = [clean, aa]
+        robust = "robust % (run: PGD on the test subset; paper: AutoAttack)"
+    else:  # no paper number to compare with: show the run alone
+        robust = "robust % (PGD on the test subset)"
+    table = pd.DataFrame(columns, index=["clean %", robust])
     return table

@@ -254,3 +254,14 @@ def test_optimizer_covers_objective_extra_parameters():
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     expected = {id(p) for p in model.parameters()} | {id(p) for p in obj.extra_parameters()}
     assert in_opt == expected and len(obj.extra_parameters()) > 0
+
+
+def test_summary_compares_with_the_paper_row_only_when_there_is_one():
+    from advtrain.metrics import PAPER_ROWS, summary
+
+    rows = [{"test_clean": 0.5, "test_pgd": 0.25}]
+    alone = summary(rows, None)
+    assert list(alone.columns) == ["this run"] and alone["this run"].tolist() == [50.0, 25.0]
+    row = sorted(PAPER_ROWS)[0]
+    both = summary(rows, row)
+    assert len(both.columns) == 2 and both.iloc[:, 1].tolist() == list(PAPER_ROWS[row][1:])
