@@ -58,6 +58,9 @@ def _select_weights(raw: Mapping, weights: str, path) -> tuple:
             raise CheckpointError(f"{os.fspath(path)} has no {weights!r} weights; use "
                                   "--weights model")
         recorded = {k: raw[k] for k in ("arch", "dataset", "num_classes") if k in raw}
+        data = raw.get("config", {}).get("data", {}) if isinstance(raw.get("config"), Mapping) else {}
+        if isinstance(data, Mapping) and (data.get("root") or data.get("test_npz")):
+            recorded["test_data"] = {"root": data.get("root"), "npz": data.get("test_npz")}
         return state, recorded
     if weights != "model":
         raise CheckpointError(f"{os.fspath(path)} is a plain state_dict without EMA weights; "

@@ -174,3 +174,27 @@ def test_eval_robustbench_name_uses_local_file(setup, capsys, monkeypatch, tmp_p
     assert rc == 0, capsys.readouterr().err
     card = json.loads((setup / "model_info/cifar10/Linf" / f"{name}.json").read_text())
     assert card["architecture"] == "WideResNet-10-1" and card["clean_acc"] == "100.00"
+
+
+def test_eval_defaults_to_the_test_data_of_the_training_config(setup, capsys, monkeypatch):
+    """No --data-root/--data-npz: the checkpoint's config.data.test_npz is used (sh/ scripts)."""
+    monkeypatch.setenv("ADVTRAIN_OFFLINE", "1")
+    monkeypatch.delenv("ADVTRAIN_DATA", raising=False)
+    ckpt = torch.load(setup / "tiny.pt", weights_only=True)
+    ckpt["config"] = {"data": {"root": None, "test_npz": str(setup / "test.npz")}}
+    torch.save(ckpt, setup / "with_config.pt")
+    args = fast_args(setup)
+    i = args.index("--data-npz")
+    del args[i:i + 2]
+    rc = main(["eval", str(setup / "with_config.pt"), *args, "--name", "FromConfig", "--no-sanity",
+               "--subset", "random"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert f"test data from the checkpoint's training config: {setup / 'test.npz'}" in cap.err
+    side = json.loads((setup / "model_info" / "cifar10" / "Linf" / "FromConfig.advtrain.json")
+                      .read_text())
+    assert side["n_ex"] == N and side["clean_acc"] == 1.0   # labels are the model's predictions
+    # a plain state_dict records nothing: without data, the one-line offline error
+    rc = main(["eval", str(setup / "c100.pt"), "--dataset", "cifar100", "--arch",
+               "wrn-10-1", "--name", "NoData", "--no-sanity", "--quiet"])
+    assert rc == 2 and "no local cifar100 test data" in capsys.readouterr().err

@@ -84,6 +84,7 @@ def run(args) -> int:
         import torch
 
         model = model.to(memory_format=torch.channels_last)
+    _data_from_checkpoint(args, meta)
     x, y = _load_data(args)
     from advtrain.evaluation import evaluate
 
@@ -145,7 +146,19 @@ def _load_model(args, device):
 
     return model, {"arch": info["arch"], "display": display_arch(info["arch"]),
                    "checkpoint": args.checkpoint, "weights": args.weights,
-                   "name": Path(args.checkpoint).stem}
+                   "name": Path(args.checkpoint).stem,
+                   "test_data": info["recorded"].get("test_data")}
+
+
+def _data_from_checkpoint(args, meta) -> None:
+    """No --data-root/--data-npz: use the test data the training run was configured with."""
+    recorded = meta.get("test_data")
+    if args.data_root or args.data_npz or not recorded:
+        return
+    args.data_root, args.data_npz = recorded.get("root"), recorded.get("npz")
+    where = args.data_npz or args.data_root
+    print(f"note: test data from the checkpoint's training config: {where} (override with "
+          "--data-root / --data-npz)", file=sys.stderr)
 
 
 def _zoo_display(name: str, fallback: str) -> str:
