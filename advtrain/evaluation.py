@@ -78,7 +78,7 @@ def _run(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device, 
     seconds = {"clean": time.time() - t0}
     res = run_autoattack(model, x, y, norm=norm, eps=eps, version=version, attacks=attacks,
                          batch_size=batch_size, seed=seed, device=device, state_path=state_path,
-                         **aa_budget)
+                         progress=progress, **aa_budget)
     seconds.update({f"autoattack/{k}": v for k, v in dict(res.seconds).items()})
     per_attack = {k: float(v) for k, v in dict(res.per_attack).items()}
     robust_acc = res.robust_accuracy
@@ -100,7 +100,7 @@ def _run(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device, 
 
 
 def run_autoattack(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device,
-                   state_path=None, n_iter=None, n_queries=None):
+                   state_path=None, n_iter=None, n_queries=None, progress=False):
     """The AutoAttack suite through ``attacks.AutoAttackAdapter`` (pyautoattack underneath).
 
     ``n_iter``/``n_queries`` (None: AutoAttack's budget) are for tests only. Under ``torchrun``
@@ -118,7 +118,7 @@ def run_autoattack(model, x, y, *, norm, eps, version, attacks, batch_size, seed
 
     adapter = AutoAttackAdapter(norm=norm, eps=eps, version=version, attacks=attacks, seed=seed,
                                 batch_size=batch_size, device=str(device), state_path=state_path,
-                                n_iter=n_iter, n_queries=n_queries)
+                                n_iter=n_iter, n_queries=n_queries, progress=progress)
     return adapter.run(model, x, y)
 
 

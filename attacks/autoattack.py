@@ -37,6 +37,7 @@ Once no point is robust, the remaining attacks are recorded with accuracy 0.0 an
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from collections import OrderedDict
@@ -105,7 +106,7 @@ class AutoAttackAdapter:
     def __init__(self, norm: str = "Linf", eps: float = 8 / 255, version: str = "standard",
                  attacks: Optional[list] = None, seed: Optional[int] = 0, batch_size: int = 500,
                  device="cpu", state_path=None, n_iter: Optional[int] = None,
-                 n_queries: Optional[int] = None):
+                 n_queries: Optional[int] = None, progress: bool = False):
         if norm not in AA_NORMS:
             raise unknown("AutoAttack norm", norm, AA_NORMS)
         check_nonnegative("eps", eps)
@@ -121,6 +122,7 @@ class AutoAttackAdapter:
         self.batch_size, self.device = batch_size, device
         self.state_path = None if state_path is None else Path(state_path)
         self.n_iter, self.n_queries = n_iter, n_queries
+        self.progress = progress  # one line on stderr after each attack (runs take hours on GPUs)
 
     # ------------------------------------------------------------------ running
     def run(self, model: nn.Module, x: Tensor, y: Tensor) -> AAResult:
@@ -149,7 +151,13 @@ class AutoAttackAdapter:
             state = self._fresh_state(model, x, y)
         for name in names:
             if name not in state["per_attack"]:
+                if self.progress:
+                    print(f"[autoattack] {name}: running on {int(state['robust'].sum())} points "
+                          "still robust ...", file=sys.stderr, flush=True)
                 self._run_one(adversary, name, x, y, state, capture)
+                if self.progress:
+                    print(f"[autoattack] {name}: robust accuracy {state['per_attack'][name]:.2%} "
+                          f"({state['seconds'][name]:.0f} s)", file=sys.stderr, flush=True)
                 state["checks"] = _unique(state["checks"] + capture.checks)
                 self._save_state(state, x, y, names)
         from pyautoattack import checks

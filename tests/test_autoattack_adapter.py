@@ -129,3 +129,13 @@ def test_standard_version_lists_the_four_attacks(data):
     res = AutoAttackAdapter(eps=0.0, version="standard", n_iter=1, n_queries=1).run(model, x[:4], y[:4])
     assert res.attacks == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert list(res.per_attack) == ["clean", *res.attacks]
+
+
+def test_progress_prints_one_line_per_attack(data, capsys):
+    model, x, y = data
+    res = adapter(attacks=["apgd-ce", "apgd-t"], progress=True).run(model, x, y)
+    err = capsys.readouterr().err
+    for name in ("apgd-ce", "apgd-t"):
+        assert f"[autoattack] {name}: robust accuracy {res.per_attack[name]:.2%}" in err
+    quiet = adapter(attacks=["apgd-ce"]).run(model, x, y)
+    assert "[autoattack]" not in capsys.readouterr().err and quiet.per_attack["apgd-ce"] >= 0
