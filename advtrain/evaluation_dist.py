@@ -36,32 +36,15 @@ import torch
 
 from advtrain import distributed as D
 from advtrain.errors import CheckpointError, InputError
+from attacks.autoattack import AAResult
 
 
 @dataclass
-class ShardedAAResult:
-    """The fields of ``attacks.AAResult`` (bool tensors ``robust``/``clean``), plus counts."""
+class ShardedAAResult(AAResult):
+    """``attacks.AAResult`` merged over the ranks, plus how many examples each attack broke."""
 
-    x_adv: torch.Tensor
-    y_adv: torch.Tensor
-    robust: torch.Tensor
-    clean: torch.Tensor
-    per_attack: "OrderedDict[str, float]"
-    seconds: dict
-    checks: list
-    version: str
-    attacks: list
-    log: list = field(default_factory=list)
     counts: dict = field(default_factory=dict)  #: examples each attack broke
     world_size: int = 1
-
-    @property
-    def clean_accuracy(self) -> float:
-        return self.clean.float().mean().item()
-
-    @property
-    def robust_accuracy(self) -> float:
-        return self.robust.float().mean().item()
 
 
 def build_adversary(model, *, norm, eps, version, attacks, seed, device, n_iter=None,
