@@ -139,9 +139,8 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(state, path)
     arch = getattr(model, "arch_name", None)
-    in_zoo = zoo_entry(name, dataset, threat_model) is not None and not _is_ours(
-        zoo_entry(name, dataset, threat_model))
-    if not in_zoo and arch:
+    entry = zoo_entry(name, dataset, threat_model)
+    if (entry is None or _is_ours(entry)) and arch:
         # outside the zoo: record the architecture beside the weights so register_model_dir()
         # can teach RobustBench to build it, then verify through robustbench like a zoo name
         atomic_write_text(meta_path(model_dir, name, dataset, threat_model),
