@@ -262,6 +262,12 @@ CASES = [
     Case("bad-yaml", "a config that is not valid YAML",
          lambda W: ["train", _write(W.case / "bad.yaml", "optim: {epochs: 2\n")],
          "is not valid YAML", "fix the YAML syntax at the named line"),
+    # ---- round 2 (issue #10): evaluation, export, checkpoints, output paths ----
+
+    # ---- end of round 2: evaluation side ----
+    # ---- round 2 (issue #10): training, configs, run directories, data ----
+
+    # ---- end of round 2: training side ----
 ]
 
 
