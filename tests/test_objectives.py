@@ -115,13 +115,14 @@ def test_set_attack_budget():
 
 
 def test_trades_beta0_is_ce_and_value_matches_formula():
-    model, (x, y) = tiny_cnn().eval(), batch()
-    x_adv = (x + 0.03 * torch.randn_like(x)).clamp(0, 1)
+    # spread logits and a large perturbation: the KL is far from 0, so its sign cannot hinge on rounding
+    model, (x, y) = spread_cnn(), batch()
+    x_adv = 0.2 * x  # darker images: pooled features and predictions really change
     loss0, _ = make("trades", beta=0.0).loss(model, x, x_adv, y)
     assert torch.allclose(loss0, F.cross_entropy(model(x), y))
     loss6, terms = make("trades", beta=6.0).loss(model, x, x_adv, y)
     expected = F.cross_entropy(model(x), y) + 6.0 * trades_kl(model(x_adv), model(x))
-    assert torch.allclose(loss6, expected) and terms["kl"] > 0
+    assert torch.allclose(loss6, expected) and terms["kl"] > 1e-2
 
 
 def test_label_smoothing_changes_ce():
@@ -147,12 +148,12 @@ def test_mart_matches_formula():
 
 
 def test_lbgat_beta0_has_no_kl_and_matches_formula():
-    model, (x, y) = tiny_cnn().eval(), batch()
+    model, (x, y) = spread_cnn(), batch()
     obj = make("lbgat", beta=0.0)
     obj.natural_model.eval()
     calls = []
     model.register_forward_hook(lambda m, i, o: calls.append(1))
-    x_adv = (x + 0.03 * torch.randn_like(x)).clamp(0, 1)
+    x_adv = 0.2 * x  # darker images: pooled features and predictions really change
     loss, terms = obj.loss(model, x, x_adv, y)
     assert len(calls) == 1  # only f_r(x'): no forward of f_r(x) for a KL term
     assert "kl" not in terms and "rob" not in terms
@@ -161,8 +162,8 @@ def test_lbgat_beta0_has_no_kl_and_matches_formula():
     assert torch.allclose(loss, F.mse_loss(a, g) + F.cross_entropy(g, y))
     obj6 = make("lbgat", beta=6.0, natural_model=obj.natural_model)
     loss6, terms6 = obj6.loss(model, x, x_adv, y)
-    assert torch.allclose(loss6 - loss, 6.0 * trades_kl(a, model(x)), atol=1e-6)
-    assert terms6["kl"] > 0
+    assert torch.allclose(loss6 - loss, 6.0 * trades_kl(a, model(x)), atol=1e-5)
+    assert terms6["kl"] > 1e-2
 
 
 def test_lbgat_update_state_false_keeps_natural_bn_stats():
