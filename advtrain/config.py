@@ -89,14 +89,19 @@ class ModelConfig:
 
 @dataclass
 class AttackConfig:
-    """Training attack. ``schedule``: executed (reference: K=5, eta=eps_t/2), staged, fixed."""
+    """Training attack. ``schedule``: executed (reference: K=5, eta=eps_t/2), staged, fixed.
 
-    eps: float = field(default=8 / 255, metadata=EPS)
-    norm: str = "Linf"
+    ``None`` means "the objective's default" (``OBJECTIVES[name].defaults(dataset)``, the one source
+    of attack defaults); :func:`resolve` fills every such entry, so the resolved ``config.yaml`` shows
+    the attack the run actually used.
+    """
+
+    eps: Optional[float] = field(default=None, metadata=EPS)  # None -> objective default (8/255)
+    norm: Optional[str] = None  # None -> objective default (Linf)
     schedule: str = "executed"
     ramp: Optional[bool] = None  # eps_t = eps*e/E; None -> on for executed/staged, off for fixed
-    steps: int = 10  # used by the fixed schedule
-    step_size: float = field(default=2 / 255, metadata=EPS)  # used by the fixed schedule
+    steps: Optional[int] = None  # used by the fixed schedule; None -> objective default (10)
+    step_size: Optional[float] = field(default=None, metadata=EPS)  # fixed schedule; None -> objective default
     init: Optional[str] = None  # None -> the objective's default
     bn_mode: Optional[str] = None  # None -> the objective's default
 
@@ -113,6 +118,9 @@ class OptimConfig:
     milestones: List[int] = field(default_factory=list)
     lr_gamma: float = 0.1
     epochs: int = 200
+    # per-epoch lr table: a list (one lr per epoch 1..E, replaces the schedule) or a mapping
+    # {epoch: lr} for the epochs that differ from the schedule (LBGAT: {1: 0.02})
+    lr_table: Any = None
 
 
 @dataclass
@@ -141,6 +149,9 @@ class AverageConfig:
 class EvalConfig:
     test_pgd_steps: int = 10
     every: int = 1  # evaluate the test subset every N epochs (and always at the last)
+    # data.holdout > 0: PGD-CW on the held-out images every N epochs (and at the last) -> best.pt
+    holdout_every: int = 1  # 0: no held-out scoring
+    holdout_pgd_steps: int = 40  # DM recipe: PGD-40, step eps/4
 
 
 @dataclass
@@ -244,12 +255,22 @@ def resolve(cfg: Config) -> Dict[str, Any]:
         merged.update({k: v for k, v in defaults.items() if k not in ATTACK_KEYS})
         merged.update({k: v for k, v in obj.items() if k != "name"})
         out["objective"] = merged
-    att = out["attack"]
-    if att["ramp"] is None:
-        att["ramp"] = att["schedule"] != "fixed"
+    out["attack"] = attack_settings(cfg)
     if out["average"]["end"] is None:
         out["average"]["end"] = cfg.optim.epochs
     return out
+
+
+def attack_settings(cfg: Config) -> Dict[str, Any]:
+    """The ``attack:`` section with every unset entry taken from the objective's defaults."""
+    att = dataclasses.asdict(cfg.attack)
+    defaults = objective_defaults(cfg.objective["name"], cfg.data.dataset) or {}
+    for obj_key, att_key in ATTACK_KEYS.items():
+        if att[att_key] is None and obj_key in defaults:
+            att[att_key] = defaults[obj_key]
+    if att["ramp"] is None:
+        att["ramp"] = att["schedule"] != "fixed"
+    return att
 
 
 def dump(cfg: Union[Config, Dict[str, Any]]) -> str:
@@ -289,5 +310,5 @@ def _plain(x):
 __all__ = [
     "Config", "RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "OptimConfig", "AWPConfig",
     "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict", "apply_overrides",
-    "resolve", "dump", "to_dict", "read_yaml", "objective_defaults",
+    "resolve", "dump", "to_dict", "read_yaml", "objective_defaults", "attack_settings",
 ]

@@ -171,9 +171,11 @@ def check_ranges(cfg) -> None:
     _check_data(cfg.data)
     _check_names(cfg)
     a = cfg.attack
-    _choice("norm", "attack.norm", a.norm, ("Linf", "L2"))
+    if a.norm is not None:  # None: the objective's default
+        _choice("norm", "attack.norm", a.norm, ("Linf", "L2"))
     _choice("attack schedule", "attack.schedule", a.schedule, ("executed", "staged", "fixed"))
-    _at_least("attack.steps", a.steps, 0)
+    if a.steps is not None:
+        _at_least("attack.steps", a.steps, 0)
     o = cfg.optim
     _positive("optim.lr", o.lr)
     _unit("optim.momentum", o.momentum, closed_right=False)
@@ -186,6 +188,7 @@ def check_ranges(cfg) -> None:
     _positive("optim.lr_gamma", o.lr_gamma)
     if any(m < 1 for m in o.milestones) or list(o.milestones) != sorted(o.milestones):
         raise InputError(f"optim.milestones {o.milestones} must be increasing epochs >= 1")
+    o.lr_table = _check_lr_table(o.lr_table, E)
     if o.nesterov and o.momentum <= 0:
         raise InputError("optim.nesterov needs optim.momentum > 0")
     _at_least("awp.gamma", cfg.awp.gamma, 0)
@@ -195,6 +198,8 @@ def check_ranges(cfg) -> None:
     _check_average(cfg.average, E)
     _at_least("eval.test_pgd_steps", cfg.eval.test_pgd_steps, 0)
     _at_least("eval.every", cfg.eval.every, 1)
+    _at_least("eval.holdout_every", cfg.eval.holdout_every, 0)
+    _at_least("eval.holdout_pgd_steps", cfg.eval.holdout_pgd_steps, 1)
     _choice("nan policy", "nan_policy", cfg.nan_policy, ("stop", "skip"))
     _choice("precision", "precision", cfg.precision, ("fp32", "bf16"))
     from advtrain.metrics import PAPER_ROWS
@@ -213,6 +218,34 @@ def _check_data(d) -> None:
         _at_least("data.train_subset", d.train_subset, 1)
     _at_least("data.test_subset", d.test_subset, 0)
     _at_least("data.holdout", d.holdout, 0)
+
+
+def _check_lr_table(table: Any, E: int):
+    """``optim.lr_table``: None, a list of E positive lrs, or {epoch >= 1: lr} (keys may be strings,
+    as in a dumped config); returns the normalised table (floats, int keys)."""
+    fix = "give a list with one lr per epoch or a mapping {epoch: lr}, e.g. {1: 0.02}"
+    if table is None:
+        return None
+    if isinstance(table, (list, tuple)):
+        if len(table) != E:
+            raise InputError(f"optim.lr_table has {len(table)} entries but optim.epochs = {E}; {fix}")
+        return [_table_lr(v, f"optim.lr_table[{i}]") for i, v in enumerate(table)]
+    if not isinstance(table, dict):
+        raise InputError(f"optim.lr_table = {table!r} is neither a list nor a mapping; {fix}")
+    out = {}
+    for key, v in table.items():
+        epoch = int(key) if isinstance(key, str) and key.strip().isdigit() else key
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise InputError(f"optim.lr_table key {key!r} is not an epoch >= 1 (epochs are 1-indexed); {fix}")
+        out[epoch] = _table_lr(v, f"optim.lr_table[{epoch}]")
+    return dict(sorted(out.items()))
+
+
+def _table_lr(value: Any, key: str) -> float:
+    lr = _to_float(value, key)
+    if not lr > 0 or lr != lr or lr == float("inf"):
+        raise InputError(f"config key {key!r} = {value!r} must be a finite lr > 0")
+    return lr
 
 
 def _check_average(av, E: int) -> None:

@@ -3,7 +3,8 @@
 ``metrics.csv`` has one row per epoch: epoch, lr, eps_t, step_size, steps, every loss term of the
 objective (epoch means), ``acc_adv`` (train adversarial accuracy), ``test_clean`` and ``test_pgd``
 (fixed test subset; empty in epochs without evaluation), the same for the EMA weights when EMA is on
-(``test_clean_ema``, ``test_pgd_ema``), ``seconds`` and ``skipped_batches``.
+(``test_clean_ema``, ``test_pgd_ema``), the held-out images' ``holdout_clean`` / ``holdout_pgd`` and the
+epoch of ``best.pt`` (``best_epoch``) when ``data.holdout`` > 0, ``seconds`` and ``skipped_batches``.
 ``PAPER_ROWS`` holds the reported clean / AutoAttack accuracies of SPEC section 7 (rows 1-13, AA-log
 or RobustBench values) and of the baselines the paper compares with (rows 14-18), keyed by the
 config's ``paper_row``.
@@ -39,8 +40,8 @@ PAPER_ROWS: Dict[int, tuple] = {
 }
 
 FIRST = ["epoch", "lr", "eps_t", "step_size", "steps"]
-LAST = ["acc_adv", "test_clean", "test_pgd", "test_clean_ema", "test_pgd_ema", "seconds",
-        "skipped_batches"]
+LAST = ["acc_adv", "test_clean", "test_pgd", "test_clean_ema", "test_pgd_ema", "holdout_clean",
+        "holdout_pgd", "best_epoch", "seconds", "skipped_batches"]
 
 
 def columns(rows: List[dict]) -> List[str]:
@@ -76,7 +77,8 @@ def plot_curves(rows: List[dict], path: str) -> None:
     axes[0].plot(ep, [r.get("loss") for r in rows], marker="o", label="train loss")
     axes[0].set_title("loss")
     for key, label in (("acc_adv", "train adv"), ("test_clean", "test clean"), ("test_pgd", "test PGD"),
-                       ("test_clean_ema", "EMA clean"), ("test_pgd_ema", "EMA PGD")):
+                       ("test_clean_ema", "EMA clean"), ("test_pgd_ema", "EMA PGD"),
+                       ("holdout_pgd", "held-out PGD")):
         pts = [(r["epoch"], r[key]) for r in rows if r.get(key) not in (None, "")]
         if pts:
             axes[1].plot(*zip(*pts), marker="o", label=label)

@@ -8,6 +8,9 @@ LR schedules (``optim.schedule``):
   ``lr * 1/2 * (1 + cos(pi*(e - W) / (E - W + 1)))`` (never 0; W = ``warmup_epochs``);
 - ``cosine_trades`` (TRADES baseline in the DKL repo, SPEC 4.3): ``lr * 1/2 * (1 + cos(pi*(e-1)/E))``;
 - ``piecewise``: ``lr * gamma^(#milestones <= e)`` (TRADES: x0.1 from epoch 75 on);
+- ``optim.lr_table`` overrides any of these: a list gives every epoch's lr, a mapping
+  ``{epoch: lr}`` the epochs that differ (LBGAT, SPEC 4.4: ``{1: 0.02}`` with ``piecewise``
+  milestones 76, 91: 0.02, 0.1 x 74, 0.01 x 15, 0.001 x 10);
 - ``onecycle`` (DM recipe, SPEC 6): ``torch.optim.lr_scheduler.OneCycleLR(max_lr=lr,
   pct_start=0.025, total_steps=E)`` stepped once per epoch, in closed form, including its
   momentum cycling 0.95 -> 0.85 -> 0.95 (``momentum_at``).
@@ -42,6 +45,11 @@ def lr_at(epoch: int, cfg) -> float:
     """Learning rate of (1-indexed) ``epoch`` for an ``OptimConfig``-like ``cfg``."""
     E, lr = cfg.epochs, cfg.lr
     _check_epoch(epoch, E)
+    table = getattr(cfg, "lr_table", None)
+    if isinstance(table, (list, tuple)):
+        return float(table[epoch - 1])
+    if isinstance(table, dict) and epoch in table:
+        return float(table[epoch])
     name = cfg.schedule
     if name == "cosine":
         W = cfg.warmup_epochs

@@ -9,8 +9,11 @@ One iteration (SPEC 2.5, order matters)::
     zero_grad; loss.backward(); optimizer.step()    # SGD over model + objective.extra_parameters()
     awp.restore(diff); ema.update(model)
 
-Per epoch: ``objective.on_epoch_end()``, clean and PGD accuracy on a fixed test subset,
-``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/last.pt``, a ``metrics.csv`` row and ``curves.png``.
+Per epoch: ``objective.on_epoch_end()``, clean and PGD accuracy on a fixed test subset (PGD at the
+final ``attack.eps`` in ``attack.norm``), ``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/last.pt``, a
+``metrics.csv`` row and ``curves.png``. With ``data.holdout`` images held out, every
+``eval.holdout_every`` epochs the EMA weights (the model's without EMA) are scored by PGD-CW on them
+(DM recipe, SPEC 6) and ``RUN_DIR/best.pt`` keeps the best epoch (ties: the later one).
 ``last.pt`` is also written every ``run.checkpoint_every_steps`` steps with the loader position, so
 a run killed at any instant resumes (``resume=True``) to bit-identical weights on CPU. A non-finite
 loss or weight stops the run with one line (``nan_policy: stop``) or skips the batch (``skip``).
@@ -33,6 +36,9 @@ from advtrain.errors import AdvtrainError
 from advtrain.io import atomic_write_text
 from advtrain.schedules import attack_budget, lr_at, momentum_at
 from advtrain.trainer_setup import build_parts, prepare_run_dir, start_run_dir, resolve_device
+
+
+BEST = "best.pt"  # weights of the epoch with the best held-out PGD accuracy (data.holdout > 0)
 
 
 class NonFiniteError(AdvtrainError):
@@ -88,6 +94,7 @@ class Trainer:
         self.E = cfg.optim.epochs
         self.epoch, self.batch, self.step = 0, 0, 0
         self.history, self.running, self.epoch_rng = [], _empty_running(), None
+        self.best: Optional[Dict[str, Any]] = None  # {"epoch", "holdout_pgd", ...} of best.pt
         self.meta = {"arch": cfg.model.arch, "dataset": cfg.data.dataset,
                      "num_classes": self.num_classes, "config": self.resolved,
                      "versions": ck.package_versions(), "git_commit": ck.git_commit()}
@@ -145,12 +152,12 @@ class Trainer:
         self.running["seconds"] += time.time() - start
 
     def _set_epoch_hparams(self, e: int) -> None:
-        o, a = self.cfg.optim, self.cfg.attack
+        o, a = self.cfg.optim, self.resolved["attack"]  # resolved: objective defaults filled in
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(e, o)
             group["momentum"] = momentum_at(e, o)
-        self.budget = attack_budget(e, self.E, a.eps, a.schedule, steps=a.steps,
-                                    step_size=a.step_size, ramp=a.ramp)
+        self.budget = attack_budget(e, self.E, a["eps"], a["schedule"], steps=a["steps"],
+                                    step_size=a["step_size"], ramp=a["ramp"])
         self.objective.set_attack_budget(*self.budget)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, e: int) -> Optional[Dict[str, float]]:
@@ -203,12 +210,16 @@ class Trainer:
         if self.test is not None and (e % ev.every == 0 or e == self.E):
             from advtrain.trainer_setup import clean_and_pgd
 
+            threat = self._threat()
             row["test_clean"], row["test_pgd"] = clean_and_pgd(
-                D.unwrap(self.model), *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed)
+                D.unwrap(self.model), *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed,
+                **threat)
             ema_model = self._ema_model()
             if ema_model is not None:
                 row["test_clean_ema"], row["test_pgd_ema"] = clean_and_pgd(
-                    ema_model, *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed)
+                    ema_model, *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed, **threat)
+        if self.holdout is not None and ev.holdout_every and (e % ev.holdout_every == 0 or e == self.E):
+            self._score_holdout(e, row)
         row["seconds"] = round(self.running["seconds"], 3)
         row["skipped_batches"] = self.running["skipped_batches"]
         self.history.append(row)
@@ -217,6 +228,37 @@ class Trainer:
         if D.is_main():
             M.write_csv(self.history, os.path.join(self.run_dir, "metrics.csv"))
             M.plot_curves(self.history, os.path.join(self.run_dir, "curves.png"))
+
+    def _threat(self) -> Dict[str, Any]:
+        """Norm and final radius of the training attack: what the per-epoch PGD measures."""
+        a = self.resolved["attack"]
+        return {"eps": a["eps"], "norm": a["norm"]}
+
+    def _score_holdout(self, e: int, row: Dict[str, Any]) -> None:
+        """PGD-CW accuracy on the held-out training images; a new best (>=, as DM) writes best.pt
+        before last.pt records it, so a crash in between only repeats the epoch."""
+        from advtrain.trainer_setup import clean_and_pgd
+
+        ema_model = self._ema_model()
+        scored = ema_model if ema_model is not None else D.unwrap(self.model)
+        clean, robust = clean_and_pgd(scored, *self.holdout, steps=self.cfg.eval.holdout_pgd_steps,
+                                      seed=self.cfg.run.seed, loss="cw", **self._threat())
+        row["holdout_clean"], row["holdout_pgd"] = clean, robust
+        if self.best is None or robust >= self.best["holdout_pgd"]:
+            self.best = {"epoch": e, "holdout_pgd": robust, "holdout_clean": clean,
+                         "weights": "ema" if ema_model is not None else "model"}
+            self._save_best()
+        row["best_epoch"] = self.best["epoch"]
+
+    def _save_best(self) -> None:
+        """``RUN_DIR/best.pt``: weights (model, and ema when on) of the best epoch for ``advtrain eval``."""
+        if not D.is_main():
+            return
+        payload = dict(self.meta, model=ck.cpu_state(D.unwrap(self.model).state_dict()),
+                       epoch=self.best["epoch"], best=dict(self.best))
+        if self.ema is not None and self.ema.shadow is not None:
+            payload["ema"] = ck.cpu_state(self.ema.shadow)
+        ck.save(payload, os.path.join(self.run_dir, BEST))
 
     def _ema_model(self) -> Optional[nn.Module]:
         """A copy of the model holding the EMA weights (None before the first EMA update)."""
@@ -253,6 +295,8 @@ class Trainer:
             payload["ema_updates"] = self.ema.updates
         if self.batch > 0:
             payload["epoch_rng"] = self.epoch_rng
+        if self.best is not None:
+            payload["best"] = dict(self.best)
         if epoch_file:
             ck.save(payload, ck.epoch_path(self.run_dir, self.epoch))
         ck.save(payload, ck.last_path(self.run_dir))
@@ -267,6 +311,7 @@ class Trainer:
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.history, self.running = list(state["history"]), dict(state["running"])
         self.epoch_rng = state.get("epoch_rng")
+        self.best = state.get("best")
         self._saved_rng = state["rng"]
         ck.set_rng_state(state["rng"])
 

@@ -4,8 +4,8 @@
   one from ``last.pt`` and refuses a config that differs from the stored one unless ``force``.
 - ``build_parts``: device, model, objective, SGD optimiser (model + objective extra parameters,
   optional no weight decay on BN parameters), loader, AWP, EMA, test subset, autocast.
-- ``clean_and_pgd``: clean and PGD accuracy (eps 8/255, step 2/255, CE, uniform start from a fixed
-  seed so it neither varies between epochs nor disturbs the training RNG).
+- ``clean_and_pgd``: clean and PGD accuracy (given norm and eps, step eps/4, CE or CW, uniform start
+  from a fixed seed so it neither varies between epochs nor disturbs the training RNG).
 """
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
     if d.test_subset > 0:
         test = _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset)
     return dict(device=device, model=model, objective=objective, num_classes=n_cls, loader=loader,
-                optimizer=make_optimizer(cfg, model, objective), test=test,
+                optimizer=make_optimizer(cfg, model, objective), test=test, holdout=_holdout_set(cfg),
                 awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
                 autocast=_autocast(cfg, device))
 
@@ -148,15 +148,21 @@ def _test_subset(arrays, n: int):
     return x[idx].contiguous(), y[idx].contiguous()
 
 
+def _holdout_set(cfg: C.Config):
+    """The ``data.holdout`` images the loader leaves out (None when there are none or no scoring)."""
+    d = cfg.data
+    if d.holdout == 0 or cfg.eval.holdout_every == 0:
+        return None
+    from advtrain.data import load_holdout_arrays
+
+    return load_holdout_arrays(d.dataset, d.holdout, root=d.root, npz=d.train_npz)
+
+
 def objective_kwargs(cfg: C.Config) -> Dict[str, Any]:
     """Objective options: the ``objective:`` section plus the attack settings it shares."""
     kw = {k: v for k, v in cfg.objective.items() if k != "name"}
-    a = cfg.attack
-    kw.update(eps=a.eps, step_size=a.step_size, steps=a.steps, norm=a.norm)
-    if a.init is not None:
-        kw["attack_init"] = a.init
-    if a.bn_mode is not None:
-        kw["bn_mode"] = a.bn_mode
+    a = C.attack_settings(cfg)  # unset entries already hold the objective's defaults
+    kw.update({obj_key: a[att_key] for obj_key, att_key in C.ATTACK_KEYS.items()})
     defaults = C.objective_defaults(cfg.objective["name"], cfg.data.dataset) or {}
     if cfg.data.augment == "autoaugment" and "two_view" in defaults and "two_view" not in kw:
         kw["two_view"] = True  # the loader yields [basic; AutoAug] batches
@@ -220,14 +226,17 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 
 
 def clean_and_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int,
+                  eps: float = 8 / 255, norm: str = "Linf", loss: str = "ce",
                   batch_size: int = 256) -> Tuple[float, Optional[float]]:
-    """(clean accuracy, PGD-``steps`` accuracy at eps 8/255) on ``(x, y)``; PGD None if steps 0."""
+    """(clean accuracy, PGD-``steps`` accuracy in the ``norm`` ball of radius ``eps``, step eps/4)
+    on ``(x, y)``; PGD None if steps 0."""
     from attacks import PGD
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    attack = PGD(eps=8 / 255, alpha=2 / 255, steps=steps, loss="ce", init="uniform") if steps else None
+    attack = (PGD(eps=eps, alpha=eps / 4, steps=steps, norm=norm, loss=loss, init="uniform")
+              if steps else None)
     clean = robust = 0
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

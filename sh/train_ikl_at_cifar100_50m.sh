@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
 # Row 9: IKL-AT CIFAR-100 + 50M EDM images, DM pipeline.
 # Extra arguments go to 'advtrain train' (e.g. optim.epochs=2 run.device=cpu).
-exec bash "$(dirname "$0")/train_config.sh" configs/ikl_at_cifar100_50m.yaml cifar100 ema "$@"
+exec bash "$(dirname "$0")/train_config.sh" configs/ikl_at_cifar100_50m.yaml cifar100 best "$@"

@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -62,6 +62,19 @@ def average_states(states, tau: float) -> Dict[str, torch.Tensor]:
         raise InputError("no checkpoints to average")
     return {k: (v.to(last[k].dtype) if last[k].is_floating_point() else last[k].clone())
             for k, v in avg.items()}
+
+
+def run_average_settings(run_dir: str) -> Tuple[Dict[str, Any], str]:
+    """``({"tau", "start", "end"}, source)``: the ``average:`` section of ``RUN_DIR/config.yaml``
+    (resolved: ``end`` = ``optim.epochs`` when unset), else the reference ``swa.py 0.9 1`` with
+    ``end`` None (the last available epoch)."""
+    from advtrain import config as C
+
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return {"tau": 0.9, "start": 1, "end": None}, "reference defaults, no config.yaml"
+    av = C.resolve(C.load(path))["average"]
+    return {"tau": av["tau"], "start": av["start"], "end": av["end"]}, f"{path} average:"
 
 
 def average_run(run_dir: str, tau: float = 0.9, start: int = 1, end: Optional[int] = None,
