@@ -101,7 +101,7 @@ class AttackConfig:
     schedule: str = "executed"
     ramp: Optional[bool] = None  # eps_t = eps*e/E; None -> on for executed/staged, off for fixed
     steps: Optional[int] = None  # used by the fixed schedule; None -> objective default (10)
-    step_size: Optional[float] = field(default=None, metadata=EPS)  # fixed schedule; None -> objective default
+    step_size: Optional[float] = field(default=None, metadata=EPS)  # fixed schedule; None -> objective
     init: Optional[str] = None  # None -> the objective's default
     bn_mode: Optional[str] = None  # None -> the objective's default
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Train one config, then evaluate it as the paper did (AutoAttack standard, Linf 8/255, 10k test images).
+# Train one config, then evaluate it as the paper did (AutoAttack standard, Linf 8/255, 10k test images;
+# EVAL_EPS=0.031 in the environment changes the radius, as for LBGAT0/6 in RobustBench).
 # Usage: sh/train_config.sh CONFIG DATASET average|best|last|ema [key=value ... overrides for 'advtrain train']
 #   average: 'advtrain average RUN' with the run's own average: section (tau, start, end; the
 #            reference swa.py 0.9 1 E), then evaluate that file (DKL and TRADES-AWP rows);
@@ -22,14 +23,16 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 if [ -x .venv/bin/advtrain ]; then advtrain=.venv/bin/advtrain; else advtrain=advtrain; fi
 run="runs/$(basename "$config" .yaml)"
+eval_args=()
+if [ -n "${EVAL_EPS:-}" ]; then eval_args=(--eps "$EVAL_EPS"); fi
 "$advtrain" train "$config" --run-dir "$run" "$@"
 case "$weights" in
   average)
     out="$("$advtrain" average "$run")"
     echo "$out"
     ckpt="$(printf '%s\n' "$out" | sed -n 's/^advtrain average: wrote //p')"
-    bash sh/eval_autoattack.sh "$ckpt" "$dataset" ;;
-  best) bash sh/eval_autoattack.sh "$run/best.pt" "$dataset" --weights ema ;;
-  last) bash sh/eval_autoattack.sh "$run/last.pt" "$dataset" ;;
-  ema)  bash sh/eval_autoattack.sh "$run/last.pt" "$dataset" --weights ema ;;
+    bash sh/eval_autoattack.sh "$ckpt" "$dataset" ${eval_args[@]+"${eval_args[@]}"} ;;
+  best) bash sh/eval_autoattack.sh "$run/best.pt" "$dataset" --weights ema ${eval_args[@]+"${eval_args[@]}"} ;;
+  last) bash sh/eval_autoattack.sh "$run/last.pt" "$dataset" ${eval_args[@]+"${eval_args[@]}"} ;;
+  ema)  bash sh/eval_autoattack.sh "$run/last.pt" "$dataset" --weights ema ${eval_args[@]+"${eval_args[@]}"} ;;
 esac

@@ -20,7 +20,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
 E8 = 8 / 255
 
-# SPEC §7 "common to rows 1-5" (+ §2.3 attack, §3 executed schedule, §2.4 AWP, §5.1 optimiser, §5.4 average)
+# SPEC §7 "common to rows 1-5" (+ §2.3 attack, §3 executed schedule, §2.4 AWP, §5.1 optimiser,
+# §5.4 average)
 DKL = {
     "model.arch": "wrn-34-10", "run.seed": 0, "data.batch_size": 128, "data.augment": "basic",
     "data.holdout": 0, "data.drop_last": False, "data.synthetic_npz": [],
@@ -156,7 +157,8 @@ def _resolved(name):
 
 def test_every_paper_config_has_a_row():
     names = {os.path.basename(p) for p in PAPER_CONFIGS}
-    assert names == set(ROWS), f"configs without a row: {names - set(ROWS)}; rows without a config: {set(ROWS) - names}"
+    assert names == set(ROWS), (f"configs without a row: {names - set(ROWS)}; "
+                                f"rows without a config: {set(ROWS) - names}")
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
@@ -235,3 +237,7 @@ def test_train_script_evaluates_the_weights_the_row_asks_for(name):
     m = re.search(rf"configs/{re.escape(name)} (cifar10|cifar100) (\w+)", text)
     assert m, f"sh/train_{stem}.sh does not call train_config.sh with configs/{name}"
     assert m.group(1) == ROWS[name][1]["data.dataset"] and m.group(2) == ROWS[name][2]
+    # AutoAttack radius: 8/255 (SPEC §8) except LBGAT0/6, trained and evaluated at 0.031 (§4.4)
+    eps = re.search(r"^export EVAL_EPS=(\S+)", text, re.M)
+    want = "0.031" if name in ("lbgat0_cifar100.yaml", "lbgat6_cifar100.yaml") else None
+    assert (eps.group(1) if eps else None) == want

@@ -48,7 +48,8 @@ def test_resolved_config_shows_the_objectives_attack_defaults(tmp_path):
     written = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))["attack"]
     assert written["eps"] == pytest.approx(0.031, rel=1e-12)
     assert written["step_size"] == pytest.approx(0.007, rel=1e-12)
-    assert (written["steps"], written["norm"], written["init"], written["bn_mode"]) == (10, "Linf", "normal", "eval")
+    assert (written["steps"], written["norm"], written["init"], written["bn_mode"]) == (
+        10, "Linf", "normal", "eval")
     att = trainer.objective.attack
     assert (att.eps, att.alpha, att.steps, att.norm, att.init) == (
         written["eps"], written["step_size"], written["steps"], written["norm"], written["init"])
