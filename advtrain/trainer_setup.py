@@ -157,7 +157,7 @@ def objective_kwargs(cfg: C.Config) -> Dict[str, Any]:
         kw["attack_init"] = a.init
     if a.bn_mode is not None:
         kw["bn_mode"] = a.bn_mode
-    defaults = C.objective_defaults(cfg.objective["name"], cfg.data.dataset) or {}
+    defaults = C.objective_defaults(cfg.objective["name"], cfg.data.dataset)
     if cfg.data.augment == "autoaugment" and "two_view" in defaults and "two_view" not in kw:
         kw["two_view"] = True  # the loader yields [basic; AutoAug] batches
     return kw
