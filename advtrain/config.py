@@ -250,11 +250,10 @@ def resolve(cfg: Config) -> Dict[str, Any]:
     out = to_dict(cfg)
     obj = dict(cfg.objective)
     defaults = objective_defaults(obj["name"], cfg.data.dataset)
-    if defaults is not None:
-        merged = {"name": obj["name"]}
-        merged.update({k: v for k, v in defaults.items() if k not in ATTACK_KEYS})
-        merged.update({k: v for k, v in obj.items() if k != "name"})
-        out["objective"] = merged
+    merged = {"name": obj["name"]}
+    merged.update({k: v for k, v in defaults.items() if k not in ATTACK_KEYS})
+    merged.update({k: v for k, v in obj.items() if k != "name"})
+    out["objective"] = merged
     out["attack"] = attack_settings(cfg)
     if out["average"]["end"] is None:
         out["average"]["end"] = cfg.optim.epochs
@@ -264,7 +263,7 @@ def resolve(cfg: Config) -> Dict[str, Any]:
 def attack_settings(cfg: Config) -> Dict[str, Any]:
     """The ``attack:`` section with every unset entry taken from the objective's defaults."""
     att = dataclasses.asdict(cfg.attack)
-    defaults = objective_defaults(cfg.objective["name"], cfg.data.dataset) or {}
+    defaults = objective_defaults(cfg.objective["name"], cfg.data.dataset)
     for obj_key, att_key in ATTACK_KEYS.items():
         if att[att_key] is None and obj_key in defaults:
             att[att_key] = defaults[obj_key]
@@ -279,12 +278,10 @@ def dump(cfg: Union[Config, Dict[str, Any]]) -> str:
     return yaml.safe_dump(_plain(data), sort_keys=False, default_flow_style=False)
 
 
-def objective_defaults(name: str, dataset: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    """The objective's ``defaults()`` dict, or None when the objectives package is absent."""
-    try:
-        from advtrain.objectives import OBJECTIVES
-    except ImportError:  # pragma: no cover - objectives not installed yet
-        return None
+def objective_defaults(name: str, dataset: Optional[str] = None) -> Dict[str, Any]:
+    """The objective's ``defaults()`` dict (unknown ``name``: UnknownNameError)."""
+    from advtrain.objectives import OBJECTIVES
+
     if name not in OBJECTIVES:
         raise unknown("objective", name, OBJECTIVES)
     return dict(OBJECTIVES[name].defaults(dataset))

@@ -18,7 +18,7 @@ ATTACK_KEYS = {"eps": "eps", "step_size": "step_size", "steps": "steps", "norm":
                "attack_init": "init", "bn_mode": "bn_mode"}
 #: objective kwargs that must be >= 0
 NON_NEGATIVE = ("beta", "alpha", "gamma", "aug_weight", "attack_alpha", "attack_beta",
-                "attack_gamma", "prior_power")
+                "attack_gamma")
 POSITIVE = ("prior_T", "loss_T")
 
 
@@ -125,8 +125,6 @@ def check_objective(cfg) -> None:
             raise InputError(f"config key 'objective.{key}' belongs to the attack section; "
                              f"set attack.{ATTACK_KEYS[key]} instead")
     defaults = objective_defaults(obj["name"], cfg.data.dataset)
-    if defaults is None:  # objectives package absent: names cannot be checked
-        return
     allowed = [k for k in defaults if k not in ATTACK_KEYS]
     for key, value in obj.items():
         if key == "name":
@@ -258,17 +256,11 @@ def _check_average(av, E: int) -> None:
 
 
 def _check_names(cfg) -> None:
-    """Dataset and architecture names against their registries (when those are installed)."""
-    try:
-        from advtrain.data import num_classes
-    except ImportError:  # pragma: no cover - data module not installed yet
-        num_classes = None
-    if num_classes is not None:
-        num_classes(cfg.data.dataset)
-    try:
-        from advtrain.models import model_names
-    except ImportError:  # pragma: no cover
-        return
+    """Dataset and architecture names against their registries."""
+    from advtrain.data import num_classes
+    from advtrain.models import model_names
+
+    num_classes(cfg.data.dataset)
     names = list(model_names())
     arch = cfg.model.arch
     if arch not in names and not re.fullmatch(r"wrn-\d+-\d+", arch):

@@ -163,7 +163,7 @@ def objective_kwargs(cfg: C.Config) -> Dict[str, Any]:
     kw = {k: v for k, v in cfg.objective.items() if k != "name"}
     a = C.attack_settings(cfg)  # unset entries already hold the objective's defaults
     kw.update({obj_key: a[att_key] for obj_key, att_key in C.ATTACK_KEYS.items()})
-    defaults = C.objective_defaults(cfg.objective["name"], cfg.data.dataset) or {}
+    defaults = C.objective_defaults(cfg.objective["name"], cfg.data.dataset)
     if cfg.data.augment == "autoaugment" and "two_view" in defaults and "two_view" not in kw:
         kw["two_view"] = True  # the loader yields [basic; AutoAug] batches
     return kw

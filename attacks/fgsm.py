@@ -18,6 +18,8 @@ Examples::
 """
 from __future__ import annotations
 
+from advtrain.errors import InputError
+
 from .pgd import PGD
 
 
@@ -34,5 +36,8 @@ class FGSM(PGD):
         return self.eps
 
     @alpha.setter
-    def alpha(self, value: float) -> None:  # PGD.__init__ assigns it; the value is eps anyway
-        pass
+    def alpha(self, value: float) -> None:
+        if "eps" not in self.__dict__:  # PGD.__init__ assigns alpha (= eps) before eps exists
+            return
+        raise InputError(f"FGSM's step size is always its eps ({self.eps}); cannot set alpha={value!r}: "
+                         "set attack.eps instead, or use PGD(steps=1, alpha=...) for another step size")

@@ -26,10 +26,15 @@ def shared_cifar10_dir():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    """One intra-op thread: the tensors here are tiny, and two threads per process oversubscribe
-    the 2-core CI machine as soon as a test starts worker processes (DDP, CLI subprocesses)."""
+def _test_threads():
+    """Intra-op threads per test process: ``ADVTRAIN_TEST_THREADS`` (default 1). One thread by
+    default because the tensors here are tiny, and two threads per process oversubscribe the 2-core
+    CI machine as soon as a test starts worker processes (DDP, CLI subprocesses);
+    ``sh/test_matrix.sh`` also runs the suite with 2 to check no result depends on the count."""
+    raw = os.environ.get("ADVTRAIN_TEST_THREADS", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise pytest.UsageError(f"ADVTRAIN_TEST_THREADS={raw!r} must be a positive integer such as 1 or 2")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(raw))
     yield
     torch.set_num_threads(threads)

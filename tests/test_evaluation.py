@@ -69,8 +69,10 @@ def test_evaluate_fields_consistent():
     assert out["eps"] == pytest.approx(8 / 255)
     delta = (out["x_adv"] - x).abs().amax()
     assert delta <= 8 / 255 + 1e-6 and out["x_adv"].min() >= 0 and out["x_adv"].max() <= 1
-    with torch.no_grad():  # y_adv are the model's predictions on x_adv
-        assert torch.equal(model.eval()(out["x_adv"]).argmax(1), out["y_adv"])
+    with torch.no_grad():  # y_adv are the model's predictions on x_adv (near-ties excluded: batching)
+        top2 = model.eval()(out["x_adv"]).topk(2, dim=1)
+    clear = top2.values[:, 0] - top2.values[:, 1] > 1e-4
+    assert clear.sum() >= 12 and torch.equal(top2.indices[clear, 0], out["y_adv"][clear])
     assert out["sanity"]["eps_ball"]["n_outside"] == 0
     codes = [f["code"] for f in out["flags"]]
     assert codes == ["train-mode"]

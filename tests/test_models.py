@@ -12,12 +12,10 @@ from torch import nn
 from advtrain.errors import InputError, UnknownNameError
 from advtrain.io import load_weights
 from advtrain.models import count_flops, create_model, get_spec, list_models
-
-zoo = pytest.importorskip("robustbench.model_zoo")
-from robustbench.model_zoo import cifar10 as rb_c10, cifar100 as rb_c100  # noqa: E402
-from robustbench.model_zoo.architectures import resnet as rb_resnet  # noqa: E402
-from robustbench.model_zoo.architectures.wide_resnet import WideResNet as RBWideResNet  # noqa: E402
-from robustbench.model_zoo.enums import ThreatModel  # noqa: E402
+from robustbench.model_zoo import cifar10 as rb_c10, cifar100 as rb_c100  # a hard dependency: no skip
+from robustbench.model_zoo.architectures import resnet as rb_resnet
+from robustbench.model_zoo.architectures.wide_resnet import WideResNet as RBWideResNet
+from robustbench.model_zoo.enums import ThreatModel
 
 ZOO = {"cifar10": rb_c10.cifar_10_models[ThreatModel.Linf], "cifar100": rb_c100.cifar_100_models[ThreatModel.Linf]}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}

@@ -1,14 +1,16 @@
 """Objectives: registry, option validation, loss reductions, gradients, prior handling, descent."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from advtrain.errors import InputError, UnknownNameError
-from advtrain.losses import gkl_loss, ikl_loss, trades_kl
 from advtrain.objectives import OBJECTIVES, build_objective, objective_defaults
+from spec_reference import gkl_rob, ikl_rob, kl_rows
 
 C = 10
 
@@ -121,7 +123,7 @@ def test_trades_beta0_is_ce_and_value_matches_formula():
     loss0, _ = make("trades", beta=0.0).loss(model, x, x_adv, y)
     assert torch.allclose(loss0, F.cross_entropy(model(x), y))
     loss6, terms = make("trades", beta=6.0).loss(model, x, x_adv, y)
-    expected = F.cross_entropy(model(x), y) + 6.0 * trades_kl(model(x_adv), model(x))
+    expected = F.cross_entropy(model(x), y) + 6.0 * kl_rows(model(x), model(x_adv)).mean()
     assert torch.allclose(loss6, expected) and terms["kl"] > 1e-2
 
 
@@ -131,39 +133,25 @@ def test_label_smoothing_changes_ce():
     assert torch.allclose(loss, F.cross_entropy(model(x), y, label_smoothing=0.1))
 
 
-def test_mart_matches_formula():
-    model, (x, y) = tiny_cnn().eval(), batch()
-    x_adv = (x + 0.03 * torch.randn_like(x)).clamp(0, 1)
-    loss, _ = make("mart", beta=3.0).loss(model, x, x_adv, y)
-    a, n = model(x_adv), model(x)
-    pa, pn = a.softmax(1), n.softmax(1)
-    rows = torch.arange(len(y))
-    masked = pa.clone()
-    masked[rows, y] = -1
-    k = masked.argmax(1)
-    bce = F.cross_entropy(a, y) - torch.log(1.0001 - pa[rows, k] + 1e-12).mean()
-    kl = (pn * (pn.log() - pa.log())).sum(1)
-    expected = bce + 3.0 * (kl * (1.0000001 - pn[rows, y])).mean()
-    assert torch.allclose(loss, expected, atol=1e-6)
-
-
-def test_lbgat_beta0_has_no_kl_and_matches_formula():
-    model, (x, y) = spread_cnn(), batch()
+def test_lbgat_beta0_still_forwards_clean_input_and_has_no_kl():
+    """The reference runs f_r(x') then f_r(x) (train mode) whatever beta: two forwards, BN stats of that order."""
+    model, (x, y) = tiny_cnn().train(), batch()
+    ref, swapped = copy.deepcopy(model), copy.deepcopy(model)
     obj = make("lbgat", beta=0.0)
-    obj.natural_model.eval()
-    calls = []
-    model.register_forward_hook(lambda m, i, o: calls.append(1))
-    x_adv = 0.2 * x  # darker images: pooled features and predictions really change
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    x_adv = 0.2 * x  # darker images: batch statistics clearly differ from the clean ones
     loss, terms = obj.loss(model, x, x_adv, y)
-    assert len(calls) == 1  # only f_r(x'): no forward of f_r(x) for a KL term
+    assert len(seen) == 2 and seen[0] is x_adv and seen[1] is x
     assert "kl" not in terms and "rob" not in terms
     with torch.no_grad():
-        a, g = model(x_adv), obj.natural_model(x)
-    assert torch.allclose(loss, F.mse_loss(a, g) + F.cross_entropy(g, y))
-    obj6 = make("lbgat", beta=6.0, natural_model=obj.natural_model)
-    loss6, terms6 = obj6.loss(model, x, x_adv, y)
-    assert torch.allclose(loss6 - loss, 6.0 * trades_kl(a, model(x)), atol=1e-5)
-    assert terms6["kl"] > 1e-2
+        a, _ = ref(x_adv), ref(x)
+        swapped(x), swapped(x_adv)
+        g = copy.deepcopy(obj.natural_model).train()(x)  # batch statistics: the logits loss() saw
+    for k in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(model[1], k), getattr(ref[1], k))
+    assert (model[1].running_mean - swapped[1].running_mean).abs().max() > 1e-3  # order is visible
+    assert torch.allclose(loss.detach(), ((a - g) ** 2).mean() + F.cross_entropy(g, y), rtol=1e-5)
 
 
 def test_lbgat_update_state_false_keeps_natural_bn_stats():
@@ -193,7 +181,8 @@ def test_gkl_gamma1_equals_ikl_and_formula():
     assert torch.allclose(l1, l2, rtol=1e-5)
     assert torch.allclose(t1["wmse"], t2["wmse"], rtol=1e-5)
     a, n = model(x_adv), model(x)
-    expected = F.cross_entropy(n, y) + ikl_loss(a, n, ikl.prior.weights(y), alpha=4.0, beta=20.0)
+    w = ikl.prior.weight[y]
+    expected = F.cross_entropy(n, y) + ikl_rob(a.double(), n.double(), w.double(), 4.0, 20.0).float()
     assert torch.allclose(l1, expected, rtol=1e-5)
     gkl_half = make("gkl_at", gamma=0.5)
     _set_prior(gkl_half)
@@ -207,12 +196,17 @@ def test_gkl_without_prior_uses_per_sample_softmax():
     obj = make("gkl_at", use_prior=False, gamma=0.5)
     _set_prior(obj)  # must be ignored
     loss, terms = obj.loss(model, x, x_adv, y)
-    a, n = model(x_adv), model(x)
-    rob, t = gkl_loss(a, n, n.softmax(1), alpha=4.0, beta=20.0, gamma=0.5, return_terms=True)
-    assert torch.allclose(loss, F.cross_entropy(n, y) + rob, rtol=1e-5)
-    assert torch.allclose(terms["wmse"], t["wmse"], rtol=1e-5)
-    _, t_prior = gkl_loss(a, n, obj.prior.weights(y), gamma=0.5, return_terms=True)
-    assert not torch.allclose(t["wmse"], t_prior["wmse"], rtol=1e-3)
+    a, n = model(x_adv).double(), model(x).double()
+    rob = gkl_rob(a, n, n.softmax(1), 4.0, 20.0, 0.5)
+    assert torch.allclose(loss.double(), F.cross_entropy(n, y) + rob, rtol=1e-5)
+    wmse = gkl_rob(a, n, n.softmax(1), 0.0, 1.0, 0.5)
+    assert torch.allclose(terms["wmse"].double(), wmse, rtol=1e-5)
+    peaked = torch.full((C, C), 1e-3).fill_diagonal_(1.0)  # far from any softmax(n) row
+    obj.prior.weight.copy_(peaked / peaked.sum(1, keepdim=True))
+    loss_peaked, _ = obj.loss(model, x, x_adv, y)
+    assert torch.allclose(loss_peaked, loss, rtol=1e-6)  # the prior really is ignored
+    wmse_peaked = gkl_rob(a, n, obj.prior.weight[y].double(), 0.0, 1.0, 0.5)
+    assert (wmse - wmse_peaked).abs() > 0.1 * wmse  # ... and would have mattered
 
 
 def test_loss_T_scales_soft_ce():
@@ -272,15 +266,20 @@ def test_two_view_halves_and_aug_weight(name):
     obj = make(name, two_view=True, aug_weight=0.3)
     _set_prior(obj)
     loss, terms = obj.loss(model, x, x_adv, y)
-    a, n = model(x_adv), model(x)
-    u = obj.prior.weights(y)
-    fn = ikl_loss if name == "ikl_at" else gkl_loss
-    rob_a, rob_b = (fn(a[s], n[s], u[s], alpha=4.0, beta=20.0) for s in (slice(0, 4), slice(4, 8)))
-    assert torch.allclose(loss, F.cross_entropy(n, y) + rob_a + 0.3 * rob_b, rtol=1e-5)
+    a, n = model(x_adv).double(), model(x).double()
+    u = obj.prior.weight[y].double()
+
+    def rob(s):
+        if name == "ikl_at":
+            return ikl_rob(a[s], n[s], u[s], 4.0, 20.0)
+        return gkl_rob(a[s], n[s], u[s], 4.0, 20.0, 1.0)
+
+    rob_a, rob_b = rob(slice(0, 4)), rob(slice(4, 8))
+    assert torch.allclose(loss.double(), F.cross_entropy(n, y) + rob_a + 0.3 * rob_b, rtol=1e-5)
     assert "wmse_aug" in terms and "soft_ce_aug" in terms
     # AWP proxy loss: one group over all 2B rows, no aug weight
     awp = obj.awp_loss(model, x, x_adv, y)
-    assert torch.allclose(awp, F.cross_entropy(n, y) + fn(a, n, u, alpha=4.0, beta=20.0), rtol=1e-5)
+    assert torch.allclose(awp.double(), F.cross_entropy(n, y) + rob(slice(0, 8)), rtol=1e-5)
 
 
 def test_two_view_prior_uses_first_half_only():

@@ -102,7 +102,8 @@ def test_sigkill_at_random_points_resumes_bit_identically(tmp_path):
     ref = _final(fit(raw, run_dir=str(tmp_path / "ref")))
     path = _write_yaml(tmp_path, raw)
     run_dir = str(tmp_path / "killed")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    threads = str(torch.get_num_threads())  # as the reference run: bit identity needs the same reductions
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONWARNINGS="ignore")
     rnd = random.Random(1)
     kills = 0
     for attempt in range(12):

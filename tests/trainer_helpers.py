@@ -47,9 +47,10 @@ def tiny_config(folder, **sections):
 
 @contextlib.contextmanager
 def one_thread():
-    """One intra-op thread: the test machine is small and shared, and results stay reproducible."""
+    """One intra-op thread (``ADVTRAIN_TEST_THREADS`` when set, see conftest.py): the test machine
+    is small and shared; ``sh/test_matrix.sh`` runs the suite with 1 and 2 threads."""
     old = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("ADVTRAIN_TEST_THREADS", "1")))
     try:
         yield
     finally:

@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
     sub.required = True
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"advtrain.cli.{name}_cmd")
-        except ModuleNotFoundError as e:  # a subcommand not built yet
-            if e.name != f"advtrain.cli.{name}_cmd":
-                raise
-            continue
-        module.add_parser(sub)
+        importlib.import_module(f"advtrain.cli.{name}_cmd").add_parser(sub)
     return parser
 
 

@@ -5,7 +5,8 @@ An objective owns the two halves of one adversarial-training step and any state 
 - ``perturb(model, x, y) -> x_adv``: the inner maximisation (a :class:`attacks.PGD` in ``self.attack``;
   the trainer sets its radius, step size and step count each epoch with ``set_attack_budget``);
 - ``loss(model, x, x_adv, y, *, update_state=True) -> (loss, terms)``: the outer minimisation, with
-  one train-mode forward of ``x_adv`` and then of ``x`` (adversarial first, SPEC §2.5); ``terms`` maps
+  one train-mode forward of ``x_adv`` and then of ``x`` (adversarial first, SPEC §2.5; a method whose
+  reference code differs says so: PGD-AT forwards ``x_adv`` only, MART ``x`` first); ``terms`` maps
   every loss term's name to a detached scalar (plus ``acc_adv``, the train adversarial accuracy);
 - ``awp_loss(model, x, x_adv, y)``: the loss AWP ascends on its proxy (the objective's own loss with
   ``update_state=False`` unless a method documents otherwise, SPEC §2.4);

@@ -6,8 +6,10 @@ are returned by ``extra_parameters()`` for the optimiser. Loss (all train mode, 
 
     L = MSE_mean(f_r(x'), f_n(x)) + CE(f_n(x), y) + beta * (1/B) sum_i KL(softmax f_r(x_i) || softmax f_r(x'_i))
 
-with the MSE averaged over B*C elements and no label CE on ``f_r``. For ``beta = 0`` (LBGAT0) the KL
-term and its forward of ``f_r(x)`` are skipped. The attack is the TRADES KL attack on ``f_r``.
+with the MSE averaged over B*C elements and no label CE on ``f_r``. The forwards run in the reference
+order ``f_r(x')``, ``f_r(x)``, ``f_n(x)``; ``f_r(x)`` runs even for ``beta = 0`` (LBGAT0), where it
+only updates the robust model's BatchNorm statistics, as in the reference code. The attack is the
+TRADES KL attack on ``f_r``.
 With ``update_state=False`` (the AWP proxy) the natural model's BN running statistics are left untouched.
 
 Example::
@@ -45,6 +47,7 @@ class LBGAT(Objective):
 
     def loss(self, model, x, x_adv, y, *, update_state=True):
         logits_adv = model(x_adv)
+        logits_nat = model(x)  # always: its train-mode forward updates f_r's BN statistics
         self.natural_model.train(model.training)
         with frozen_bn_stats(self.natural_model, enabled=not update_state):
             logits_guide = self.natural_model(x)
@@ -55,7 +58,7 @@ class LBGAT(Objective):
         if self.beta > 0:
             from advtrain.losses import trades_kl
 
-            kl = trades_kl(logits_adv, model(x))
+            kl = trades_kl(logits_adv, logits_nat)
             loss = loss + self.beta * kl
             terms.update(kl=kl, rob=self.beta * kl)
         return loss, finish_terms(loss, logits_adv, y, **terms)

@@ -2,11 +2,16 @@
 
 Loss, with ``p' = softmax f(x')``, ``p = softmax f(x)`` and ``k_i = argmax_{k != y_i} p'_ik``::
 
-    L = (1/B) sum_i [ -log p'_{i,y_i} - log(1 - p'_{i,k_i}) ]                       (boosted CE)
-        + beta (1/B) sum_i KL(p_i || p'_i) * (1 - p_{i,y_i})                         (misclassification-aware KL)
+    L = (1/B) sum_i [ -log p'_{i,y_i} - log(1.0001 - p'_{i,k_i} + 1e-12) ]              (boosted CE)
+        + beta (1/B) sum_i sum_j p_ij (log p_ij - log(p'_ij + 1e-12)) * (1.0000001 - p_{i,y_i})
+                                                                                       (misclassification-aware KL)
 
-Gradients flow through every factor, as in the authors' code; the attack maximises CE from
-``x + 0.001 N(0, I)``.
+The constants 1.0001, 1e-12 and 1.0000001 are the stabilisers of the authors' code
+(``YisenWang/MART``, ``mart.py``), kept so the loss is theirs to the last digit: without them the
+margin term is ``-log 0`` once ``p'_k`` reaches 1, and a sample with ``p_y = 1`` would get no KL weight.
+As there, the clean input is forwarded first and the adversarial one second (the order matters for
+BatchNorm's running statistics), gradients flow through every factor, and the attack maximises CE
+from ``x + 0.001 N(0, I)``.
 
 Example::
 
@@ -16,29 +21,36 @@ Example::
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from advtrain.objectives.base import Objective, finish_terms
 
+# the authors' stabilisers (mart.py): log(1.0001 - p' + 1e-12), log(p' + 1e-12), (1.0000001 - p_y)
+_MARGIN_ONE = 1.0001
 _TINY = 1e-12
+_WEIGHT_ONE = 1.0000001
 
 
 def boosted_ce(logits_adv: torch.Tensor, y: torch.Tensor, ce: torch.Tensor) -> torch.Tensor:
-    """``ce - mean_i log(1 - p'_{i,k_i})`` with ``k_i`` the most likely wrong class."""
+    """``ce - mean_i log(1.0001 - p'_{i,k_i} + 1e-12)`` with ``k_i`` the most likely wrong class."""
     probs = logits_adv.softmax(1)
     wrong = probs.detach().clone()
     wrong.scatter_(1, y[:, None], -1.0)
     k = wrong.argmax(1)
-    margin = -torch.log(1.0001 - probs.gather(1, k[:, None]).squeeze(1) + _TINY)
+    margin = -torch.log(_MARGIN_ONE - probs.gather(1, k[:, None]).squeeze(1) + _TINY)
     return ce + margin.mean()
 
 
 def weighted_kl(logits_adv: torch.Tensor, logits_nat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(1/B) sum_i KL(p_i || p'_i) (1 - p_{i,y_i})``, grads through both models' outputs."""
+    """``(1/B) sum_i sum_j p_ij (log p_ij - log(p'_ij + 1e-12)) (1.0000001 - p_{i,y_i})``.
+
+    As ``nn.KLDivLoss(reduction="none")(log(p' + 1e-12), p)`` in the authors' code (``0 log 0 = 0``);
+    gradients flow through both models' outputs.
+    """
     p_nat = logits_nat.softmax(1)
-    kl = (p_nat * (torch.log(p_nat + _TINY) - F.log_softmax(logits_adv, 1))).sum(1)
+    p_adv = logits_adv.softmax(1)
+    kl = (torch.xlogy(p_nat, p_nat) - p_nat * torch.log(p_adv + _TINY)).sum(1)
     true_prob = p_nat.gather(1, y[:, None]).squeeze(1)
-    return (kl * (1.0000001 - true_prob)).mean()
+    return (kl * (_WEIGHT_ONE - true_prob)).mean()
 
 
 class MART(Objective):
@@ -53,8 +65,8 @@ class MART(Objective):
         self.attack = self.make_attack(self.options["attack_loss"])
 
     def loss(self, model, x, x_adv, y, *, update_state=True):
+        logits_nat = model(x)  # clean first, as the authors' code (BatchNorm statistics)
         logits_adv = model(x_adv)
-        logits_nat = model(x)
         bce = boosted_ce(logits_adv, y, self.ce(logits_adv, y))
         kl = weighted_kl(logits_adv, logits_nat, y)
         loss = bce + self.beta * kl
