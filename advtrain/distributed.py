@@ -117,7 +117,11 @@ def is_main() -> bool:
 def barrier() -> None:
     """Wait for every rank (no-op when not distributed)."""
     if is_initialized():
-        dist.barrier()
+        dev = collective_device()
+        if dev.type == "cuda":  # NCCL: name the device instead of letting it guess from the rank
+            dist.barrier(device_ids=[dev.index])
+        else:
+            dist.barrier()
 
 
 def cleanup() -> None:
@@ -145,12 +149,56 @@ def all_reduce_sum_(tensors: Tensors) -> Tensors:
         return tensors
     for t in _as_list(tensors):
         if t.dtype == torch.bool:
-            buf = t.to(torch.int32)
+            buf = t.to(collective_device(), torch.int32)
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
             t.copy_(buf > 0)
         else:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            _all_reduce_(t, dist.ReduceOp.SUM)
     return tensors
+
+
+def collective_device() -> torch.device:
+    """The device whose tensors the process group's collectives accept.
+
+    ``cuda:<current device>`` under NCCL (it refuses CPU tensors: "No backend type associated with
+    device type cpu"), the CPU under Gloo and when not distributed. Every collective of this
+    package goes through a helper that builds its buffers there or copies them there and back.
+    """
+    if is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_reduce_(t: torch.Tensor, op) -> torch.Tensor:
+    """``dist.all_reduce(t, op)`` in place, through a copy on :func:`collective_device` if needed."""
+    dev = collective_device()
+    if t.device == dev:
+        dist.all_reduce(t, op=op)
+        return t
+    buf = t.to(dev)
+    dist.all_reduce(buf, op=op)
+    t.copy_(buf)
+    return t
+
+
+def all_reduce_scalar(value: float, op: str = "sum", dtype=torch.float64) -> float:
+    """``value`` reduced over ranks (``op`` "sum", "max" or "min"); ``value`` itself for one process."""
+    if not is_initialized():
+        return value
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    t = torch.tensor([value], dtype=dtype, device=collective_device())
+    dist.all_reduce(t, op=ops[op])
+    return t.item()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one (a collective: call it on all ranks).
+
+    Used for decisions that must be the same everywhere, e.g. skipping a batch whose loss is
+    non-finite on one rank: a rank that skipped ``backward`` alone would leave the others waiting
+    in DDP's gradient all-reduce.
+    """
+    return bool(all_reduce_scalar(int(bool(flag)), "max", dtype=torch.int32))
 
 
 def average_grads_(params: Iterable[torch.nn.Parameter]) -> None:
@@ -167,7 +215,7 @@ def average_grads_(params: Iterable[torch.nn.Parameter]) -> None:
             continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        _all_reduce_(p.grad, dist.ReduceOp.SUM)
         p.grad.div_(n)
 
 
@@ -175,14 +223,15 @@ def broadcast_object(obj: Any = None, src: int = 0) -> Any:
     """Rank ``src``'s JSON-serialisable ``obj`` on every rank (returned unchanged for one process)."""
     if not is_initialized():
         return obj
+    dev = collective_device()  # NCCL: both tensors on this rank's GPU
     payload = json.dumps(obj).encode() if rank() == src else b""
-    size = torch.tensor([len(payload)], dtype=torch.long)
+    size = torch.tensor([len(payload)], dtype=torch.long, device=dev)
     dist.broadcast(size, src)
-    buf = torch.zeros(int(size.item()), dtype=torch.uint8)
+    buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=dev)
     if rank() == src:
-        buf.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+        buf.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(dev))
     dist.broadcast(buf, src)
-    return json.loads(bytes(buf.tolist()).decode())
+    return json.loads(bytes(buf.cpu().tolist()).decode())
 
 
 def wrap_ddp(model: torch.nn.Module, device: Union[str, torch.device], sync_bn: bool = False,
@@ -259,7 +308,7 @@ def all_reduce_mean_(tensors: Sequence[Optional[torch.Tensor]]) -> Sequence[Opti
         n = world_size()
         for t in tensors:
             if t is not None:
-                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+                _all_reduce_(t, dist.ReduceOp.SUM)
                 t.div_(n)
     return tensors
 
