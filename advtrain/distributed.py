@@ -191,14 +191,24 @@ def all_reduce_scalar(value: float, op: str = "sum", dtype=torch.float64) -> flo
     return t.item()
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is true on at least one (a collective: call it on all ranks).
+def ranks_where(flag: bool) -> list:
+    """The ranks on which ``flag`` is true, known on every rank (a collective: call it on all).
 
     Used for decisions that must be the same everywhere, e.g. skipping a batch whose loss is
     non-finite on one rank: a rank that skipped ``backward`` alone would leave the others waiting
-    in DDP's gradient all-reduce.
+    in DDP's gradient all-reduce. ``[0]`` or ``[]`` for one process.
     """
-    return bool(all_reduce_scalar(int(bool(flag)), "max", dtype=torch.int32))
+    if not is_initialized():
+        return [0] if flag else []
+    votes = torch.zeros(world_size(), dtype=torch.int32, device=collective_device())
+    votes[rank()] = int(bool(flag))
+    dist.all_reduce(votes, op=dist.ReduceOp.SUM)
+    return [r for r, v in enumerate(votes.tolist()) if v]
+
+
+def launch_rank() -> int:
+    """torchrun's ``RANK`` (0 when not launched), known before the process group exists."""
+    return _env_int("RANK", 0) if launched() else 0
 
 
 def average_grads_(params: Iterable[torch.nn.Parameter]) -> None:
