@@ -76,7 +76,7 @@ def init_from_env(device: Union[str, torch.device] = "cpu", *, init_method: Opti
     world = _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
     dev = local_device(device, local_rank)
-    if world <= 1:
+    if not launched():
         return DistInfo(0, 1, 0, dev, None)
     if "RANK" not in os.environ:
         raise InputError(f"WORLD_SIZE={world} but RANK is not set; launch with "
@@ -95,8 +95,9 @@ def init_from_env(device: Union[str, torch.device] = "cpu", *, init_method: Opti
 
 
 def is_initialized() -> bool:
-    """True when a process group with more than one member is active."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True when a process group with more than one member (or one started by torchrun) is active."""
+    return dist.is_available() and dist.is_initialized() and (dist.get_world_size() > 1
+                                                               or launched())
 
 
 def rank() -> int:
@@ -294,8 +295,10 @@ def maybe_compile(model: torch.nn.Module, enabled: bool, device: Union[str, torc
 
 
 def launched() -> bool:
-    """True when started by torchrun with more than one process (``WORLD_SIZE`` > 1)."""
-    return _env_int("WORLD_SIZE", 1) > 1
+    """True when started by torchrun with more than one process (``WORLD_SIZE`` > 1), or by
+    ``torchrun --nproc_per_node 1`` (one rank, but the DDP/NCCL code paths: bench/gpu_check.sh)."""
+    world = _env_int("WORLD_SIZE", 1)
+    return world > 1 or (world == 1 and "TORCHELASTIC_RUN_ID" in os.environ)
 
 
 def local_rank() -> int:

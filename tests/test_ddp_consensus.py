@@ -91,3 +91,16 @@ def test_user_error_printed_by_rank_zero_only(tmp_path, rank, printed):
     assert proc.returncode == 2
     assert ("missing.yaml" in proc.stderr) == printed
     assert "Traceback" not in proc.stderr
+
+
+def test_torchrun_with_one_process_counts_as_launched(monkeypatch):
+    from advtrain import distributed as D
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert not D.launched()  # WORLD_SIZE=1 alone: a plain single process
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert D.launched()  # torchrun --nproc_per_node 1: DDP/NCCL code paths with one rank
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    assert D.launched()
