@@ -76,7 +76,7 @@ def init_from_env(device: Union[str, torch.device] = "cpu", *, init_method: Opti
     world = _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
     dev = local_device(device, local_rank)
-    if world <= 1:
+    if not launched():
         return DistInfo(0, 1, 0, dev, None)
     if "RANK" not in os.environ:
         raise InputError(f"WORLD_SIZE={world} but RANK is not set; launch with "
@@ -95,8 +95,9 @@ def init_from_env(device: Union[str, torch.device] = "cpu", *, init_method: Opti
 
 
 def is_initialized() -> bool:
-    """True when a process group with more than one member is active."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True when a process group with more than one member (or one started by torchrun) is active."""
+    return dist.is_available() and dist.is_initialized() and (dist.get_world_size() > 1
+                                                               or launched())
 
 
 def rank() -> int:
@@ -117,7 +118,11 @@ def is_main() -> bool:
 def barrier() -> None:
     """Wait for every rank (no-op when not distributed)."""
     if is_initialized():
-        dist.barrier()
+        dev = collective_device()
+        if dev.type == "cuda":  # NCCL: name the device instead of letting it guess from the rank
+            dist.barrier(device_ids=[dev.index])
+        else:
+            dist.barrier()
 
 
 def cleanup() -> None:
@@ -145,12 +150,66 @@ def all_reduce_sum_(tensors: Tensors) -> Tensors:
         return tensors
     for t in _as_list(tensors):
         if t.dtype == torch.bool:
-            buf = t.to(torch.int32)
+            buf = t.to(collective_device(), torch.int32)
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
             t.copy_(buf > 0)
         else:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            _all_reduce_(t, dist.ReduceOp.SUM)
     return tensors
+
+
+def collective_device() -> torch.device:
+    """The device whose tensors the process group's collectives accept.
+
+    ``cuda:<current device>`` under NCCL (it refuses CPU tensors: "No backend type associated with
+    device type cpu"), the CPU under Gloo and when not distributed. Every collective of this
+    package goes through a helper that builds its buffers there or copies them there and back.
+    """
+    if is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_reduce_(t: torch.Tensor, op) -> torch.Tensor:
+    """``dist.all_reduce(t, op)`` in place, through a copy on :func:`collective_device` if needed."""
+    dev = collective_device()
+    if t.device == dev:
+        dist.all_reduce(t, op=op)
+        return t
+    buf = t.to(dev)
+    dist.all_reduce(buf, op=op)
+    t.copy_(buf)
+    return t
+
+
+def all_reduce_scalar(value: float, op: str = "sum", dtype=torch.float64) -> float:
+    """``value`` reduced over ranks (``op`` "sum", "max" or "min"); ``value`` itself for one process."""
+    if not is_initialized():
+        return value
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    t = torch.tensor([value], dtype=dtype, device=collective_device())
+    dist.all_reduce(t, op=ops[op])
+    return t.item()
+
+
+def ranks_where(flag: bool) -> list:
+    """The ranks on which ``flag`` is true, known on every rank (a collective: call it on all).
+
+    Used for decisions that must be the same everywhere, e.g. skipping a batch whose loss is
+    non-finite on one rank: a rank that skipped ``backward`` alone would leave the others waiting
+    in DDP's gradient all-reduce. ``[0]`` or ``[]`` for one process.
+    """
+    if not is_initialized():
+        return [0] if flag else []
+    votes = torch.zeros(world_size(), dtype=torch.int32, device=collective_device())
+    votes[rank()] = int(bool(flag))
+    dist.all_reduce(votes, op=dist.ReduceOp.SUM)
+    return [r for r, v in enumerate(votes.tolist()) if v]
+
+
+def launch_rank() -> int:
+    """torchrun's ``RANK`` (0 when not launched), known before the process group exists."""
+    return _env_int("RANK", 0) if launched() else 0
 
 
 def average_grads_(params: Iterable[torch.nn.Parameter]) -> None:
@@ -167,7 +226,7 @@ def average_grads_(params: Iterable[torch.nn.Parameter]) -> None:
             continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        _all_reduce_(p.grad, dist.ReduceOp.SUM)
         p.grad.div_(n)
 
 
@@ -175,14 +234,15 @@ def broadcast_object(obj: Any = None, src: int = 0) -> Any:
     """Rank ``src``'s JSON-serialisable ``obj`` on every rank (returned unchanged for one process)."""
     if not is_initialized():
         return obj
+    dev = collective_device()  # NCCL: both tensors on this rank's GPU
     payload = json.dumps(obj).encode() if rank() == src else b""
-    size = torch.tensor([len(payload)], dtype=torch.long)
+    size = torch.tensor([len(payload)], dtype=torch.long, device=dev)
     dist.broadcast(size, src)
-    buf = torch.zeros(int(size.item()), dtype=torch.uint8)
+    buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=dev)
     if rank() == src:
-        buf.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+        buf.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(dev))
     dist.broadcast(buf, src)
-    return json.loads(bytes(buf.tolist()).decode())
+    return json.loads(bytes(buf.cpu().tolist()).decode())
 
 
 def wrap_ddp(model: torch.nn.Module, device: Union[str, torch.device], sync_bn: bool = False,
@@ -235,8 +295,10 @@ def maybe_compile(model: torch.nn.Module, enabled: bool, device: Union[str, torc
 
 
 def launched() -> bool:
-    """True when started by torchrun with more than one process (``WORLD_SIZE`` > 1)."""
-    return _env_int("WORLD_SIZE", 1) > 1
+    """True when started by torchrun with more than one process (``WORLD_SIZE`` > 1), or by
+    ``torchrun --nproc_per_node 1`` (one rank, but the DDP/NCCL code paths: bench/gpu_check.sh)."""
+    world = _env_int("WORLD_SIZE", 1)
+    return world > 1 or (world == 1 and "TORCHELASTIC_RUN_ID" in os.environ)
 
 
 def local_rank() -> int:
@@ -259,7 +321,7 @@ def all_reduce_mean_(tensors: Sequence[Optional[torch.Tensor]]) -> Sequence[Opti
         n = world_size()
         for t in tensors:
             if t is not None:
-                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+                _all_reduce_(t, dist.ReduceOp.SUM)
                 t.div_(n)
     return tensors
 

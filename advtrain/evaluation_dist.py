@@ -147,10 +147,7 @@ def load_state(path, fingerprint) -> Optional[dict]:
 
 def _common_stage(state) -> int:
     """Number of attacks finished on *every* rank (a crash may leave ranks one stage apart)."""
-    done = torch.tensor([len(state["done"]) if state else 0], dtype=torch.long)
-    if D.is_initialized():
-        torch.distributed.all_reduce(done, op=torch.distributed.ReduceOp.MIN)
-    return int(done.item())
+    return int(D.all_reduce_scalar(len(state["done"]) if state else 0, "min", dtype=torch.long))
 
 
 def attack_stage(adv, name, x, y, flags, y_adv, batch_size) -> tuple:
@@ -253,10 +250,7 @@ def _run_sharded(model, x, y, *, norm, eps, version, attacks, batch_size, seed, 
 
 
 def _max_over_ranks(value: float) -> float:
-    t = torch.tensor([value], dtype=torch.float64)
-    if D.is_initialized():
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return float(t.item())
+    return float(D.all_reduce_scalar(value, "max"))
 
 
 def _record(hist, name, flags, y_adv, idx, xs, acc, count) -> dict:

@@ -171,7 +171,7 @@ class Trainer:
         diff = self.awp.perturb(self.objective, x, x_adv, y) if self.awp and self.awp.active(e) else None
         with self.autocast():
             loss, terms = self.objective.loss(self.model, x, x_adv, y)
-        bad = _first_nonfinite(loss, terms)
+        bad = _decided_together(_first_nonfinite(loss, terms))  # DDP: skip/stop on every rank
         if bad is None:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -189,7 +189,7 @@ class Trainer:
 
     def _non_finite(self, e: int, term: str, saved) -> None:
         if self.cfg.nan_policy == "stop":
-            raise NonFiniteError(self._nan_message(e, f"loss term {term!r}"))
+            raise NonFiniteError(self._nan_message(e, term))
         _restore_buffers(saved)
         self.running["skipped_batches"] += 1
         return None
@@ -337,6 +337,21 @@ def _first_nonfinite(loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> Opti
         if not good:
             return name
     return None
+
+
+def _decided_together(bad: Optional[str]) -> Optional[str]:
+    """What to report for a non-finite loss, the same decision on every rank (None: all finite).
+
+    Under DDP a rank that skipped ``backward`` alone would leave the others waiting in the
+    gradient all-reduce, and a rank that stopped alone would leave them waiting until the
+    process-group timeout, so the flag is all-reduced first.
+    """
+    ranks = D.ranks_where(bad is not None)
+    if not ranks:
+        return None
+    if bad is not None:
+        return f"loss term {bad!r}" + (f" on rank {D.rank()}" if D.is_initialized() else "")
+    return f"loss on rank {ranks[0]}"
 
 
 def _finite_params(optimizer: torch.optim.Optimizer) -> bool:

@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` which registers the
 subcommand and sets ``func`` (called with the parsed namespace, returning an exit code).
-User mistakes raise :class:`advtrain.errors.AdvtrainError` and are printed as one line (exit 2).
+User mistakes raise :class:`advtrain.errors.AdvtrainError` and are printed as one line (exit 2; under
+torchrun by rank 0 only, as every rank raises the same error).
 A file system refusal (disk full, read-only, a path under a regular file, no permission) is printed as
 one line naming the path and the fix (exit 1); other exceptions are bugs and keep their traceback.
 """
@@ -38,7 +39,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AdvtrainError as e:
-        print(f"advtrain {args.command}: error: {e}", file=sys.stderr)
+        if _prints_errors():
+            print(f"advtrain {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         if e.errno not in _SYSTEM_ERRNOS:
@@ -53,6 +55,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 #: errno values that mean "the file system refused", not "advtrain has a bug"
 _SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                   errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _prints_errors() -> bool:
+    """Under torchrun only rank 0 prints a user error (every rank raises the same one), once."""
+    from advtrain.distributed import launch_rank
+
+    try:
+        return launch_rank() == 0
+    except AdvtrainError:  # a malformed RANK: say so rather than nothing
+        return True
 
 
 def _os_message(e: OSError, command: str) -> str:
