@@ -387,8 +387,8 @@ def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None
         out = os.fspath(out)
         for other_label, other in ins + seen:
             if _same_file(out, other):
-                raise InputError(f"{label} {out} is the same file as {other_label} {other}; writing it "
-                                 f"would destroy {other_label}: choose another {label} path")
+                raise InputError(f"{label} {out} is the same file as {other_label} {other}; writing "
+                                 f"{label} would destroy it: choose another path for {label}")
         seen.append((label, out))
 
 

@@ -257,11 +257,11 @@ class AutoAttackAdapter:
         saved = load_state_file(self.state_path)
         if saved.get("format") != STATE_FORMAT or not isinstance(saved.get("key"), dict):
             raise CheckpointError(f"{self.state_path}: not an AutoAttack state file of this advtrain "
-                                  "version; delete it or pass another state_path")
+                                  "version; delete it or pass another state path")
         differ = [k for k in key if saved["key"].get(k) != key[k]]
         if differ:
             raise CheckpointError(f"{self.state_path}: state of another evaluation (different "
-                                  f"{', '.join(differ)}); delete it or pass another state_path")
+                                  f"{', '.join(differ)}); delete it or pass another state path")
         x_adv = x.clone()
         x_adv[saved["changed"].to(x.device)] = saved["x_changed"].to(x.device, x.dtype)
         return {"x_adv": x_adv, "y_adv": saved["y_adv"].to(y.device),
