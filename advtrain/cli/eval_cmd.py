@@ -108,9 +108,9 @@ def run(args) -> int:
                       progress=not args.quiet, n_iter=args.n_iter, n_queries=args.n_queries)
     if not D.is_main():
         return 0
+    card, side = _write(args, result, meta)  # first: a blocking flag leaves no file at all
     if args.save_adv:
         _save_adv(args.save_adv, result, y)
-    card, side = _write(args, result, meta)
     _summary(result, card, side)
     return 0
 
@@ -149,9 +149,11 @@ def _check_outputs(args) -> None:
     and sidecar, --save-adv and --state-path must be writable, must not be (or link to) the
     checkpoint, the data or each other; an existing card needs --overwrite."""
     from advtrain import export
-    from advtrain.io import check_outputs, check_path, check_writable_dir
+    from advtrain.io import check_model_name, check_outputs, check_path, check_writable_dir
 
     check_path(args.checkpoint, "CHECKPOINT")
+    if args.robustbench_name is not None:
+        check_model_name(args.robustbench_name, "--robustbench-name")
     name = _card_name(args)
     for flag in ("out", "save_adv", "state_path", "data_npz", "data_root", "model_dir"):
         check_path(getattr(args, flag), "--" + flag.replace("_", "-"))
