@@ -107,7 +107,7 @@ def _model_dtypes(ckpt: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
         with torch.device("meta"):
             return create_model(arch, dataset=ckpt.get("dataset"),
                                 num_classes=ckpt.get("num_classes")).state_dict()
-    except (AdvtrainError, TypeError, ValueError):
+    except (AdvtrainError, TypeError, ValueError, RuntimeError, NotImplementedError):
         return None  # an unknown architecture is reported by whoever builds the model
 
 

@@ -139,9 +139,12 @@ def load_state(path, fingerprint) -> Optional[dict]:
     from advtrain.io import load_state_file
 
     state = load_state_file(path)
-    if state.get("fingerprint") != fingerprint:
-        raise CheckpointError(f"{path}: state of a different evaluation ({state.get('fingerprint')}"
-                              f" vs {fingerprint}); delete it or use the same settings and ranks")
+    saved = state.get("fingerprint")
+    if saved != fingerprint:
+        differ = [k for k in fingerprint if not isinstance(saved, dict) or saved.get(k) != fingerprint[k]]
+        raise CheckpointError(f"{path}: state of a different evaluation (different "
+                              f"{', '.join(differ) or 'format'}); delete it or use the same "
+                              "model, data, settings and ranks")
     return state
 
 
