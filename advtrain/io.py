@@ -154,7 +154,13 @@ def _check_declared_storages(path: str) -> None:
             if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
                 raise CheckpointError(f"{path}: corrupt or crafted checkpoint (compressed pickle record); "
                                       "re-save it with torch.save")
-            storages = _declared_storages([zf.read(info)])
+            try:
+                storages = _declared_storages([zf.read(info)])
+            except CheckpointError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_one_line(exc)}); "
+                                      "re-download or re-save it") from None
             prefix = pkl[0][: -len("data.pkl")] + "data/"
             for key, nbytes in storages.items():
                 rec = records.get(prefix + key)
@@ -165,8 +171,11 @@ def _check_declared_storages(path: str) -> None:
                         f"{nbytes} bytes but the file holds {have} for it; nothing was allocated; "
                         "re-download or re-save it")
         return
-    with open(path, "rb") as fh:
-        storages = _declared_storages(fh, pickles=5)
+    try:
+        with open(path, "rb") as fh:
+            storages = _declared_storages(fh, pickles=5)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     total = sum(storages.values())
     if total > size:
         raise CheckpointError(f"{path}: corrupt or crafted checkpoint: its tensor storages declare {total} "
@@ -216,7 +225,7 @@ def _declared_storages(source, pickles: int = 1) -> dict:
                 elif name == "EMPTY_TUPLE":
                     stack.append(())
                 elif name == "BINPERSID":
-                    key, nbytes = _storage_record(stack.pop())
+                    key, nbytes = _storage_record(stack.pop())  # ValueError: refused below
                     found[key] = max(found.get(key, 0), nbytes)
                     stack.append(None)
                 elif name == "STOP":
@@ -225,9 +234,15 @@ def _declared_storages(source, pickles: int = 1) -> dict:
                     stack.append(arg)  # a constant: int, string, float, bytes
                 else:
                     _generic(stack, op, mark)
+        except _NotStorage as exc:
+            raise CheckpointError(f"corrupt or crafted checkpoint: {exc}; re-save it with torch.save") from None
         except (ValueError, IndexError, EOFError, TypeError, KeyError):
             break  # bytes pickletools cannot parse: torch.load will refuse them too
     return found
+
+
+class _NotStorage(Exception):
+    """A persistent id that is not ``('storage', ...)``."""
 
 
 def _generic(stack: list, op, mark) -> None:
@@ -251,8 +266,7 @@ def _storage_record(pid) -> tuple:
     if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
             and isinstance(pid[2], str) and isinstance(pid[4], int) and pid[4] >= 0
             and isinstance(pid[1], tuple) and len(pid[1]) == 2 and pid[1][0] == "global"):
-        raise CheckpointError("a .pt file with a persistent id that is not a torch tensor storage; "
-                              "re-save it with torch.save")
+        raise _NotStorage("a persistent id that is not a torch tensor storage")
     mod, _, cls = str(pid[1][1]).partition(" ")
     storage = getattr(torch, cls, None) if mod == "torch" and cls.endswith("Storage") else None
     with warnings.catch_warnings():  # TypedStorage is deprecated; only its dtype is read

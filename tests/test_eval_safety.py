@@ -287,3 +287,19 @@ def test_non_finite_logits_flag_blocks_the_card(tmp_path):
         write_card(res, out_dir=tmp_path, name="m", dataset="cifar10", threat_model="Linf",
                    architecture="x")
     assert not any(tmp_path.rglob("*.json"))
+
+
+def test_persistent_id_that_is_not_a_storage_is_refused_unread(tmp_path):
+    """The scan reads opcodes only: a foreign persistent id is refused before torch.load."""
+    import io as _io
+    import pickle
+
+    class Foreign(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("module", "os") if obj == "X" else None
+
+    buf = _io.BytesIO()
+    Foreign(buf, protocol=2).dump({"a": "X"})
+    (tmp_path / "p.pt").write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="persistent id that is not a torch tensor storage"):
+        io.load_state_file(tmp_path / "p.pt")
