@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from advtrain.errors import InputError, unknown
-from advtrain.io import atomic_write_text, file_sha256
+from advtrain.io import atomic_write_text, check_model_name, file_sha256
 from advtrain.utils import format_eps, git_commit, package_versions
 
 THREAT_MODELS = ("Linf", "L2")
@@ -90,12 +90,26 @@ def write_card(result: dict, *, out_dir="model_info", name: str, dataset: str, t
                architecture: str, venue: str = "", footnote=None, link: str = "",
                authors: str = "", additional_data: bool = False, number_forward_passes: int = 1,
                command: Optional[Sequence[str]] = None, checkpoint=None, title=None,
-               extra: Optional[dict] = None) -> tuple:
-    """Write the RobustBench card and its sidecar; returns ``(card_path, sidecar_path)``."""
+               extra: Optional[dict] = None, overwrite: bool = True) -> tuple:
+    """Write the RobustBench card and its sidecar; returns ``(card_path, sidecar_path)``.
+
+    Refused (:class:`InputError`, nothing written) when the result carries a flag that makes its
+    numbers meaningless (:data:`advtrain.checks.BLOCKING`, e.g. non-finite logits), or, with
+    ``overwrite=False``, when the card already exists.
+    """
+    from advtrain.checks import BLOCKING
+
     _check_names(name, dataset, threat_model)
     if result.get("norm", threat_model) != threat_model:
         raise InputError(f"result is for {result['norm']} but threat_model is {threat_model!r}")
+    blocking = [f for f in result.get("flags", ()) if f.get("code") in BLOCKING]
+    if blocking:
+        raise InputError(f"card not written: [{blocking[0]['code']}] {blocking[0]['message']} "
+                         f"(see {blocking[0]['doc']})")
     folder = Path(out_dir) / dataset / threat_model
+    if not overwrite and (folder / f"{name}.json").exists():
+        raise InputError(f"card {folder / (name + '.json')} already exists; choose another name or "
+                         "pass --overwrite")
     folder.mkdir(parents=True, exist_ok=True)
     card = card_fields(result, name=name, dataset=dataset, architecture=architecture,
                        title=title, venue=venue, footnote=footnote, link=link, authors=authors,
@@ -114,9 +128,7 @@ def _check_names(name: str, dataset: str, threat_model: str) -> None:
         raise unknown("dataset", dataset, DATASETS)
     if threat_model not in THREAT_MODELS:
         raise unknown("threat model", threat_model, THREAT_MODELS)
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise InputError(f"invalid card name {name!r}; use a file-name-safe id such as "
-                         "Author2024Word_WRN-34-10")
+    check_model_name(name, "card name")
 
 
 def _jsonable(obj):

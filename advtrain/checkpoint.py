@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from advtrain.errors import CheckpointError
-from advtrain.io import atomic_save, load_state_file
+from advtrain.io import atomic_save, check_tensors, load_state_file
 
 FORMAT = "advtrain-train-v1"
 LAST = "last.pt"
@@ -88,7 +88,27 @@ def load(path: str) -> Dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an advtrain training checkpoint (no format "
                               f"{FORMAT!r}); give the run directory written by 'advtrain train'")
+    reference = _model_dtypes(ckpt)
+    for key in ("model", "ema"):  # NaN/Inf were refused by load_state_file; now the dtypes
+        if isinstance(ckpt.get(key), dict):
+            check_tensors(ckpt[key], f"{path} [{key}]", reference=reference)
     return ckpt
+
+
+def _model_dtypes(ckpt: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
+    """The recorded architecture's state_dict built on the meta device (dtypes, no memory)."""
+    from advtrain.errors import AdvtrainError
+    from advtrain.models import create_model
+
+    arch = ckpt.get("arch")
+    if not isinstance(arch, str):
+        return None
+    try:
+        with torch.device("meta"):
+            return create_model(arch, dataset=ckpt.get("dataset"),
+                                num_classes=ckpt.get("num_classes")).state_dict()
+    except (AdvtrainError, TypeError, ValueError, RuntimeError, NotImplementedError):
+        return None  # an unknown architecture is reported by whoever builds the model
 
 
 def latest(run_dir: str) -> Optional[str]:

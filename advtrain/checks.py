@@ -16,6 +16,8 @@ Checks (``x`` in [0,1], ``f`` the model):
 - ``outside-eps-ball``: some x_adv has ``||x_adv - x||_p > eps`` or leaves [0,1].
 - ``square-beats-whitebox``: the black-box Square lowers accuracy after the white-box attacks.
 - ``autoattack-check``: a warning raised by AutoAttack's own checks (captured verbatim).
+- ``non-finite-logits``: ``f(x)`` has NaN/Inf entries on the evaluated images; every accuracy is
+  meaningless, so :func:`advtrain.cards.write_card` refuses to write a card (:data:`BLOCKING`).
 """
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ DOC = "docs/FLAGS.md"
 #: every flag code this module can emit, in docs/FLAGS.md order
 CODES = ("train-mode", "probability-outputs", "randomized-model", "eps0-mismatch",
          "pgd-not-converged", "robust-above-clean", "outside-eps-ball", "square-beats-whitebox",
-         "autoattack-check", "precision-gap")
+         "autoattack-check", "precision-gap", "non-finite-logits")
+
+#: flags that make the numbers meaningless: no card is written for a result carrying one
+BLOCKING = ("non-finite-logits",)
 
 
 def flag(code: str, message: str) -> dict:
@@ -50,6 +55,15 @@ def check_probability_outputs(logits: torch.Tensor, tol: float = 1e-5) -> list:
     if in_range and sums_to_one:
         return [flag("probability-outputs", "model outputs look like probabilities (rows in [0,1] "
                      "summing to 1); AutoAttack needs logits: remove the final softmax")]
+    return []
+
+
+def check_finite_logits(n_bad: int, n: int) -> list:
+    """Flag a model whose logits hold NaN/Inf on ``n_bad`` of the ``n`` evaluated images."""
+    if n_bad:
+        return [flag("non-finite-logits", f"the model's logits are NaN/Inf on {n_bad} of {n} "
+                     "images; its accuracies are meaningless (overflowing or corrupt weights): "
+                     "check the checkpoint and the model's forward pass")]
     return []
 
 
@@ -153,10 +167,15 @@ def verify_ball(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str,
 
 
 def evaluation_flags(clean_acc: float, robust_acc: float, per_attack: dict,
-                     aa_checks: Sequence[str] = (), alpha: float = 0.002) -> list:
-    """Flags from a finished evaluation's numbers (robust <= clean, Square, AA's own checks)."""
+                     aa_checks: Sequence[str] = (), alpha: float = 0.002,
+                     counts: Optional[tuple] = None) -> list:
+    """Flags from a finished evaluation's numbers (robust <= clean, Square, AA's own checks).
+
+    ``counts = (clean_correct, robust_correct)``, when given, decides robust-above-clean exactly
+    (two accuracies of the same count computed in float32 and float64 differ by ~1e-8)."""
     flags = [flag("autoattack-check", str(msg)) for msg in aa_checks]
-    if robust_acc > clean_acc + 1e-12:
+    above = counts[1] > counts[0] if counts is not None else robust_acc > clean_acc + 1e-12
+    if above:
         flags.append(flag("robust-above-clean", f"robust accuracy {robust_acc:.2%} exceeds clean "
                           f"accuracy {clean_acc:.2%}; the model or the evaluation is inconsistent"))
     white = [v for k, v in per_attack.items() if k not in ("clean", "square")]

@@ -74,16 +74,20 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, *, norm: str = "Linf", eps
 def _run(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device, state_path,
          pgd_steps, progress, aa_budget) -> dict:
     t0 = time.time()
-    clean_acc = accuracy(model, x, y, batch_size=batch_size, progress=progress)
+    clean_correct, n_bad = _clean_pass(model, x, y, batch_size=batch_size, progress=progress)
+    clean_acc = clean_correct / len(x)
     seconds = {"clean": time.time() - t0}
     res = run_autoattack(model, x, y, norm=norm, eps=eps, version=version, attacks=attacks,
                          batch_size=batch_size, seed=seed, device=device, state_path=state_path,
                          progress=progress, **aa_budget)
     seconds.update({f"autoattack/{k}": v for k, v in dict(res.seconds).items()})
     per_attack = {k: float(v) for k, v in dict(res.per_attack).items()}
-    robust_acc = res.robust_accuracy
+    robust_correct = int(res.robust.sum())
+    robust_acc = robust_correct / len(x)
     ball, ball_flags = checks.verify_ball(x, res.x_adv.to(device), eps, norm)
-    flags = checks.evaluation_flags(clean_acc, robust_acc, per_attack, list(res.checks))
+    flags = checks.check_finite_logits(n_bad, len(x))
+    flags += checks.evaluation_flags(clean_acc, robust_acc, per_attack, list(res.checks),
+                                     counts=(clean_correct, robust_correct))
     out = {"clean_acc": clean_acc, "robust_acc": robust_acc, "per_attack": per_attack,
            "seconds": seconds, "flags": flags + ball_flags, "n_ex": len(x), "eps": eps,
            "norm": norm, "version": version, "attacks": list(res.attacks or attacks or []),
@@ -142,6 +146,17 @@ def accuracy(model, x, y, *, batch_size: int = 500, attack=None, progress: bool 
         with torch.no_grad():
             correct += (model(xb).argmax(1) == yb).sum().item()
     return correct / max(len(x), 1)
+
+
+@torch.no_grad()
+def _clean_pass(model, x, y, *, batch_size: int, progress: bool) -> tuple:
+    """(number classified correctly, number of images whose logits hold NaN/Inf)."""
+    correct = bad = 0
+    for i in tqdm(range(0, len(x), batch_size), desc="clean", disable=not progress, leave=False):
+        logits = model(x[i:i + batch_size])
+        correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
+        bad += int((~torch.isfinite(logits)).reshape(len(logits), -1).any(1).sum())
+    return correct, bad
 
 
 def _check_args(x, y, norm, eps, version, attacks, batch_size) -> Optional[list]:

@@ -139,9 +139,12 @@ def load_state(path, fingerprint) -> Optional[dict]:
     from advtrain.io import load_state_file
 
     state = load_state_file(path)
-    if state.get("fingerprint") != fingerprint:
-        raise CheckpointError(f"{path}: state of a different evaluation ({state.get('fingerprint')}"
-                              f" vs {fingerprint}); delete it or use the same settings and ranks")
+    saved = state.get("fingerprint")
+    if saved != fingerprint:
+        differ = [k for k in fingerprint if not isinstance(saved, dict) or saved.get(k) != fingerprint[k]]
+        raise CheckpointError(f"{path}: state of a different evaluation (different "
+                              f"{', '.join(differ) or 'format'}); delete it or use the same "
+                              "model, data, settings and ranks")
     return state
 
 
@@ -206,6 +209,11 @@ def _run_sharded(model, x, y, *, norm, eps, version, attacks, batch_size, seed, 
                           device=device, n_iter=n_iter, n_queries=n_queries)
     suite = list(adv.attacks_to_run)
     fp = _fingerprint(len(x), batch_size, seed, suite, eps, norm)
+    if state_path is not None:  # bind the state to the model and the data subset too
+        from advtrain.io import state_digest
+
+        fp.update(model=state_digest(model.state_dict()), version=version,
+                  data=state_digest({"x": x, "y": y}))
     path = _state_file(state_path, D.rank())
     state = load_state(path, fp)
     checks = D.broadcast_object(run_checks(adv, x, y, batch_size) if D.is_main() else None)

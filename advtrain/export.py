@@ -20,7 +20,8 @@ from typing import Mapping, Optional
 import torch
 
 from advtrain.errors import CheckpointError, InputError, unknown
-from advtrain.io import atomic_save, atomic_write_text, load_state_file, load_weights
+from advtrain.io import (atomic_save, atomic_write_text, check_model_name, load_state_file,
+                         load_weights)
 
 WEIGHTS = ("model", "ema")
 
@@ -82,7 +83,8 @@ def zoo_entry(name: str, dataset: str, threat_model: str) -> Optional[dict]:
 
 
 def zoo_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
-    """Where RobustBench looks for a local checkpoint."""
+    """Where RobustBench looks for a local checkpoint (``name`` must be a safe file-name id)."""
+    check_model_name(name, "--name")
     return Path(model_dir) / dataset / threat_model / f"{name}.pt"
 
 
@@ -200,6 +202,7 @@ LOCAL_ONLY = "advtrain-local-export"
 
 def meta_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
     """``<name>.advtrain.json`` beside an export: the advtrain architecture that builds it."""
+    check_model_name(name, "--name")
     return Path(model_dir) / dataset / threat_model / f"{name}.advtrain.json"
 
 

@@ -16,7 +16,9 @@ Arguments:
     batch_size (int): examples per forward. (Default: 500)
     device (str): device of the model; inputs are moved batch by batch. (Default: ``"cpu"``)
     state_path (path): resumable state file: finished attacks are recorded after each attack and
-        skipped by a later run with the same file (a file written for other inputs/attacks is refused).
+        skipped by a later run with the same file. The file is bound to the model (SHA-256 of its
+        state_dict), the inputs and labels (SHA-256), norm, eps, version, attacks, seed and the
+        number of examples; a file written for anything else is refused with one line.
     n_iter (int): *tests/debugging only*: iterations of APGD / APGD-T / FAB (AutoAttack uses 100).
     n_queries (int): *tests/debugging only*: Square queries (AutoAttack uses 5000).
 
@@ -55,7 +57,7 @@ from .base import check_nonnegative, check_inputs, flat_norm, model_mode
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "rand", "custom")
 AA_NORMS = ("Linf", "L2", "L1")
-STATE_FORMAT = "advtrain-autoattack-state-1"
+STATE_FORMAT = "advtrain-autoattack-state-2"
 _LOGGER = "auto-attack.advtrain"
 
 
@@ -146,7 +148,8 @@ class AutoAttackAdapter:
     def _run(self, model, x, y, logger, capture) -> AAResult:
         adversary = self._adversary(model, logger)
         names = list(adversary.attacks_to_run)
-        state = self._load_state(x, y, names)
+        key = self._key(model, x, y, names) if self.state_path is not None else None
+        state = self._load_state(x, y, key)
         if state is None:
             state = self._fresh_state(model, x, y)
         for name in names:
@@ -159,7 +162,7 @@ class AutoAttackAdapter:
                     print(f"[autoattack] {name}: robust accuracy {state['per_attack'][name]:.2%} "
                           f"({state['seconds'][name]:.0f} s)", file=sys.stderr, flush=True)
                 state["checks"] = _unique(state["checks"] + capture.checks)
-                self._save_state(state, x, y, names)
+                self._save_state(state, x, key)
         from pyautoattack import checks
 
         checks.check_square_sr(dict(state["per_attack"]), logger=logger)
@@ -232,34 +235,33 @@ class AutoAttackAdapter:
         return []
 
     # ------------------------------------------------------------------ state file
-    def _save_state(self, state: dict, x: Tensor, y: Tensor, names: list) -> None:
+    def _save_state(self, state: dict, x: Tensor, key: Optional[dict]) -> None:
         if self.state_path is None:
             return
         from advtrain.io import atomic_save
 
         hit = (state["x_adv"] != x).reshape(x.shape[0], -1).any(1).nonzero().flatten()
         atomic_save({
-            "format": STATE_FORMAT, "key": self._key(x, y, names),
-            "fingerprint": _fingerprint(x, y), "done": list(state["per_attack"]),
+            "format": STATE_FORMAT, "key": key, "done": list(state["per_attack"]),
             "accuracy": list(state["per_attack"].values()), "seconds": dict(state["seconds"]),
             "checks": list(state["checks"]), "clean": state["clean"].cpu(),
             "robust": state["robust"].cpu(), "y_adv": state["y_adv"].cpu(), "changed": hit.cpu(),
             "x_changed": state["x_adv"][hit].cpu(),
         }, self.state_path)
 
-    def _load_state(self, x: Tensor, y: Tensor, names: list) -> Optional[dict]:
+    def _load_state(self, x: Tensor, y: Tensor, key: Optional[dict]) -> Optional[dict]:
         if self.state_path is None or not self.state_path.exists():
             return None
         from advtrain.io import load_state_file
 
         saved = load_state_file(self.state_path)
-        if saved.get("format") != STATE_FORMAT:
-            raise CheckpointError(f"{self.state_path}: not an advtrain AutoAttack state file; "
-                                  "delete it or pass another state_path")
-        key = self._key(x, y, names)
-        if saved["key"] != key or not torch.allclose(saved["fingerprint"], _fingerprint(x, y)):
-            raise CheckpointError(f"{self.state_path}: state of another evaluation ({saved['key']}); "
-                                  f"this run is {key}; delete it or pass another state_path")
+        if saved.get("format") != STATE_FORMAT or not isinstance(saved.get("key"), dict):
+            raise CheckpointError(f"{self.state_path}: not an AutoAttack state file of this advtrain "
+                                  "version; delete it or pass another state path")
+        differ = [k for k in key if saved["key"].get(k) != key[k]]
+        if differ:
+            raise CheckpointError(f"{self.state_path}: state of another evaluation (different "
+                                  f"{', '.join(differ)}); delete it or pass another state path")
         x_adv = x.clone()
         x_adv[saved["changed"].to(x.device)] = saved["x_changed"].to(x.device, x.dtype)
         return {"x_adv": x_adv, "y_adv": saved["y_adv"].to(y.device),
@@ -267,9 +269,14 @@ class AutoAttackAdapter:
                 "per_attack": OrderedDict(zip(saved["done"], saved["accuracy"])),
                 "seconds": dict(saved["seconds"]), "checks": list(saved["checks"])}
 
-    def _key(self, x: Tensor, y: Tensor, names: list) -> str:
-        return (f"norm={self.norm} eps={self.eps!r} version={self.version} attacks={','.join(names)} "
-                f"seed={self.seed} n={x.shape[0]} shape={tuple(x.shape[1:])}")
+    def _key(self, model: nn.Module, x: Tensor, y: Tensor, names: list) -> dict:
+        """What a state file belongs to: the model's weights, the data subset and every setting."""
+        from advtrain.io import state_digest
+
+        return {"model": state_digest(model.state_dict()), "data": _data_digest(x, y),
+                "norm": self.norm, "eps": self.eps, "version": self.version,
+                "attacks": ",".join(names), "seed": self.seed, "n_ex": int(x.shape[0]),
+                "shape": list(x.shape[1:])}
 
     def __repr__(self) -> str:
         return (f"AutoAttackAdapter(norm={self.norm!r}, eps={self.eps!r}, version={self.version!r}, "
@@ -293,12 +300,11 @@ def _check_attacks(version: str, attacks) -> Optional[list]:
     return list(attacks)
 
 
-def _fingerprint(x: Tensor, y: Tensor) -> Tensor:
-    """Cheap content check of the inputs a state file belongs to."""
-    xd, yd = x.detach().double().cpu().flatten(1), y.detach().double().cpu()
-    pos = torch.arange(1, x.shape[0] + 1, dtype=torch.float64)
-    return torch.stack([xd.sum(), xd.square().sum(), (xd.sum(1) * pos).sum(), yd.sum(),
-                        (yd * pos).sum()])
+def _data_digest(x: Tensor, y: Tensor) -> str:
+    """SHA-256 of the inputs and labels (exact: which images, in which order)."""
+    from advtrain.io import state_digest
+
+    return state_digest({"x": x, "y": y})
 
 
 def _fork_rng(device):

@@ -141,3 +141,26 @@ def test_progress_prints_one_line_per_attack(data, capsys):
         assert f"[autoattack] {name}: robust accuracy {res.per_attack[name]:.2%}" in err
     quiet = adapter(attacks=["apgd-ce"]).run(model, x, y)
     assert "[autoattack]" not in capsys.readouterr().err and quiet.per_attack["apgd-ce"] >= 0
+
+
+def test_state_file_is_bound_to_the_model_and_the_settings(data, tmp_path):
+    """Issue #10: a state file of model A is refused for model B (and for another eps, seed, subset),
+    naming what differs, instead of continuing A's attacks and reporting A's numbers for B."""
+    model, x, y = data
+    state = tmp_path / "aa_state.pt"
+    first = adapter(state_path=state).run(model, x, y)
+    other = linear_net()
+    with torch.no_grad():
+        other[1].weight.add_(0.5)  # same architecture, other weights
+    cases = [(other, {}, x, y, "model"), (model, {"eps": EPS / 2}, x, y, "eps"),
+             (model, {"seed": 1}, x, y, "seed"), (model, {}, x[:20], y[:20], "n_ex"),
+             (model, {}, x.flip(0), y.flip(0), "data")]
+    for net, kw, xs, ys, field in cases:
+        kw = {"eps": EPS, **kw}
+        ad = AutoAttackAdapter(version="custom", attacks=["apgd-ce"], n_iter=3, batch_size=16,
+                               state_path=state, **kw)
+        with pytest.raises(CheckpointError, match=f"different [a-z_, ]*{field}") as err:
+            ad.run(net, xs, ys)
+        assert "\n" not in str(err.value)
+    again = adapter(state_path=state).run(model, x, y)  # the same evaluation still resumes
+    assert again.per_attack == first.per_attack and torch.equal(again.x_adv, first.x_adv)

@@ -78,7 +78,7 @@ def eval_args(W: World, *extra, npz=None, ckpt=None, data=None) -> List[str]:
     return ["eval", str(ckpt or W.ckpt), "--dataset", "cifar10", *data,
             "--n-ex", "8", "--version", "custom", "--attacks", "apgd-ce", "--n-iter", "1",
             "--batch-size", "8", "--no-sanity", "--quiet", "--device", "cpu", "--out",
-            str(W.cards), "--name", "Existing", *extra]
+            str(W.cards), "--name", "Existing", "--overwrite", *extra]
 
 
 def config(W: World, **sections) -> str:
@@ -263,12 +263,184 @@ CASES = [
          lambda W: ["train", _write(W.case / "bad.yaml", "optim: {epochs: 2\n")],
          "is not valid YAML", "fix the YAML syntax at the named line"),
     # ---- round 2 (issue #10): evaluation, export, checkpoints, output paths ----
+    Case("eval-state-other-model", "`eval B.pt --state-path S` where S holds model A's AutoAttack",
+         lambda W: _state_of_other_model(W), "different model", "one state file per evaluation; delete it"),
+    Case("ckpt-nan", "a checkpoint with a NaN weight", lambda W: eval_args(W, ckpt=_bad_weights(
+         W, "nan.pt", lambda sd: sd["conv1.weight"].view(-1)[3].fill_(float("nan")))),
+         "model.conv1.weight holds 1 NaN/Inf values", "use an earlier checkpoint"),
+    Case("export-ckpt-inf", "`advtrain export` of a checkpoint with an Inf BatchNorm buffer",
+         lambda W: ["export", str(_bad_weights(W, "inf.pt", lambda sd: sd["bn1.running_var"].fill_(
+             float("inf")))), "--name", "X", "--dataset", "cifar10", "--model-dir",
+             str(W.case / "zoo")], "NaN/Inf values", "use an earlier checkpoint"),
+    Case("ckpt-int-weights", "a checkpoint whose float weights are stored as int64",
+         lambda W: eval_args(W, ckpt=_bad_weights(W, "int.pt", _as_int)),
+         "is stored as torch.int64 but the model's is torch.float32", "re-save the checkpoint"),
+    Case("ckpt-bool-weights", "a checkpoint whose float weights are stored as bool (export)",
+         lambda W: ["export", str(_bad_weights(W, "bool.pt", _as_bool)), "--name", "X",
+                    "--dataset", "cifar10", "--model-dir", str(W.case / "zoo")],
+         "is stored as torch.bool", "re-save the checkpoint"),
+    Case("ckpt-complex", "a checkpoint with a complex tensor",
+         lambda W: eval_args(W, ckpt=_bad_weights(W, "cplx.pt", _as_complex)), "complex dtype",
+         "re-save the checkpoint"),
+    Case("average-nan", "`advtrain average` over an epoch checkpoint holding NaN",
+         lambda W: _average_nan(W), "NaN/Inf values", "average a range of good epochs"),
+    Case("average-shapes", "`advtrain average` over epoch files of different shapes",
+         lambda W: _average_shapes(W), "cannot average: fc.weight is (10, 64)",
+         "average epochs of one run (--start/--end)"),
+    Case("eval-logits-inf", "a model whose logits overflow to Inf on the data",
+         lambda W: eval_args(W, ckpt=_bad_weights(W, "huge.pt", _huge_fc)),
+         "card not written: [non-finite-logits]", "fix the weights / forward pass"),
+    Case("export-name-traversal", "`advtrain export --name ../../../x`",
+         lambda W: _export(W, "../../../x"), "--name '../../../x' contains '/'",
+         "a RobustBench id: A-Z a-z 0-9 . _ + -"),
+    Case("export-name-absolute", "`advtrain export --name /abs/path`",
+         lambda W: _export(W, str(W.case / "abs")), "contains '/'", "a RobustBench id"),
+    Case("export-name-empty", '`advtrain export --name ""`', lambda W: _export(W, ""),
+         "--name '' is empty", "a RobustBench id"),
+    Case("export-name-nul", "`advtrain export --name` with a NUL byte",
+         lambda W: _export(W, "a\0b"), "contains '\\x00'", "a RobustBench id"),
+    Case("eval-name-traversal", "`advtrain eval --name ../x`",
+         lambda W: eval_args(W, "--name", "../x"), "--name '../x' contains '/'",
+         "a RobustBench id"),
+    Case("eval-name-hidden", "`advtrain eval --name .hidden`",
+         lambda W: eval_args(W, "--name", ".hidden"), "starts with a dot", "a RobustBench id"),
+    Case("eval-name-long", "`advtrain eval --name` of 300 characters",
+         lambda W: eval_args(W, "--name", "a" * 300), "is 300 characters long (at most 128)",
+         "a RobustBench id"),
+    Case("eval-default-name-exists", "`eval runs/b/Existing.pt` without --name: its card exists",
+         lambda W: _default_name_exists(W), "already exists (another evaluation named 'Existing')",
+         "--name NAME, or --overwrite", sub=True),
+    Case("eval-save-adv-is-input", "`advtrain eval X.pt --save-adv X.pt`",
+         lambda W: eval_args(W, "--save-adv", str(W.ckpt)), "is the same file as CHECKPOINT",
+         "another --save-adv path"),
+    Case("eval-save-adv-symlink", "`--save-adv LINK` where LINK is a symlink to the checkpoint",
+         lambda W: eval_args(W, "--save-adv", str(_link(W, os.symlink))),
+         "is the same file as CHECKPOINT", "another --save-adv path"),
+    Case("eval-save-adv-hardlink", "`--save-adv LINK` where LINK is a hard link of the data npz",
+         lambda W: eval_args(W, "--save-adv", str(_link(W, os.link, W.test_npz))),
+         "is the same file as --data-npz", "another --save-adv path"),
+    Case("eval-state-is-input", "`advtrain eval X.pt --state-path X.pt`",
+         lambda W: eval_args(W, "--state-path", str(W.ckpt)), "is the same file as CHECKPOINT",
+         "another --state-path"),
+    Case("eval-save-adv-under-file", "`advtrain eval --save-adv FILE/sub/adv.pt`",
+         lambda W: eval_args(W, "--save-adv", str(W.file / "sub" / "adv.pt")), "Not a directory",
+         "a writable --save-adv path", rc=1),
+    Case("eval-out-nul", "`advtrain eval --out` with a NUL byte",
+         lambda W: eval_args(W, "--out", "cards\0x"), "contains a NUL byte", "a valid path"),
+    Case("export-onto-input", "`advtrain export DIR/.../X.pt --name X --model-dir DIR --overwrite`",
+         lambda W: ["export", str(W.zoo / "cifar10" / "Linf" / "Existing.pt"), "--name",
+                    "Existing", "--dataset", "cifar10", "--model-dir", str(W.zoo), "--overwrite"],
+         "is the same file as CHECKPOINT", "export to another --model-dir or --name"),
+    Case("ckpt-storage-too-large", "a 1 MB-class .pt whose storage record claims 1 GiB",
+         lambda W: eval_args(W, ckpt=_oversized(W.case / "big.pt")), "nothing was allocated",
+         "re-download or re-save it", sub=True),
+    Case("eval-npz-empty", "`--data-npz` with zero images",
+         _npz_file("empty.npz", lambda p: make_npz(p, n=0)), "holds no images",
+         "a test set with at least one image"),
 
     # ---- end of round 2: evaluation side ----
     # ---- round 2 (issue #10): training, configs, run directories, data ----
 
     # ---- end of round 2: training side ----
 ]
+
+
+# helpers of the round-2 evaluation-side cases (the cases call them through lambdas)
+def _bad_weights(W, name: str, spoil: Callable) -> Path:
+    """The world's checkpoint with ``spoil(state_dict)`` applied to a copy of its weights."""
+    ck = torch.load(W.ckpt, weights_only=True)
+    sd = {k: v.clone() for k, v in ck["model"].items()}
+    spoil(sd)
+    ck["model"] = sd
+    torch.save(ck, W.case / name)
+    return W.case / name
+
+
+def _as_int(sd):
+    sd["fc.weight"] = sd["fc.weight"].mul(100).to(torch.int64)
+
+
+def _as_bool(sd):
+    sd["fc.weight"] = sd["fc.weight"] > 0
+
+
+def _as_complex(sd):
+    sd["fc.bias"] = sd["fc.bias"].to(torch.complex64)
+
+
+def _huge_fc(sd):  # finite weights whose logits overflow float32
+    sd["fc.weight"].fill_(3e38)
+
+
+def _export(W, name: str) -> List[str]:
+    return ["export", str(W.ckpt), "--name", name, "--dataset", "cifar10", "--model-dir",
+            str(W.zoo)]
+
+
+def _link(W, make: Callable, target=None) -> Path:
+    link = W.case / "link.pt"
+    make(target or W.ckpt, link)
+    return link
+
+
+def _state_of_other_model(W) -> List[str]:
+    """Evaluate model A with a state file, then hand the same file to the world's model."""
+    from advtrain.cli import main
+    from advtrain.models import create_model
+
+    torch.manual_seed(7)
+    other = W.case / "a.pt"
+    torch.save({"model": create_model("wrn-10-1", dataset="cifar10").state_dict(),
+                "arch": "wrn-10-1", "dataset": "cifar10", "num_classes": 10}, other)
+    state = W.case / "aa_state.pt"
+    argv = eval_args(W, "--state-path", str(state), ckpt=other)
+    argv[argv.index("--out") + 1] = str(W.case / "cards")
+    with contextlib.redirect_stdout(io.StringIO()), one_thread():
+        assert main(argv) == 0 and state.is_file()
+    return eval_args(W, "--state-path", str(state))
+
+
+def _run_copy(W) -> Path:
+    copy = W.case / "run"
+    shutil.copytree(W.run, copy)
+    return copy
+
+
+def _average_nan(W) -> List[str]:
+    run = _run_copy(W)
+    ck = torch.load(run / "epoch_1.pt", weights_only=True)
+    ck["model"]["fc.bias"][0] = float("nan")
+    torch.save(ck, run / "epoch_1.pt")
+    return ["average", str(run), "--start", "1", "--end", "1"]
+
+
+def _average_shapes(W) -> List[str]:
+    """epoch_2.pt of another model (fc of 5 classes) next to epoch_1.pt."""
+    run = _run_copy(W)
+    ck = torch.load(run / "epoch_1.pt", weights_only=True)
+    ck["model"]["fc.weight"] = ck["model"]["fc.weight"][:5].clone()
+    ck["model"]["fc.bias"] = ck["model"]["fc.bias"][:5].clone()
+    torch.save(ck, run / "epoch_2.pt")
+    return ["average", str(run), "--start", "1", "--end", "2"]
+
+
+def _default_name_exists(W) -> List[str]:
+    """runs/b/Existing.pt evaluated without --name: the default card name is taken."""
+    ckpt = W.case / "b" / "Existing.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(W.ckpt, ckpt)
+    argv = eval_args(W, ckpt=ckpt)
+    i = argv.index("--name")
+    return argv[:i] + argv[i + 3:]  # drop --name Existing --overwrite
+
+
+def _oversized(path: Path) -> Path:
+    """A legacy-format .pt whose one storage declares 2**28 floats (1 GiB) but holds 70000."""
+    torch.save({"w": torch.zeros(70000)}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    numel = b"J" + (70000).to_bytes(4, "little")  # BININT 70000: the storage's declared numel
+    path.write_bytes(data.replace(numel, b"J" + (2 ** 28).to_bytes(4, "little"), 1))
+    return path
 
 
 def _write(path: Path, text: str) -> str:

@@ -140,6 +140,22 @@ def test_state_of_other_run_is_refused(setup, tmp_path):
                                  batch_size=BS, seed=0, state_path=path, **BUDGET)
 
 
+def test_state_of_other_model_is_refused(setup, tmp_path):
+    """Issue #10: the state file is bound to the model's weights and to the data."""
+    import copy
+
+    model, x, y, *_ = setup
+    path = tmp_path / "aa.state"
+    sharded(model, x, y, state_path=path)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.25)
+    with pytest.raises(CheckpointError, match=r"different model\)"):
+        sharded(other, x, y, state_path=path)
+    with pytest.raises(CheckpointError, match=r"different data\)"):
+        sharded(model, x.flip(0), y.flip(0), state_path=path)
+
+
 def test_seed_is_required(setup):
     model, x, y, *_ = setup
     with pytest.raises(InputError, match="fixed seed"):

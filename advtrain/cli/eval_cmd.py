@@ -8,6 +8,7 @@ With ``--robustbench-name`` a RobustBench zoo checkpoint already in ``--model-di
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,8 +35,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--attacks", help="comma-separated attacks for --version custom")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", help="card name (default: the checkpoint file stem)")
+    p.add_argument("--name", help="card name (default: the checkpoint file stem); characters "
+                                  "A-Z a-z 0-9 . _ + -, not starting with a dot")
     p.add_argument("--out", default="model_info", help="card directory (default model_info)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing card of the same name (refused otherwise, so "
+                        "runs/a/last.pt and runs/b/last.pt cannot overwrite each other's card)")
     card = p.add_argument_group("card metadata (RobustBench ModelInfo fields)")
     card.add_argument("--title", help="card 'name': the paper title (default: --name)")
     card.add_argument("--venue", default="")
@@ -74,6 +79,7 @@ def run(args) -> int:
     eps = parse_eps(args.eps)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     _check_args(args)
+    _check_outputs(args)  # names and output paths: before loading data or attacking
     device = resolve_device(args.device)
     from advtrain import distributed as D
 
@@ -85,6 +91,7 @@ def run(args) -> int:
 
         model = model.to(memory_format=torch.channels_last)
     _data_from_checkpoint(args, meta)
+    _check_outputs(args)  # again: the test data may now come from the checkpoint's config
     x, y = _load_data(args)
     from advtrain.evaluation import evaluate
 
@@ -101,9 +108,9 @@ def run(args) -> int:
                       progress=not args.quiet, n_iter=args.n_iter, n_queries=args.n_queries)
     if not D.is_main():
         return 0
+    card, side = _write(args, result, meta)  # first: a blocking flag leaves no file at all
     if args.save_adv:
         _save_adv(args.save_adv, result, y)
-    card, side = _write(args, result, meta)
     _summary(result, card, side)
     return 0
 
@@ -125,6 +132,49 @@ def _check_args(args) -> None:
         raise InputError(f"--pgd-steps {args.pgd_steps} must be >= 1")
     if args.robustbench_name is None and args.checkpoint is None:
         raise InputError("give a CHECKPOINT file, or --robustbench-name NAME --model-dir DIR")
+
+
+def _card_name(args) -> str:
+    """--name, else the RobustBench name or the checkpoint file stem; validated as a file name."""
+    from advtrain.io import check_model_name
+
+    if args.name is not None:
+        return check_model_name(args.name, "--name")
+    default = args.robustbench_name or Path(args.checkpoint).stem
+    return check_model_name(default, "card name (default: the checkpoint file stem; pass --name)")
+
+
+def _check_outputs(args) -> None:
+    """Refuse, before any work, outputs that cannot be written or would destroy an input: the card
+    and sidecar, --save-adv and --state-path must be writable, must not be (or link to) the
+    checkpoint, the data or each other; an existing card needs --overwrite."""
+    from advtrain import export
+    from advtrain.io import check_model_name, check_outputs, check_path, check_writable_dir
+
+    check_path(args.checkpoint, "CHECKPOINT")
+    if args.robustbench_name is not None:
+        check_model_name(args.robustbench_name, "--robustbench-name")
+    name = _card_name(args)
+    for flag in ("out", "save_adv", "state_path", "data_npz", "data_root", "model_dir"):
+        check_path(getattr(args, flag), "--" + flag.replace("_", "-"))
+    folder = Path(args.out) / args.dataset / args.norm
+    card, side = folder / f"{name}.json", folder / f"{name}.advtrain.json"
+    check_writable_dir(folder)
+    for extra in (args.save_adv, args.state_path):
+        if extra is not None:
+            if os.path.isdir(extra):
+                raise InputError(f"{extra} is a directory; --save-adv/--state-path take a file path")
+            check_writable_dir(os.path.dirname(os.path.abspath(extra)))
+    existing = [str(p) for p in (card, side) if p.exists()]
+    if existing and not args.overwrite:
+        raise InputError(f"card {existing[0]} already exists (another evaluation named {name!r}); "
+                         "pass --name NAME for a new card, or --overwrite to replace it")
+    zoo = (export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
+           if args.robustbench_name else None)
+    check_outputs({"--save-adv": args.save_adv, "--state-path": args.state_path, "card": card,
+                   "sidecar": side},
+                  {"CHECKPOINT": args.checkpoint, "--data-npz": args.data_npz,
+                   "the RobustBench checkpoint": zoo})
 
 
 def _load_model(args, device):
@@ -207,10 +257,11 @@ def _save_adv(path, result, y) -> None:
 def _write(args, result, meta):
     from advtrain.cards import write_card
 
-    name = args.name or meta["name"]
+    name = _card_name(args)
     extra = {"arch": meta["arch"], "weights": meta["weights"],
              "robustbench_name": args.robustbench_name}
     return write_card(result, out_dir=args.out, name=name, dataset=args.dataset,
+                      overwrite=args.overwrite,
                       threat_model=args.norm, architecture=meta["display"],
                       command=["advtrain"] + sys.argv[1:] if sys.argv else None,
                       checkpoint=meta["checkpoint"], extra=extra, title=args.title,

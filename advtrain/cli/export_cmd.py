@@ -29,6 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from advtrain import export
 
+    _check_outputs(args)  # before loading anything
     model, info = export.model_from_checkpoint(args.checkpoint, dataset=args.dataset,
                                                arch=args.arch, weights=args.weights)
     path = export.to_robustbench(model, args.name, args.dataset, args.threat_model,
@@ -50,3 +51,26 @@ def run(args) -> int:
                                                            "dataset": args.dataset})
         print(f"wrote {st}")
     return 0
+
+
+def _check_outputs(args) -> None:
+    """--name is a safe file name; the export files are writable, not the input checkpoint (or a
+    link to it), and do not exist unless --overwrite."""
+    from advtrain import export
+    from advtrain.errors import InputError
+    from advtrain.io import check_model_name, check_outputs, check_path, check_writable_dir
+
+    check_path(args.checkpoint, "CHECKPOINT")
+    check_path(args.model_dir, "--model-dir")
+    check_model_name(args.name, "--name")
+    pt = export.zoo_path(args.model_dir, args.name, args.dataset, args.threat_model)
+    outputs = {"the export": pt, "its description":
+               export.meta_path(args.model_dir, args.name, args.dataset, args.threat_model)}
+    if args.safetensors:
+        outputs["the safetensors export"] = pt.with_suffix(".safetensors")
+    check_writable_dir(pt.parent)
+    check_outputs(outputs, {"CHECKPOINT": args.checkpoint})
+    if not args.overwrite:
+        for label, path in outputs.items():
+            if label != "its description" and path.exists():
+                raise InputError(f"{path} already exists; remove it or pass --overwrite")

@@ -24,7 +24,7 @@ from advtrain.data.names import check_dataset, num_classes
 from advtrain.data.npz import read_npz
 from advtrain.data.sampling import MixedSampler, make_generator, worker_init_fn
 from advtrain.data.sources import load_arrays
-from advtrain.errors import InputError
+from advtrain.errors import DataError, InputError
 
 
 def two_view_collate(batch):
@@ -107,6 +107,9 @@ def load_test_arrays(dataset: str, *, root: Optional[str] = None, npz: Optional[
                      n_ex: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The first ``n_ex`` test images as (x float32 in [0,1] N×3×32×32, y int64 N); all when None."""
     images, labels = load_arrays(dataset, "test", root=root, npz=npz)
+    if len(labels) == 0:
+        raise DataError(f"the {dataset} test data ({npz or root or 'default location'}) holds no "
+                        "images; give a test set with at least one image")
     n = len(labels) if n_ex is None else n_ex
     if not isinstance(n, (int, np.integer)) or not 1 <= n <= len(labels):
         raise InputError(f"n_ex={n_ex} but the {dataset} test set has {len(labels)} images; "

@@ -43,17 +43,29 @@ def available_epochs(run_dir: str):
     return sorted(out)
 
 
-def average_states(states, tau: float) -> Dict[str, torch.Tensor]:
-    """Epoch EMA of an iterable of state dicts (first = ``theta_start``); see the module docstring."""
+def average_states(states, tau: float, labels=None) -> Dict[str, torch.Tensor]:
+    """Epoch EMA of an iterable of state dicts (first = ``theta_start``); see the module docstring.
+
+    All states must have the same keys, shapes and dtypes (one-line :class:`CheckpointError`
+    otherwise, naming the state by ``labels[i]`` when given)."""
     avg: Optional[Dict[str, torch.Tensor]] = None
     last = None
-    for sd in states:
+    for i, sd in enumerate(states):
         if avg is None:
             avg = {k: v.double() if v.is_floating_point() else v.clone() for k, v in sd.items()}
+            first = {k: (v.dtype, tuple(v.shape)) for k, v in sd.items()}
+            first_label = labels[0] if labels else "the first checkpoint"
         else:
+            label = labels[i] if labels else f"checkpoint {i + 1}"
             if set(sd) != set(avg):
                 raise CheckpointError("epoch checkpoints of the run have different keys; they must "
                                       "come from the same model")
+            for k, v in sd.items():
+                if (v.dtype, tuple(v.shape)) != first[k]:
+                    raise CheckpointError(
+                        f"cannot average: {k} is {first[k][1]} {first[k][0]} in {first_label} but "
+                        f"{tuple(v.shape)} {v.dtype} in {label}; the epochs must come from the same "
+                        "model (average a range of one run: --start/--end)")
             for k, v in sd.items():
                 if v.is_floating_point():
                     avg[k].mul_(tau).add_(v.double(), alpha=1.0 - tau)
@@ -102,7 +114,8 @@ def average_run(run_dir: str, tau: float = 0.9, start: int = 1, end: Optional[in
             holder["meta"] = {k: ck[k] for k in META_KEYS if k in ck}
             yield ck[key]
 
-    model = average_states(stream(), tau)
+    labels = [ckpt_io.epoch_path(run_dir, e) for e in range(start, end + 1)]
+    model = average_states(stream(), tau, labels=labels)
     out = average_path(run_dir, tau, start, end)
     payload = dict(holder["meta"], model=model, epoch=end,
                    average={"tau": float(tau), "start": start, "end": end, "source": key})
