@@ -126,12 +126,13 @@ def resume_point(run_dir: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]]
     if os.path.isfile(last):
         try:
             return last, load(last)
-        except CheckpointError:
+        except CheckpointError as e:
+            reason = str(e).split("; ")[0]  # what is wrong with it, without the generic fix
             fallback, state = newest_intact_epoch(run_dir)
             if fallback is None:
                 hint = "no intact epoch_N.pt to fall back on; start a new run"
             else:
                 hint = (f"the newest intact checkpoint is {fallback} (epoch {state['epoch']}): move "
                         f"{last} away (e.g. to last.pt.bad) and resume again to continue from it")
-            raise CheckpointError(f"cannot resume: {last} is truncated or corrupt; {hint}") from None
+            raise CheckpointError(f"cannot resume: {reason}; {hint}") from None
     return newest_intact_epoch(run_dir)

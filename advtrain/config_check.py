@@ -25,7 +25,7 @@ POSITIVE = ("prior_T", "loss_T")
 DEVICES = ("auto", "cpu", "cuda")
 #: numpy's seed range (torch accepts more); the trainer seeds both with run.seed
 MAX_SEED = 2**32 - 1
-#: SGD learning rates above this diverge at once (the paper rows use 0.1-0.2)
+#: a larger SGD learning rate is a typo, not a recipe (the paper rows use 0.1-0.2)
 MAX_LR = 10.0
 #: run names are RobustBench-style ids: they become a directory under run.out_dir
 RUN_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")

@@ -363,8 +363,8 @@ CASES = [
          "the training data gives 0 optimizer steps per epoch (16 images per process",
          "data.batch_size <= the number of images, or drop_last: false"),
     Case("resume-last-truncated", "`train --resume RUN` whose last.pt is cut in half",
-         lambda W: _resume_copy(W, edit=_cut_last), "last.pt is truncated or corrupt; the newest "
-         "intact checkpoint is", "move last.pt away and resume again (from the named epoch_N.pt)"),
+         lambda W: _resume_copy(W, edit=_cut_last), "run/epoch_1.pt (epoch 1): move ",
+         "move last.pt away and resume again (from the named epoch_N.pt)"),
     Case("run-locked", "`train --resume RUN` while another `advtrain train` holds RUN",
          lambda W: _resume_copy(W, edit=_hold_lock),
          f"is in use by another 'advtrain train' (pid {os.getpid()})",

@@ -164,9 +164,11 @@ def test_truncated_last_names_intact_fallback(stopped_run, tmp_path):
     (run / "epoch_7.pt").write_bytes(b"PK\x03\x04 cut")
     with pytest.raises(CheckpointError) as info:
         resume_point(str(run))
-    assert str(info.value) == (f"cannot resume: {last} is truncated or corrupt; the newest intact "
-                               f"checkpoint is {run / 'epoch_1.pt'} (epoch 1): move {last} away "
-                               "(e.g. to last.pt.bad) and resume again to continue from it")
+    message = str(info.value)
+    assert message.startswith(f"cannot resume: {last}: truncated or corrupt checkpoint (")
+    assert message.endswith(f"; the newest intact checkpoint is {run / 'epoch_1.pt'} (epoch 1): move "
+                            f"{last} away (e.g. to last.pt.bad) and resume again to continue from it")
+    assert "\n" not in message
     last.rename(run / "last.pt.bad")
     (run / "epoch_7.pt").unlink()
     fit(None, run_dir=str(run), resume=True)
