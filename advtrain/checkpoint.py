@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Dict, Optional
+import re
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -115,3 +116,43 @@ def latest(run_dir: str) -> Optional[str]:
     """``RUN_DIR/last.pt`` if it exists."""
     path = last_path(run_dir)
     return path if os.path.isfile(path) else None
+
+
+def epoch_checkpoints(run_dir: str) -> list:
+    """``RUN_DIR/epoch_N.pt`` paths, newest (highest N) first."""
+    found = [(int(m.group(1)), name) for name in os.listdir(run_dir)
+             if (m := re.fullmatch(r"epoch_(\d+)\.pt", name))]
+    return [os.path.join(run_dir, name) for _, name in sorted(found, reverse=True)]
+
+
+def newest_intact_epoch(run_dir: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+    """(path, state) of the highest ``epoch_N.pt`` that loads, or (None, None)."""
+    for path in epoch_checkpoints(run_dir):
+        try:
+            return path, load(path)
+        except CheckpointError:
+            continue
+    return None, None
+
+
+def resume_point(run_dir: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+    """(path, state) to resume ``run_dir`` from: ``last.pt``, else the newest intact ``epoch_N.pt``
+    ((None, None) when the run has no checkpoint yet).
+
+    A ``last.pt`` that exists but does not load is refused (it may hold steps no epoch file has, and
+    resuming would overwrite it); the message names the intact fallback and how to use it.
+    """
+    last = last_path(run_dir)
+    if os.path.isfile(last):
+        try:
+            return last, load(last)
+        except CheckpointError as e:
+            reason = str(e).split("; ")[0]  # what is wrong with it, without the generic fix
+            fallback, state = newest_intact_epoch(run_dir)
+            if fallback is None:
+                hint = "no intact epoch_N.pt to fall back on; start a new run"
+            else:
+                hint = (f"the newest intact checkpoint is {fallback} (epoch {state['epoch']}): move "
+                        f"{last} away (e.g. to last.pt.bad) and resume again to continue from it")
+            raise CheckpointError(f"cannot resume: {reason}; {hint}") from None
+    return newest_intact_epoch(run_dir)

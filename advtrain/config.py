@@ -200,18 +200,77 @@ def load(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> Config
 def read_yaml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise InputError(f"config file {str(path)!r} not found; give the path of a YAML file (see configs/)")
-    with open(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            where = f" line {line + 1}" if line is not None else ""
-            raise InputError(f"config {str(path)!r}{where} is not valid YAML; fix the syntax") from None
+    with open(path, "rb") as f:
+        text = _decode(f.read(), str(path))
+    try:
+        raw = yaml.load(text, Loader=StrictLoader)
+    except StrictYAMLError as e:
+        raise InputError(f"config {str(path)!r}: {e}") from None
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise InputError(f"config {str(path)!r}{where} is not valid YAML; fix the syntax") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise InputError(f"config {str(path)!r} must be a mapping of sections (run:, data:, ...)")
     return raw
+
+
+# ----------------------------------------------------------------------------- strict YAML
+
+class StrictYAMLError(ValueError):
+    """A config that is valid YAML but refused: a duplicate key, an anchor or an alias."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML keeps the last one silently) and anchors /
+    aliases (nested aliases expand exponentially: a 1 KB "billion laughs" file takes gigabytes)."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        anchor = getattr(event, "anchor", None)
+        if isinstance(event, yaml.AliasEvent) or anchor is not None:
+            kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise StrictYAMLError(f"line {event.start_mark.line + 1}: YAML {kind}{anchor} is not "
+                                  "allowed in configs; write the value out in full")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: Dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable key: SafeLoader refuses it below
+                    continue
+                if first is not None:
+                    lines = f"lines {first} and {line}" if first != line else f"line {line}"
+                    raise StrictYAMLError(f"duplicate key {key!r} on {lines}; keep one of them")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _decode(data: bytes, path: str) -> str:
+    """Config bytes -> text; anything but UTF-8 (UTF-16 from an editor, Latin-1) named and refused."""
+    fix = "save the file as UTF-8"
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(bom):
+            raise InputError(f"config {path!r} is {name} encoded; {fix}")
+    if b"\x00" in data[:4096]:
+        raise InputError(f"config {path!r} contains NUL bytes (UTF-16 without a byte-order mark, or "
+                         f"not a text file); {fix}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise InputError(f"config {path!r} is not UTF-8 (byte 0x{data[e.start]:02x} on line {line}, "
+                         f"e.g. Latin-1); {fix}") from None
 
 
 def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
@@ -225,7 +284,9 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
         if not parts:
             raise InputError(f"override {item!r} has an empty key; write e.g. optim.epochs=2")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = yaml.load(text, Loader=StrictLoader) if text.strip() else None
+        except StrictYAMLError as e:
+            raise InputError(f"override {item!r}: {e}") from None
         except yaml.YAMLError:
             value = text
         node = raw
@@ -275,7 +336,15 @@ def attack_settings(cfg: Config) -> Dict[str, Any]:
 def dump(cfg: Union[Config, Dict[str, Any]]) -> str:
     """YAML text of a config (a :class:`Config` is resolved first)."""
     data = resolve(cfg) if isinstance(cfg, Config) else cfg
-    return yaml.safe_dump(_plain(data), sort_keys=False, default_flow_style=False)
+    return yaml.dump(_plain(data), Dumper=_PlainDumper, sort_keys=False, default_flow_style=False)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Never writes anchors/aliases (a shared list would otherwise dump as ``&id001``, which
+    :class:`StrictLoader` refuses when the run is resumed)."""
+
+    def ignore_aliases(self, data):
+        return True
 
 
 def objective_defaults(name: str, dataset: Optional[str] = None) -> Dict[str, Any]:

@@ -7,6 +7,7 @@ a one-line :class:`~advtrain.errors.InputError` (bad type or range) or
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from typing import Any
@@ -20,6 +21,15 @@ ATTACK_KEYS = {"eps": "eps", "step_size": "step_size", "steps": "steps", "norm":
 NON_NEGATIVE = ("beta", "alpha", "gamma", "aug_weight", "attack_alpha", "attack_beta",
                 "attack_gamma")
 POSITIVE = ("prior_T", "loss_T")
+#: run.device choices (plus cuda:N); the trainer and evaluator run on CPU or CUDA only
+DEVICES = ("auto", "cpu", "cuda")
+#: numpy's seed range (torch accepts more); the trainer seeds both with run.seed
+MAX_SEED = 2**32 - 1
+#: a larger SGD learning rate is a typo, not a recipe (the paper rows use 0.1-0.2)
+MAX_LR = 10.0
+#: run names are RobustBench-style ids: they become a directory under run.out_dir
+RUN_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
+MAX_NAME = 100
 
 
 # ----------------------------------------------------------------------------- structure / types
@@ -90,6 +100,8 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise _type_error(key, value, "a string")
+        if "\x00" in value:
+            raise InputError(f"config key {key!r} = {value!r} contains a NUL byte; remove it")
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # programming error
 
@@ -97,14 +109,19 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
 def _to_float(value: Any, key: str) -> float:
     if isinstance(value, bool):
         raise _type_error(key, value, "a number")
+    out = None
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+        out = float(value) if abs(value) < 1e308 else math.inf  # huge ints overflow float()
+    elif isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
         try:
-            return float(value)
+            out = float(value)
         except ValueError:
             pass
-    raise _type_error(key, value, "a number")
+    if out is None:
+        raise _type_error(key, value, "a number")
+    if not math.isfinite(out):
+        raise InputError(f"config key {key!r} = {value!r} is not a finite number; give a finite value")
+    return out
 
 
 def _type_error(key: str, value: Any, expected: str) -> InputError:
@@ -163,8 +180,12 @@ def check_ranges(cfg) -> None:
     """Refuse out-of-range values and unknown choices before anything is built."""
     E = cfg.optim.epochs
     _at_least("optim.epochs", E, 1)
-    _choice("device", "run.device", cfg.run.device, ("auto", "cpu", "cuda"), pattern=r"cuda:\d+")
+    if not (cfg.run.device in DEVICES or re.fullmatch(r"cuda:\d+", cfg.run.device)):
+        raise InputError(f"config key 'run.device' = {cfg.run.device!r} is not supported; advtrain "
+                         "runs on auto, cpu, cuda or cuda:N")
     _at_least("run.seed", cfg.run.seed, 0)
+    _at_most("run.seed", cfg.run.seed, MAX_SEED)
+    check_run_name(cfg.run.name)
     _at_least("run.checkpoint_every_steps", cfg.run.checkpoint_every_steps, 0)
     _check_data(cfg.data)
     _check_names(cfg)
@@ -176,14 +197,17 @@ def check_ranges(cfg) -> None:
         _at_least("attack.steps", a.steps, 0)
     o = cfg.optim
     _positive("optim.lr", o.lr)
+    _at_most("optim.lr", o.lr, MAX_LR)
     _unit("optim.momentum", o.momentum, closed_right=False)
     _at_least("optim.weight_decay", o.weight_decay, 0)
+    _at_most("optim.weight_decay", o.weight_decay, 1)
     _choice("lr schedule", "optim.schedule", o.schedule,
             ("cosine", "cosine_trades", "piecewise", "onecycle"))
     _at_least("optim.warmup_epochs", o.warmup_epochs, 0)
     if o.warmup_epochs > E:
         raise InputError(f"optim.warmup_epochs = {o.warmup_epochs} exceeds optim.epochs = {E}")
     _positive("optim.lr_gamma", o.lr_gamma)
+    _at_most("optim.lr_gamma", o.lr_gamma, 1)
     if any(m < 1 for m in o.milestones) or list(o.milestones) != sorted(o.milestones):
         raise InputError(f"optim.milestones {o.milestones} must be increasing epochs >= 1")
     o.lr_table = _check_lr_table(o.lr_table, E)
@@ -278,6 +302,11 @@ def _at_least(key: str, value, low) -> None:
         raise InputError(f"config key {key!r} = {value} must be >= {low}")
 
 
+def _at_most(key: str, value, high) -> None:
+    if value > high:
+        raise InputError(f"config key {key!r} = {value} must be <= {high}")
+
+
 def _positive(key: str, value) -> None:
     if not value > 0:
         raise InputError(f"config key {key!r} = {value} must be > 0")
@@ -288,3 +317,27 @@ def _unit(key: str, value, closed_right: bool = True) -> None:
     if not ok:
         rng = "[0, 1]" if closed_right else "[0, 1)"
         raise InputError(f"config key {key!r} = {value} must be in {rng}")
+
+
+def check_run_name(name: str, key: str = "run.name") -> str:
+    """A run name is one directory below ``run.out_dir``: letters, digits, ``. _ + -``, no leading
+    dot (``..``, ``/abs`` and hidden names could escape or hide the run), at most 100 characters."""
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME or not RUN_NAME.fullmatch(name):
+        raise InputError(f"config key {key!r} = {name!r} is not a valid run name; use 1-{MAX_NAME} "
+                         "characters from A-Z a-z 0-9 . _ + - not starting with '.' (e.g. "
+                         "gkl_at_cifar10); put the run elsewhere with run.out_dir or --run-dir")
+    return name
+
+
+def recorded_test_data(recorded: dict, where: str) -> dict:
+    """``{"root", "npz"}`` as recorded in checkpoint ``where`` (``data.root`` / ``data.test_npz`` of
+    its training config), checked like a user config: a damaged or hand-edited value gives one line."""
+    from advtrain.config import DataConfig
+
+    hints = typing.get_type_hints(DataConfig)
+    try:
+        return {"root": coerce(recorded.get("root"), hints["root"], "data.root"),
+                "npz": coerce(recorded.get("npz"), hints["test_npz"], "data.test_npz")}
+    except InputError as e:
+        raise InputError(f"{where}: the training config recorded in this checkpoint is invalid ({e}); "
+                         "pass the test data with --data-root / --data-npz") from None

@@ -34,6 +34,7 @@ from advtrain import distributed as D
 from advtrain import metrics as M
 from advtrain.errors import AdvtrainError
 from advtrain.io import atomic_write_text
+from advtrain.runlock import RunLock, lock_new_run_dir
 from advtrain.schedules import attack_budget, lr_at, momentum_at
 from advtrain.trainer_setup import build_parts, prepare_run_dir, start_run_dir, resolve_device
 
@@ -53,27 +54,45 @@ def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir
     when ``config`` is None; a different config is refused unless ``force``). ``stop_after=e`` returns
     after epoch ``e`` (used to test interruption).
     """
-    new_dir = False
+    new_dir, locks = False, []
     if D.launched():  # torchrun: rank 0 prepares the run directory, the other ranks follow
         D.init_from_env(resolve_device(_peek(config, run_dir).run.device))
 
         def on_main():
+            if resume and run_dir and os.path.isdir(run_dir):
+                locks.append(RunLock(run_dir).acquire())
             out = prepare_run_dir(config, run_dir, resume, force)
             if not resume:
+                locks.append(lock_new_run_dir(out[1]))
                 start_run_dir(out[0], out[1])
             return out
 
-        cfg, run_dir, state = D.prepare_on_main(
-            on_main, lambda rd: prepare_run_dir(config, rd, True, True))
-    else:
-        cfg, run_dir, state = prepare_run_dir(config, run_dir, resume, force)
-        new_dir = not resume
-    trainer = Trainer(cfg, run_dir, state)
-    if new_dir:  # only now: a mistake found while building the parts leaves no directory behind
-        start_run_dir(cfg, run_dir)
-    out = trainer.train(stop_after)
-    D.barrier()  # rank 0 has written its files before any rank returns
+        try:
+            cfg, run_dir, state = D.prepare_on_main(
+                on_main, lambda rd: prepare_run_dir(config, rd, True, True))
+        except BaseException:
+            _release(locks)
+            raise
+    try:
+        if not D.launched():
+            if resume and run_dir and os.path.isdir(run_dir):  # before any file is touched
+                locks.append(RunLock(run_dir).acquire())
+            cfg, run_dir, state = prepare_run_dir(config, run_dir, resume, force)
+            new_dir = not resume
+        trainer = Trainer(cfg, run_dir, state)
+        if new_dir:  # only now: a mistake found while building the parts leaves no directory behind
+            locks.append(lock_new_run_dir(run_dir))
+            start_run_dir(cfg, run_dir)
+        out = trainer.train(stop_after)
+        D.barrier()  # rank 0 has written its files before any rank returns
+    finally:
+        _release(locks)
     return out
+
+
+def _release(locks) -> None:
+    for lock in locks:
+        lock.release()
 
 
 def _peek(config, run_dir) -> C.Config:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -20,8 +21,9 @@ import torch.nn as nn
 from advtrain import checkpoint as ck
 from advtrain import config as C
 from advtrain import distributed as D
-from advtrain.errors import InputError
+from advtrain.errors import CheckpointError, InputError
 from advtrain.io import atomic_write_text
+from advtrain.runlock import holder, holds_run, in_use_error
 
 #: resolved-config entries that may change between an interrupted run and its resumption
 RESUME_FREE = {"run.name", "run.out_dir", "run.device", "run.progress", "data.workers", "notes"}
@@ -49,16 +51,24 @@ def prepare_run_dir(config, run_dir: Optional[str], resume: bool, force: bool
             config = stored
         cfg = _as_config(config)
         _remove_stale_temp_files(run_dir)
-        last = ck.latest(run_dir)
-        state = ck.load(last) if last else None
+        last, state = ck.resume_point(run_dir)
+        if last is not None and os.path.basename(last) != ck.LAST and D.is_main():
+            print(f"advtrain: {ck.last_path(run_dir)} is missing; resuming from {last} "
+                  f"(epoch {state['epoch']})", file=sys.stderr)
         if state is not None and not force:
+            if not isinstance(state.get("config"), dict):
+                raise CheckpointError(f"{last} records no training config to compare with; pass "
+                                      "--force to resume anyway")
             _check_same(C.resolve(cfg), state["config"], run_dir)
         return cfg, run_dir, state
     if config is None:
         raise InputError("no config given; pass a YAML file such as configs/cpu/tiny_trades.yaml")
     cfg = _as_config(config)
     run_dir = run_dir or os.path.join(cfg.run.out_dir, cfg.run.name)
-    if os.path.isdir(run_dir) and os.listdir(run_dir):
+    pid = holder(run_dir)
+    if pid is not None:
+        raise in_use_error(run_dir, pid)
+    if holds_run(run_dir):  # a directory with only config.yaml (no epoch finished) may be reused
         raise InputError(f"run directory {run_dir!r} already exists; continue it with --resume "
                          f"{run_dir}, or choose another run.name / --run-dir")
     return cfg, run_dir, None
@@ -100,11 +110,9 @@ def _check_same(new: Dict[str, Any], old: Dict[str, Any], run_dir: str) -> None:
 # ----------------------------------------------------------------------------- parts
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"run.device {name!r} but CUDA is not available; use run.device=cpu or auto")
-    return torch.device(name)
+    from advtrain.utils import resolve_device as resolve
+
+    return resolve(name, flag="run.device")
 
 
 def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
@@ -129,6 +137,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
         batch_size=D.per_rank_batch(d.batch_size), rank=D.rank(), world_size=D.world_size(),
         workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
         holdout=d.holdout)
+    _check_steps(loader, d)
     test = None
     if d.test_subset > 0:
         test = _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset)
@@ -136,6 +145,17 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
                 optimizer=make_optimizer(cfg, model, objective), test=test, holdout=_holdout_set(cfg),
                 awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
                 autocast=_autocast(cfg, device))
+
+
+def _check_steps(loader, d) -> None:
+    """A loader with no batch would train nothing and still report "done"."""
+    if len(loader) > 0:
+        return
+    sampler = loader.batch_sampler if loader.batch_size is None else loader.sampler
+    n = len(sampler) if hasattr(sampler, "__len__") else len(loader.dataset)
+    raise InputError(f"the training data gives 0 optimizer steps per epoch ({n} images per process, "
+                     f"data.batch_size {d.batch_size}, data.drop_last {str(d.drop_last).lower()}); "
+                     f"use data.batch_size <= {n} or data.drop_last: false")
 
 
 def _test_subset(arrays, n: int):

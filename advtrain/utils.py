@@ -25,16 +25,25 @@ def format_eps(eps: float) -> str:
     return f"{eps:g}"
 
 
-def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    """``"auto"``/None -> cuda when available, else cpu; a name or device otherwise."""
+def resolve_device(device: Union[str, torch.device, None], flag: str = "--device") -> torch.device:
+    """``"auto"``/None -> cuda when available, else cpu; a name or device otherwise.
+
+    Only CPU and CUDA are supported (``mps``, ``xla``, ``meta``, ... are refused with one line)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"invalid device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise InputError(f"{flag} {str(device)!r} is not supported; advtrain runs on auto, cpu, cuda "
+                         "or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        raise InputError(f"{flag} {str(device)!r} requested but CUDA is not available; use {flag} cpu "
+                         "or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"{flag} {str(device)!r} but only {torch.cuda.device_count()} CUDA device(s) "
+                         f"are visible; use cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 

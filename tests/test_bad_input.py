@@ -103,7 +103,7 @@ class Case:
     fix: str  # what the user should do (docs)
     rc: int = 2
     sub: bool = False  # run as a real subprocess
-    env: Dict[str, str] = field(default_factory=dict)
+    env: Dict[str, str] = field(default_factory=dict)  # "{case}" stands for the case's folder
     patch: Optional[Callable] = None  # patch(monkeypatch) before an in-process run
 
 
@@ -148,10 +148,59 @@ def _disk_full(monkeypatch):
     monkeypatch.setattr(torch, "save", save)
 
 
-def _resume_copy(W, *extra):
+def _resume_copy(W, *extra, edit=None):
     copy = W.case / "run"
     shutil.copytree(W.run, copy)
+    if edit is not None:
+        edit(copy)
     return ["train", "--resume", str(copy), *extra]
+
+
+def _append(path: str, text: str) -> List[str]:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+    return ["train", path]
+
+
+def _reencode(path: str, encoding: str) -> List[str]:
+    text = Path(path).read_text(encoding="utf-8")
+    Path(path).write_bytes(text.encode(encoding))
+    return ["train", path]
+
+
+#: 433 bytes of nested aliases: 10^9 strings once the loaded mapping is copied (as overrides do)
+_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+def _with_config(W, recorded: dict) -> Path:
+    """The world's tiny checkpoint with ``recorded`` as its training config."""
+    ckpt = torch.load(W.ckpt, weights_only=True)
+    ckpt["config"] = recorded
+    path = W.case / "recorded.pt"
+    torch.save(ckpt, path)
+    return path
+
+
+def _cut_last(run: Path) -> None:
+    last = run / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+
+
+_HELD = []  # locks held by the test process (a second holder, as another 'advtrain train' would be)
+
+
+def _hold_lock(run: Path) -> None:
+    from advtrain.runlock import RunLock
+
+    _HELD.append(RunLock(str(run)).acquire())
+
+
+def _data_file(W, root: Optional[str] = None) -> str:
+    """A config with no data paths but ``data.root`` = a file (or none: ADVTRAIN_DATA is set)."""
+    make_npz(W.case / (root or "data.npz"))
+    return config(W, data={"train_npz": None, "test_npz": None,
+                           "root": str(W.case / root) if root else None})
 
 
 CASES = [
@@ -340,6 +389,85 @@ CASES = [
 
     # ---- end of round 2: evaluation side ----
     # ---- round 2 (issue #10): training, configs, run directories, data ----
+    Case("config-duplicate-key", "a config with `optim:` twice (YAML would keep the last one)",
+         lambda W: _append(config(W), "optim: {lr: 0.1}\n"), "duplicate key 'optim' on lines",
+         "keep one of the two keys"),
+    Case("config-duplicate-key-override", "override `objective={name: trades, name: mart}`",
+         lambda W: ["train", config(W), "objective={name: trades, name: mart}"],
+         "duplicate key 'name' on line 1", "keep one of the two keys"),
+    Case("config-yaml-aliases", "a 1 KB \"billion laughs\" config (nested YAML aliases)",
+         lambda W: ["train", _write(W.case / "laughs.yaml", _LAUGHS)],
+         "YAML anchor &a is not allowed in configs", "write values out in full (no &anchors / *aliases)",
+         sub=True),
+    Case("config-utf16", "a config saved as UTF-16 (e.g. by a Windows editor)",
+         lambda W: _reencode(config(W), "utf-16"), "is UTF-16 encoded; save the file as UTF-8",
+         "save the config as UTF-8"),
+    Case("config-latin1", "a config saved as Latin-1 (`notes: café`)",
+         lambda W: _reencode(_append(config(W), "notes: café\n")[1], "latin-1"),
+         "is not UTF-8 (byte 0xe9 on line", "save the config as UTF-8"),
+    Case("config-seed-huge", "override `run.seed=1.0e+20`",
+         lambda W: ["train", config(W), "run.seed=1.0e+20"], "'run.seed' = 100000000000000000000 "
+         "must be <= 4294967295", "a seed in [0, 2**32 - 1]"),
+    Case("config-seed-1e20", "override `run.seed=1e20` (YAML reads it as text)",
+         lambda W: ["train", config(W), "run.seed=1e20"], "'run.seed' must be an integer",
+         "a seed in [0, 2**32 - 1]"),
+    Case("config-lr-huge", "override `optim.lr=1e300`",
+         lambda W: ["train", config(W), "optim.lr=1e300"], "'optim.lr' = 1e+300 must be <= 10.0",
+         "a learning rate in (0, 10]"),
+    Case("config-lr-inf", "override `optim.lr=.inf`",
+         lambda W: ["train", config(W), "optim.lr=.inf"], "'optim.lr' = inf is not a finite number",
+         "a finite value"),
+    Case("config-beta-nan", "override `objective.beta=.nan`",
+         lambda W: ["train", config(W), "objective.beta=.nan"],
+         "'objective.beta' = nan is not a finite number", "a finite value"),
+    Case("config-device-mps", "config `run.device: mps`",
+         lambda W: ["train", config(W, run={"device": "mps"})],
+         "'run.device' = 'mps' is not supported; advtrain runs on auto, cpu, cuda or cuda:N",
+         "auto, cpu, cuda or cuda:N"),
+    Case("eval-device-meta", "`advtrain eval --device meta`",
+         lambda W: eval_args(W, "--device", "meta"),
+         "--device 'meta' is not supported; advtrain runs on auto, cpu, cuda or cuda:N",
+         "auto, cpu, cuda or cuda:N"),
+    Case("ckpt-recorded-config", "eval of a checkpoint whose recorded config has `data.test_npz: 123`",
+         lambda W: eval_args(W, ckpt=_with_config(W, {"data": {"test_npz": 123}}), data=[]),
+         "training config recorded in this checkpoint is invalid (config key 'data.test_npz' must "
+         "be a string, got 123", "pass --data-root / --data-npz"),
+    Case("zero-steps", "16 training images, `data.batch_size: 64`, `data.drop_last: true`",
+         lambda W: ["train", config(W, data={"batch_size": 64, "drop_last": True})],
+         "the training data gives 0 optimizer steps per epoch (16 images per process",
+         "data.batch_size <= the number of images, or drop_last: false"),
+    Case("resume-last-truncated", "`train --resume RUN` whose last.pt is cut in half",
+         lambda W: _resume_copy(W, edit=_cut_last), "run/epoch_1.pt (epoch 1): move ",
+         "move last.pt away and resume again (from the named epoch_N.pt)"),
+    Case("run-locked", "`train --resume RUN` while another `advtrain train` holds RUN",
+         lambda W: _resume_copy(W, edit=_hold_lock),
+         f"is in use by another 'advtrain train' (pid {os.getpid()})",
+         "wait for the other run, or another run.name / --run-dir"),
+    Case("run-name-dotdot", "config `run.name: ../escape`",
+         lambda W: ["train", config(W, run={"name": "../escape"})],
+         "'run.name' = '../escape' is not a valid run name", "A-Z a-z 0-9 . _ + -, no leading dot"),
+    Case("run-name-absolute", "override `run.name=/tmp/x`",
+         lambda W: ["train", config(W), "run.name=/tmp/x"],
+         "'run.name' = '/tmp/x' is not a valid run name", "put the run elsewhere with run.out_dir"),
+    Case("run-name-nul", "config `run.name: \"a\\0b\"` (a NUL byte)",
+         lambda W: ["train", config(W, run={"name": "a\x00b"})], "contains a NUL byte",
+         "remove the NUL byte"),
+    Case("path-nul", "config `data.test_npz: \"t\\0.npz\"` (a NUL byte)",
+         lambda W: ["train", config(W, data={"test_npz": "t\x00.npz"})],
+         "'data.test_npz' = 't\\x00.npz' contains a NUL byte", "remove the NUL byte"),
+    Case("advtrain-data-file", "`ADVTRAIN_DATA` set to a file", lambda W: ["train", _data_file(W)],
+         "data.npz is a file, not a directory; point it at the directory",
+         "point ADVTRAIN_DATA at a directory, or a single file at data.train_npz",
+         env={"ADVTRAIN_DATA": "{case}/data.npz"}),
+    Case("data-root-file", "config `data.root` set to a file",
+         lambda W: ["train", _data_file(W, root="root.npz")], "root.npz is a file, not a directory",
+         "point data.root at a directory"),
+    Case("train-npz-empty", "training npz with 0 images",
+         lambda W: ["train", config(W, data={"train_npz": str(make_npz(W.case / "e.npz", n=0))})],
+         "e.npz: holds no images (0 entries)", "a file with images"),
+    Case("eval-npz-empty", "`advtrain eval --data-npz` with 0 images",
+         _npz_file("e.npz", lambda p: make_npz(p, n=0)), "e.npz: holds no images (0 entries)",
+         "a file with images"),
 
     # ---- end of round 2: training side ----
 ]
@@ -459,18 +587,19 @@ def run_case(case: Case, W: World, case_dir: Path, monkeypatch) -> tuple:
     W.case = case_dir
     case_dir.mkdir(parents=True, exist_ok=True)
     argv = case.argv(W)
-    env = {"ADVTRAIN_OFFLINE": "1", **case.env}
+    env = {"ADVTRAIN_OFFLINE": "1", **{k: v.format(case=case_dir) for k, v in case.env.items()}}
     if case.sub:
-        full = {**os.environ, **env, "OMP_NUM_THREADS": "1"}
+        full = {**os.environ, "OMP_NUM_THREADS": "1"}
         full.pop("ADVTRAIN_DATA", None)
+        full.update(env)
         proc = subprocess.run([sys.executable, "-m", "advtrain", *argv], capture_output=True,
                               text=True, cwd=case_dir, env=full, timeout=300)
         return proc.returncode, proc.stderr
     from advtrain.cli import main
 
+    monkeypatch.delenv("ADVTRAIN_DATA", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.delenv("ADVTRAIN_DATA", raising=False)
     if case.patch:
         case.patch(monkeypatch)
     err = io.StringIO()

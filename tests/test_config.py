@@ -22,11 +22,11 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  epochs: 10\nobjective:\n  name: trades\n")
     cfg = C.load(path, ["optim.epochs=2", "optim.lr=5e-3", "data.synthetic_npz=[a.npz, b.npz]",
-                        "attack.eps=4/255", "run.name=x=y"])
+                        "attack.eps=4/255", "notes=x=y"])
     assert cfg.optim.epochs == 2 and cfg.optim.lr == pytest.approx(5e-3)
     assert cfg.data.synthetic_npz == ["a.npz", "b.npz"]
     assert cfg.attack.eps == pytest.approx(4 / 255)
-    assert cfg.run.name == "x=y"
+    assert cfg.notes == "x=y"
 
 
 @pytest.mark.parametrize("text,value", [("8/255", 8 / 255), ("0.0314", 0.0314), (0.5, 0.5),
@@ -56,7 +56,7 @@ def test_parse_eps_refuses(bad):
     ({"optim": {"schedule": "cosin"}}, r"did you mean 'cosine'"),
     ({"nan_policy": "ignore"}, r"choices: skip, stop"),
     ({"precision": "fp16"}, r"choices: bf16, fp32"),
-    ({"run": {"device": "gpu"}}, r"unknown device"),
+    ({"run": {"device": "gpu"}}, r"is not supported; advtrain runs on auto, cpu, cuda"),
     ({"average": {"start": 5, "end": 3}}, r"start <= end"),
     ({"optim": {"milestones": [5, 3]}}, r"increasing"),
     ({"objective": {"name": "trades", "eps": 0.1}}, r"set attack.eps instead"),

@@ -205,7 +205,10 @@ def _data_from_checkpoint(args, meta) -> None:
     recorded = meta.get("test_data")
     if args.data_root or args.data_npz or not recorded:
         return
-    args.data_root, args.data_npz = recorded.get("root"), recorded.get("npz")
+    from advtrain.config_check import recorded_test_data
+
+    recorded = recorded_test_data(recorded, meta["checkpoint"])
+    args.data_root, args.data_npz = recorded["root"], recorded["npz"]
     where = args.data_npz or args.data_root
     print(f"note: test data from the checkpoint's training config: {where} (override with "
           "--data-root / --data-npz)", file=sys.stderr)

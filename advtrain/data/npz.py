@@ -110,6 +110,8 @@ def check_arrays(images, labels, path: str, num_classes: Optional[int] = None) -
                         f"{tuple(labels.shape)}; {_fix()}")
     if len(labels) != len(images):
         raise DataError(f"{path}: {len(images)} images but {len(labels)} labels; {_fix()}")
+    if len(labels) == 0:
+        raise DataError(f"{path}: holds no images (0 entries); point at a file with data or {_fix()}")
     hi = num_classes if num_classes is not None else np.iinfo(np.int64).max
     for start in range(0, len(labels), _CHUNK):
         chunk = np.asarray(labels[start:start + _CHUNK])

@@ -145,12 +145,17 @@ def resolve_source(dataset: str, split: str, *, root: Optional[str] = None, npz:
     check_split(split)
     if npz is not None:
         return Source("npz", os.fspath(npz), dataset, split)
-    for directory in (root, os.environ.get("ADVTRAIN_DATA") or None):
+    for directory, what in ((root, "data directory"), (os.environ.get("ADVTRAIN_DATA") or None,
+                                                       "ADVTRAIN_DATA")):
         if directory is None:
             continue
         directory = os.fspath(directory)
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise DataError(f"{what} {directory} is a file, not a directory; point it at the directory "
+                            f"that holds the data, or pass a single npz file as the npz (eval "
+                            f"--data-npz FILE, config data.{split}_npz)")
         if not os.path.isdir(directory):
-            raise DataError(f"data directory {directory} does not exist; {_options(dataset, split)}")
+            raise DataError(f"{what} {directory} does not exist; {_options(dataset, split)}")
         found = _find_in(directory, dataset, split)
         if found is not None:
             return found
