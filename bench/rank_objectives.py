@@ -23,6 +23,10 @@ asserted. Examples::
 
     python bench/rank_objectives.py --threads 2                       # the default budget
     python bench/rank_objectives.py --epochs 1 --train-images 256 --n-test 50   # smoke run
+    python bench/rank_objectives.py --from-results a/results.json,b/results.json --out merged
+
+Runs are seeded and each objective's run starts from the same seed, so one budget may be split over
+processes (``--objectives``) and merged afterwards with ``--from-results``.
 """
 from __future__ import annotations
 
@@ -181,7 +185,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--data", default=DATA, help="folder with train.npz and test.npz")
     p.add_argument("--out", default=os.path.join("bench", "out"))
+    p.add_argument("--from-results", metavar="JSON[,JSON...]",
+                   help="train nothing: merge these results.json files (runs of the same budget "
+                        "split over processes) into --out's table and PNG")
     args = p.parse_args(argv)
+    if args.from_results:
+        return merge(args)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     bad = [o for o in objectives if o not in OBJECTIVES]
     if bad:
@@ -215,6 +224,32 @@ def main(argv=None) -> int:
     print(text)
     print(f"wall time {wall:.0f} s, CPU time {cpu:.0f} s (on {torch.get_num_threads()} idle cores "
           f"the wall time would be about CPU time / threads)")
+    save(results, args, wall, cpu)
+    plot(results, args, os.path.join(args.out, "rank_objectives.png"))
+    return 0
+
+
+def merge(args) -> int:
+    """Re-render the table and PNG from saved ``results.json`` files of one budget."""
+    results, wall, cpu, budget = {}, 0.0, 0.0, None
+    keys = ("epochs", "train_images", "depth", "width", "batch_size", "lr", "n_test",
+            "subset_seed", "pgd_steps", "seed")
+    for path in args.from_results.split(","):
+        with open(path) as f:
+            saved = json.load(f)
+        mine = {k: saved["args"][k] for k in keys}
+        if budget is not None and mine != budget:
+            print(f"error: {path} used another budget ({mine} vs {budget}); merge runs of one "
+                  "budget only", file=sys.stderr)
+            return 2
+        budget = mine
+        results.update(saved["results"])
+        wall, cpu = wall + saved["wall_seconds"], cpu + saved["cpu_seconds"]
+    vars(args).update(budget)
+    results = {o: results[o] for o in OBJECTIVES if o in results}
+    os.makedirs(args.out, exist_ok=True)
+    print(table(results, args))
+    print(f"summed wall time {wall:.0f} s, CPU time {cpu:.0f} s")
     save(results, args, wall, cpu)
     plot(results, args, os.path.join(args.out, "rank_objectives.png"))
     return 0
