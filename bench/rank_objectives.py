@@ -1,0 +1,269 @@
+"""Rank PGD-AT, TRADES, IKL-AT and GKL-AT under one budget: clean, PGD-20 and AutoAttack accuracy.
+
+Every objective is trained by the real trainer (``advtrain.fit``) with the same model, images, seed,
+epochs, optimiser and training attack (the ``executed`` schedule: K=5 steps of eps_t/2, eps ramp);
+only ``objective:`` differs, and it takes the objective's own CIFAR-10 defaults (TRADES beta 6;
+IKL-AT / GKL-AT alpha 4, beta 20, prior T 4). Each final model is then evaluated with
+``advtrain.evaluate`` on one fixed random test subset (seeded, drawn as ``advtrain eval --subset
+random`` draws it, since ``test.npz`` is sorted by class):
+
+    clean      accuracy on the clean images
+    PGD-20     the project's PGD (attacks.PGD, CE, random start, step 2.5*eps/20)
+    AA         the official AutoAttack (pyautoattack through attacks.AutoAttackAdapter),
+               version custom = APGD-CE then APGD-T (100 iterations, 9 target classes)
+
+Each figure k/n comes with a Wilson 95% interval (float64)::
+
+    p = k/n, z = 1.959964;  centre = (p + z^2/2n) / (1 + z^2/n)
+    half = z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2)
+
+Outputs under ``--out``: ``runs/<objective>/`` (the training runs), ``results.json``, ``table.md``
+and ``rank_objectives.png`` (when matplotlib is installed). This is evidence, not a test: nothing is
+asserted. Examples::
+
+    python bench/rank_objectives.py --threads 2                       # the default budget
+    python bench/rank_objectives.py --epochs 1 --train-images 256 --n-test 50   # smoke run
+    python bench/rank_objectives.py --from-results a/results.json,b/results.json --out merged
+
+Runs are seeded and each objective's run starts from the same seed, so one budget may be split over
+processes (``--objectives``) and merged afterwards with ``--from-results``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+
+OBJECTIVES = ("pgd_at", "trades", "ikl_at", "gkl_at")
+LABELS = {"pgd_at": "PGD-AT", "trades": "TRADES", "ikl_at": "IKL-AT", "gkl_at": "GKL-AT"}
+DATA = os.path.join("..", "shared", "data", "cifar10-jpeg")
+Z95 = 1.959963984540054  # Phi^-1(0.975)
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple:
+    """Wilson score interval (low, high) of a binomial proportion k/n, in float64."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p, n, z2 = k / n, float(n), z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exact ends (no rounding residue)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return (low, high)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads) so far."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def config(objective: str, args, run_dir: str) -> dict:
+    """The training config: everything but ``objective`` is shared by the four runs."""
+    return {
+        "run": {"name": f"rank_{objective}", "seed": args.seed, "device": "cpu",
+                "out_dir": os.path.dirname(run_dir), "progress": False},
+        "data": {"dataset": "cifar10", "train_npz": os.path.join(args.data, "train.npz"),
+                 "test_npz": os.path.join(args.data, "test.npz"), "batch_size": args.batch_size,
+                 "train_subset": args.train_images, "test_subset": 0, "augment": "basic"},
+        "model": {"arch": f"wrn-{args.depth}-{args.width}"},
+        "objective": {"name": objective},
+        "attack": {"eps": "8/255", "schedule": "executed"},
+        "optim": {"lr": args.lr, "schedule": "cosine", "epochs": args.epochs},
+        "awp": {"enabled": False},
+        "ema": {"enabled": False},
+    }
+
+
+def test_subset(args):
+    """A fixed random ``--n-test`` images of test.npz (same rule as ``advtrain eval --subset random``)."""
+    from advtrain.data import load_test_arrays
+
+    x, y = load_test_arrays("cifar10", npz=os.path.join(args.data, "test.npz"))
+    if not 1 <= args.n_test <= len(y):
+        raise SystemExit(f"error: --n-test {args.n_test} must be in 1..{len(y)}")
+    gen = torch.Generator().manual_seed(args.subset_seed)
+    idx = torch.randperm(len(y), generator=gen)[:args.n_test].sort().values
+    return x[idx].contiguous(), y[idx].contiguous()
+
+
+def train(objective: str, args) -> tuple:
+    from advtrain import fit
+    from advtrain.checkpoint import last_path
+    from advtrain.export import model_from_checkpoint
+
+    run_dir = os.path.join(args.out, "runs", objective)
+    t0 = time.time()
+    fit(config(objective, args, run_dir), run_dir=run_dir, force=True)
+    seconds = time.time() - t0
+    model, _ = model_from_checkpoint(last_path(run_dir), dataset="cifar10", device="cpu")
+    return model, seconds
+
+
+def evaluate(model, x, y, args) -> dict:
+    from advtrain.evaluation import evaluate as aa_evaluate
+
+    t0 = time.time()
+    r = aa_evaluate(model, x, y, eps="8/255", version="custom", attacks=["apgd-ce", "apgd-t"],
+                    batch_size=args.eval_batch, seed=args.seed, device="cpu",
+                    pgd_steps=args.pgd_steps, sanity=False, progress=False)
+    n = len(y)
+    out = {"n": n, "seconds": time.time() - t0, "flags": list(r["flags"]),
+           "per_attack": r["per_attack"]}
+    for key, acc in (("clean", r["clean_acc"]), ("pgd", r["pgd_acc"]), ("aa", r["robust_acc"])):
+        k = int(round(acc * n))
+        out[key] = {"correct": k, "acc": k / n, "ci95": wilson(k, n)}
+    return out
+
+
+def fmt(cell: dict) -> str:
+    lo, hi = cell["ci95"]
+    return f"{100 * cell['acc']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def table(results: dict, args) -> str:
+    lines = [f"| objective | clean | PGD-{args.pgd_steps} | AA (APGD-CE + APGD-T) | train s (CPU s) | eval s (CPU s) |",
+             "|---|---|---|---|---|---|"]
+    for obj, r in results.items():
+        lines.append(f"| {LABELS[obj]} | {fmt(r['clean'])} | {fmt(r['pgd'])} | {fmt(r['aa'])} | "
+                     f"{r['train_seconds']:.0f} ({r['train_cpu_seconds']:.0f}) | {r['seconds']:.0f} "
+                     f"({r['eval_cpu_seconds']:.0f}) |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, args, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not installed; no PNG (pip install matplotlib for one)")
+        return
+    keys = (("clean", "clean"), ("pgd", f"PGD-{args.pgd_steps}"), ("aa", "AA"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(keys)
+    for j, (key, label) in enumerate(keys):
+        xs = [i + (j - 1) * width for i in range(len(results))]
+        acc = [100 * r[key]["acc"] for r in results.values()]
+        err = [[100 * (r[key]["acc"] - r[key]["ci95"][0]) for r in results.values()],
+               [100 * (r[key]["ci95"][1] - r[key]["acc"]) for r in results.values()]]
+        ax.bar(xs, acc, width, yerr=err, capsize=3, label=label)
+    ax.set_xticks(range(len(results)), [LABELS[o] for o in results])
+    ax.set_ylabel(f"accuracy % (n={args.n_test}, Wilson 95%)")
+    ax.set_title(f"wrn-{args.depth}-{args.width}, {args.train_images} images, {args.epochs} epochs")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--objectives", default=",".join(OBJECTIVES))
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--train-images", type=int, default=4096)
+    p.add_argument("--depth", type=int, default=16, help="WRN depth (wrn-DEPTH-WIDTH)")
+    p.add_argument("--width", type=int, default=2, help="WRN widening factor")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--n-test", type=int, default=500)
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--pgd-steps", type=int, default=20)
+    p.add_argument("--eval-batch", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--data", default=DATA, help="folder with train.npz and test.npz")
+    p.add_argument("--out", default=os.path.join("bench", "out"))
+    p.add_argument("--from-results", metavar="JSON[,JSON...]",
+                   help="train nothing: merge these results.json files (runs of the same budget "
+                        "split over processes) into --out's table and PNG")
+    args = p.parse_args(argv)
+    if args.from_results:
+        return merge(args)
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    bad = [o for o in objectives if o not in OBJECTIVES]
+    if bad:
+        print(f"error: unknown objective {bad[0]!r}; choose from {', '.join(OBJECTIVES)}",
+              file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    print(f"machine: {platform.node()} {platform.processor() or platform.machine()} "
+          f"threads={torch.get_num_threads()} torch={torch.__version__}; wrn-{args.depth}-"
+          f"{args.width}, {args.train_images} train images, {args.epochs} epochs, batch "
+          f"{args.batch_size}, seed {args.seed}, {args.n_test} test images", flush=True)
+    x, y = test_subset(args)
+    results, t_start, c_start = {}, time.time(), cpu_seconds()
+    for obj in objectives:
+        c0 = cpu_seconds()
+        model, train_s = train(obj, args)
+        c1 = cpu_seconds()
+        print(f"{LABELS[obj]}: trained in {train_s:.0f} s ({c1 - c0:.0f} CPU s)", flush=True)
+        r = evaluate(model, x, y, args)
+        r["train_seconds"], r["train_cpu_seconds"] = train_s, c1 - c0
+        r["eval_cpu_seconds"] = cpu_seconds() - c1
+        results[obj] = r
+        save(results, args, time.time() - t_start, cpu_seconds() - c_start)  # partial results too
+        print(f"{LABELS[obj]}: clean {fmt(r['clean'])}  PGD-{args.pgd_steps} {fmt(r['pgd'])}  "
+              f"AA {fmt(r['aa'])}  ({r['seconds']:.0f} s){'  flags: ' + str(r['flags']) if r['flags'] else ''}",
+              flush=True)
+    wall, cpu = time.time() - t_start, cpu_seconds() - c_start
+    text = table(results, args)
+    print(text)
+    print(f"wall time {wall:.0f} s, CPU time {cpu:.0f} s (on {torch.get_num_threads()} idle cores "
+          f"the wall time would be about CPU time / threads)")
+    save(results, args, wall, cpu)
+    plot(results, args, os.path.join(args.out, "rank_objectives.png"))
+    return 0
+
+
+def merge(args) -> int:
+    """Re-render the table and PNG from saved ``results.json`` files of one budget."""
+    results, wall, cpu, budget = {}, 0.0, 0.0, None
+    keys = ("epochs", "train_images", "depth", "width", "batch_size", "lr", "n_test",
+            "subset_seed", "pgd_steps", "seed")
+    for path in args.from_results.split(","):
+        with open(path) as f:
+            saved = json.load(f)
+        mine = {k: saved["args"][k] for k in keys}
+        if budget is not None and mine != budget:
+            print(f"error: {path} used another budget ({mine} vs {budget}); merge runs of one "
+                  "budget only", file=sys.stderr)
+            return 2
+        budget = mine
+        results.update(saved["results"])
+        wall, cpu = wall + saved["wall_seconds"], cpu + saved["cpu_seconds"]
+    vars(args).update(budget)
+    results = {o: results[o] for o in OBJECTIVES if o in results}
+    os.makedirs(args.out, exist_ok=True)
+    print(table(results, args))
+    print(f"summed wall time {wall:.0f} s, CPU time {cpu:.0f} s")
+    save(results, args, wall, cpu)
+    plot(results, args, os.path.join(args.out, "rank_objectives.png"))
+    return 0
+
+
+def save(results: dict, args, wall: float, cpu: float) -> None:
+    """``table.md`` and ``results.json`` under ``--out`` (atomic writes)."""
+    from advtrain.io import atomic_write_text
+
+    atomic_write_text(os.path.join(args.out, "table.md"), table(results, args) + "\n")
+    atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(
+        {"args": vars(args), "wall_seconds": wall, "cpu_seconds": cpu, "results": results},
+        indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
