@@ -305,3 +305,33 @@ def test_cli_style_run_distils_from_a_checkpoint_teacher(tmp_path):
     state = torch.load(os.path.join(run_dir, "last.pt"), weights_only=True)
     assert set(state["objective"]) == {"prior.weight", "prior.accum", "prior.counts"}
     assert state["config"]["teacher"]["checkpoint"] == teacher_path
+
+
+@pytest.mark.parametrize("teacher,needle", [
+    ({"robustbench": "Cui2023Decoupled_WRN-34-10", "model_dir": "MISSING"},
+     "teacher checkpoint MISSING/cifar10/Linf/Cui2023Decoupled_WRN-34-10.pt not found"),
+    ({"checkpoint": "WRONG", "arch": "wrn-10-1"}, "c100.pt: does not fit wrn-10-1"),  # a CIFAR-100 model
+])
+def test_cli_refuses_a_missing_or_unfit_teacher_in_one_line(tmp_path, teacher, needle):
+    import contextlib
+    import io
+
+    import yaml
+
+    from advtrain.cli import main
+    from advtrain.models import create_model
+
+    wrong = tmp_path / "c100.pt"
+    torch.save(create_model("wrn-10-1", dataset="cifar100").state_dict(), wrong)
+    teacher = {k: str(tmp_path / v) if v in ("MISSING",) else str(wrong) if v == "WRONG" else v
+               for k, v in teacher.items()}
+    cfg = tiny_config(tmp_path, objective={"name": "rslad"}, teacher=teacher)
+    path = tmp_path / "kd.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), one_thread():
+        rc = main(["train", str(path)])
+    lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("advtrain ")]
+    assert rc == 2 and "Traceback" not in err.getvalue()
+    assert len(lines) == 1 and needle.replace("MISSING", str(tmp_path / "MISSING")) in lines[0], lines
+    assert not (tmp_path / "runs").exists()
