@@ -2,14 +2,15 @@ r"""ARD (Goldblum et al., AAAI 2020, "Adversarially Robust Distillation"), SPEC 
 
 With a frozen teacher ``T``, the student ``S``, natural ``x`` and adversarial ``x'``::
 
-    L = (1 - alpha) * CE(S(x), y) + alpha * tau^2 * kl_scale * (1/B) sum_i KL(softmax(T(x_i)/tau) || softmax(S(x'_i)/tau))
+    L = (1 - alpha) * CE(S(x), y)
+        + alpha * tau^2 * kl_scale * (1/B) sum_i KL(softmax(T(x_i)/tau) || softmax(S(x'_i)/tau))
 
 The attack maximises the student's own ``CE(S(x'), y)`` from a uniform start in the ball (as the
-reference's ``AttackPGD``). Defaults are the authors' code (``main.py``): ``alpha = 1`` (so the CE
-term and its forward of ``S(x)`` are skipped), ``tau = loss_T = 30``, PGD-10 with step 2/255 at
-8/255. Differences from that code, on purpose: the KL is a batch mean (the reference's
-``nn.KLDivLoss()`` averages over the B*C elements, i.e. divides by C as well: ``kl_scale = 1/C``
-reproduces it), and the attack runs the student in eval mode (the reference attacks in train mode,
+reference's ``AttackPGD``). Defaults are the authors' code (goldblum/AdversariallyRobustDistillation
+``779ade3``, ``main.py``): ``alpha = 1`` (so the CE term and its forward of ``S(x)`` are skipped),
+``tau = loss_T = 30``, PGD-10 with step 2/255 at 8/255. Differences from that code, on purpose:
+the KL is a batch mean (the reference's ``nn.KLDivLoss()`` averages over the B*C elements, i.e.
+divides by C as well: ``kl_scale = 1/C`` reproduces it), and the attack runs the student in eval mode (the reference attacks in train mode,
 so its BN statistics also move during the attack; ``attack.bn_mode: train`` reproduces that).
 
 Example::

@@ -52,7 +52,8 @@ class TeacherTarget:
 
     needs_nat = False  # the attack must not spend a forward on the student's natural logits
 
-    def __init__(self, fn: Callable[[Tensor, Tensor, Tensor], Tensor], target: Callable[[], Optional[Tensor]]):
+    def __init__(self, fn: Callable[[Tensor, Tensor, Tensor], Tensor],
+                 target: Callable[[], Optional[Tensor]]):
         self.fn, self.target = fn, target
 
     def __call__(self, logits_adv: Tensor, y: Tensor, logits_nat: Optional[Tensor] = None) -> Tensor:

@@ -5,7 +5,8 @@ prior of the teacher (``W`` = per-class mean of ``softmax(t / prior_T)`` over th
 uniform in epoch 1; SPEC §2.6)::
 
     L = adv_weight * GKL(S(x'), t) + nat_weight * GKL(S(x), t)
-    GKL(s, t) = beta * sum_i sum_{j,k} u_ij^g u_ik^g ((t_ij - t_ik) - (s_ij - s_ik))^2 / (4 sum_i (sum_j u_ij^g)^2)
+    GKL(s, t) = beta * sum_i sum_{j,k} u_ij^g u_ik^g ((t_ij - t_ik) - (s_ij - s_ik))^2
+                       / (4 sum_i (sum_j u_ij^g)^2)
               - alpha * (1/B) sum_i sum_j softmax(t_i / tau)_j log softmax(s_i / tau)_j
 
 (:func:`advtrain.losses.gkl_loss`; ``g = gamma``, ``tau = loss_T``, code letters: alpha = soft CE,

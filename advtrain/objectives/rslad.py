@@ -7,11 +7,12 @@ the inner maximisation (KL batch means, teacher first, temperature 1)::
     L = kl_scale * (adv_weight * KL(T(x) || S(x')) + nat_weight * KL(T(x) || S(x)))
     x' = argmax_{x' in ball} KL(T(x) || S(x'))          (PGD from x + 0.001 N(0, I), eval mode)
 
-Defaults are the authors' code (``rslad_loss.py``, ``resnet18_rslad_cifar10.py``): weights 5/6 and
-1/6, PGD-10 with step 2/255 at 8/255. The reference averages its KL over the B*C elements (and
-multiplies by 10 on CIFAR-100), i.e. it trains on ``KL / 10`` on both datasets: ``kl_scale = 0.1``
-reproduces that scale (the paper configs set it); the default 1 is the plain batch-mean KL of the
-paper's formula. Labels ``y`` only enter the logged ``acc_adv``.
+Defaults are the authors' code (zibojia/RSLAD ``c40e04f``: ``rslad_loss.py``,
+``resnet18_rslad_cifar10.py``): weights 5/6 and 1/6, PGD-10 with step 2/255 at 8/255. The
+reference averages its KL over the B*C elements (and multiplies by 10 on CIFAR-100), i.e. it trains
+on ``KL / 10`` on both datasets: ``kl_scale = 0.1`` reproduces that scale (the paper configs set
+it); the default 1 is the plain batch-mean KL of the paper's formula. Labels ``y`` only enter the
+logged ``acc_adv``.
 
 Example::
 
