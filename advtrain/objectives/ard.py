@@ -10,8 +10,9 @@ reference's ``AttackPGD``). Defaults are the authors' code (goldblum/Adversarial
 ``779ade3``, ``main.py``): ``alpha = 1`` (so the CE term and its forward of ``S(x)`` are skipped),
 ``tau = loss_T = 30``, PGD-10 with step 2/255 at 8/255. Differences from that code, on purpose:
 the KL is a batch mean (the reference's ``nn.KLDivLoss()`` averages over the B*C elements, i.e.
-divides by C as well: ``kl_scale = 1/C`` reproduces it), and the attack runs the student in eval mode (the reference attacks in train mode,
-so its BN statistics also move during the attack; ``attack.bn_mode: train`` reproduces that).
+divides by C as well: ``kl_scale = 1/C`` reproduces it), and the attack runs the student in eval
+mode (the reference attacks in train mode, so its BN statistics also move during the attack;
+``attack.bn_mode: train`` reproduces that).
 
 Example::
 
