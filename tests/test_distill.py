@@ -83,7 +83,10 @@ def reference(name, opts, s_adv, s_nat, t, y, prior=None):
         k = opts.get("kl_scale", 1.0)
         (kla, ga), (kln, gn) = kl_rows(t, s_adv), kl_rows(t, s_nat)
         return k * (wa * kla.mean() + wn * kln.mean()), k * wa * ga, k * wn * gn
-    u = prior[y] ** opts.get("gamma", 1.0)
+    if opts.get("use_prior", True):
+        u = prior[y] ** opts.get("gamma", 1.0)
+    else:  # per-sample teacher probabilities at prior_T
+        u = log_softmax(t / opts.get("prior_T", 1.0)).exp() ** opts.get("gamma", 1.0)
     args = (u, opts.get("alpha", 1.0), opts.get("beta", 1.0), opts.get("loss_T", 1.0))
     (va, ga), (vn, gn) = gkl_ref(s_adv, t, *args), gkl_ref(s_nat, t, *args)
     return wa * va + wn * vn, wa * ga, wn * gn
@@ -91,7 +94,8 @@ def reference(name, opts, s_adv, s_nat, t, y, prior=None):
 
 CASES = [("ard", {}), ("ard", {"alpha": 0.7, "loss_T": 4.0, "kl_scale": 0.5}),
          ("rslad", {}), ("rslad", {"adv_weight": 0.6, "nat_weight": 0.9, "kl_scale": 0.1}),
-         ("gkl_kd", {}), ("gkl_kd", {"alpha": 2.0, "beta": 3.0, "gamma": 0.5, "loss_T": 2.0})]
+         ("gkl_kd", {}), ("gkl_kd", {"alpha": 2.0, "beta": 3.0, "gamma": 0.5, "loss_T": 2.0}),
+         ("gkl_kd", {"use_prior": False, "prior_T": 3.0, "gamma": 0.7})]
 
 
 def random_prior(seed=1):
@@ -128,7 +132,8 @@ def attack_grad(name, opts, student, t, x, y, prior):
     elif name == "rslad":  # KL(T(x) || S(x'))
         G = kl_rows(t, s)[1]
     else:  # the same GKL term as the loss
-        u = prior[y] ** opts.get("gamma", 1.0)
+        u = prior[y] ** opts.get("gamma", 1.0) if opts.get("use_prior", True) else \
+            log_softmax(t / opts.get("prior_T", 1.0)).exp() ** opts.get("gamma", 1.0)
         G = gkl_ref(s, t, u, opts.get("alpha", 1.0), opts.get("beta", 1.0), opts.get("loss_T", 1.0))[1]
     return (G @ student.W.detach().T).view_as(x)
 
