@@ -1,7 +1,8 @@
 """Training configuration: typed nested dataclasses, YAML load/dump, dotted overrides.
 
 A config is a YAML file with one mapping per section (``run``, ``data``, ``model``, ``objective``,
-``attack``, ``optim``, ``awp``, ``ema``, ``average``, ``eval``) plus a few top-level switches.
+``attack``, ``optim``, ``awp``, ``ema``, ``average``, ``eval``; ``teacher`` for distillation, see
+:mod:`advtrain.teacher`) plus a few top-level switches.
 The command line may override any value with ``section.key=value`` (the value is parsed as YAML)::
 
     advtrain train configs/gkl_at_cifar10.yaml objective.beta=6 optim.epochs=2
@@ -166,6 +167,7 @@ class Config:
     ema: EMAConfig = field(default_factory=EMAConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    teacher: Optional[Dict[str, Any]] = None  # distillation objectives only (advtrain.teacher)
     nan_policy: str = "stop"  # stop | skip
     precision: str = "fp32"  # fp32 | bf16 (GPU only)
     compile: bool = False
@@ -188,6 +190,9 @@ def from_dict(raw: Optional[Dict[str, Any]]) -> Config:
     cfg = build_section(Config, raw, "")
     check_objective(cfg)
     check_ranges(cfg)
+    from advtrain.teacher import check_section
+
+    check_section(cfg)
     return cfg
 
 

@@ -2,7 +2,7 @@
 
 - ``prepare_run_dir``: a new run never overwrites an existing run directory; ``resume`` continues
   one from ``last.pt`` and refuses a config that differs from the stored one unless ``force``.
-- ``build_parts``: device, model, objective, SGD optimiser (model + objective extra parameters,
+- ``build_parts``: device, model, objective (with its frozen teacher, if any), SGD optimiser (model + objective extra parameters,
   optional no weight decay on BN parameters), loader, AWP, EMA, test subset, autocast.
 - ``clean_and_pgd``: clean and PGD accuracy (given norm and eps, step eps/4, CE or CW, uniform start
   from a fixed seed so it neither varies between epochs nor disturbs the training RNG).
@@ -129,8 +129,9 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
     model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls).to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    teacher = _teacher(cfg, device)
     objective = build_objective(cfg.objective["name"], dataset=d.dataset, num_classes=n_cls,
-                                **objective_kwargs(cfg)).to(device)
+                                **objective_kwargs(cfg), **teacher).to(device)
     loader = build_train_loader(
         d.dataset, root=d.root, train_npz=d.train_npz, synthetic_npz=d.synthetic_npz,
         synthetic_fraction=d.synthetic_fraction, augment=d.augment,
@@ -141,6 +142,10 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
     test = None
     if d.test_subset > 0:
         test = _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset)
+    if teacher:  # before training: classes, logits, input range against this dataset
+        from advtrain.teacher import check_teacher, describe
+
+        check_teacher(teacher["teacher"], n_cls, describe(cfg.teacher), test, device)
     return dict(device=device, model=model, objective=objective, num_classes=n_cls, loader=loader,
                 optimizer=make_optimizer(cfg, model, objective), test=test, holdout=_holdout_set(cfg),
                 awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
@@ -156,6 +161,15 @@ def _check_steps(loader, d) -> None:
     raise InputError(f"the training data gives 0 optimizer steps per epoch ({n} images per process, "
                      f"data.batch_size {d.batch_size}, data.drop_last {str(d.drop_last).lower()}); "
                      f"use data.batch_size <= {n} or data.drop_last: false")
+
+
+def _teacher(cfg: C.Config, device: torch.device) -> Dict[str, Any]:
+    """``{"teacher": model}`` for the distillation objectives (config ``teacher:``), else ``{}``."""
+    if cfg.teacher is None:
+        return {}
+    from advtrain.teacher import load_teacher
+
+    return {"teacher": load_teacher(cfg.teacher, cfg.data.dataset, device)}
 
 
 def _test_subset(arrays, n: int):

@@ -10,10 +10,13 @@ hook on the model class, so the AWP proxy is counted too), measures each kind of
     ratio = t(step) / ideal                                                 target <= 1.15
 
 where M counts train-mode forwards with grad (each paired with its share of a backward).
+The distillation objectives (``ard``, ``rslad``, ``gkl_kd``) get a teacher of the student's
+architecture, so their one teacher forward per step is counted and costed as an eval forward.
 Examples::
 
     python bench/bench_train_step.py                          # wrn-10-1, batch 32, CPU, K=5
     python bench/bench_train_step.py --arch wrn-34-10 --batch 128 --device cuda --steps 5
+    python bench/bench_train_step.py --objectives rslad,gkl_kd,ard       # robust distillation
 """
 from __future__ import annotations
 
@@ -39,7 +42,15 @@ def make_trainer(arch, objective, awp, batch, steps, device, folder):
     path = os.path.join(folder, "train.npz")
     np.savez(path, image=rng.integers(0, 256, (2 * batch, 32, 32, 3), dtype=np.uint8),
              label=(np.arange(2 * batch) % 10).astype(np.int64))
-    cfg = C.from_dict({
+    from advtrain.models import create_model
+    from advtrain.objectives import DISTILLATION
+
+    extra = {}
+    if objective in DISTILLATION:  # a teacher of the same architecture: its forward is counted
+        teacher = os.path.join(folder, "teacher.pt")
+        torch.save(create_model(arch, dataset="cifar10").state_dict(), teacher)
+        extra["teacher"] = {"checkpoint": teacher, "arch": arch}
+    cfg = C.from_dict({**extra,
         "run": {"name": "bench", "device": device, "out_dir": folder, "progress": False},
         "data": {"dataset": "cifar10", "train_npz": path, "batch_size": batch, "test_subset": 0,
                  "augment": "none"},
@@ -112,7 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="wrn-10-1")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=5, help="attack steps K (reference: 5)")
-    p.add_argument("--objectives", default="gkl_at,trades")
+    p.add_argument("--objectives", default="gkl_at,trades,rslad,gkl_kd,ard")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")

@@ -6,7 +6,8 @@
 #            reference swa.py 0.9 1 E), then evaluate that file (DKL and TRADES-AWP rows);
 #   best:    evaluate the EMA weights of best.pt, the epoch with the best PGD-40 accuracy on the
 #            held-out training images (DM pipeline rows, SPEC 6);
-#   last:    evaluate the weights of the last epoch (LBGAT rows: the reference averages nothing);
+#   last:    evaluate the weights of the last epoch (LBGAT rows: the reference averages nothing;
+#            robust distillation, SPEC 12);
 #   ema:     evaluate the in-loop EMA weights of the last checkpoint.
 # Run directory: runs/<config name>. Interrupted? continue with: advtrain train --resume runs/<config name>
 set -euo pipefail

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advtrain.errors import InputError, UnknownNameError
-from advtrain.objectives import OBJECTIVES, build_objective, objective_defaults
+from advtrain.objectives import DISTILLATION, OBJECTIVES, build_objective, objective_defaults
 from spec_reference import gkl_rob, ikl_rob, kl_rows
 
 C = 10
@@ -34,6 +34,8 @@ def spread_cnn():
 def make(name, **kw):
     if name == "lbgat":
         kw.setdefault("natural_model", tiny_cnn())
+    if name in DISTILLATION:
+        kw.setdefault("teacher", spread_cnn())
     kw.setdefault("steps", 2)
     return build_objective(name, dataset="cifar10", num_classes=C, **kw)
 
@@ -78,7 +80,7 @@ def test_lbgat_default_natural_model_is_resnet18():
 
 
 def test_unknown_objective_and_option():
-    with pytest.raises(UnknownNameError, match="did you mean 'gkl_at'"):
+    with pytest.raises(UnknownNameError, match="did you mean .*'gkl_at'"):
         build_objective("gkl", dataset="cifar10", num_classes=C)
     with pytest.raises(UnknownNameError, match="betta"):
         build_objective("trades", dataset="cifar10", num_classes=C, betta=6)

@@ -195,7 +195,7 @@ def _yaml(tmp_path, raw):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("objective.name=trade", "unknown objective 'trade'; did you mean 'trades'?"),
+    ("objective.name=trade", "unknown objective 'trade'; did you mean 'trades'"),
     ("objective.bta=1", "did you mean 'objective.beta'"),
     ("model.arch=wrn-34-1O", "unknown architecture 'wrn-34-1O'; did you mean 'wrn-34-10'"),
     ("data.dataset=cifar1000", "unknown dataset 'cifar1000'"),

@@ -15,19 +15,24 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Type
 
 from advtrain.errors import unknown
+from advtrain.objectives.ard import ARD
 from advtrain.objectives.base import Objective
 from advtrain.objectives.gkl_at import GKLAT
+from advtrain.objectives.gkl_kd import GKLKD
 from advtrain.objectives.ikl_at import IKLAT
 from advtrain.objectives.lbgat import LBGAT
 from advtrain.objectives.mart import MART
 from advtrain.objectives.pgd_at import PGDAT
+from advtrain.objectives.rslad import RSLAD
 from advtrain.objectives.trades import TRADES
 
 OBJECTIVES: Dict[str, Type[Objective]] = {
-    cls.name: cls for cls in (PGDAT, TRADES, MART, LBGAT, IKLAT, GKLAT)
+    cls.name: cls for cls in (PGDAT, TRADES, MART, LBGAT, IKLAT, GKLAT, ARD, RSLAD, GKLKD)
 }
+#: objectives that distil from a frozen teacher (the config's ``teacher:`` section)
+DISTILLATION = tuple(n for n, cls in OBJECTIVES.items() if getattr(cls, "needs_teacher", False))
 
-__all__ = ["Objective", "OBJECTIVES", "build_objective", "objective_defaults"]
+__all__ = ["Objective", "OBJECTIVES", "DISTILLATION", "build_objective", "objective_defaults"]
 
 
 def objective_defaults(name: str, dataset: Optional[str] = None) -> Dict[str, Any]:

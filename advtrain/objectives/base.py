@@ -48,8 +48,8 @@ _CHOICES = {
     "attack_loss": ("ce", "cw", "kl"),
 }
 _NONNEGATIVE = ("eps", "step_size", "beta", "alpha", "gamma", "aug_weight",
-                "attack_alpha", "attack_beta", "attack_gamma")
-_POSITIVE = ("prior_T", "loss_T")
+                "attack_alpha", "attack_beta", "attack_gamma", "adv_weight", "nat_weight")
+_POSITIVE = ("prior_T", "loss_T", "kl_scale")
 _BOOLS = ("use_prior", "two_view")
 
 
