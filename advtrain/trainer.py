@@ -50,9 +50,10 @@ def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir
         resume: bool = False, force: bool = False, stop_after: Optional[int] = None) -> str:
     """Train from ``config`` (Config, dict or YAML path); returns the run directory.
 
-    ``resume=True`` continues ``run_dir`` from its ``last.pt`` (config from ``RUN_DIR/config.yaml``
-    when ``config`` is None; a different config is refused unless ``force``). ``stop_after=e`` returns
-    after epoch ``e`` (used to test interruption).
+    ``resume=True`` continues ``run_dir`` from its ``last.pt``, else its newest intact ``epoch_N.pt``
+    (config from ``RUN_DIR/config.yaml`` when ``config`` is None; a different config is refused unless
+    ``force``). ``stop_after=e`` returns after epoch ``e`` (used to test interruption). The run
+    directory is locked (``RUN_DIR/train.lock``) until this returns: a second ``fit`` on it is refused.
     """
     new_dir, locks = False, []
     if D.launched():  # torchrun: rank 0 prepares the run directory, the other ranks follow

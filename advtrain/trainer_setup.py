@@ -1,9 +1,11 @@
 """Building a run for :mod:`advtrain.trainer`: run directory rules, parts, the per-epoch test metric.
 
-- ``prepare_run_dir``: a new run never overwrites an existing run directory; ``resume`` continues
-  one from ``last.pt`` and refuses a config that differs from the stored one unless ``force``.
-- ``build_parts``: device, model, objective (with its frozen teacher, if any), SGD optimiser (model + objective extra parameters,
-  optional no weight decay on BN parameters), loader, AWP, EMA, test subset, autocast.
+- ``prepare_run_dir``: a new run never overwrites an existing run directory (one without a checkpoint
+  yet may be reused) nor one in use; ``resume`` continues one from ``last.pt`` (else the newest intact
+  ``epoch_N.pt``) and refuses a config that differs from the stored one unless ``force``.
+- ``build_parts``: device, model, objective (with its frozen teacher, if any), SGD optimiser
+  (model + objective extra parameters, optional no weight decay on BN parameters), loader, AWP, EMA,
+  test subset, autocast.
 - ``clean_and_pgd``: clean and PGD accuracy (given norm and eps, step eps/4, CE or CW, uniform start
   from a fixed seed so it neither varies between epochs nor disturbs the training RNG).
 """
