@@ -10,7 +10,9 @@ random`` draws it, since ``test.npz`` is sorted by class):
     clean      accuracy on the clean images
     PGD-20     the project's PGD (attacks.PGD, CE, random start, step 2.5*eps/20)
     AA         the official AutoAttack (pyautoattack through attacks.AutoAttackAdapter),
-               version custom = APGD-CE then APGD-T (100 iterations, 9 target classes)
+               version custom = APGD-CE then APGD-T, 100 iterations each; with "custom",
+               pyautoattack keeps its constructor settings: APGD-CE with 5 restarts (the
+               standard version uses 1) and APGD-T with 9 target classes, 1 restart
 
 Each figure k/n comes with a Wilson 95% interval (float64)::
 
