@@ -10,7 +10,9 @@ random`` draws it, since ``test.npz`` is sorted by class):
     clean      accuracy on the clean images
     PGD-20     the project's PGD (attacks.PGD, CE, random start, step 2.5*eps/20)
     AA         the official AutoAttack (pyautoattack through attacks.AutoAttackAdapter),
-               version custom = APGD-CE then APGD-T (100 iterations, 9 target classes)
+               version custom = APGD-CE then APGD-T, 100 iterations each; with "custom",
+               pyautoattack keeps its constructor settings: APGD-CE with 5 restarts (the
+               standard version uses 1) and APGD-T with 9 target classes, 1 restart
 
 Each figure k/n comes with a Wilson 95% interval (float64)::
 
@@ -19,7 +21,9 @@ Each figure k/n comes with a Wilson 95% interval (float64)::
 
 Outputs under ``--out``: ``runs/<objective>/`` (the training runs), ``results.json``, ``table.md``
 and ``rank_objectives.png`` (when matplotlib is installed). This is evidence, not a test: nothing is
-asserted. Examples::
+asserted. The default budget (wrn-10-1, the model of configs/cpu/tiny_*.yaml; 2048 images, 3
+epochs, batch 64) is estimated at about 30 minutes on 2 idle cores, two thirds of it AutoAttack; see
+docs/BENCHMARKS.md for how. Examples::
 
     python bench/rank_objectives.py --threads 2                       # the default budget
     python bench/rank_objectives.py --epochs 1 --train-images 256 --n-test 50   # smoke run
@@ -171,10 +175,10 @@ def plot(results: dict, args, path: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--objectives", default=",".join(OBJECTIVES))
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--train-images", type=int, default=4096)
-    p.add_argument("--depth", type=int, default=16, help="WRN depth (wrn-DEPTH-WIDTH)")
-    p.add_argument("--width", type=int, default=2, help="WRN widening factor")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--train-images", type=int, default=2048)
+    p.add_argument("--depth", type=int, default=10, help="WRN depth (wrn-DEPTH-WIDTH)")
+    p.add_argument("--width", type=int, default=1, help="WRN widening factor")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--n-test", type=int, default=500)
