@@ -28,8 +28,6 @@ MAX_SEED = 2**32 - 1
 #: a larger SGD learning rate is a typo, not a recipe (the paper rows use 0.1-0.2)
 MAX_LR = 10.0
 #: run names are RobustBench-style ids: they become a directory under run.out_dir
-RUN_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
-MAX_NAME = 100
 
 
 # ----------------------------------------------------------------------------- structure / types
@@ -321,9 +319,12 @@ def _unit(key: str, value, closed_right: bool = True) -> None:
 
 def check_run_name(name: str, key: str = "run.name") -> str:
     """A run name is one directory below ``run.out_dir``: letters, digits, ``. _ + -``, no leading
-    dot (``..``, ``/abs`` and hidden names could escape or hide the run), at most 100 characters."""
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME or not RUN_NAME.fullmatch(name):
-        raise InputError(f"config key {key!r} = {name!r} is not a valid run name; use 1-{MAX_NAME} "
+    dot (``..``, ``/abs`` and hidden names could escape or hide the run): the rule of
+    :func:`advtrain.io.check_model_name` (RobustBench model names), with a run-specific message."""
+    from advtrain.io import MODEL_NAME_MAX, MODEL_NAME_RE
+
+    if not isinstance(name, str) or len(name) > MODEL_NAME_MAX or not MODEL_NAME_RE.fullmatch(name):
+        raise InputError(f"config key {key!r} = {name!r} is not a valid run name; use 1-{MODEL_NAME_MAX} "
                          "characters from A-Z a-z 0-9 . _ + - not starting with '.' (e.g. "
                          "gkl_at_cifar10); put the run elsewhere with run.out_dir or --run-dir")
     return name
