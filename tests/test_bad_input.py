@@ -383,9 +383,6 @@ CASES = [
     Case("ckpt-storage-too-large", "a 1 MB-class .pt whose storage record claims 1 GiB",
          lambda W: eval_args(W, ckpt=_oversized(W.case / "big.pt")), "nothing was allocated",
          "re-download or re-save it", sub=True),
-    Case("eval-npz-empty", "`--data-npz` with zero images",
-         _npz_file("empty.npz", lambda p: make_npz(p, n=0)), "holds no images",
-         "a test set with at least one image"),
 
     # ---- end of round 2: evaluation side ----
     # ---- round 2 (issue #10): training, configs, run directories, data ----
