@@ -49,7 +49,7 @@ else
 fi
 echo "[quickstart] 2/4 AutoAttack $aa_desc, Linf 8/255, on $N_EX random test images -> card"
 "$PY" -m advtrain eval "$RUN/last.pt" --dataset cifar10 --n-ex "$N_EX" --subset random \
-  "${aa_args[@]}" --eps 8/255 --batch-size 100 --name "$NAME" --out model_info \
+  "${aa_args[@]}" --eps 8/255 --batch-size 100 --name "$NAME" --out model_info --overwrite \
   --venue "advtrain quickstart (CPU demo, not a paper result)" \
   --footnote "short CPU run; AutoAttack ($aa_desc) on $N_EX random CIFAR-10 test images" \
   | tee "$RUN/eval.txt"

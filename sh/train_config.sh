@@ -24,8 +24,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 if [ -x .venv/bin/advtrain ]; then advtrain=.venv/bin/advtrain; else advtrain=advtrain; fi
 run="runs/$(basename "$config" .yaml)"
-eval_args=()
-if [ -n "${EVAL_EPS:-}" ]; then eval_args=(--eps "$EVAL_EPS"); fi
+# the card is named after the experiment (not the checkpoint stem, which every run shares: last.pt);
+# evaluating the same experiment again (after a resume) replaces its own card
+eval_args=(--name "$(basename "$config" .yaml)" --overwrite)
+if [ -n "${EVAL_EPS:-}" ]; then eval_args+=(--eps "$EVAL_EPS"); fi
 "$advtrain" train "$config" --run-dir "$run" "$@"
 case "$weights" in
   average)
