@@ -134,8 +134,8 @@ def fmt(cell: dict) -> str:
 
 
 def table(results: dict, args) -> str:
-    lines = [f"| objective | clean | PGD-{args.pgd_steps} | AA (APGD-CE + APGD-T) | train s (CPU s) | eval s (CPU s) |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| objective | clean | PGD-{args.pgd_steps} | AA (APGD-CE + APGD-T) | train s (CPU s) "
+             "| eval s (CPU s) |", "|---|---|---|---|---|---|"]
     for obj, r in results.items():
         lines.append(f"| {LABELS[obj]} | {fmt(r['clean'])} | {fmt(r['pgd'])} | {fmt(r['aa'])} | "
                      f"{r['train_seconds']:.0f} ({r['train_cpu_seconds']:.0f}) | {r['seconds']:.0f} "
@@ -220,9 +220,9 @@ def main(argv=None) -> int:
         r["eval_cpu_seconds"] = cpu_seconds() - c1
         results[obj] = r
         save(results, args, time.time() - t_start, cpu_seconds() - c_start)  # partial results too
+        flags = f"  flags: {r['flags']}" if r["flags"] else ""
         print(f"{LABELS[obj]}: clean {fmt(r['clean'])}  PGD-{args.pgd_steps} {fmt(r['pgd'])}  "
-              f"AA {fmt(r['aa'])}  ({r['seconds']:.0f} s){'  flags: ' + str(r['flags']) if r['flags'] else ''}",
-              flush=True)
+              f"AA {fmt(r['aa'])}  ({r['seconds']:.0f} s){flags}", flush=True)
     wall, cpu = time.time() - t_start, cpu_seconds() - c_start
     text = table(results, args)
     print(text)
@@ -239,9 +239,14 @@ def merge(args) -> int:
     keys = ("epochs", "train_images", "depth", "width", "batch_size", "lr", "n_test",
             "subset_seed", "pgd_steps", "seed")
     for path in args.from_results.split(","):
-        with open(path) as f:
-            saved = json.load(f)
-        mine = {k: saved["args"][k] for k in keys}
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            mine = {k: saved["args"][k] for k in keys}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"error: {path} is not a results.json of this script ({type(e).__name__}: {e}); "
+                  "give the results.json files its runs wrote under --out", file=sys.stderr)
+            return 2
         if budget is not None and mine != budget:
             print(f"error: {path} used another budget ({mine} vs {budget}); merge runs of one "
                   "budget only", file=sys.stderr)
