@@ -21,7 +21,7 @@ Each figure k/n comes with a Wilson 95% interval (float64)::
 
 Outputs under ``--out``: ``runs/<objective>/`` (the training runs), ``results.json``, ``table.md``
 and ``rank_objectives.png`` (when matplotlib is installed). This is evidence, not a test: nothing is
-asserted. The default budget (wrn-10-1, the model of configs/cpu/tiny_*.yaml; 2048 images, 3
+asserted. The default budget (wrn-10-1, the model of configs/cpu/tiny_pgd_at.yaml; 2048 images, 3
 epochs, batch 64) is estimated at about 30 minutes on 2 idle cores, two thirds of it AutoAttack; see
 docs/BENCHMARKS.md for how. Examples::
 
