@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from advtrain.errors import InputError, unknown
-from advtrain.io import atomic_write_text, check_model_name, file_sha256
+from advtrain.atomic import atomic_write_text
+from advtrain.names import check_model_name
+from advtrain.safeload import file_sha256
 from advtrain.utils import format_eps, git_commit, package_versions
 
 THREAT_MODELS = ("Linf", "L2")

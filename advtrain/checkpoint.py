@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from advtrain.errors import CheckpointError
-from advtrain.io import atomic_save, check_tensors, load_state_file
+from advtrain.atomic import atomic_save
+from advtrain.safeload import check_tensors, load_state_file
 
 FORMAT = "advtrain-train-v1"
 LAST = "last.pt"

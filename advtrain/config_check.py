@@ -320,8 +320,8 @@ def _unit(key: str, value, closed_right: bool = True) -> None:
 def check_run_name(name: str, key: str = "run.name") -> str:
     """A run name is one directory below ``run.out_dir``: letters, digits, ``. _ + -``, no leading
     dot (``..``, ``/abs`` and hidden names could escape or hide the run): the rule of
-    :func:`advtrain.io.check_model_name` (RobustBench model names), with a run-specific message."""
-    from advtrain.io import MODEL_NAME_MAX, MODEL_NAME_RE
+    :func:`advtrain.names.check_model_name` (RobustBench model names), with a run-specific message."""
+    from advtrain.names import MODEL_NAME_MAX, MODEL_NAME_RE
 
     if not isinstance(name, str) or len(name) > MODEL_NAME_MAX or not MODEL_NAME_RE.fullmatch(name):
         raise InputError(f"config key {key!r} = {name!r} is not a valid run name; use 1-{MODEL_NAME_MAX} "

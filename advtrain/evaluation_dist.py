@@ -136,7 +136,7 @@ def load_state(path, fingerprint) -> Optional[dict]:
     """This rank's state file, or None; a file of another run raises :class:`CheckpointError`."""
     if path is None or not os.path.exists(path):
         return None
-    from advtrain.io import load_state_file
+    from advtrain.safeload import load_state_file
 
     state = load_state_file(path)
     saved = state.get("fingerprint")
@@ -210,7 +210,7 @@ def _run_sharded(model, x, y, *, norm, eps, version, attacks, batch_size, seed, 
     suite = list(adv.attacks_to_run)
     fp = _fingerprint(len(x), batch_size, seed, suite, eps, norm)
     if state_path is not None:  # bind the state to the model and the data subset too
-        from advtrain.io import state_digest
+        from advtrain.safeload import state_digest
 
         fp.update(model=state_digest(model.state_dict()), version=version,
                   data=state_digest({"x": x, "y": y}))
@@ -241,7 +241,7 @@ def _run_sharded(model, x, y, *, norm, eps, version, attacks, batch_size, seed, 
         counts[name] = n_before - int(flags.sum())
         hist = _record(hist, name, flags, y_adv, idx, xs, per_attack[name], counts[name])
         if path is not None:
-            from advtrain.io import atomic_save
+            from advtrain.atomic import atomic_save
             atomic_save(hist, path)
     x_adv = _gather_adv(x, x_adv, hist["idx"], clean_flags & ~flags)
     from pyautoattack import checks as aa_checks

@@ -2,7 +2,7 @@
 
 - :func:`model_from_checkpoint`: build the architecture and load a checkpoint strictly (our trainer
   format ``{"model", "ema", "arch", "dataset", ...}``, a plain state_dict, or a reference format
-  via :func:`advtrain.io.filter_state_dict`). Nothing is ever unpickled.
+  via :func:`advtrain.models.convert.filter_state_dict`). Nothing is ever unpickled.
 - :func:`to_robustbench`: write ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` as a plain
   state_dict, which ``robustbench.utils.load_model(name, model_dir=...)`` loads strictly (it only
   strips ``module.``/``model.`` prefixes). For zoo names the file is loaded back through RobustBench
@@ -20,8 +20,10 @@ from typing import Mapping, Optional
 import torch
 
 from advtrain.errors import CheckpointError, InputError, unknown
-from advtrain.io import (atomic_save, atomic_write_text, check_model_name, load_state_file,
-                         load_weights)
+from advtrain.atomic import atomic_save, atomic_write_text
+from advtrain.models.convert import load_weights
+from advtrain.names import check_model_name
+from advtrain.safeload import load_state_file
 
 WEIGHTS = ("model", "ema")
 

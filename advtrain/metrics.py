@@ -15,7 +15,7 @@ import io
 import os
 from typing import Dict, List, Optional
 
-from advtrain.io import atomic_write_text
+from advtrain.atomic import atomic_write_text
 
 #: paper_row -> (setting, clean %, AutoAttack %); None where the paper reports no number
 PAPER_ROWS: Dict[int, tuple] = {

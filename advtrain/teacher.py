@@ -120,7 +120,8 @@ def _load_robustbench(name: str, dataset: str, threat_model: str, model_dir: str
 
 def _load_checkpoint(path: str, dataset: str, arch: Optional[str]) -> nn.Module:
     from advtrain.export import _select_weights
-    from advtrain.io import load_state_file, load_weights
+    from advtrain.models.convert import load_weights
+    from advtrain.safeload import load_state_file
     from advtrain.models import create_model, list_models
 
     if not os.path.isfile(path):

@@ -33,7 +33,7 @@ from advtrain import config as C
 from advtrain import distributed as D
 from advtrain import metrics as M
 from advtrain.errors import AdvtrainError
-from advtrain.io import atomic_write_text
+from advtrain.atomic import atomic_write_text
 from advtrain.runlock import RunLock, lock_new_run_dir
 from advtrain.schedules import attack_budget, lr_at, momentum_at
 from advtrain.trainer_setup import build_parts, prepare_run_dir, start_run_dir, resolve_device

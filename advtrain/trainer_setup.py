@@ -24,7 +24,7 @@ from advtrain import checkpoint as ck
 from advtrain import config as C
 from advtrain import distributed as D
 from advtrain.errors import CheckpointError, InputError
-from advtrain.io import atomic_write_text
+from advtrain.atomic import atomic_write_text
 from advtrain.runlock import holder, holds_run, in_use_error
 
 #: resolved-config entries that may change between an interrupted run and its resumption

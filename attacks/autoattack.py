@@ -238,7 +238,7 @@ class AutoAttackAdapter:
     def _save_state(self, state: dict, x: Tensor, key: Optional[dict]) -> None:
         if self.state_path is None:
             return
-        from advtrain.io import atomic_save
+        from advtrain.atomic import atomic_save
 
         hit = (state["x_adv"] != x).reshape(x.shape[0], -1).any(1).nonzero().flatten()
         atomic_save({
@@ -252,7 +252,7 @@ class AutoAttackAdapter:
     def _load_state(self, x: Tensor, y: Tensor, key: Optional[dict]) -> Optional[dict]:
         if self.state_path is None or not self.state_path.exists():
             return None
-        from advtrain.io import load_state_file
+        from advtrain.safeload import load_state_file
 
         saved = load_state_file(self.state_path)
         if saved.get("format") != STATE_FORMAT or not isinstance(saved.get("key"), dict):
@@ -271,7 +271,7 @@ class AutoAttackAdapter:
 
     def _key(self, model: nn.Module, x: Tensor, y: Tensor, names: list) -> dict:
         """What a state file belongs to: the model's weights, the data subset and every setting."""
-        from advtrain.io import state_digest
+        from advtrain.safeload import state_digest
 
         return {"model": state_digest(model.state_dict()), "data": _data_digest(x, y),
                 "norm": self.norm, "eps": self.eps, "version": self.version,
@@ -302,7 +302,7 @@ def _check_attacks(version: str, attacks) -> Optional[list]:
 
 def _data_digest(x: Tensor, y: Tensor) -> str:
     """SHA-256 of the inputs and labels (exact: which images, in which order)."""
-    from advtrain.io import state_digest
+    from advtrain.safeload import state_digest
 
     return state_digest({"x": x, "y": y})
 

@@ -95,7 +95,7 @@ def child_resume(folder: str) -> int:
     torch.use_deterministic_algorithms(True)
     import advtrain
     from advtrain import config as C
-    from advtrain.io import load_state_file
+    from advtrain.safeload import load_state_file
 
     cfg = C.load(CONFIG, [*FEW, "optim.epochs=2"])
     a, b = os.path.join(folder, "straight"), os.path.join(folder, "resumed")

@@ -266,7 +266,7 @@ def merge(args) -> int:
 
 def save(results: dict, args, wall: float, cpu: float) -> None:
     """``table.md`` and ``results.json`` under ``--out`` (atomic writes)."""
-    from advtrain.io import atomic_write_text
+    from advtrain.atomic import atomic_write_text
 
     atomic_write_text(os.path.join(args.out, "table.md"), table(results, args) + "\n")
     atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(

@@ -47,7 +47,7 @@ def fast_args(tmp):
 def test_eval_in_process_writes_card_and_sidecar(setup, capsys):
     from robustbench.utils import ModelInfo
 
-    from advtrain.io import file_sha256
+    from advtrain.safeload import file_sha256
 
     rc = main(["eval", str(setup / "tiny.pt"), *fast_args(setup), "--name", "Tiny_WRN-10-1",
                "--save-adv", str(setup / "adv.pt"), "--pgd-steps", "1", "--title", "A Title",

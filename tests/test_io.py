@@ -1,4 +1,4 @@
-"""Tests of advtrain.io: refusing pickles, atomic writes, reference-format filtering, mismatch messages."""
+"""Tests of the safe loader, atomic writer and key conversion (advtrain.safeload/atomic, models.convert): refusing pickles, atomic writes, reference-format filtering, mismatch messages."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from advtrain import io
+from advtrain import atomic
+from advtrain.models import convert
+from advtrain import safeload
 from advtrain.errors import CheckpointError
 
 
@@ -38,10 +40,10 @@ def test_pickled_payload_is_refused_and_never_runs(tmp_path):
     torch.save({"w": torch.ones(2), "x": _Payload(str(marker))}, path)
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="refused to load.*weights_only=True.*state_dict"):
-        io.load_state_file(path)
+        safeload.load_state_file(path)
     assert not marker.exists()
     with pytest.raises(CheckpointError):
-        io.load_weights(_tiny(), path)
+        convert.load_weights(_tiny(), path)
     assert not marker.exists()
 
 
@@ -51,15 +53,15 @@ def test_plain_pickle_file_is_refused(tmp_path):
     with open(path, "wb") as fh:
         pickle.dump({"x": _Payload(str(marker))}, fh)
     with pytest.raises(CheckpointError):
-        io.load_state_file(path)
+        safeload.load_state_file(path)
     assert not marker.exists()
 
 
 def test_missing_directory_truncated_and_garbage(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
-        io.load_state_file(tmp_path / "nope.pt")
+        safeload.load_state_file(tmp_path / "nope.pt")
     with pytest.raises(CheckpointError, match="directory"):
-        io.load_state_file(tmp_path)
+        safeload.load_state_file(tmp_path)
     good = tmp_path / "good.pt"
     torch.save(_tiny().state_dict(), good)
     data = good.read_bytes()
@@ -68,7 +70,7 @@ def test_missing_directory_truncated_and_garbage(tmp_path):
         bad = tmp_path / name
         bad.write_bytes(payload)
         with pytest.raises(CheckpointError) as info:
-            io.load_state_file(bad)
+            safeload.load_state_file(bad)
         assert "\n" not in str(info.value) and name in str(info.value)
 
 
@@ -76,17 +78,17 @@ def test_top_level_must_be_a_dict(tmp_path):
     path = tmp_path / "list.pt"
     torch.save([torch.ones(1)], path)
     with pytest.raises(CheckpointError, match="expected a dict"):
-        io.load_state_file(path)
+        safeload.load_state_file(path)
 
 
 def test_state_dict_and_metadata_round_trip(tmp_path):
     model = _tiny()
     path = tmp_path / "sub" / "ckpt.pt"
-    io.atomic_save({"model": model.state_dict(), "epoch": 3, "config": {"lr": 0.1, "name": "x"}}, path)
-    obj = io.load_state_file(path)
+    atomic.atomic_save({"model": model.state_dict(), "epoch": 3, "config": {"lr": 0.1, "name": "x"}}, path)
+    obj = safeload.load_state_file(path)
     assert obj["epoch"] == 3 and obj["config"]["name"] == "x"
     other = _tiny()
-    io.load_weights(other, path)
+    convert.load_weights(other, path)
     for k, v in model.state_dict().items():
         assert torch.equal(v, other.state_dict()[k])
 
@@ -94,52 +96,52 @@ def test_state_dict_and_metadata_round_trip(tmp_path):
 def test_safetensors_round_trip(tmp_path):
     model = _tiny()
     path = tmp_path / "w.safetensors"
-    io.save_safetensors(model.state_dict(), path, metadata={"arch": "tiny"})
-    loaded = io.load_state_file(path)
+    atomic.save_safetensors(model.state_dict(), path, metadata={"arch": "tiny"})
+    loaded = safeload.load_state_file(path)
     assert set(loaded) == set(model.state_dict())
-    other = io.load_weights(_tiny(), path)
+    other = convert.load_weights(_tiny(), path)
     for k, v in model.state_dict().items():
         assert torch.equal(v, other.state_dict()[k])
     assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
     renamed = tmp_path / "w.pt"  # recognised by content, whatever the extension
     renamed.write_bytes(path.read_bytes())
-    assert set(io.load_state_file(renamed)) == set(loaded)
+    assert set(safeload.load_state_file(renamed)) == set(loaded)
 
 
 # --------------------------------------------------------------------------- atomic writes
 def test_atomic_save_keeps_old_file_when_serialisation_fails(tmp_path):
     path = tmp_path / "last.pt"
-    io.atomic_save({"epoch": torch.tensor(1)}, path)
+    atomic.atomic_save({"epoch": torch.tensor(1)}, path)
     before = path.read_bytes()
     with pytest.raises(RuntimeError, match="midway"):
-        io.atomic_save({"epoch": torch.tensor(2), "bad": _Boom()}, path)
+        atomic.atomic_save({"epoch": torch.tensor(2), "bad": _Boom()}, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["last.pt"]
 
 
 def test_atomic_save_keeps_old_file_when_write_dies_halfway(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    io.atomic_save({"epoch": torch.tensor(1)}, path)
+    atomic.atomic_save({"epoch": torch.tensor(1)}, path)
     before = path.read_bytes()
 
     def half_then_die(obj, fh):
         fh.write(before[: len(before) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(io.torch, "save", half_then_die)
+    monkeypatch.setattr(atomic.torch, "save", half_then_die)
     with pytest.raises(OSError, match="disk full"):
-        io.atomic_save({"epoch": torch.tensor(2)}, path)
+        atomic.atomic_save({"epoch": torch.tensor(2)}, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["last.pt"]
 
 
 def test_atomic_write_text_and_sha256(tmp_path):
     path = tmp_path / "a" / "b" / "card.json"
-    io.atomic_write_text(path, '{"x": 1}\n')
+    atomic.atomic_write_text(path, '{"x": 1}\n')
     assert path.read_text() == '{"x": 1}\n'
-    first = io.file_sha256(path)
-    io.atomic_write_text(path, '{"x": 2}\n')
-    assert io.file_sha256(path) != first and len(first) == 64
+    first = safeload.file_sha256(path)
+    atomic.atomic_write_text(path, '{"x": 2}\n')
+    assert safeload.file_sha256(path) != first and len(first) == 64
     assert sorted(os.listdir(path.parent)) == ["card.json"]
 
 
@@ -150,17 +152,17 @@ def test_filter_unwraps_and_strips(wrapper, prefix):
     sd = _tiny().state_dict()
     raw = {prefix + k: v for k, v in sd.items()}
     obj = raw if wrapper is None else {wrapper: raw, "epoch": 7, "optimizer": {"lr": 0.1}}
-    out = io.filter_state_dict(obj, sd.keys())
+    out = convert.filter_state_dict(obj, sd.keys())
     assert list(out) == list(sd)
-    other = io.load_weights(_tiny(), obj)
+    other = convert.load_weights(_tiny(), obj)
     assert torch.equal(other.state_dict()["3.weight"], sd["3.weight"])
 
 
 def test_filter_drops_sub_block_only_when_model_has_none():
     obj = {"block1.w": torch.ones(1), "sub_block1.w": torch.ones(1), "step": 3, "note": "x"}
-    assert set(io.filter_state_dict(obj, ["block1.w"])) == {"block1.w"}
-    assert set(io.filter_state_dict(obj, ["block1.w", "sub_block1.w"])) == {"block1.w", "sub_block1.w"}
-    assert set(io.filter_state_dict(obj)) == {"block1.w", "sub_block1.w"}  # non-tensors dropped
+    assert set(convert.filter_state_dict(obj, ["block1.w"])) == {"block1.w"}
+    assert set(convert.filter_state_dict(obj, ["block1.w", "sub_block1.w"])) == {"block1.w", "sub_block1.w"}
+    assert set(convert.filter_state_dict(obj)) == {"block1.w", "sub_block1.w"}  # non-tensors dropped
 
 
 def test_mismatch_message_names_keys_and_shapes():
@@ -172,7 +174,7 @@ def test_mismatch_message_names_keys_and_shapes():
     sd["extra.weight"] = torch.zeros(1)
     before = model.state_dict()["3.weight"].clone()
     with pytest.raises(CheckpointError) as info:
-        io.load_weights(model, sd)
+        convert.load_weights(model, sd)
     msg = str(info.value)
     assert "\n" not in msg
     assert "1.running_mean" in msg and "extra.weight" in msg
@@ -184,7 +186,7 @@ def test_mismatch_message_names_keys_and_shapes():
 def test_non_strict_ignores_missing_but_not_shapes():
     model = _tiny()
     sd = {k: v for k, v in model.state_dict().items() if k.startswith("3.")}
-    io.load_weights(_tiny(), sd, strict=False)
+    convert.load_weights(_tiny(), sd, strict=False)
     sd["3.bias"] = torch.zeros(5)
     with pytest.raises(CheckpointError, match="3.bias"):
-        io.load_weights(_tiny(), sd, strict=False)
+        convert.load_weights(_tiny(), sd, strict=False)

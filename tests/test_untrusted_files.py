@@ -115,7 +115,7 @@ def test_payload_is_live(tmp_path):
 def test_load_state_file_refuses_every_serialization(tmp_path, fmt):
     """torch zip format, torch's legacy format and a bare pickle are all refused before running."""
     from advtrain.errors import CheckpointError
-    from advtrain.io import load_state_file
+    from advtrain.safeload import load_state_file
     from helpers import Payload
 
     marker = tmp_path / "marker"

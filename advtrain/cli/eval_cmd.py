@@ -136,7 +136,7 @@ def _check_args(args) -> None:
 
 def _card_name(args) -> str:
     """--name, else the RobustBench name or the checkpoint file stem; validated as a file name."""
-    from advtrain.io import check_model_name
+    from advtrain.names import check_model_name
 
     if args.name is not None:
         return check_model_name(args.name, "--name")
@@ -149,7 +149,8 @@ def _check_outputs(args) -> None:
     and sidecar, --save-adv and --state-path must be writable, must not be (or link to) the
     checkpoint, the data or each other; an existing card needs --overwrite."""
     from advtrain import export
-    from advtrain.io import check_model_name, check_outputs, check_path, check_writable_dir
+    from advtrain.cli.paths import check_outputs, check_path, check_writable_dir
+    from advtrain.names import check_model_name
 
     check_path(args.checkpoint, "CHECKPOINT")
     if args.robustbench_name is not None:
@@ -250,7 +251,7 @@ def _load_data(args):
 
 
 def _save_adv(path, result, y) -> None:
-    from advtrain.io import atomic_save
+    from advtrain.atomic import atomic_save
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"x_adv": result["x_adv"], "y_adv": result["y_adv"], "y": y.cpu(),

@@ -44,7 +44,7 @@ def run(args) -> int:
         print("note: " + export.registration_hint(path, args.name, args.dataset,
                                                   args.threat_model))
     if args.safetensors:
-        from advtrain.io import save_safetensors
+        from advtrain.atomic import save_safetensors
 
         st = path.with_suffix(".safetensors")
         save_safetensors(model.state_dict(), st, metadata={"arch": info["arch"],
@@ -58,7 +58,8 @@ def _check_outputs(args) -> None:
     link to it), and do not exist unless --overwrite."""
     from advtrain import export
     from advtrain.errors import InputError
-    from advtrain.io import check_model_name, check_outputs, check_path, check_writable_dir
+    from advtrain.cli.paths import check_outputs, check_path, check_writable_dir
+    from advtrain.names import check_model_name
 
     check_path(args.checkpoint, "CHECKPOINT")
     check_path(args.model_dir, "--model-dir")
