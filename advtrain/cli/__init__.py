@@ -36,9 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from attacks import AttackError  # attacks/ imports nothing from advtrain: its user errors map here
+
     try:
         return int(args.func(args) or 0)
-    except AdvtrainError as e:
+    except (AdvtrainError, AttackError) as e:
         if _prints_errors():
             print(f"advtrain {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -60,7 +60,7 @@ class IKLAT(Objective):
 
     # -- pieces a subclass may change -------------------------------------------------------
     def _attack_loss(self):
-        from attacks.losses import DKLAttackLoss
+        from advtrain.losses import DKLAttackLoss
 
         o = self.options
         weights_fn = self.prior.weights if self.use_prior else None
