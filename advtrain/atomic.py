@@ -112,6 +112,15 @@ def _remove(path: str) -> None:
         pass
 
 
+def _remove_stale_temps(path: str) -> None:
+    """Temporaries of ``path`` left by a writer killed before it could remove them (SIGKILL/TERM)."""
+    directory, base = os.path.split(os.path.abspath(path))
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.startswith(f".{base}.") and name.endswith(".tmp"):
+                _remove(os.path.join(directory, name))
+
+
 def _fsync_dir(directory: str) -> None:
     """Persist the rename itself (best effort: not every platform allows opening a directory)."""
     try:
@@ -149,13 +158,16 @@ def commit_files(files: Mapping[str | os.PathLike, Content], primary: str | os.P
     removed, the other files are renamed into place, and ``primary`` is renamed last. So a run killed
     at any point leaves either the complete new output, the complete old one, or secondary files
     without ``primary``: callers test only ``primary`` for "already exists" (the refusal without
-    ``--overwrite``), and a rerun then replaces such leftovers without ``--overwrite``.
+    ``--overwrite``), and a rerun then replaces such leftovers (and temporaries a killed writer
+    left) without ``--overwrite``.
     """
     paths = {os.fspath(p): c for p, c in files.items()}
     primary = os.fspath(primary)
     if primary not in paths:
         raise ValueError(f"commit_files: primary {primary!r} is not one of the files")
     known = sum(len(c) for c in paths.values() if not callable(c))  # the whole output's size
+    for path in paths:
+        _remove_stale_temps(path)
     temps: dict = {}
     try:
         for path, content in paths.items():

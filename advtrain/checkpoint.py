@@ -85,32 +85,27 @@ def save(payload: Dict[str, Any], path: str) -> None:
 
 
 def load(path: str) -> Dict[str, Any]:
-    """Read a training checkpoint safely (weights_only); refuse files that are not one."""
+    """Read a training checkpoint safely (weights_only); refuse files that are not one.
+
+    Its ``model``/``ema`` weights are checked against the recorded architecture built on the meta
+    device (shapes and dtypes of the keys they share; :mod:`advtrain.modelfile`) before any model
+    is built from it; the trainer's strict load then checks the key sets.
+    """
+    from advtrain.models.convert import check_fits
+    from advtrain.modelfile import skeleton
+
     ckpt = load_state_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an advtrain training checkpoint (no format "
                               f"{FORMAT!r}); give the run directory written by 'advtrain train'")
-    reference = _model_dtypes(ckpt)
-    for key in ("model", "ema"):  # NaN/Inf were refused by load_state_file; now the dtypes
+    model = skeleton(ckpt.get("arch"), ckpt.get("dataset"), ckpt.get("num_classes"))
+    for key in ("model", "ema"):  # NaN/Inf were refused by load_state_file; now keys/shapes/dtypes
         if isinstance(ckpt.get(key), dict):
-            check_tensors(ckpt[key], f"{path} [{key}]", reference=reference)
+            if model is not None:
+                check_fits(model, ckpt[key], strict=False, name=f"{path} [{key}]")
+            else:
+                check_tensors(ckpt[key], f"{path} [{key}]")
     return ckpt
-
-
-def _model_dtypes(ckpt: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
-    """The recorded architecture's state_dict built on the meta device (dtypes, no memory)."""
-    from advtrain.errors import AdvtrainError
-    from advtrain.models import create_model
-
-    arch = ckpt.get("arch")
-    if not isinstance(arch, str):
-        return None
-    try:
-        with torch.device("meta"):
-            return create_model(arch, dataset=ckpt.get("dataset"),
-                                num_classes=ckpt.get("num_classes")).state_dict()
-    except (AdvtrainError, TypeError, ValueError, RuntimeError, NotImplementedError):
-        return None  # an unknown architecture is reported by whoever builds the model
 
 
 def latest(run_dir: str) -> Optional[str]:

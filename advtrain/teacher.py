@@ -5,11 +5,11 @@ A config names its teacher in a ``teacher:`` section, in one of two forms::
     teacher: {robustbench: Cui2023Decoupled_WRN-34-10, model_dir: checkpoints, threat_model: Linf}
     teacher: {checkpoint: runs/teacher/last.pt, arch: wrn-16-2}
 
-- ``robustbench``: loaded with ``robustbench.utils.load_model(NAME, model_dir, dataset,
-  threat_model)`` from ``<model_dir>/<dataset>/<threat_model>/NAME.pt``, which must already be there:
-  nothing is downloaded (a missing file is a one-line error naming the path). Exports written by
-  ``advtrain export`` in ``model_dir`` are registered first, so the quickstart's export works too.
-  Ensembles (several checkpoints per name) are refused.
+- ``robustbench``: ``<model_dir>/<dataset>/<threat_model>/NAME.pt`` built by RobustBench's zoo entry
+  for NAME and read by our own loader (:func:`advtrain.modelfile.load_zoo`: tensors only, every
+  check), which must already be there: nothing is downloaded (a missing file is a one-line error
+  naming the path). Exports written by ``advtrain export`` in ``model_dir`` are registered first
+  (their ``.advtrain.json`` validated), so the quickstart's export works too. Ensembles are refused.
 - ``checkpoint``: an advtrain training checkpoint or a plain state_dict (e.g. an export), read as
   tensors only and loaded strictly; ``arch`` defaults to the one the checkpoint (or the export's
   ``NAME.advtrain.json``) records.
@@ -30,10 +30,13 @@ import torch
 from torch import nn
 
 from advtrain.errors import CheckpointError, InputError, unknown
+from advtrain.modelfile import freeze
 
 FORMS = {"robustbench": {"robustbench": None, "model_dir": "checkpoints", "threat_model": "Linf"},
          "checkpoint": {"checkpoint": None, "arch": None}}
 THREAT_MODELS = ("Linf", "L2")
+#: ``RUN_DIR/teacher.json``: the teacher file a run started with and its SHA-256
+IDENTITY = "teacher.json"
 
 
 def check_section(cfg) -> None:
@@ -79,73 +82,64 @@ def describe(section: Dict[str, Any]) -> str:
 
 
 def load_teacher(section: Dict[str, Any], dataset: str, device="cpu") -> nn.Module:
-    """The teacher of a validated ``teacher:`` section, frozen, in eval mode, on ``device``."""
+    """The teacher of a validated ``teacher:`` section, frozen, in eval mode, on ``device``.
+
+    Loaded by :mod:`advtrain.modelfile`, the loader eval, export, average and resume use, with
+    every load-time check before anything is built.
+    """
+    return freeze(_load(section, dataset, device).model)
+
+
+def _load(section: Dict[str, Any], dataset: str, device="cpu"):
+    from advtrain.modelfile import load_model_file, load_zoo
+
     if "robustbench" in section:
-        model = _load_robustbench(section["robustbench"], dataset, section["threat_model"],
-                                  section["model_dir"])
-    else:
-        model = _load_checkpoint(section["checkpoint"], dataset, section.get("arch"))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.to(device).eval()
+        return load_zoo(section["robustbench"], dataset=dataset, threat_model=section["threat_model"],
+                        model_dir=section["model_dir"], device=device, what="teacher ")
+    return load_model_file(section["checkpoint"], dataset=dataset, arch=section.get("arch"),
+                           device=device, what="teacher checkpoint ")
 
 
-def _load_robustbench(name: str, dataset: str, threat_model: str, model_dir: str) -> nn.Module:
-    from advtrain import export
+def teacher_file(section: Dict[str, Any], dataset: str) -> str:
+    """The file a validated ``teacher:`` section names."""
+    if "robustbench" in section:
+        from advtrain.zoo import zoo_path
 
-    if dataset not in ("cifar10", "cifar100"):
-        raise InputError(f"teacher.robustbench needs a RobustBench dataset (cifar10, cifar100), not "
-                         f"{dataset!r}; use teacher: {{checkpoint: PATH}}")
-    if Path(model_dir).is_dir():
-        export.register_model_dir(model_dir)  # advtrain exports (e.g. the quickstart's)
-    entry = export.zoo_entry(name, dataset, threat_model)
-    if entry is None:
-        raise export._unknown_zoo(name, dataset, threat_model)
-    if isinstance(entry.get("gdrive_id"), list):
-        raise InputError(f"teacher {name!r} is an ensemble of checkpoints; teacher ensembles are not "
-                         "supported yet: choose a single model")
-    path = export.zoo_path(model_dir, name, dataset, threat_model)
-    if not path.is_file():
-        raise CheckpointError(f"teacher checkpoint {path} not found; put {name}.pt there (nothing is "
-                              "downloaded; for the quickstart's export run sh/quickstart.sh first)")
-    from robustbench.utils import load_model
+        return str(zoo_path(section["model_dir"], section["robustbench"], dataset,
+                            section["threat_model"]))
+    return os.fspath(section["checkpoint"])
+
+
+def record_identity(run_dir: str, section: Optional[Dict[str, Any]], dataset: str) -> None:
+    """Write ``RUN_DIR/teacher.json`` (the teacher file and its SHA-256) when a run starts."""
+    if section is None:
+        return
+    from advtrain.atomic import atomic_write_text
+    from advtrain.safeload import file_sha256
+
+    path = teacher_file(section, dataset)
+    atomic_write_text(os.path.join(run_dir, IDENTITY), json.dumps(
+        {"file": path, "sha256": file_sha256(path)}, indent=1) + "\n")
+
+
+def check_identity(run_dir: str, section: Optional[Dict[str, Any]], dataset: str) -> None:
+    """On resume: refuse a teacher file whose SHA-256 differs from the one the run started with."""
+    record = os.path.join(run_dir, IDENTITY)
+    if section is None or not os.path.isfile(record):
+        return  # runs started before teacher.json existed: nothing to compare with
+    from advtrain.safeload import file_sha256
 
     try:
-        return load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat_model)
-    except (RuntimeError, ValueError, KeyError, OSError, EOFError) as e:  # torch.load weights_only
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"teacher {path}: robustbench.utils.load_model failed ({first[:200]}); "
-                              f"check that the file is {name}'s checkpoint") from None
-
-
-def _load_checkpoint(path: str, dataset: str, arch: Optional[str]) -> nn.Module:
-    from advtrain.export import _select_weights
-    from advtrain.models.convert import load_weights
-    from advtrain.safeload import load_state_file
-    from advtrain.models import create_model, list_models
-
-    if not os.path.isfile(path):
-        raise CheckpointError(f"teacher checkpoint {path!r} not found; fix teacher.checkpoint")
-    state, recorded = _select_weights(load_state_file(path), "model", path)
-    arch = arch or recorded.get("arch") or _export_arch(path)
-    if not arch:
-        raise InputError(f"teacher checkpoint {path!r} records no architecture; set teacher.arch "
-                         f"(choices: {', '.join(list_models())})")
-    if recorded.get("dataset") and recorded["dataset"] != dataset:
-        raise InputError(f"teacher checkpoint {path!r} was trained on {recorded['dataset']!r} but "
-                         f"data.dataset is {dataset!r}; use a teacher trained on {dataset}")
-    model = create_model(arch, dataset=dataset)
-    load_weights(model, state, strict=True, name=os.fspath(path))
-    return model
-
-
-def _export_arch(path: str) -> Optional[str]:
-    """The architecture in ``NAME.advtrain.json`` beside an ``advtrain export`` file, if any."""
-    meta = Path(path).with_suffix(".advtrain.json")
-    try:
-        return json.loads(meta.read_text()).get("arch")
-    except (OSError, ValueError, AttributeError):
-        return None
+        then = json.loads(Path(record).read_text(encoding="utf-8"))["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{record}: unreadable teacher record; restore it from the run's "
+                              "backup or start a new run") from None
+    path = teacher_file(section, dataset)
+    now = file_sha256(path) if os.path.isfile(path) else "missing"
+    if now != then:
+        raise CheckpointError(f"cannot resume: the teacher file {path} changed since the run started "
+                              f"(sha256 {str(then)[:12]}... then, {now[:12]}... now); restore that "
+                              "teacher or start a new run")
 
 
 @torch.no_grad()
@@ -175,4 +169,5 @@ def check_teacher(teacher: nn.Module, num_classes: int, what: str, test=None,
                          "(RobustBench-format models normalise inside) or another dataset")
 
 
-__all__ = ["check_section", "load_teacher", "check_teacher", "describe"]
+__all__ = ["check_section", "load_teacher", "check_teacher", "describe", "record_identity",
+           "check_identity", "teacher_file"]

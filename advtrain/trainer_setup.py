@@ -62,6 +62,9 @@ def prepare_run_dir(config, run_dir: Optional[str], resume: bool, force: bool
                 raise CheckpointError(f"{last} records no training config to compare with; pass "
                                       "--force to resume anyway")
             _check_same(C.resolve(cfg), state["config"], run_dir)
+        from advtrain.teacher import check_identity  # a changed teacher file is refused, named
+
+        check_identity(run_dir, cfg.teacher, cfg.data.dataset)
         return cfg, run_dir, state
     if config is None:
         raise InputError("no config given; pass a YAML file such as configs/cpu/tiny_trades.yaml")
@@ -86,8 +89,11 @@ def _remove_stale_temp_files(run_dir: str) -> None:
 def start_run_dir(cfg: C.Config, run_dir: str) -> None:
     """Create a new run directory with its ``config.yaml`` (after every part was built, so a
     mistake found while building leaves nothing behind)."""
+    from advtrain.teacher import record_identity
+
     os.makedirs(run_dir, exist_ok=True)
     atomic_write_text(os.path.join(run_dir, "config.yaml"), C.dump(cfg))
+    record_identity(run_dir, cfg.teacher, cfg.data.dataset)  # the teacher file's sha256
 
 
 def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:

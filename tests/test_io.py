@@ -190,3 +190,106 @@ def test_non_strict_ignores_missing_but_not_shapes():
     sd["3.bias"] = torch.zeros(5)
     with pytest.raises(CheckpointError, match="3.bias"):
         convert.load_weights(_tiny(), sd, strict=False)
+
+
+# --------------------------------------------------------------------------- full disks, multi-file outputs
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 64 KiB tmpfs (root only); skipped where mounting is not permitted."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?); the fault-injection test covers it")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _assert_disk_full(exc, folder):
+    import errno
+
+    assert exc.errno == errno.ENOSPC and exc.filename == str(folder)
+    assert "needs about" in exc.strerror and "free in this folder" in exc.strerror
+    assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("kind", ["torch", "safetensors", "text"])
+def test_full_disk_for_real_is_one_enospc_line_and_keeps_earlier_files(small_fs, kind):
+    atomic.atomic_write_text(small_fs / "earlier.json", '{"epoch": 1}\n')
+    big = torch.zeros(100_000)  # 400 KB into 64 KiB
+    write = {"torch": lambda: atomic.atomic_save({"w": big}, small_fs / "big.pt"),
+             "safetensors": lambda: atomic.save_safetensors({"w": big}, small_fs / "big.st"),
+             "text": lambda: atomic.atomic_write_text(small_fs / "big.txt", "x" * 400_000)}[kind]
+    with pytest.raises(OSError) as e:  # torch's zip writer raises RuntimeError underneath
+        write()
+    _assert_disk_full(e.value, small_fs)
+    assert "390.6 KiB" in e.value.strerror or "390.7 KiB" in e.value.strerror or kind == "text"
+    assert sorted(os.listdir(small_fs)) == ["earlier.json"]  # no temp file left
+    assert (small_fs / "earlier.json").read_text() == '{"epoch": 1}\n'
+
+
+def test_zip_writer_runtime_error_on_a_full_disk_is_one_enospc_line(tmp_path, monkeypatch):
+    """Fault injection at the write call: the OS refuses after 1 KB, torch turns it into a
+    RuntimeError ("unexpected pos"), the writer must still report the full disk."""
+    import errno
+
+    real_fdopen = os.fdopen
+
+    class SmallDisk:  # the OS file, refusing once 1 KB was written
+        def __init__(self, fh):
+            self.fh, self.n = fh, 0
+
+        def write(self, data):
+            if self.n + len(data) > 1024:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.n += len(data)
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.fh.__exit__(*exc)
+
+    monkeypatch.setattr(atomic.os, "fdopen", lambda *a, **k: SmallDisk(real_fdopen(*a, **k)))
+    with pytest.raises(OSError) as e:
+        atomic.atomic_save({"w": torch.zeros(10_000)}, tmp_path / "x.pt")
+    _assert_disk_full(e.value, tmp_path)
+    assert "39.1 KiB" in e.value.strerror  # 10 000 float32 = 40 000 bytes
+    assert os.listdir(tmp_path) == []
+
+
+def test_commit_files_writes_all_or_nothing(tmp_path):
+    out = {tmp_path / "m.pt": lambda fh: torch.save({"w": torch.ones(2)}, fh),
+           tmp_path / "m.json": '{"arch": "x"}\n', tmp_path / "m.bin": b"\x00\x01"}
+    atomic.commit_files(out, primary=tmp_path / "m.pt")
+    assert torch.equal(safeload.load_state_file(tmp_path / "m.pt")["w"], torch.ones(2))
+    assert (tmp_path / "m.json").read_text() == '{"arch": "x"}\n'
+    assert (tmp_path / "m.bin").read_bytes() == b"\x00\x01"
+    before = {p: p.read_bytes() for p in out}
+
+    def boom(fh):
+        fh.write(b"half")
+        raise RuntimeError("serialisation failed midway")
+
+    with pytest.raises(RuntimeError, match="midway"):  # the second file fails: nothing changes
+        atomic.commit_files({tmp_path / "m.json": "new\n", tmp_path / "m.pt": boom},
+                            primary=tmp_path / "m.pt")
+    assert {p: p.read_bytes() for p in out} == before
+    assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.json", "m.pt"]
+    with pytest.raises(ValueError, match="primary"):
+        atomic.commit_files({tmp_path / "a": "x"}, primary=tmp_path / "b")
+
+
+def test_commit_files_on_a_full_disk_leaves_nothing(small_fs):
+    with pytest.raises(OSError) as e:
+        atomic.commit_files({small_fs / "m.json": "x" * 30_000,
+                             small_fs / "m.pt": lambda fh: torch.save({"w": torch.zeros(20_000)}, fh)},
+                            primary=small_fs / "m.pt")
+    _assert_disk_full(e.value, small_fs)
+    assert os.listdir(small_fs) == []

@@ -180,19 +180,19 @@ def _check_outputs(args) -> None:
 
 def _load_model(args, device):
     from advtrain import export
+    from advtrain.modelfile import load_model_file, load_zoo
 
     if args.robustbench_name:
-        model = export.load_zoo_model(args.robustbench_name, dataset=args.dataset,
-                                      threat_model=args.norm, model_dir=args.model_dir,
-                                      device=device)
+        model = load_zoo(args.robustbench_name, dataset=args.dataset, threat_model=args.norm,
+                         model_dir=args.model_dir, device=device).model
         path = export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
         arch = type(model).__name__
         return model, {"arch": arch, "display": _zoo_display(args.robustbench_name, arch),
                        "checkpoint": path, "weights": "model",
                        "name": args.robustbench_name}
-    model, info = export.model_from_checkpoint(args.checkpoint, dataset=args.dataset,
-                                               arch=args.arch, weights=args.weights,
-                                               device=device)
+    loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
+                             weights=args.weights, device=device)
+    model, info = loaded.model, {"arch": loaded.arch, "recorded": loaded.recorded}
     from advtrain.cards import display_arch
 
     return model, {"arch": info["arch"], "display": display_arch(info["arch"]),

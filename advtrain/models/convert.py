@@ -15,7 +15,7 @@ from torch import nn
 from advtrain.errors import CheckpointError
 from advtrain.safeload import check_tensors, load_state_file
 
-__all__ = ["filter_state_dict", "load_weights"]
+__all__ = ["check_fits", "filter_state_dict", "load_weights"]
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _SHOW = 3  # how many offending keys a mismatch message lists per category
@@ -62,14 +62,22 @@ def load_weights(model: nn.Module, source, *, strict: bool = True, name: str | N
     if name is None:  # how the message names a dict source (e.g. the file it was read from)
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "checkpoint"
     raw = load_state_file(source) if isinstance(source, (str, os.PathLike)) else source
+    sd = check_fits(model, raw, strict=strict, name=name)
+    model.load_state_dict(sd, strict=strict)
+    return model
+
+
+def check_fits(model: nn.Module, raw: Mapping[str, Any], *, strict: bool = True,
+               name: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The filtered state_dict of ``raw`` if it fits ``model`` (keys, shapes, float dtypes), else a
+    one-line :class:`CheckpointError`. ``model`` may live on the meta device: nothing is copied."""
     own = model.state_dict()
     sd = filter_state_dict(raw, own.keys())
     problem = _mismatch(sd, own, strict)
     if problem:
         raise CheckpointError(f"{name}: does not fit {_arch(model)}: {problem}; wrong --arch or --dataset/num_classes?")
     check_tensors(sd, name, reference=own)
-    model.load_state_dict(sd, strict=strict)
-    return model
+    return sd
 
 
 def _mismatch(sd: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], strict: bool) -> str:
