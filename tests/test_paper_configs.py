@@ -202,9 +202,8 @@ def test_config_matches_its_spec_row(name):
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_attack_that_runs_matches_the_row(name):
     """The built objective's attack loss and the per-epoch budget (SPEC §2.3, §3, §4, §6)."""
-    from advtrain.objectives import build_objective
     from advtrain.schedules import attack_budget
-    from advtrain.trainer_setup import objective_kwargs
+    from advtrain.trainer_setup import make_objective
 
     _, want, _ = ROWS[name]
     cfg = C.load(os.path.join(REPO, "configs", name))
@@ -212,8 +211,7 @@ def test_attack_that_runs_matches_the_row(name):
     n_cls = 100 if want["data.dataset"] == "cifar100" else 10
     # a stand-in teacher: the distillation attack losses themselves are checked in test_distill.py
     teacher = {"teacher": torch.nn.Linear(1, n_cls)} if want["objective.name"] in DISTILL else {}
-    obj = build_objective(want["objective.name"], dataset=want["data.dataset"], num_classes=n_cls,
-                          **teacher, **objective_kwargs(cfg))
+    obj = make_objective(cfg, n_cls, **teacher)  # as the trainer builds it
     loss = obj.attack.loss
     if want["objective.name"] in DISTILL:
         pass
