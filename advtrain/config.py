@@ -238,6 +238,10 @@ def read_yaml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
 
 # ----------------------------------------------------------------------------- strict YAML
 
+#: longest integer a config may spell out (the largest setting, a seed, has 10 digits)
+MAX_INT_DIGITS = 100
+
+
 class StrictYAMLError(ValueError):
     """A config that is valid YAML but refused: a duplicate key, an anchor or an alias."""
 
@@ -254,6 +258,15 @@ class StrictLoader(yaml.SafeLoader):
             raise StrictYAMLError(f"line {event.start_mark.line + 1}: YAML {kind}{anchor} is not "
                                   "allowed in configs; write the value out in full")
         return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node):
+        """Python refuses to read an integer of more than 4,300 digits (a ValueError, not a YAML
+        error); no setting needs more than a few, so a long one is refused here with its line."""
+        digits = len(str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise StrictYAMLError(f"line {node.start_mark.line + 1}: an integer of {digits} digits; "
+                                  "give a smaller value")
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -272,6 +285,9 @@ class StrictLoader(yaml.SafeLoader):
                     raise StrictYAMLError(f"duplicate key {key!r} on {lines}; keep one of them")
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
 
 
 def _decode(data: bytes, path: str) -> str:
@@ -297,15 +313,15 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
     raw = _deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise InputError(f"override {item!r} is not key=value; write e.g. optim.epochs=2")
+            raise InputError(f"override {_clip(item)} is not key=value; write e.g. optim.epochs=2")
         key, text = item.split("=", 1)
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
-            raise InputError(f"override {item!r} has an empty key; write e.g. optim.epochs=2")
+            raise InputError(f"override {_clip(item)} has an empty key; write e.g. optim.epochs=2")
         try:
             value = yaml.load(text, Loader=StrictLoader) if text.strip() else None
         except StrictYAMLError as e:
-            raise InputError(f"override {item!r}: {e}") from None
+            raise InputError(f"override {_clip(item)}: {e}") from None
         except yaml.YAMLError:
             value = text
         node = raw
@@ -314,10 +330,15 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
             if nxt is None:
                 nxt = node[p] = {}
             if not isinstance(nxt, dict):
-                raise InputError(f"override {item!r}: {p!r} is not a section")
+                raise InputError(f"override {_clip(item)}: {p!r} is not a section")
             node = nxt
         node[parts[-1]] = value
     return raw
+
+
+def _clip(item: str) -> str:
+    """An override as written, cut to one short line for messages."""
+    return repr(item if len(item) <= 60 else item[:57] + "...")
 
 
 def to_dict(cfg: Config) -> Dict[str, Any]:

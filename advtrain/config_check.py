@@ -272,13 +272,13 @@ def check_lr_table(table: Any, E: int):
         return [_check_lr(f"optim.lr_table[{i}]", _to_float(v, f"optim.lr_table[{i}]"))
                 for i, v in enumerate(table)]
     if not isinstance(table, dict):
-        raise InputError(f"optim.lr_table = {table!r} is neither a list nor a mapping; {fix}")
+        raise InputError(f"optim.lr_table = {_short(table)} is neither a list nor a mapping; {fix}")
     out, given = {}, {}
     for key, v in table.items():
         epoch = int(key) if isinstance(key, str) and key.strip().isdigit() else key
         if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= E:
-            raise InputError(f"optim.lr_table key {_short(key)} is not an epoch in 1..optim.epochs = "
-                             f"{E} (epochs are 1-indexed); {fix}")
+            raise InputError(f"optim.lr_table key {_short(key)} is not an epoch >= 1 and <= "
+                             f"optim.epochs = {E} (epochs are 1-indexed); {fix}")
         if epoch in given:
             raise InputError(f"optim.lr_table keys {given[epoch]!r} and {key!r} name the same epoch "
                              f"{epoch}; keep one of them")
@@ -299,7 +299,8 @@ def _short(value: Any) -> str:
 
 def _check_lr(key: str, lr: float) -> float:
     """The rule of every learning rate (``optim.lr`` and each ``optim.lr_table`` entry)."""
-    _positive(key, lr)
+    if not lr > 0:
+        raise InputError(f"config key {key!r} = {lr} must be a finite lr > 0")
     _at_most(key, lr, MAX_LR)
     return lr
 
