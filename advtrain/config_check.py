@@ -168,9 +168,9 @@ def _check_rule(key: str, value: Any, rule) -> None:
     if "max" in rule:
         _at_most(key, value, rule["max"])
     if "gt" in rule and not value > rule["gt"]:
-        raise InputError(f"config key {key!r} = {value} must be > {rule['gt']}")
+        raise InputError(f"config key {key!r} = {_short(value)} must be > {rule['gt']}")
     if "lt" in rule and not value < rule["lt"]:
-        raise InputError(f"config key {key!r} = {value} must be < {rule['lt']}")
+        raise InputError(f"config key {key!r} = {_short(value)} must be < {rule['lt']}")
 
 
 def check_attack(a) -> None:
@@ -293,6 +293,8 @@ def _short(value: Any) -> str:
     refuses to print one of more than 4,300 digits)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
         return f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # as written: "beta = -1", not "-1.0"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -300,7 +302,7 @@ def _short(value: Any) -> str:
 def _check_lr(key: str, lr: float) -> float:
     """The rule of every learning rate (``optim.lr`` and each ``optim.lr_table`` entry)."""
     if not lr > 0:
-        raise InputError(f"config key {key!r} = {lr} must be a finite lr > 0")
+        raise InputError(f"config key {key!r} = {_short(lr)} must be > 0 (a finite lr > 0, at most {MAX_LR})")
     _at_most(key, lr, MAX_LR)
     return lr
 

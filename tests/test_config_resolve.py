@@ -123,7 +123,7 @@ def test_old_style_stored_config_still_loads(tmp_path):
 @pytest.mark.parametrize("raw,match", [
     ({"objective": {"name": "trades", "eps": 0.1}}, "belongs to the attack section"),
     ({"objective": {"name": "ard", "alpha": 1.5}}, "'objective.alpha' = 1.5 must be <= 1"),
-    ({"objective": {"name": "gkl_kd", "prior_momentum": 0}}, "prior_momentum' = 0.0 must be > 0"),
+    ({"objective": {"name": "gkl_kd", "prior_momentum": 0}}, "prior_momentum' = 0 must be > 0"),
     ({"objective": {"name": "lbgat", "natural_arch": "resnet-99"}}, "resnet-99"),
     ({"objective": {"name": "trades"}, "attack": {"init": "gauss"}}, "gauss"),
     ({"objective": {"name": "trades"}, "attack": {"schedule": "ramp"}}, "ramp"),

@@ -32,7 +32,7 @@ class ARDOptions(ObjectiveOptions):
     """ARD's options; source: goldblum/AdversariallyRobustDistillation main.py (its argparse
     defaults, the ``config`` of its ``AttackPGD`` and its ``optim.SGD`` call)."""
 
-    alpha: float = opt(1.0, min=0.0, max=1.0)  # --alpha: weight of the distillation term
+    alpha: float = opt(1.0, min=0, max=1)  # --alpha: weight of the distillation term
     loss_T: float = opt(30.0, **POSITIVE)  # --temp
     kl_scale: float = opt(1.0, **POSITIVE)  # 1/C reproduces nn.KLDivLoss()'s element mean
     # AttackPGD: uniform start in the ball, PGD-10, step 2/255, eps 8/255, every epoch

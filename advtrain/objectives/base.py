@@ -39,8 +39,8 @@ def opt(default: Any, **rule: Any) -> Any:
     return field(default=default, metadata=rule)
 
 
-NONNEG = {"min": 0.0}
-POSITIVE = {"gt": 0.0}
+NONNEG = {"min": 0}
+POSITIVE = {"gt": 0}
 
 #: the trainer-wide attack: DKL's executed schedule (SPEC §3: K = 5, eta = eps_t/2, eps ramp) at
 #: 8/255 in Linf, from x + 0.001 N(0, I), model in eval mode (DKL ``train_trades_*.py``);
@@ -58,7 +58,7 @@ class ObjectiveOptions:
     recommended recipe, used for every entry a config leaves out.
     """
 
-    label_smoothing: float = opt(0.0, min=0.0, lt=1.0)  # of the CE terms (DM recipe: 0.1)
+    label_smoothing: float = opt(0.0, min=0, lt=1)  # of the CE terms (DM recipe: 0.1)
 
     ATTACK: ClassVar[Dict[str, Any]] = DKL_ATTACK
     OPTIM: ClassVar[Dict[str, Any]] = {}

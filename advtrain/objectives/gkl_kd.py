@@ -42,7 +42,7 @@ class GKLKDOptions(ObjectiveOptions):
     loss_T: float = opt(1.0, **POSITIVE)
     prior_T: float = opt(1.0, **POSITIVE)
     use_prior: bool = True
-    prior_momentum: float = opt(1.0, gt=0.0, max=1.0)
+    prior_momentum: float = opt(1.0, gt=0, max=1)
     adv_weight: float = opt(5 / 6, **NONNEG)  # RSLAD's weights (zibojia/RSLAD rslad_loss.py)
     nat_weight: float = opt(1 / 6, **NONNEG)
     ATTACK = {**KD_ATTACK, "init": "normal"}  # RSLAD's attack (SPEC §12)

@@ -48,7 +48,7 @@ class IKLATOptions(ObjectiveOptions):
     attack_gamma: float = opt(1.0, **NONNEG)
     aug_weight: float = opt(0.3, **NONNEG)  # two-view AutoAug half (SPEC §2.2)
     two_view: bool = False
-    prior_momentum: float = opt(1.0, gt=0.0, max=1.0)
+    prior_momentum: float = opt(1.0, gt=0, max=1)
 
     @classmethod
     def defaults(cls, dataset=None):
