@@ -39,18 +39,18 @@ THREAT_MODELS = ("Linf", "L2")
 IDENTITY = "teacher.json"
 
 
-def check_section(cfg) -> None:
-    """Validate ``cfg.teacher`` against ``cfg.objective`` and fill in its defaults (in place)."""
+def check_section(cfg) -> Optional[Dict[str, Any]]:
+    """``cfg.teacher`` validated against ``cfg.objective``, with its defaults filled in."""
     from advtrain.objectives import DISTILLATION, OBJECTIVES
 
     name, section = cfg.objective.get("name"), cfg.teacher
     if name not in OBJECTIVES:  # check_objective reports it
-        return
+        return section
     if section is None:
         if name in DISTILLATION:
             raise InputError(f"objective {name!r} distils from a teacher; add teacher: {{robustbench: "
                              "NAME, model_dir: checkpoints}} or teacher: {checkpoint: PATH} to the config")
-        return
+        return None
     if name not in DISTILLATION:
         raise InputError(f"config section 'teacher' is only used by the distillation objectives "
                          f"({', '.join(DISTILLATION)}); remove it or set objective.name")
@@ -71,7 +71,7 @@ def check_section(cfg) -> None:
     if section.get("threat_model", "Linf") not in THREAT_MODELS:
         raise unknown("teacher threat model (teacher.threat_model)", section["threat_model"],
                       THREAT_MODELS)
-    cfg.teacher = {**allowed, **section}
+    return {**allowed, **section}
 
 
 def describe(section: Dict[str, Any]) -> str:

@@ -127,7 +127,6 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
     """Everything the loop needs; seeds first so a fresh run's initial weights are reproducible."""
     from advtrain.data import build_train_loader, load_test_arrays, num_classes, seed_everything
     from advtrain.models import create_model
-    from advtrain.objectives import build_objective
 
     _determinism(cfg.run.deterministic)
     seed_everything(cfg.run.seed)
@@ -138,8 +137,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = _teacher(cfg, device)
-    objective = build_objective(cfg.objective["name"], dataset=d.dataset, num_classes=n_cls,
-                                **objective_kwargs(cfg), **teacher).to(device)
+    objective = make_objective(cfg, n_cls, **teacher).to(device)
     loader = build_train_loader(
         d.dataset, root=d.root, train_npz=d.train_npz, synthetic_npz=d.synthetic_npz,
         synthetic_fraction=d.synthetic_fraction, augment=d.augment,
@@ -200,15 +198,14 @@ def _holdout_set(cfg: C.Config):
     return load_holdout_arrays(d.dataset, d.holdout, root=d.root, npz=d.train_npz)
 
 
-def objective_kwargs(cfg: C.Config) -> Dict[str, Any]:
-    """Objective options: the ``objective:`` section plus the attack settings it shares."""
-    kw = {k: v for k, v in cfg.objective.items() if k != "name"}
-    a = C.attack_settings(cfg)  # unset entries already hold the objective's defaults
-    kw.update({obj_key: a[att_key] for obj_key, att_key in C.ATTACK_KEYS.items()})
-    defaults = C.objective_defaults(cfg.objective["name"], cfg.data.dataset)
-    if cfg.data.augment == "autoaugment" and "two_view" in defaults and "two_view" not in kw:
-        kw["two_view"] = True  # the loader yields [basic; AutoAug] batches
-    return kw
+def make_objective(cfg: C.Config, num_classes: int, **objects: Any) -> nn.Module:
+    """The objective from the resolved config (nothing re-checked or re-defaulted here)."""
+    from advtrain.objectives import OBJECTIVES
+
+    options = {k: v for k, v in cfg.objective.items() if k != "name"}
+    cls = OBJECTIVES[cfg.objective["name"]]
+    return cls(cls.Options(**options), cfg.attack, dataset=cfg.data.dataset, num_classes=num_classes,
+               **objects)
 
 
 def make_optimizer(cfg: C.Config, model: nn.Module, objective: nn.Module) -> torch.optim.SGD:
