@@ -9,13 +9,14 @@
 """
 from __future__ import annotations
 
-from .base import BN_MODES, NORMS, Attack, model_mode
+from .base import BN_MODES, NORMS, Attack, AttackError, model_mode
 from .fgsm import FGSM
 from .losses import DKLAttackLoss, ce_loss, cw_loss, kl_loss
 from .pgd import PGD
 
 __all__ = ["Attack", "PGD", "FGSM", "AutoAttackAdapter", "AAResult", "ce_loss", "cw_loss",
-           "kl_loss", "DKLAttackLoss", "model_mode", "NORMS", "BN_MODES"]
+           "kl_loss", "DKLAttackLoss", "model_mode", "NORMS", "BN_MODES",
+           "AttackError"]
 
 
 def __getattr__(name):  # pyautoattack is imported only when the adapter is used

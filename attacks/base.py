@@ -33,6 +33,11 @@ from torch import Tensor, nn
 from advtrain.errors import InputError, unknown
 
 NORMS = ("Linf", "L2")
+
+
+class AttackError(ValueError):
+    """A bad attack argument (one line: the problem and the fix)."""
+
 BN_MODES = ("eval", "train", "train_frozen")
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
