@@ -18,6 +18,8 @@ Checks (``x`` in [0,1], ``f`` the model):
 - ``autoattack-check``: a warning raised by AutoAttack's own checks (captured verbatim).
 - ``non-finite-logits``: ``f(x)`` has NaN/Inf entries on the evaluated images; every accuracy is
   meaningless, so :func:`advtrain.cards.write_card` refuses to write a card (:data:`BLOCKING`).
+- ``eval-on-train-images``, ``trained-on-test-images``, ``partial-classes``: where the images came
+  from (``advtrain eval`` compares its data with what the checkpoint recorded; issue 16.7).
 """
 from __future__ import annotations
 
@@ -30,7 +32,12 @@ DOC = "docs/FLAGS.md"
 #: every flag code this module can emit, in docs/FLAGS.md order
 CODES = ("train-mode", "probability-outputs", "randomized-model", "eps0-mismatch",
          "pgd-not-converged", "robust-above-clean", "outside-eps-ball", "square-beats-whitebox",
-         "autoattack-check", "precision-gap", "non-finite-logits")
+         "autoattack-check", "precision-gap", "non-finite-logits", "eval-on-train-images",
+         "trained-on-test-images", "partial-classes")
+
+#: flags about where the images came from, not about the attack (they do not set a card's
+#: ``unreliable``, which in RobustBench means "the attack may overestimate robustness")
+DATA_FLAGS = ("eval-on-train-images", "trained-on-test-images", "partial-classes")
 
 #: flags that make the numbers meaningless: no card is written for a result carrying one
 BLOCKING = ("non-finite-logits",)
@@ -184,8 +191,3 @@ def evaluation_flags(clean_acc: float, robust_acc: float, per_attack: dict,
                           f"{min(white):.2%} to {per_attack['square']:.2%} after the white-box "
                           "attacks: gradients are likely masked; use adaptive attacks"))
     return flags
-
-
-def sanity_ok(flags: Optional[Sequence[dict]]) -> bool:
-    """True when no flag was raised."""
-    return not flags

@@ -27,14 +27,18 @@ WEIGHTS = ("model", "ema")
 
 
 def model_from_checkpoint(path, *, dataset: str, arch: Optional[str] = None,
-                          weights: str = "model", device="cpu") -> tuple:
+                          weights: Optional[str] = "model", device="cpu") -> tuple:
     """Build ``arch`` (default: the one the checkpoint records) and load its weights strictly.
 
-    Returns ``(model, info)`` with ``info = {"arch", "weights", "recorded": {...}}``.
+    Returns ``(model, info)`` with ``info = {"arch", "weights", "recorded": {...}}``; ``weights``
+    None picks the weights a ``best.pt`` was chosen on (``ema`` when the held-out scoring used it).
     """
+    raw = load_state_file(path)
+    if weights is None:  # the weights a best.pt was chosen on (trainer's best["weights"])
+        best = raw.get("best") if isinstance(raw.get("best"), Mapping) else {}
+        weights = best.get("weights") if best.get("weights") in WEIGHTS else "model"
     if weights not in WEIGHTS:
         raise unknown("weights", weights, WEIGHTS)
-    raw = load_state_file(path)
     state, recorded = _select_weights(raw, weights, path)
     arch = arch or recorded.get("arch")
     if not arch:
@@ -62,6 +66,8 @@ def _select_weights(raw: Mapping, weights: str, path) -> tuple:
         data = raw.get("config", {}).get("data", {}) if isinstance(raw.get("config"), Mapping) else {}
         if isinstance(data, Mapping) and (data.get("root") or data.get("test_npz")):
             recorded["test_data"] = {"root": data.get("root"), "npz": data.get("test_npz")}
+        if isinstance(data, Mapping) and (data.get("root") or data.get("train_npz")):
+            recorded["train_data"] = {"root": data.get("root"), "npz": data.get("train_npz")}
         return state, recorded
     if weights != "model":
         raise CheckpointError(f"{os.fspath(path)} is a plain state_dict without EMA weights; "

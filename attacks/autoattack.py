@@ -85,7 +85,7 @@ class AttackStateError(AttackError):
 def _unknown(kind: str, name, choices) -> UnknownChoiceError:
     close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
     hint = (" did you mean " + " or ".join(map(repr, close)) + "?") if close else ""
-    return UnknownChoiceError(f"unknown {kind} {name!r};{hint} choices: {', '.join(choices)}")
+    return UnknownChoiceError(f"unknown {kind} {name!r};{hint} choices: {', '.join(sorted(choices))}")
 
 
 def check_settings(*, norm="Linf", eps=8 / 255, version="standard", attacks=None, seed=0,

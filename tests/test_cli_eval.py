@@ -56,7 +56,9 @@ def test_eval_in_process_writes_card_and_sidecar(setup, capsys):
     assert rc == 0, out
     card = setup / "model_info" / "cifar10" / "Linf" / "Tiny_WRN-10-1.json"
     assert f"card: {card}" in out and "clean 100.00%" in out
-    info = ModelInfo(**json.loads(card.read_text()))
+    data = json.loads(card.read_text())
+    assert data.pop("unreliable") is False  # RobustBench's own cards carry it; ModelInfo does not
+    info = ModelInfo(**data)
     assert info.clean_acc == "100.00" and info.eps == "8/255"
     assert info.architecture == "WideResNet-10-1"
     assert (info.name, info.venue, info.additional_data) == ("A Title", "NeurIPS 2024", False)
@@ -65,9 +67,17 @@ def test_eval_in_process_writes_card_and_sidecar(setup, capsys):
     assert side["n_ex"] == N and side["seed"] == 0 and side["arch"] == "wrn-10-1"
     assert float(info.autoattack_acc) == pytest.approx(100 * side["robust_acc"], abs=0.006)
     assert set(side["sanity"]["pgd"]) == {"pgd-1", "pgd-2", "pgd-1x2"} and side["pgd_steps"] == 1
-    assert side["flags"] == []
+    # 8 images cannot cover 10 classes: said in the sidecar (issue 16.7), not an attack problem
+    assert [f["code"] for f in side["flags"]] == ["partial-classes"]
+    assert side["data"]["classes_seen"] == len(set(side_labels(setup))) < 10
+    assert side["data"]["source"] == "npz" and side["data"]["test_images"] == N
+    assert side["data"]["sha256"] == file_sha256(setup / "test.npz")
     adv = torch.load(setup / "adv.pt", weights_only=True)
     assert adv["x_adv"].shape == (N, 3, 32, 32) and adv["y_adv"].shape == (N,)
+
+
+def side_labels(setup):
+    return np.load(setup / "test.npz")["label"].tolist()
 
 
 def test_eval_subprocess(setup):
