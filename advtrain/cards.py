@@ -28,19 +28,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from advtrain.errors import InputError, unknown
+from attacks import NORMS
 from advtrain.eval_settings import EvalResult
 from advtrain.io import atomic_write_text, check_model_name, file_sha256
 from advtrain.utils import format_eps, git_commit, package_versions
 
 #: images of the CIFAR-10/100 test split: RobustBench's full evaluation
 TEST_IMAGES = 10000
-
-
-def threat_models() -> tuple:
-    """Card threat models: the attack norms (``attacks.NORMS``)."""
-    from attacks import NORMS
-
-    return tuple(NORMS)
+#: card threat models: the attack norms
+THREAT_MODELS = tuple(NORMS)
 
 
 @dataclass(frozen=True)
@@ -70,8 +66,8 @@ class CardInfo:
 
         if self.dataset not in DATASETS:
             raise unknown("dataset", self.dataset, DATASETS)
-        if self.threat_model not in threat_models():
-            raise unknown("threat model", self.threat_model, threat_models())
+        if self.threat_model not in THREAT_MODELS:
+            raise unknown("threat model", self.threat_model, THREAT_MODELS)
         check_model_name(self.name, "card name")
         if self.reported is not None:
             object.__setattr__(self, "reported", _percent_text(self.reported))

@@ -203,9 +203,9 @@ def _load_model(args, device):
                                       threat_model=args.norm, model_dir=args.model_dir,
                                       device=device)
         path = export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
-        arch = getattr(model, "arch_name", None) or type(model).__name__
-        display = (display_arch(arch) if arch != args.robustbench_name
-                   else _zoo_display(args.robustbench_name, type(model).__name__))
+        own = _export_arch(path)  # an advtrain export: its sidecar names the architecture
+        arch = own or type(model).__name__
+        display = display_arch(own) if own else _zoo_display(args.robustbench_name, arch)
         return model, {"arch": arch, "display": display, "checkpoint": path, "weights": "model",
                        "name": args.robustbench_name, "recorded": {}}
     arch = args.arch or _export_arch(args.checkpoint)
