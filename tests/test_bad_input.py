@@ -392,7 +392,7 @@ CASES = [
     Case("eval-dataset-typo", "`advtrain eval --dataset cifar-10`",
          lambda W: _with(eval_args(W), "--dataset", "cifar-10"), "did you mean 'cifar10'",
          "one of the listed choices", sub=True),
-    Case("eval-reported-bad", "`advtrain eval --reported 0.57` (a fraction, or text)",
+    Case("eval-reported-bad", "`advtrain eval --reported abc` (not a percentage)",
          lambda W: eval_args(W, "--reported", "abc"), "must be a percentage in [0, 100]",
          "the paper's robust accuracy in percent, e.g. 57.20"),
     Case("eval-arch-unknown", "`advtrain eval --arch wrn-16`",

@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (one line, see _Parser) or --help: return its status
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
     try:
         return int(args.func(args) or 0)
     except AdvtrainError as e:
