@@ -51,7 +51,6 @@ import difflib
 import logging
 import math
 import numbers
-import os
 import sys
 import time
 import warnings
@@ -63,12 +62,13 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from .autoattack_state import (STATE_FORMAT, AttackStateError, check_state_key,  # noqa: F401
+                               pack_state, torch_load, torch_save, unpack_state)
 from .base import AttackError, check_inputs, flat_norm, model_mode
 
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "rand", "custom")
 AA_NORMS = ("Linf", "L2", "L1")
-STATE_FORMAT = "advtrain-autoattack-state-3"  # 3: bound to the attack budget too (issue 16.3)
 _LOGGER = "auto-attack.advtrain"
 #: budget knobs: None keeps the version's own value
 BUDGET = ("n_iter", "n_restarts", "n_queries", "n_targets")
@@ -76,10 +76,6 @@ BUDGET = ("n_iter", "n_restarts", "n_queries", "n_targets")
 
 class UnknownChoiceError(AttackError):
     """A name (norm, version, attack) that is not one of the choices."""
-
-
-class AttackStateError(AttackError):
-    """A state file that belongs to another evaluation, or is not a state file."""
 
 
 def _unknown(kind: str, name, choices) -> UnknownChoiceError:
@@ -120,18 +116,6 @@ def _check_attacks(version: str, attacks) -> Optional[list]:
     if len(set(attacks)) != len(attacks):
         raise AttackError(f"AutoAttack attacks {list(attacks)!r} repeat a name; list each once")
     return list(attacks)
-
-
-def check_state_key(path, saved: dict, key: dict) -> None:
-    """Refuse a state file whose key differs from ``key``, naming the settings that differ."""
-    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT \
-            or not isinstance(saved.get("key"), dict):
-        raise AttackStateError(f"{path}: not an AutoAttack state file of this version; delete it "
-                               "or pass another state path")
-    differ = [k for k in sorted(set(key) | set(saved["key"])) if saved["key"].get(k) != key.get(k)]
-    if differ:
-        raise AttackStateError(f"{path}: state of another evaluation (different "
-                               f"{', '.join(differ)}); delete it or pass another state path")
 
 
 @dataclass
@@ -175,16 +159,6 @@ class _Capture(logging.Handler):
             self.checks.append(msg)
 
 
-def _torch_load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _torch_save(obj, path) -> None:
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class AutoAttackAdapter:
     """AutoAttack (pyautoattack) with exact per-attack results; see the module docstring."""
 
@@ -193,8 +167,8 @@ class AutoAttackAdapter:
                  device="cpu", state_path=None, n_iter: Optional[int] = None,
                  n_queries: Optional[int] = None, progress: bool = False, *,
                  n_restarts: Optional[int] = None, n_targets: Optional[int] = None,
-                 state_key: Optional[dict] = None, load_state: Callable = _torch_load,
-                 save_state: Callable = _torch_save):
+                 state_key: Optional[dict] = None, load_state: Callable = torch_load,
+                 save_state: Callable = torch_save):
         self.attacks = check_settings(norm=norm, eps=eps, version=version, attacks=attacks,
                                       seed=seed, batch_size=batch_size, n_iter=n_iter,
                                       n_restarts=n_restarts, n_queries=n_queries,
@@ -337,28 +311,15 @@ class AutoAttackAdapter:
         return {**key, **self.state_key}
 
     def _save_state(self, state: dict, x: Tensor, key: dict) -> None:
-        if self.state_path is None:
-            return
-        hit = (state["x_adv"] != x).reshape(x.shape[0], -1).any(1).nonzero().flatten()
-        self._save({
-            "format": STATE_FORMAT, "key": key, "done": list(state["per_attack"]),
-            "accuracy": list(state["per_attack"].values()), "seconds": dict(state["seconds"]),
-            "checks": list(state["checks"]), "clean": state["clean"].cpu(),
-            "robust": state["robust"].cpu(), "y_adv": state["y_adv"].cpu(), "changed": hit.cpu(),
-            "x_changed": state["x_adv"][hit].cpu(),
-        }, self.state_path)
+        if self.state_path is not None:
+            self._save(pack_state(state, x, key), self.state_path)
 
     def _load_state(self, x: Tensor, y: Tensor, key: dict) -> Optional[dict]:
         if self.state_path is None or not self.state_path.exists():
             return None
         saved = self._load(self.state_path)
         check_state_key(self.state_path, saved, key)
-        x_adv = x.clone()
-        x_adv[saved["changed"].to(x.device)] = saved["x_changed"].to(x.device, x.dtype)
-        return {"x_adv": x_adv, "y_adv": saved["y_adv"].to(y.device),
-                "clean": saved["clean"].to(y.device), "robust": saved["robust"].to(y.device),
-                "per_attack": OrderedDict(zip(saved["done"], saved["accuracy"])),
-                "seconds": dict(saved["seconds"]), "checks": list(saved["checks"])}
+        return unpack_state(saved, x, y)
 
     def __repr__(self) -> str:
         return (f"AutoAttackAdapter(norm={self.norm!r}, eps={self.eps!r}, version={self.version!r}, "
