@@ -27,6 +27,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from advtrain.accuracy import correct
+
 DOC = "docs/FLAGS.md"
 
 #: every flag code this module can emit, in docs/FLAGS.md order
@@ -84,14 +86,8 @@ def check_randomness(model, x: torch.Tensor, batch_size: int, tol: float = 1e-5)
 
 
 def _attack_correct(model, attack: Callable, x, y, batch_size: int) -> torch.Tensor:
-    """Per-example bool: still classified correctly after ``attack``."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        x_adv = attack(model, xb, yb)
-        with torch.no_grad():
-            out.append(model(x_adv).argmax(1) == yb)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    """Per-example bool: still classified correctly after ``attack`` (the one accuracy loop)."""
+    return correct(model, x, y, batch_size=batch_size, attack=attack)
 
 
 def _attack_acc(model, attack: Callable, x, y, batch_size: int) -> float:

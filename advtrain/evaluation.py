@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from advtrain import checks
+from advtrain.accuracy import accuracy  # noqa: F401  (the one accuracy loop, public here too)
 from advtrain.errors import InputError
 from advtrain.eval_settings import EvalResult, EvalSettings, user_errors
 from advtrain.utils import resolve_device
@@ -131,35 +132,6 @@ def make_pgd(eps: float, steps: int, norm: str):
     from attacks import PGD
 
     return PGD(eps=eps, alpha=2.5 * eps / max(steps, 1), steps=steps, norm=norm)
-
-
-def accuracy(model, x, y, *, batch_size: int = 500, attack=None, progress: bool = True,
-             desc: Optional[str] = None, seed: Optional[int] = None) -> float:
-    """Fraction of ``y`` predicted correctly on ``x`` (or on ``attack(model, x, y)``).
-
-    The one accuracy loop (evaluation and the trainer's per-epoch test): batches move to the
-    model's device, the model is in eval mode during the loop only, and with ``seed`` the attack's
-    random start is drawn from that seed without touching the caller's RNG."""
-    device = _model_device(model)
-    correct = 0
-    label = desc or ("clean" if attack is None else type(attack).__name__)
-    was_training = model.training
-    model.eval()
-    cuda = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=cuda, enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            for i in tqdm(range(0, len(x), batch_size), desc=label, disable=not progress,
-                          leave=False):
-                xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-                if attack is not None:
-                    xb = attack(model, xb, yb)
-                with torch.no_grad():
-                    correct += (model(xb).argmax(1) == yb).sum().item()
-    finally:
-        model.train(was_training)
-    return correct / max(len(x), 1)
 
 
 @torch.no_grad()

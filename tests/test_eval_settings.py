@@ -145,3 +145,26 @@ def test_constants_have_one_owner():
     assert set(DATASETS) == {"cifar10", "cifar100"}
     from advtrain import checks
     assert not hasattr(checks, "sanity_ok")
+
+
+def test_one_accuracy_loop():
+    """advtrain.evaluation.accuracy is the one loop (the checks use it too): counts match a direct
+    float64 count, the mode is restored, a seeded attack repeats and leaves the caller's RNG."""
+    from advtrain import checks, evaluation
+    from advtrain.evaluation import make_pgd
+
+    model = tiny()
+    x, y = data(model, 20)
+    y[:5] = (y[:5] + 1) % 10
+    with torch.no_grad():
+        expected = (model(x).argmax(1) == y).double().mean().item()
+    model.train()
+    assert evaluation.accuracy(model, x, y, batch_size=6, progress=False) == pytest.approx(expected)
+    assert model.training
+    rng = torch.get_rng_state()
+    pgd = make_pgd(8 / 255, 2, "Linf")
+    first = evaluation.accuracy(model, x, y, batch_size=6, attack=pgd, seed=3, progress=False)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert first == evaluation.accuracy(model, x, y, batch_size=6, attack=pgd, seed=3,
+                                        progress=False) <= expected
+    assert checks._attack_acc(model, make_pgd(0.0, 2, "Linf"), x, y, 6) == pytest.approx(expected)
