@@ -130,9 +130,10 @@ def card_fields(result: EvalResult, info: CardInfo) -> dict:
     if reported is not None:
         card["reported"] = reported
     card["autoattack_acc"] = robust
-    notes = [n for n in (info.footnote, None if full else describe(result, info) + ".") if n]
+    notes = [n.strip().rstrip(".") for n in (info.footnote, None if full else
+                                              describe(result, info)) if n and n.strip()]
     if notes:
-        card["footnote"] = " ".join(notes)
+        card["footnote"] = ". ".join(notes) + "."
     from advtrain.checks import DATA_FLAGS
 
     card["unreliable"] = any(f.get("code") not in DATA_FLAGS for f in result.flags)
