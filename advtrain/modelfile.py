@@ -66,19 +66,23 @@ def freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def load_model_file(path, *, dataset: str, arch: Optional[str] = None, weights: str = "model",
-                    device="cpu", what: str = "") -> LoadedModel:
+def load_model_file(path, *, dataset: str, arch: Optional[str] = None,
+                    weights: Optional[str] = "model", device="cpu", what: str = "") -> LoadedModel:
     """Load an advtrain training checkpoint, an export or a plain/reference state_dict.
 
-    ``what`` prefixes messages (``"teacher checkpoint "``). Every check runs before the model is
-    built for real (module docstring).
+    ``weights`` None picks the weights a ``best.pt`` was chosen on (``ema`` when the held-out
+    scoring used them, else ``model``). ``what`` prefixes messages (``"teacher checkpoint "``).
+    Every check runs before the model is built for real (module docstring).
     """
-    if weights not in WEIGHTS:
-        raise unknown("weights", weights, WEIGHTS)
     path = os.fspath(path)
     if not os.path.lexists(path):
         raise CheckpointError(f"{what}{path}: checkpoint file not found; check the path")
     raw = load_state_file(path)
+    if weights is None:  # the trainer records best["weights"] in best.pt
+        best = raw.get("best") if isinstance(raw.get("best"), Mapping) else {}
+        weights = best.get("weights") if best.get("weights") in WEIGHTS else "model"
+    if weights not in WEIGHTS:
+        raise unknown("weights", weights, WEIGHTS)
     state, recorded = select_weights(raw, weights, path)
     arch = arch or recorded.get("arch") or _sidecar_arch(path)
     if arch and not isinstance(arch, str):
@@ -118,7 +122,8 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
                               "there (downloading is not attempted offline)")
     model = build_checked(entry["model"], load_state_file(path), str(path))
     model.arch_name = name
-    return LoadedModel(model.to(device).eval(), name, str(path))
+    own = _sidecar_arch(str(path))  # an advtrain export: its sidecar names our architecture
+    return LoadedModel(model.to(device).eval(), name, str(path), recorded={"arch": own} if own else {})
 
 
 def build_checked(build: Callable[[], nn.Module], state: Mapping[str, Any], name: str) -> nn.Module:
@@ -155,6 +160,8 @@ def select_weights(raw: Mapping, weights: str, path) -> tuple:
         data = raw.get("config", {}).get("data", {}) if isinstance(raw.get("config"), Mapping) else {}
         if isinstance(data, Mapping) and (data.get("root") or data.get("test_npz")):
             recorded["test_data"] = {"root": data.get("root"), "npz": data.get("test_npz")}
+        if isinstance(data, Mapping) and (data.get("root") or data.get("train_npz")):
+            recorded["train_data"] = {"root": data.get("root"), "npz": data.get("train_npz")}
         return state, recorded
     if weights != "model":
         raise CheckpointError(f"{os.fspath(path)} is a plain state_dict without EMA weights; "

@@ -47,6 +47,11 @@ def unknown(kind: str, name, choices) -> AttackError:
 
 
 NORMS = ("Linf", "L2")
+
+
+class AttackError(ValueError):
+    """A bad attack argument (one line: the problem and the fix)."""
+
 BN_MODES = ("eval", "train", "train_frozen")
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 

@@ -385,6 +385,19 @@ CASES = [
          "re-download or re-save it", sub=True),
 
     # ---- end of round 2: evaluation side ----
+    # ---- round 3 (issues 16.3, 19): evaluation settings ----
+    Case("eval-state-weaker-budget", "`eval --state-path S --n-iter 2` where S holds an `--n-iter 1` "
+         "AutoAttack of the same model", lambda W: _state_of_weaker_budget(W), "different n_iter",
+         "one state file per evaluation settings; delete it or use the same settings"),
+    Case("eval-dataset-typo", "`advtrain eval --dataset cifar-10`",
+         lambda W: _with(eval_args(W), "--dataset", "cifar-10"), "did you mean 'cifar10'",
+         "one of the listed choices", sub=True),
+    Case("eval-reported-bad", "`advtrain eval --reported abc` (not a percentage)",
+         lambda W: eval_args(W, "--reported", "abc"), "must be a percentage in [0, 100]",
+         "the paper's robust accuracy in percent, e.g. 57.20"),
+    Case("eval-arch-unknown", "`advtrain eval --arch wrn-16`",
+         lambda W: eval_args(W, "--arch", "wrn-16"), "unknown model 'wrn-16'",
+         "a registry model or wrn-<depth>-<width>"),
     # ---- round 2 (issue #10): training, configs, run directories, data ----
     Case("config-duplicate-key", "a config with `optim:` twice (YAML would keep the last one)",
          lambda W: _append(config(W), "optim: {lr: 0.1}\n"), "duplicate key 'optim' on lines",
@@ -541,6 +554,26 @@ def _state_of_other_model(W) -> List[str]:
     with contextlib.redirect_stdout(io.StringIO()), one_thread():
         assert main(argv) == 0 and state.is_file()
     return eval_args(W, "--state-path", str(state))
+
+
+def _state_of_weaker_budget(W) -> List[str]:
+    """Evaluate with a weak budget (--n-iter 1) and a state file, then rerun stronger on it."""
+    from advtrain.cli import main
+
+    state = W.case / "aa_state.pt"
+    argv = eval_args(W, "--state-path", str(state))
+    argv[argv.index("--out") + 1] = str(W.case / "cards")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            one_thread():
+        assert main(argv) == 0 and state.is_file()
+    return _with(eval_args(W, "--state-path", str(state)), "--n-iter", "2")
+
+
+def _with(argv: List[str], flag: str, value: str) -> List[str]:
+    """``argv`` with ``flag``'s value replaced."""
+    argv = list(argv)
+    argv[argv.index(flag) + 1] = value
+    return argv
 
 
 def _run_copy(W) -> Path:

@@ -278,7 +278,7 @@ class _Overflow(nn.Module):
 
 
 def test_non_finite_logits_flag_blocks_the_card(tmp_path):
-    from advtrain.cards import write_card
+    from advtrain.cards import CardInfo, write_card
     from advtrain.evaluation import evaluate
 
     x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) + 0.01
@@ -288,8 +288,8 @@ def test_non_finite_logits_flag_blocks_the_card(tmp_path):
                    device="cpu")
     assert "non-finite-logits" in [f["code"] for f in res["flags"]]
     with pytest.raises(InputError, match=r"card not written: \[non-finite-logits\]"):
-        write_card(res, out_dir=tmp_path, name="m", dataset="cifar10", threat_model="Linf",
-                   architecture="x")
+        write_card(res, CardInfo(name="m", dataset="cifar10", threat_model="Linf",
+                                 architecture="x"), out_dir=tmp_path)
     assert not any(tmp_path.rglob("*.json"))
 
 

@@ -21,12 +21,31 @@ from advtrain.errors import AdvtrainError
 SUBCOMMANDS = ("train", "eval", "export", "average")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (with a did-you-mean for a bad choice), not the
+    full usage block: ``advtrain eval: error: argument --dataset: invalid choice: 'cifar-10';
+    did you mean 'cifar10'? (choices: cifar10, cifar100); see advtrain eval --help``."""
+
+    def error(self, message: str):
+        import re
+
+        from advtrain.errors import did_you_mean
+
+        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if bad:
+            choices = [c.strip().strip("'") for c in bad.group(2).split(",")]
+            message = (message[:bad.start()] + f"invalid choice: {bad.group(1)!r};"
+                       f"{did_you_mean(bad.group(1), choices)} (choices: {', '.join(choices)})")
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="advtrain",
         description="Adversarial training and AutoAttack/RobustBench evaluation.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}",
+                                parser_class=_Parser)
     sub.required = True
     for name in SUBCOMMANDS:
         importlib.import_module(f"advtrain.cli.{name}_cmd").add_parser(sub)
@@ -35,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     from attacks import AttackError  # attacks/ imports nothing from advtrain: its user errors map here
+
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (one line, see _Parser) or --help: return its status
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
 
     try:
         return int(args.func(args) or 0)
