@@ -334,7 +334,7 @@ CASES = [
     Case("average-nan", "`advtrain average` over an epoch checkpoint holding NaN",
          lambda W: _average_nan(W), "NaN/Inf values", "average a range of good epochs"),
     Case("average-shapes", "`advtrain average` over epoch files of different shapes",
-         lambda W: _average_shapes(W), "cannot average: fc.weight is (10, 64)",
+         lambda W: _average_shapes(W), "does not fit wrn-10-1: 2 shape mismatches",
          "average epochs of one run (--start/--end)"),
     Case("eval-logits-inf", "a model whose logits overflow to Inf on the data",
          lambda W: eval_args(W, ckpt=_bad_weights(W, "huge.pt", _huge_fc)),
