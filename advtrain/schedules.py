@@ -25,7 +25,7 @@ PGD budget (``attack.schedule``, SPEC 3), with the radius ramp ``eps_t = eps*e/E
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from advtrain.errors import InputError, unknown
 
@@ -101,9 +101,17 @@ def staged_thresholds(epochs: int) -> Tuple[int, int, int]:
     return (50 * epochs) // 200, (100 * epochs) // 200, (150 * epochs) // 200
 
 
+class AttackBudget(NamedTuple):
+    """The training attack of one epoch: radius ``eps``, PGD ``step_size`` and number of ``steps``."""
+
+    eps: float
+    step_size: float
+    steps: int
+
+
 def attack_budget(epoch: int, epochs: int, eps: float, schedule: str = "executed", *,
                   steps: int = 10, step_size: float = 2 / 255,
-                  ramp: Optional[bool] = None) -> Tuple[float, float, int]:
+                  ramp: Optional[bool] = None) -> AttackBudget:
     """``(eps_t, step_size, steps)`` of the training attack in (1-indexed) ``epoch`` of ``epochs``.
 
     ``ramp`` (default: on for executed/staged, off for fixed) gives ``eps_t = eps*epoch/epochs``.
@@ -115,17 +123,17 @@ def attack_budget(epoch: int, epochs: int, eps: float, schedule: str = "executed
         ramp = schedule != "fixed"
     eps_t = eps * epoch / epochs if ramp else eps
     if schedule == "executed":
-        return eps_t, eps_t / 2, 5
+        return AttackBudget(eps_t, eps_t / 2, 5)
     if schedule == "fixed":
-        return eps_t, step_size, steps
+        return AttackBudget(eps_t, step_size, steps)
     t1, t2, t3 = staged_thresholds(epochs)
     if epoch <= t1:
-        return eps_t, eps_t, 2
+        return AttackBudget(eps_t, eps_t, 2)
     if epoch <= t2:
-        return eps_t, 2 * eps_t / 3, 3
+        return AttackBudget(eps_t, 2 * eps_t / 3, 3)
     if epoch <= t3:
-        return eps_t, eps_t / 2, 4
-    return eps_t, eps_t / 2, 5
+        return AttackBudget(eps_t, eps_t / 2, 4)
+    return AttackBudget(eps_t, eps_t / 2, 5)
 
 
 def ema_start_default(epochs: int) -> int:

@@ -149,8 +149,9 @@ def _export_arch(path: str) -> Optional[str]:
 
 @torch.no_grad()
 def check_teacher(teacher: nn.Module, num_classes: int, what: str, test=None,
-                  device="cpu", batch_size: int = 256) -> None:
-    """Refuse a teacher that does not fit the dataset (classes, probabilities, input range)."""
+                  device="cpu", batch_size: int = 256) -> Optional[float]:
+    """Refuse a teacher that does not fit the dataset (classes, probabilities, input range);
+    returns its clean accuracy on ``test`` (None when ``test`` has under 100 images)."""
     from advtrain.checks import check_probability_outputs
 
     teacher.eval()
@@ -163,15 +164,16 @@ def check_teacher(teacher: nn.Module, num_classes: int, what: str, test=None,
         raise InputError(f"teacher ({what}) outputs probabilities (rows summing to 1); distillation "
                          "needs logits: remove the teacher's final softmax")
     if test is None or len(test[1]) < 100:
-        return
+        return None
+    from advtrain.evaluation import accuracy
+
     xs, ys = test
-    correct = sum(int((teacher(xs[i:i + batch_size].to(device)).argmax(1).cpu() == ys[i:i + batch_size]).sum())
-                  for i in range(0, len(ys), batch_size))
-    acc = correct / len(ys)
+    acc = accuracy(teacher, xs.to(device), ys.to(device), batch_size=batch_size, progress=False)
     if acc < 1.5 / num_classes:
         raise InputError(f"teacher ({what}) classifies {acc:.1%} of {len(ys)} test images correctly "
                          f"(chance {1 / num_classes:.1%}): it expects other inputs than images in [0, 1] "
                          "(RobustBench-format models normalise inside) or another dataset")
+    return acc
 
 
 __all__ = ["check_section", "load_teacher", "check_teacher", "describe"]

@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advtrain.hooks.average import average_run, run_average_settings
+    from advtrain.average import average_run, run_average_settings
 
     recipe, source = run_average_settings(args.run_dir)
     given = {"tau": args.tau, "start": args.start, "end": args.end}
