@@ -32,9 +32,10 @@ from advtrain import checkpoint as ck
 from advtrain import config as C
 from advtrain import distributed as D
 from advtrain import metrics as M
-from advtrain.errors import AdvtrainError
 from advtrain.io import atomic_write_text
 from advtrain.runlock import RunLock, lock_new_run_dir
+from advtrain.nonfinite import (NonFiniteError, decided_together, finite_params, first_nonfinite,
+                                restore_buffers, snapshot_buffers)
 from advtrain.parts import Progress, RNGState, load_states, save_states, stateful
 from advtrain.runlog import RunLog
 from advtrain.schedules import AttackBudget, attack_budget, lr_at, momentum_at
@@ -42,10 +43,6 @@ from advtrain.trainer_setup import build_parts, prepare_run_dir, start_run_dir, 
 
 
 BEST = "best.pt"  # weights of the epoch with the best held-out PGD accuracy (data.holdout > 0)
-
-
-class NonFiniteError(AdvtrainError):
-    """Training diverged (non-finite loss or weights)."""
 
 
 def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir: Optional[str] = None,
@@ -203,11 +200,11 @@ class Trainer:
         with p.autocast():
             x_adv = p.objective.perturb(D.unwrap(p.model), x, y)
         p.model.train()
-        saved = _snapshot_buffers(p.model, p.objective) if self.cfg.nan_policy == "skip" else None
+        saved = snapshot_buffers(p.model, p.objective) if self.cfg.nan_policy == "skip" else None
         with p.autocast():  # AWP's proxy forwards and backward in the main step's precision
             diff = p.awp.perturb(p.objective, x, x_adv, y) if p.awp and p.awp.active(e) else None
             loss, terms = p.objective.loss(p.model, x, x_adv, y)
-        bad = _decided_together(_first_nonfinite(loss, terms))  # DDP: skip/stop on every rank
+        bad = decided_together(first_nonfinite(loss, terms))  # DDP: skip/stop on every rank
         if bad is None:
             p.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -217,7 +214,7 @@ class Trainer:
             p.awp.restore(diff)
         if bad is not None:
             return self._non_finite(e, bad, saved)
-        if not _finite_params(p.optimizer):
+        if not finite_params(p.optimizer):
             raise NonFiniteError(self._nan_message(e, "weights after the optimizer step"))
         if p.ema is not None:
             p.ema.update(D.unwrap(p.model), e)
@@ -226,7 +223,7 @@ class Trainer:
     def _non_finite(self, e: int, term: str, saved) -> None:
         if self.cfg.nan_policy == "stop":
             raise NonFiniteError(self._nan_message(e, term))
-        _restore_buffers(saved)
+        restore_buffers(saved)
         self.progress.running["skipped_batches"] += 1
         return None
 
@@ -333,47 +330,6 @@ def _accumulate(running: Dict[str, Any], terms: Dict[str, float]) -> None:
     for k, v in terms.items():
         running["sums"][k] = running["sums"].get(k, 0.0) + v
     running["count"] += 1
-
-
-def _first_nonfinite(loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> Optional[str]:
-    """Name of the first non-finite term (``loss`` first), None when all are finite."""
-    names = ["loss"] + [k for k in terms if k != "loss"]
-    values = [loss.detach()] + [terms[k] for k in names[1:]]
-    ok = torch.stack([torch.isfinite(v.detach().float()).all() for v in values]).tolist()
-    for name, good in zip(names, ok):
-        if not good:
-            return name
-    return None
-
-
-def _decided_together(bad: Optional[str]) -> Optional[str]:
-    """What to report for a non-finite loss, the same decision on every rank (None: all finite).
-
-    Under DDP a rank that skipped ``backward`` alone would leave the others waiting in the
-    gradient all-reduce, and a rank that stopped alone would leave them waiting until the
-    process-group timeout, so the flag is all-reduced first.
-    """
-    ranks = D.ranks_where(bad is not None)
-    if not ranks:
-        return None
-    if bad is not None:
-        return f"loss term {bad!r}" + (f" on rank {D.rank()}" if D.is_initialized() else "")
-    return f"loss on rank {ranks[0]}"
-
-
-def _finite_params(optimizer: torch.optim.Optimizer) -> bool:
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    return bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all())
-
-
-def _snapshot_buffers(*modules: nn.Module):
-    return [(b, b.detach().clone()) for m in modules for b in m.buffers()]
-
-
-def _restore_buffers(saved) -> None:
-    with torch.no_grad():
-        for buf, copy in saved or []:
-            buf.copy_(copy)
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
