@@ -39,7 +39,8 @@ from advtrain.nonfinite import (NonFiniteError, decided_together, finite_params,
 from advtrain.parts import Progress, RNGState, load_states, save_states, stateful
 from advtrain.runlog import RunLog
 from advtrain.schedules import AttackBudget, attack_budget, lr_at, momentum_at
-from advtrain.trainer_setup import build_parts, prepare_run_dir, start_run_dir, resolve_device
+from advtrain.trainer_setup import (build_parts, prepare_run_dir, resolve_device, start_run_dir,
+                                     teacher_identity)
 
 
 BEST = "best.pt"  # weights of the epoch with the best held-out PGD accuracy (data.holdout > 0)
@@ -116,6 +117,8 @@ class Trainer:
         self.meta = {"arch": cfg.model.arch, "dataset": cfg.data.dataset,
                      "num_classes": p.num_classes, "config": self.resolved,
                      "versions": ck.package_versions(), "git_commit": ck.git_commit()}
+        if cfg.teacher is not None:  # the teacher's identity, checked on resume
+            self.meta["teacher"] = teacher_identity(cfg)
         if state is not None:
             named = stateful(p, self.progress, self.rng)
             load_states(named, ck.unpack(state, named))

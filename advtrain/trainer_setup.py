@@ -67,6 +67,8 @@ def prepare_run_dir(config, run_dir: Optional[str], resume: bool, force: bool
                 raise CheckpointError(f"{last} records no training config to compare with; pass "
                                       "--force to resume anyway")
             _check_same(C.resolve(cfg), state["config"], run_dir)
+        if state is not None:
+            _check_same_teacher(cfg, state.get("teacher"), last)
         return cfg, run_dir, state
     if config is None:
         raise InputError("no config given; pass a YAML file such as configs/cpu/tiny_trades.yaml")
@@ -185,6 +187,42 @@ def _check_steps(loader, d) -> None:
     raise InputError(f"the training data gives 0 optimizer steps per epoch ({n} images per process, "
                      f"data.batch_size {d.batch_size}, data.drop_last {str(d.drop_last).lower()}); "
                      f"use data.batch_size <= {n} or data.drop_last: false")
+
+
+def teacher_identity(cfg: C.Config) -> Optional[Dict[str, str]]:
+    """``{"file", "sha256"}`` of the distillation teacher's weights file (None without a teacher);
+    recorded in every checkpoint as ``teacher`` so a resume can tell the teacher is the same."""
+    if cfg.teacher is None:
+        return None
+    from advtrain.io import file_sha256
+
+    path = _teacher_file(cfg)
+    return {"file": path, "sha256": file_sha256(path)}
+
+
+def _teacher_file(cfg: C.Config) -> str:
+    t = cfg.teacher
+    if "checkpoint" in t:
+        return t["checkpoint"]
+    from advtrain.export import zoo_path
+
+    return str(zoo_path(t["model_dir"], t["robustbench"], cfg.data.dataset, t["threat_model"]))
+
+
+def _check_same_teacher(cfg: C.Config, recorded: Optional[Dict[str, str]], last: str) -> None:
+    """Refuse to resume with a teacher file that changed since the run started (even with
+    ``--force``: the distilled targets would change mid-run). Checkpoints that record no teacher
+    (an earlier release) are not checked."""
+    if not isinstance(recorded, dict) or cfg.teacher is None:
+        return
+    if not os.path.isfile(_teacher_file(cfg)):
+        return  # load_teacher reports the missing file with its own one line
+    now = teacher_identity(cfg)
+    if now["sha256"] != recorded.get("sha256"):
+        raise CheckpointError(
+            f"cannot resume: the teacher file {now['file']} changed since the run started (sha256 "
+            f"{str(recorded.get('sha256'))[:12]}... in {last}, {now['sha256'][:12]}... now); put "
+            "the original teacher back or start a new run")
 
 
 def _teacher(cfg: C.Config, device: torch.device) -> Dict[str, Any]:

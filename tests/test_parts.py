@@ -162,3 +162,52 @@ def test_averages_with_different_settings_do_not_share_a_file(tmp_path):
     assert ck.load(c)["average"]["source"] == "ema" and ck.load(a)["average"]["source"] == "model"
     assert a == average_path(run_dir, 0.9, 1, 2)
     shutil.rmtree(run_dir)
+
+
+def test_teacher_check_result_is_printed(tmp_path, capsys):
+    import re
+
+    import numpy as np
+
+    from advtrain.models import create_model
+    from trainer_helpers import make_npz
+
+    teacher_run = fit(tiny_config(tmp_path / "t"))
+    teacher_path = str(tmp_path / "teacher.pt")
+    torch.save(ck.load(os.path.join(teacher_run, "last.pt"))["model"], teacher_path)
+    raw = tiny_config(tmp_path / "s", objective={"name": "gkl_kd"}, optim={"epochs": 1},
+                      teacher={"checkpoint": teacher_path, "arch": "wrn-10-1"},
+                      data={"test_subset": 100})
+    _, test_npz = make_npz(tmp_path / "s", n_test=100)
+    capsys.readouterr()
+    fit(raw)
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "teacher" in ln)
+    got = re.search(r"clean ([0-9.]+)% on the test subset of 100 images", line)
+    assert got and "check passed" in line, line
+    with np.load(test_npz) as f:  # every test image (the subset of 100 is all of them)
+        x = torch.from_numpy(f["image"]).permute(0, 3, 1, 2).double() / 255
+        y = torch.from_numpy(f["label"])
+    teacher = create_model("wrn-10-1", dataset="cifar10").double().eval()
+    teacher.load_state_dict(torch.load(teacher_path, weights_only=True))
+    with torch.no_grad():
+        expected = 100.0 * float((teacher(x).argmax(1) == y).double().mean())
+    assert float(got.group(1)) == pytest.approx(expected, abs=0.005 + 1e-9)
+
+
+def test_resume_refuses_a_teacher_file_that_changed(tmp_path):
+    from advtrain.errors import CheckpointError
+    from advtrain.io import file_sha256
+    from advtrain.models import create_model
+
+    teacher_path = str(tmp_path / "teacher.pt")
+    torch.save(create_model("wrn-10-1", dataset="cifar10").state_dict(), teacher_path)
+    raw = tiny_config(tmp_path, objective={"name": "gkl_kd"},
+                      teacher={"checkpoint": teacher_path, "arch": "wrn-10-1"})
+    run_dir = fit(raw, stop_after=1)
+    recorded = ck.load(os.path.join(run_dir, "last.pt"))["teacher"]
+    assert recorded == {"file": teacher_path, "sha256": file_sha256(teacher_path)}
+    torch.save(create_model("wrn-10-1", dataset="cifar10").state_dict(), teacher_path)  # new init
+    for force in (False, True):
+        with pytest.raises(CheckpointError, match="teacher file .* changed since the run started"):
+            fit(None, run_dir=run_dir, resume=True, force=force)
