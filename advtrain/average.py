@@ -8,9 +8,9 @@ i.e. ``avg = tau^(end-start) theta_start + sum_{i>start} (1 - tau) tau^(end-i) t
 floating-point entry is averaged (BN running statistics included, no re-estimation, as in the
 reference), accumulating in float64; integer buffers (``num_batches_tracked``) are taken from
 epoch ``end``. Checkpoints are streamed one at a time. The result is written as
-``RUN_DIR/average_tau{tau}_{start}_{end}.pt`` (``average_ema_tau...`` for ``key="ema"``; ``tau`` in
-full, so two settings never write one file) in the training checkpoint format (``model``, ``arch``,
-``dataset``, ``num_classes``, ``config``), so ``advtrain eval`` reads it like any checkpoint.
+``RUN_DIR/average_tau{tau}_{start}_{end}.pt`` (``average_ema_tau...`` for ``key="ema"``; ``tau``
+in full when ``:g`` would round it, so two settings never write one file) in the training
+checkpoint format (``model``, ``arch``, ``dataset``, ``num_classes``, ``config``), so ``advtrain eval`` reads it like any checkpoint.
 
 Example::
 
@@ -31,11 +31,13 @@ META_KEYS = ("arch", "dataset", "num_classes", "config", "versions", "git_commit
 
 
 def average_path(run_dir: str, tau: float, start: int, end: int, key: str = "model") -> str:
-    """One file per distinct setting: ``tau`` is written in full (``repr``: two different floats
-    never share a name, as ``:g`` let 0.9 and 0.9000001 do) and the EMA weights' average is
-    ``average_ema_...`` (it replaced the model's before)."""
+    """One file per distinct setting: ``tau`` as ``:g`` when that is exact, else in full (``repr``:
+    ``:g`` alone gave 0.9 and 0.9000001 one name), and ``average_ema_...`` for the EMA weights'
+    average (it replaced the model's before)."""
     kind = "" if key == "model" else f"{key}_"
-    return os.path.join(run_dir, f"average_{kind}tau{float(tau)!r}_{start}_{end}.pt")
+    short = f"{tau:g}"
+    text = short if float(short) == float(tau) else repr(float(tau))
+    return os.path.join(run_dir, f"average_{kind}tau{text}_{start}_{end}.pt")
 
 
 def available_epochs(run_dir: str):

@@ -7,7 +7,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (read
     optimizer, objective, epoch (completed epochs), batch (batches done in the next epoch),
     step (optimizer steps), rng, epoch_rng (RNG at the start of the running epoch, mid-epoch only),
     running (in-epoch metric sums), history (metrics rows), trace (per-step curve points),
-    ema_updates, best, versions, git_commit, format
+    ema_updates, best, teacher ({"file", "sha256"} of a distillation teacher), versions,
+    git_commit, format
 
 Each part of a run owns its state (:mod:`advtrain.parts`); :func:`pack` lays the parts' states out
 as above and :func:`unpack` reads them back. The layout is that of the first release, so its
