@@ -143,22 +143,28 @@ class Trainer:
             self.log.close()
         return self.run_dir
 
-    def _train_epoch(self, e: int) -> None:
-        cfg, p, pr = self.cfg, self.parts, self.progress
-        self._set_epoch_hparams(e)
+    def _epoch_batches(self, e: int):
+        """The loader's iterator for epoch ``e``, at the saved position when resuming mid-epoch."""
+        pr = self.progress
         from advtrain.data import set_loader_epoch
 
-        set_loader_epoch(p.loader, e)
+        set_loader_epoch(self.parts.loader, e)
         mid_epoch = pr.batch > 0
         if mid_epoch:  # replay the loader up to the saved position, then the saved RNG state
             ck.set_rng_state(pr.epoch_rng)
         else:
             pr.epoch_rng = ck.rng_state()
-        it = iter(p.loader)
+        it = iter(self.parts.loader)
         for _ in range(pr.batch):
             next(it)
         if mid_epoch:
             ck.set_rng_state(self.rng.saved)
+        return it
+
+    def _train_epoch(self, e: int) -> None:
+        cfg, p, pr = self.cfg, self.parts, self.progress
+        self._set_epoch_hparams(e)
+        it = self._epoch_batches(e)
         bar = _progress(len(p.loader), pr.batch, f"epoch {e}/{self.E}",
                         cfg.run.progress and D.is_main())
         start, every = time.time(), max(1, len(p.loader) // 100)  # <= ~100 curve points per epoch
