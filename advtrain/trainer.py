@@ -2,10 +2,10 @@
 
 One iteration (SPEC 2.5, order matters)::
 
-    eps_t, eta, K = attack_budget(epoch)            # set once per epoch, with the lr
+    eps_t, eta, K = attack_budget(epoch)            # AttackBudget, set once per epoch with the lr
     x_adv = objective.perturb(model, x, y)          # inner maximisation (attack switches modes)
     model.train(); diff = awp.perturb(...)          # AWP from epoch awp.warmup on
-    loss, terms = objective.loss(model, x, x_adv, y)
+    loss, terms = objective.loss(model, x, x_adv, y)  # these three under one autocast (bf16)
     zero_grad; loss.backward(); optimizer.step()    # SGD over model + objective.extra_parameters()
     awp.restore(diff); ema.update(model)
 
@@ -16,7 +16,9 @@ final ``attack.eps`` in ``attack.norm``), ``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/l
 (DM recipe, SPEC 6) and ``RUN_DIR/best.pt`` keeps the best epoch (ties: the later one).
 ``last.pt`` is also written every ``run.checkpoint_every_steps`` steps with the loader position, so
 a run killed at any instant resumes (``resume=True``) to bit-identical weights on CPU. A non-finite
-loss or weight stops the run with one line (``nan_policy: stop``) or skips the batch (``skip``).
+loss or weight stops the run with one line (``nan_policy: stop``) or skips the batch (``skip``);
+an epoch in which every batch was skipped stops the run (it trained nothing). Each epoch prints one
+line (:mod:`advtrain.runlog`), the end of the run the summary table.
 """
 from __future__ import annotations
 
