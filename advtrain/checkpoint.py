@@ -6,7 +6,13 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (read
     model, ema (or absent), arch, dataset, num_classes, config    <- read by the evaluator
     optimizer, objective, epoch (completed epochs), batch (batches done in the next epoch),
     step (optimizer steps), rng, epoch_rng (RNG at the start of the running epoch, mid-epoch only),
-    running (in-epoch metric sums), history (metrics rows), versions, git_commit, format
+    running (in-epoch metric sums), history (metrics rows), trace (per-step curve points),
+    ema_updates, best, teacher ({"file", "sha256"} of a distillation teacher), versions,
+    git_commit, format
+
+Each part of a run owns its state (:mod:`advtrain.parts`); :func:`pack` lays the parts' states out
+as above and :func:`unpack` reads them back. The layout is that of the first release, so its
+checkpoints resume and every reader of ``model`` / ``ema`` works unchanged.
 
 ``RUN_DIR/epoch_{e}.pt`` is written after epoch ``e``; ``RUN_DIR/last.pt`` after every epoch and
 every ``run.checkpoint_every_steps`` optimizer steps. Files are replaced atomically (temp file +
@@ -77,6 +83,44 @@ from advtrain.utils import git_commit, package_versions  # noqa: E402,F401  (re-
 def cpu_state(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Detached CPU copies (a checkpoint must not alias live tensors)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
+
+
+#: parts whose state entries are spread over top-level keys: {part: {entry: file key}}; every other
+#: part's state is stored whole under the part's name
+SPREAD = {
+    "ema": {"shadow": "ema", "updates": "ema_updates"},
+    "progress": {k: k for k in ("epoch", "batch", "step", "running", "history", "epoch_rng",
+                                "best", "trace")},
+}
+
+
+def pack(states: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """The checkpoint entries of ``{part: state}`` (no ``ema`` key before the first EMA update)."""
+    out: Dict[str, Any] = {}
+    for part, state in states.items():
+        if part not in SPREAD:
+            out[part] = state
+            continue
+        if part == "ema" and not state.get("shadow"):
+            continue
+        out.update({SPREAD[part][k]: v for k, v in state.items()})
+    return out
+
+
+def unpack(ckpt: Dict[str, Any], parts) -> Dict[str, Dict[str, Any]]:
+    """Inverse of :func:`pack` for the part names ``parts`` (a part absent from the file is left
+    out: e.g. ``ema`` of a run whose EMA had not started)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for part in parts:
+        if part not in SPREAD:
+            if part in ckpt:
+                out[part] = ckpt[part]
+        elif part == "ema":
+            if isinstance(ckpt.get("ema"), dict):
+                out[part] = {"shadow": ckpt["ema"], "updates": ckpt.get("ema_updates", 0)}
+        else:
+            out[part] = {k: ckpt[key] for k, key in SPREAD[part].items() if key in ckpt}
+    return out
 
 
 def save(payload: Dict[str, Any], path: str) -> None:

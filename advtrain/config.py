@@ -1,7 +1,7 @@
 """Training configuration: typed nested dataclasses, YAML load/dump, dotted overrides.
 
 A config is a YAML file with one mapping per section (``run``, ``data``, ``model``, ``objective``,
-``attack``, ``optim``, ``awp``, ``ema``, ``average``, ``eval``; ``teacher`` for distillation, see
+``attack``, ``optim``, ``awp``, ``ema``, ``average``, ``eval``, ``log``; ``teacher`` for distillation, see
 :mod:`advtrain.teacher`) plus a few top-level switches.
 The command line may override any value with ``section.key=value`` (the value is parsed as YAML)::
 
@@ -139,6 +139,11 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    tensorboard: bool = False  # RUN_DIR/tb/ event files (pip install tensorboard)
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -150,9 +155,11 @@ class Config:
     ema: EMAConfig = field(default_factory=EMAConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     teacher: Optional[Dict[str, Any]] = None  # distillation objectives only (advtrain.teacher)
     nan_policy: str = "stop"  # stop | skip
     precision: str = "fp32"  # fp32 | bf16 (GPU only)
+    tf32: bool = True  # TF32 for fp32 matmuls / convolutions on CUDA (Ampere and newer)
     compile: bool = False
     sync_bn: bool = False
     paper_row: Optional[int] = None  # row of advtrain.metrics.PAPER_ROWS (SPEC section 7)

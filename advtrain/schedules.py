@@ -109,6 +109,14 @@ def staged_thresholds(epochs: int) -> Tuple[int, int, int]:
     return (50 * epochs) // 200, (100 * epochs) // 200, (150 * epochs) // 200
 
 
+class AttackBudget(NamedTuple):
+    """The training attack of one epoch: radius ``eps``, PGD ``step_size`` and number of ``steps``."""
+
+    eps: float
+    step_size: float
+    steps: int
+
+
 def attack_budget(epoch: int, epochs: int, eps: float, schedule: str = "executed", *,
                   steps: int = 10, step_size: float = 2 / 255,
                   ramp: Optional[bool] = None) -> AttackBudget:

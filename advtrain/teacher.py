@@ -36,7 +36,6 @@ FORMS = {"robustbench": {"robustbench": None, "model_dir": "checkpoints", "threa
          "checkpoint": {"checkpoint": None, "arch": None}}
 THREAT_MODELS = ("Linf", "L2")
 #: ``RUN_DIR/teacher.json``: the teacher file a run started with and its SHA-256
-IDENTITY = "teacher.json"
 
 
 def check_section(cfg) -> Optional[Dict[str, Any]]:
@@ -110,42 +109,39 @@ def teacher_file(section: Dict[str, Any], dataset: str) -> str:
     return os.fspath(section["checkpoint"])
 
 
-def record_identity(run_dir: str, section: Optional[Dict[str, Any]], dataset: str) -> None:
-    """Write ``RUN_DIR/teacher.json`` (the teacher file and its SHA-256) when a run starts."""
+def identity(section: Optional[Dict[str, Any]], dataset: str) -> Optional[Dict[str, str]]:
+    """``{"file", "sha256"}`` of the teacher's weights file (None without a teacher); the trainer
+    records it in every checkpoint as ``teacher`` so a resume can tell the teacher is the same."""
     if section is None:
+        return None
+    from advtrain.safeload import file_sha256
+
+    path = teacher_file(section, dataset)
+    return {"file": path, "sha256": file_sha256(path)}
+
+
+def check_identity(recorded: Any, section: Optional[Dict[str, Any]], dataset: str,
+                   where: str) -> None:
+    """Refuse to resume with a teacher file that changed since the run started (even with
+    ``--force``: the distilled targets would change mid-run). Checkpoints that record no teacher
+    (an earlier release) are not checked; a missing file is reported by :func:`load_teacher`."""
+    if not isinstance(recorded, dict) or section is None:
         return
-    from advtrain.atomic import atomic_write_text
-    from advtrain.safeload import file_sha256
-
-    path = teacher_file(section, dataset)
-    atomic_write_text(os.path.join(run_dir, IDENTITY), json.dumps(
-        {"file": path, "sha256": file_sha256(path)}, indent=1) + "\n")
-
-
-def check_identity(run_dir: str, section: Optional[Dict[str, Any]], dataset: str) -> None:
-    """On resume: refuse a teacher file whose SHA-256 differs from the one the run started with."""
-    record = os.path.join(run_dir, IDENTITY)
-    if section is None or not os.path.isfile(record):
-        return  # runs started before teacher.json existed: nothing to compare with
-    from advtrain.safeload import file_sha256
-
-    try:
-        then = json.loads(Path(record).read_text(encoding="utf-8"))["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{record}: unreadable teacher record; restore it from the run's "
-                              "backup or start a new run") from None
-    path = teacher_file(section, dataset)
-    now = file_sha256(path) if os.path.isfile(path) else "missing"
-    if now != then:
-        raise CheckpointError(f"cannot resume: the teacher file {path} changed since the run started "
-                              f"(sha256 {str(then)[:12]}... then, {now[:12]}... now); restore that "
-                              "teacher or start a new run")
+    if not os.path.isfile(teacher_file(section, dataset)):
+        return
+    now = identity(section, dataset)
+    if now["sha256"] != recorded.get("sha256"):
+        raise CheckpointError(
+            f"cannot resume: the teacher file {now['file']} changed since the run started (sha256 "
+            f"{str(recorded.get('sha256'))[:12]}... in {where}, {now['sha256'][:12]}... now); put "
+            "the original teacher back or start a new run")
 
 
 @torch.no_grad()
 def check_teacher(teacher: nn.Module, num_classes: int, what: str, test=None,
-                  device="cpu", batch_size: int = 256) -> None:
-    """Refuse a teacher that does not fit the dataset (classes, probabilities, input range)."""
+                  device="cpu", batch_size: int = 256) -> Optional[float]:
+    """Refuse a teacher that does not fit the dataset (classes, probabilities, input range);
+    returns its clean accuracy on ``test`` (None when ``test`` has under 100 images)."""
     from advtrain.checks import check_probability_outputs
 
     teacher.eval()
@@ -158,16 +154,17 @@ def check_teacher(teacher: nn.Module, num_classes: int, what: str, test=None,
         raise InputError(f"teacher ({what}) outputs probabilities (rows summing to 1); distillation "
                          "needs logits: remove the teacher's final softmax")
     if test is None or len(test[1]) < 100:
-        return
+        return None
+    from advtrain.evaluation import accuracy
+
     xs, ys = test
-    correct = sum(int((teacher(xs[i:i + batch_size].to(device)).argmax(1).cpu() == ys[i:i + batch_size]).sum())
-                  for i in range(0, len(ys), batch_size))
-    acc = correct / len(ys)
+    acc = accuracy(teacher, xs.to(device), ys.to(device), batch_size=batch_size, progress=False)
     if acc < 1.5 / num_classes:
         raise InputError(f"teacher ({what}) classifies {acc:.1%} of {len(ys)} test images correctly "
                          f"(chance {1 / num_classes:.1%}): it expects other inputs than images in [0, 1] "
                          "(RobustBench-format models normalise inside) or another dataset")
+    return acc
 
 
-__all__ = ["check_section", "load_teacher", "check_teacher", "describe", "record_identity",
+__all__ = ["check_section", "load_teacher", "check_teacher", "describe", "identity",
            "check_identity", "teacher_file"]

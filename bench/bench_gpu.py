@@ -35,8 +35,10 @@ def peak(name: str, precision: str, override: float) -> float:
 
 
 def set_precision(precision: str) -> str:
-    """Global matmul/cudnn settings for ``precision``; returns the trainer's ``precision`` value."""
-    tf32 = precision == "tf32"
+    """Global matmul/cudnn settings for ``precision``; returns the trainer's ``precision`` value.
+
+    bf16 keeps TF32 on (the trainer's policy, ``tf32: true``): what runs outside autocast is TF32."""
+    tf32 = precision in ("tf32", "bf16")
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     return "bf16" if precision == "bf16" else "fp32"
@@ -51,18 +53,19 @@ def run_one(arch, batch, precision, steps, repeats, warmup, peak_override) -> di
     set_precision(precision)
     with tempfile.TemporaryDirectory() as folder:
         trainer = make_trainer(arch, "gkl_at", True, batch, steps, "cuda", folder)
+        set_precision(precision)  # again: building the trainer applied its own tf32 setting
         if precision == "bf16":
             trainer.cfg.precision = "bf16"
             from advtrain.trainer_setup import _autocast
 
-            trainer.autocast = _autocast(trainer.cfg, trainer.device)
-        x, y = next(iter(trainer.loader))
-        x, y = x.to(trainer.device), y.to(trainer.device)
+            trainer.parts.autocast = _autocast(trainer.cfg, trainer.parts.device)
+        x, y = next(iter(trainer.parts.loader))
+        x, y = x.to(trainer.parts.device), y.to(trainer.parts.device)
         passes = count_passes(trainer, x, y)
-        t = timed(lambda: trainer._train_step(x, y, 1), trainer.device, repeats, warmup)
+        t = timed(lambda: trainer._train_step(x, y, 1), trainer.parts.device, repeats, warmup)
         from advtrain.distributed import unwrap
 
-        flops_fwd = count_flops(unwrap(trainer.model), (batch, 3, 32, 32))
+        flops_fwd = count_flops(unwrap(trainer.parts.model), (batch, 3, 32, 32))
     fwd_eq = 2 * passes[("eval", True)] + passes[("eval", False)] + passes[("train", False)] \
         + 3 * passes[("train", True)]
     achieved = fwd_eq * flops_fwd / t

@@ -38,7 +38,8 @@ N_TRAIN, BATCH = 512, 128  # 4 steps per epoch
 FEW = [f"data.train_subset={N_TRAIN}", f"data.batch_size={BATCH}", "data.test_subset=64",
        "data.workers=0", "optim.epochs=1", "eval.test_pgd_steps=2", "run.device=cuda",
        "run.progress=false"]
-MODES = {"fp32": [], "tf32": [], "bf16": ["precision=bf16"],
+# the trainer applies its TF32 policy from the config (``tf32``, default true): fp32 asks it off
+MODES = {"fp32": ["tf32=false"], "tf32": ["tf32=true"], "bf16": ["precision=bf16"],
          "channels_last": ["model.channels_last=true"], "compile": ["compile=true"]}
 
 
@@ -75,11 +76,6 @@ def run(cmd, env, timeout) -> tuple:
 # ---------------------------------------------------------------- child processes
 
 def child_train(mode: str, run_dir: str) -> int:
-    import torch
-
-    tf32 = mode == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
     from advtrain.cli import main
 
     return main(["train", CONFIG, *FEW, *MODES[mode], "--run-dir", run_dir])
