@@ -18,6 +18,7 @@ from advtrain.data.datasets import AUGMENTATIONS, ArrayDataset
 from advtrain.data.loaders import build_train_loader, load_holdout_arrays, load_test_arrays, set_loader_epoch
 from advtrain.data.names import DATASET_MEAN, DATASET_STD, DATASETS, check_dataset, num_classes
 from advtrain.data.npz import COMPRESSED_LIMIT, read_npz
+from advtrain.data.provenance import provenance
 from advtrain.data.sampling import MixedSampler, seed_everything
 from advtrain.data.sources import Source, load_arrays, read_cifar_binary, resolve_source
 
@@ -25,6 +26,6 @@ __all__ = [
     "DeviceLoader", "crop_flip_batch", "derive_seed", "random_crop_flip", "AUGMENTATIONS", "ArrayDataset",
     "build_train_loader", "load_holdout_arrays", "load_test_arrays", "set_loader_epoch",
     "DATASET_MEAN", "DATASET_STD", "DATASETS", "check_dataset", "num_classes",
-    "COMPRESSED_LIMIT", "read_npz", "MixedSampler", "seed_everything",
+    "COMPRESSED_LIMIT", "read_npz", "provenance", "MixedSampler", "seed_everything",
     "Source", "load_arrays", "read_cifar_binary", "resolve_source",
 ]
