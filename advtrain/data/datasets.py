@@ -42,7 +42,7 @@ class ArrayDataset(torch.utils.data.Dataset):
 
     ``indices`` restricts and reorders the samples (sample ``i`` is image ``indices[i]``).
     ``dataset[i]`` is ``(uint8 3×32×32, label)``; :meth:`__getitems__` (what the DataLoader calls with a
-    batch of keys) returns ``(images uint8 B×32×32×3, labels int64 B, views)`` with ``views`` the
+    batch of keys) returns ``(images uint8 B×32×32×3, labels int64 numpy B, views)`` with ``views`` the
     AutoAugment views (uint8 B×3×32×32) when ``two_view``, else None. ``seed`` and ``part`` (which file
     of a mix) select the views' draws.
     """
@@ -68,8 +68,9 @@ class ArrayDataset(torch.utils.data.Dataset):
     def __getitems__(self, keys):
         epochs, i = _split_keys(keys)
         j = self._image_index(i)
-        images = torch.from_numpy(np.ascontiguousarray(self.images[j], dtype=np.uint8))
-        labels = torch.from_numpy(np.asarray(self.labels[j], dtype=np.int64))
+        images = _batch_tensor((len(j),) + tuple(self.images.shape[1:]))
+        np.take(self.images, j, axis=0, out=images.numpy())
+        labels = np.asarray(self.labels[j], dtype=np.int64)  # small: pickled, no shared-memory segment
         views = None
         if self.two_view:
             views = torch.stack([self.view(img.permute(2, 0, 1), torch.Generator().manual_seed(
@@ -90,6 +91,13 @@ class ArrayDataset(torch.utils.data.Dataset):
             if isinstance(value, tuple) and len(value) == 2 and value[0] == "__memmap__":
                 state[key] = reopen(value[1])
         self.__dict__.update(state)
+
+
+def _batch_tensor(shape) -> torch.Tensor:
+    """An empty uint8 tensor; in a worker, in shared memory, so sending it to the main process is free."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    return torch.empty(shape, dtype=torch.uint8).share_memory_()
 
 
 def _split_keys(keys):
@@ -120,7 +128,8 @@ class ConcatArrays(torch.utils.data.Dataset):
                 outs.append(part.__getitems__([(epochs[p], int(idx[p]) - self.starts[k]) for p in pos]))
                 order.append(pos)
         inverse = torch.from_numpy(np.argsort(np.concatenate(order), kind="stable"))
-        images, labels = (torch.cat([o[n] for o in outs])[inverse] for n in (0, 1))
+        images = torch.cat([o[0] for o in outs])[inverse]
+        labels = np.concatenate([o[1] for o in outs])[inverse.numpy()]
         views = None if outs[0][2] is None else torch.cat([o[2] for o in outs])[inverse]
         return images, labels, views
 
