@@ -222,21 +222,21 @@ def test_array_dataset_reads_uint8_batches(tmp_path):
     assert img.dtype == torch.uint8 and img.shape == (3, 32, 32) and label == 2
     assert torch.equal(img, torch.from_numpy(x[2]).permute(2, 0, 1))
     sub = ArrayDataset(x, y, indices=[5, 0])
-    images, labels, views = sub.__getitems__([(3, 0), (3, 1)])
+    images, labels, views = sub.__getitems__((3, [0, 1]))
     assert len(sub) == 2 and views is None
-    assert torch.equal(images, torch.from_numpy(x[[5, 0]])) and labels.tolist() == [5, 0]
+    assert np.array_equal(images, x[[5, 0]]) and labels.tolist() == [5, 0]
 
 
 def test_autoaugment_view_ignores_global_rng():
     """A two-view sample's AutoAugment view is fixed by (seed, epoch, image), whatever the global RNGs."""
     x, y = _images(4), np.zeros(4, dtype=np.int64)
     ds = ArrayDataset(x, y, two_view=True, seed=7)
-    first = ds.__getitems__([(0, 1), (0, 2)])[2]
+    first = ds.__getitems__((0, [1, 2]))[2]
     np.random.seed(123), random.seed(9), torch.manual_seed(5)
     state = torch.get_rng_state()
-    assert torch.equal(ds.__getitems__([(0, 2), (0, 1)])[2], first.flip(0))
+    assert np.array_equal(ds.__getitems__((0, [2, 1]))[2], first[::-1])
     assert torch.equal(torch.get_rng_state(), state)  # the global torch RNG was not touched
-    assert not torch.equal(ds.__getitems__([(1, 1), (1, 2)])[2], first)  # epochs differ
+    assert not np.array_equal(ds.__getitems__((1, [1, 2]))[2], first)  # epochs differ
 
 
 def test_two_view_batches(tmp_path):

@@ -78,7 +78,7 @@ def test_same_batches_for_0_and_2_workers(tmp_path, augment):
     path, _ = _write_npz(tmp_path / "train.npz", 24)
     kw = dict(train_npz=path, batch_size=8, seed=4, augment=augment)
     serial, parallel = build_train_loader("cifar10", **kw), build_train_loader("cifar10", workers=2, **kw)
-    assert parallel.loader.persistent_workers and not parallel.loader.pin_memory
+    assert parallel.loader.persistent_workers and not parallel.pin
     for e in (1, 2):  # the persistent workers see the new epoch
         a, b = _epoch(serial, e), _epoch(parallel, e)
         assert _same(a, b)
@@ -128,8 +128,9 @@ def test_ddp_shards_reproducible_and_disjoint(tmp_path):
 
 def test_pinned_memory_follows_the_device(tmp_path):
     path, _ = _write_npz(tmp_path / "train.npz", 8)
-    assert build_train_loader("cifar10", train_npz=path, device="cuda").loader.pin_memory
-    assert not build_train_loader("cifar10", train_npz=path, device="cpu").loader.pin_memory
+    assert build_train_loader("cifar10", train_npz=path, device="cuda").pin
+    assert not build_train_loader("cifar10", train_npz=path, device="cpu").pin
+    assert not build_train_loader("cifar10", train_npz=path, device="cuda", pin_memory=False).pin
 
 
 # ---------------------------------------------------------------- compressed npz

@@ -1,7 +1,7 @@
 """Batched augmentation on the training device, and the seeds every random draw of the data comes from.
 
 The workers only read uint8 images; :class:`DeviceLoader` moves each uint8 batch to the model's device
-(pinned memory + non-blocking copy on CUDA) and applies ``RandomCrop(32, padding=4)`` (zero padding) +
+(through pinned memory with a non-blocking copy on CUDA: a quarter of the bytes of a float batch) and applies ``RandomCrop(32, padding=4)`` (zero padding) +
 horizontal flip with p = 1/2 + ``ToTensor`` scaling there as a few batched tensor ops. The crop offsets
 and flips of batch ``b`` of epoch ``e`` come from a CPU ``torch.Generator`` seeded by
 ``derive_seed(seed, e, b)``: they are drawn for the *global* batch (``batch_size · world_size``
@@ -101,19 +101,21 @@ class AutoAugmentView:
 class DeviceLoader:
     """Wrap a uint8 ``DataLoader``: yields ``(x float32 in [0,1] B×3×H×W, y int64)`` on ``device``.
 
-    The inner loader yields ``(images uint8 B×H×W×C, labels, views)`` where ``views`` are worker-made
-    uint8 C×H×W AutoAugment views (two-view mode: ``x`` is ``[basic; views]``, ``y`` twice) or None.
+    The inner loader yields numpy ``(images uint8 B×H×W×C, labels, views)`` where ``views`` are
+    worker-made uint8 C×H×W AutoAugment views (two-view mode: ``x`` is ``[basic; views]``, ``y`` twice) or None.
     ``dataset``, ``sampler``, ``batch_sampler`` and ``batch_size`` mean what they mean on a DataLoader.
     """
 
     def __init__(self, loader, *, device, seed: int, crop: bool, two_view: bool, sampler,
-                 batch_size: Optional[int], rank: int = 0, world_size: int = 1, padding: int = 4):
+                 batch_size: Optional[int], rank: int = 0, world_size: int = 1, padding: int = 4,
+                 pin_memory: Optional[bool] = None):
         self.loader, self.device = loader, torch.device(device)
         self.seed, self.crop, self.two_view, self.padding = int(seed), crop, two_view, padding
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         # what DataLoader would expose: the image sampler and per-rank batch size (None: batch sampler)
         self.dataset, self.sampler, self.batch_size = loader.dataset, sampler, batch_size
         self.batch_sampler = loader.batch_sampler
+        self.pin = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle and select the augmentation draws of ``epoch`` (see :func:`set_loader_epoch`)."""
@@ -130,8 +132,7 @@ class DeviceLoader:
     def finish(self, batch, b: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """uint8 batch ``b`` of the current epoch -> the float batch on the device."""
         images, y, views = batch
-        x = images.to(self.device, non_blocking=True)
-        y = torch.as_tensor(y).to(self.device, non_blocking=True)
+        x, y = self._to_device(images), self._to_device(y)
         if self.crop:
             per_rank = self.batch_sampler.batch_size  # per rank; only the last batch may be shorter
             gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, b))
@@ -142,6 +143,13 @@ class DeviceLoader:
             x = x.permute(0, 3, 1, 2).contiguous()
         x = x.float().div_(255.0)
         if self.two_view:
-            x = torch.cat([x, views.to(self.device, non_blocking=True).float().div_(255.0)])
+            x = torch.cat([x, self._to_device(views).float().div_(255.0)])
             y = torch.cat([y, y])
         return x, y
+
+    def _to_device(self, array) -> torch.Tensor:
+        """numpy -> tensor on the device; on CUDA through pinned memory with a non-blocking copy."""
+        t = torch.from_numpy(array)
+        if self.pin:
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)

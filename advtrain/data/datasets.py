@@ -12,12 +12,11 @@ Crop, flip and scaling to [0,1] happen on the training device, batched
 (:class:`advtrain.data.augment.DeviceLoader`); the dataset only reads uint8 images, so a worker's
 work per batch is one fancy-index read. In two-view mode the worker also makes each image's AutoAugment
 view, from a generator seeded by (seed, part, epoch, image index): a pure function of those, for any
-number of workers and any rank. The keys a batch sampler hands the dataset are ``(epoch, i)`` pairs
+number of workers and any rank. The key a batch sampler hands the dataset is ``(epoch, indices)``
 (:class:`EpochBatches`), so the epoch reaches persistent workers without re-forking them.
 """
 from __future__ import annotations
 
-import bisect
 from typing import Optional, Sequence
 
 import numpy as np
@@ -42,8 +41,9 @@ class ArrayDataset(torch.utils.data.Dataset):
 
     ``indices`` restricts and reorders the samples (sample ``i`` is image ``indices[i]``).
     ``dataset[i]`` is ``(uint8 3×32×32, label)``; :meth:`__getitems__` (what the DataLoader calls with a
-    batch of keys) returns ``(images uint8 B×32×32×3, labels int64 numpy B, views)`` with ``views`` the
-    AutoAugment views (uint8 B×3×32×32) when ``two_view``, else None. ``seed`` and ``part`` (which file
+    batch of keys) returns numpy ``(images uint8 B×32×32×3, labels int64 B, views)`` with ``views`` the
+    AutoAugment views (uint8 B×3×32×32) when ``two_view``, else None. Numpy, not tensors: a worker sends
+    them as bytes through its pipe, cheaper than a shared-memory segment and a descriptor per tensor. ``seed`` and ``part`` (which file
     of a mix) select the views' draws.
     """
 
@@ -66,15 +66,14 @@ class ArrayDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.array(self.images[j], dtype=np.uint8)).permute(2, 0, 1), int(self.labels[j])
 
     def __getitems__(self, keys):
-        epochs, i = _split_keys(keys)
+        epoch, i = _split_keys(keys)
         j = self._image_index(i)
-        images = _batch_tensor((len(j),) + tuple(self.images.shape[1:]))
-        np.take(self.images, j, axis=0, out=images.numpy())
-        labels = np.asarray(self.labels[j], dtype=np.int64)  # small: pickled, no shared-memory segment
+        images = np.asarray(np.take(self.images, j, axis=0))  # a plain array, pickled as bytes
+        labels = np.asarray(self.labels[j], dtype=np.int64)
         views = None
         if self.two_view:
-            views = torch.stack([self.view(img.permute(2, 0, 1), torch.Generator().manual_seed(
-                derive_seed(self.seed, self.part, e, k))) for img, e, k in zip(images, epochs, j.tolist())])
+            views = torch.stack([self.view(torch.from_numpy(img).permute(2, 0, 1), torch.Generator().manual_seed(
+                derive_seed(self.seed, self.part, epoch, k))) for img, k in zip(images, j.tolist())]).numpy()
         return images, labels, views
 
     def __getstate__(self):  # memory-mapped arrays travel as (path, offset, ...) not as their data
@@ -93,19 +92,11 @@ class ArrayDataset(torch.utils.data.Dataset):
         self.__dict__.update(state)
 
 
-def _batch_tensor(shape) -> torch.Tensor:
-    """An empty uint8 tensor; in a worker, in shared memory, so sending it to the main process is free."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
-    return torch.empty(shape, dtype=torch.uint8).share_memory_()
-
-
 def _split_keys(keys):
-    """``[(epoch, i), ...]`` or ``[i, ...]`` (epoch 0) -> (epochs list, indices array)."""
-    if len(keys) and isinstance(keys[0], tuple):
-        epochs, idx = zip(*keys)
-        return list(epochs), np.asarray(idx, dtype=np.int64)
-    return [0] * len(keys), np.asarray(keys, dtype=np.int64)
+    """``(epoch, indices)`` from :class:`EpochBatches`, or a plain list of indices (epoch 0)."""
+    if isinstance(keys, tuple):
+        return keys[0], np.asarray(keys[1], dtype=np.int64)
+    return 0, np.asarray(keys, dtype=np.int64)
 
 
 class ConcatArrays(torch.utils.data.Dataset):
@@ -119,23 +110,22 @@ class ConcatArrays(torch.utils.data.Dataset):
         return self.starts[-1]
 
     def __getitems__(self, keys):
-        epochs, idx = _split_keys(keys)
-        which = np.asarray([bisect.bisect_right(self.starts, int(i)) - 1 for i in idx])
+        epoch, idx = _split_keys(keys)
+        which = np.searchsorted(self.starts, idx, side="right") - 1
         outs, order = [], []
         for k, part in enumerate(self.parts):
             pos = np.flatnonzero(which == k)
             if len(pos):
-                outs.append(part.__getitems__([(epochs[p], int(idx[p]) - self.starts[k]) for p in pos]))
+                outs.append(part.__getitems__((epoch, idx[pos] - self.starts[k])))
                 order.append(pos)
-        inverse = torch.from_numpy(np.argsort(np.concatenate(order), kind="stable"))
-        images = torch.cat([o[0] for o in outs])[inverse]
-        labels = np.concatenate([o[1] for o in outs])[inverse.numpy()]
-        views = None if outs[0][2] is None else torch.cat([o[2] for o in outs])[inverse]
+        inverse = np.argsort(np.concatenate(order), kind="stable")
+        images, labels = (np.concatenate([o[n] for o in outs])[inverse] for n in (0, 1))
+        views = None if outs[0][2] is None else np.concatenate([o[2] for o in outs])[inverse]
         return images, labels, views
 
 
 class EpochBatches(torch.utils.data.Sampler):
-    """A batch sampler whose batches are ``(epoch, index)`` keys; ``set_epoch`` reaches the inner one."""
+    """A batch sampler yielding ``(epoch, indices array)`` keys; ``set_epoch`` reaches the inner one."""
 
     def __init__(self, batches, batch_size: int):
         self.batches, self.batch_size, self.epoch = batches, int(batch_size), 0
@@ -148,7 +138,7 @@ class EpochBatches(torch.utils.data.Sampler):
 
     def __iter__(self):
         for batch in self.batches:
-            yield [(self.epoch, int(i)) for i in batch]
+            yield self.epoch, np.asarray(batch, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.batches)

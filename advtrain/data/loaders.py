@@ -91,12 +91,12 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
         image_sampler = DistributedSampler(real, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         batches = BatchSampler(image_sampler, batch_size, drop_last)
         data, per_batch = real, batch_size
-    pin = device.type == "cuda" if pin_memory is None else pin_memory
     inner = DataLoader(data, batch_sampler=EpochBatches(batches, batch_size), num_workers=workers,
-                       collate_fn=_batch_as_is, pin_memory=pin, persistent_workers=workers > 0,
+                       collate_fn=_batch_as_is, persistent_workers=workers > 0,
                        prefetch_factor=4 if workers > 0 else None)
     loader = DeviceLoader(inner, device=device, seed=seed, crop=augment != "none", two_view=two_view,
-                          sampler=image_sampler, batch_size=per_batch, rank=rank, world_size=world_size)
+                          sampler=image_sampler, batch_size=per_batch, rank=rank, world_size=world_size,
+                          pin_memory=pin_memory)
     return loader
 
 
