@@ -98,6 +98,13 @@ def test_resume_mid_epoch_gives_the_same_batches(tmp_path):
     for _ in range(3):
         next(it)
     assert _same(list(it), full[3:])
+    reads = []  # iter_from: the same batches, the skipped ones never read
+    direct = build_train_loader("cifar10", **kw)
+    real_read = direct.dataset.__getitems__
+    direct.dataset.__getitems__ = lambda keys: reads.append(keys) or real_read(keys)
+    set_loader_epoch(direct, 2)
+    assert _same(list(direct.iter_from(3)), full[3:]) and len(reads) == len(full) - 3
+    assert _same(list(direct), full)  # the next plain iteration starts at batch 0 again
 
 
 def test_two_simulated_ranks_split_the_single_process_batches(tmp_path):

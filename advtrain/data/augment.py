@@ -126,8 +126,16 @@ class DeviceLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        for b, batch in enumerate(self.loader):
-            yield self.finish(batch, b)
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from batch ``start`` on (a mid-epoch resume), the earlier ones unread.
+
+        The same batches as skipping ``start`` batches of ``iter(loader)``, without reading and
+        augmenting them: the draws of batch b depend on b, not on what was iterated before.
+        """
+        self.batch_sampler.start = int(start)
+        return (self.finish(batch, b) for b, batch in enumerate(self.loader, int(start)))
 
     def finish(self, batch, b: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """uint8 batch ``b`` of the current epoch -> the float batch on the device."""

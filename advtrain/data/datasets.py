@@ -129,6 +129,7 @@ class EpochBatches(torch.utils.data.Sampler):
 
     def __init__(self, batches, batch_size: int):
         self.batches, self.batch_size, self.epoch = batches, int(batch_size), 0
+        self.start = 0  # batches of the next iteration to skip (DeviceLoader.iter_from); then 0 again
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -137,8 +138,10 @@ class EpochBatches(torch.utils.data.Sampler):
                 obj.set_epoch(epoch)
 
     def __iter__(self):
-        for batch in self.batches:
-            yield self.epoch, np.asarray(batch, dtype=np.int64)
+        start, self.start = self.start, 0
+        for k, batch in enumerate(self.batches):
+            if k >= start:  # the skipped ones are drawn (the sampler's stream) but never read
+                yield self.epoch, np.asarray(batch, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.batches)
