@@ -1,8 +1,9 @@
 """Batched augmentation on the training device, and the seeds every random draw of the data comes from.
 
 The workers only read uint8 images; :class:`DeviceLoader` moves each uint8 batch to the model's device
-(through pinned memory with a non-blocking copy on CUDA: a quarter of the bytes of a float batch) and applies ``RandomCrop(32, padding=4)`` (zero padding) +
-horizontal flip with p = 1/2 + ``ToTensor`` scaling there as a few batched tensor ops. The crop offsets
+(through pinned memory with a non-blocking copy on CUDA: a quarter of the bytes of a float batch) and
+applies ``RandomCrop(32, padding=4)`` (zero padding) + horizontal flip with p = 1/2 + ``ToTensor``
+scaling there as a few batched tensor ops. The crop offsets
 and flips of batch ``b`` of epoch ``e`` come from a CPU ``torch.Generator`` seeded by
 ``derive_seed(seed, e, b)``: they are drawn for the *global* batch (``batch_size · world_size``
 positions) and rank ``k`` uses positions ``[k·batch_size, (k+1)·batch_size)``. So a batch is a pure
@@ -102,7 +103,8 @@ class DeviceLoader:
     """Wrap a uint8 ``DataLoader``: yields ``(x float32 in [0,1] B×3×H×W, y int64)`` on ``device``.
 
     The inner loader yields numpy ``(images uint8 B×H×W×C, labels, views)`` where ``views`` are
-    worker-made uint8 C×H×W AutoAugment views (two-view mode: ``x`` is ``[basic; views]``, ``y`` twice) or None.
+    worker-made uint8 C×H×W AutoAugment views (two-view mode: ``x`` is ``[basic; views]``, ``y``
+    twice) or None.
     ``dataset``, ``sampler``, ``batch_sampler`` and ``batch_size`` mean what they mean on a DataLoader.
     """
 

@@ -42,9 +42,9 @@ class ArrayDataset(torch.utils.data.Dataset):
     ``indices`` restricts and reorders the samples (sample ``i`` is image ``indices[i]``).
     ``dataset[i]`` is ``(uint8 3×32×32, label)``; :meth:`__getitems__` (what the DataLoader calls with a
     batch of keys) returns numpy ``(images uint8 B×32×32×3, labels int64 B, views)`` with ``views`` the
-    AutoAugment views (uint8 B×3×32×32) when ``two_view``, else None. Numpy, not tensors: a worker sends
-    them as bytes through its pipe, cheaper than a shared-memory segment and a descriptor per tensor. ``seed`` and ``part`` (which file
-    of a mix) select the views' draws.
+    AutoAugment views (uint8 B×3×32×32) when ``two_view``, else None. Numpy, not tensors: a worker
+    sends them as bytes through its pipe, cheaper than a shared-memory segment and a descriptor per
+    tensor. ``seed`` and ``part`` (which file of a mix) select the views' draws.
     """
 
     def __init__(self, images, labels, indices: Optional[Sequence[int]] = None, *, two_view: bool = False,
@@ -63,18 +63,22 @@ class ArrayDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         j = int(self._image_index(i))
-        return torch.from_numpy(np.array(self.images[j], dtype=np.uint8)).permute(2, 0, 1), int(self.labels[j])
+        image = torch.from_numpy(np.array(self.images[j], dtype=np.uint8)).permute(2, 0, 1)
+        return image, int(self.labels[j])
 
     def __getitems__(self, keys):
         epoch, i = _split_keys(keys)
         j = self._image_index(i)
         images = np.asarray(np.take(self.images, j, axis=0))  # a plain array, pickled as bytes
         labels = np.asarray(self.labels[j], dtype=np.int64)
-        views = None
-        if self.two_view:
-            views = torch.stack([self.view(torch.from_numpy(img).permute(2, 0, 1), torch.Generator().manual_seed(
-                derive_seed(self.seed, self.part, epoch, k))) for img, k in zip(images, j.tolist())]).numpy()
+        views = np.stack([self._view(img, epoch, k) for img, k in zip(images, j.tolist())]) \
+            if self.two_view else None
         return images, labels, views
+
+    def _view(self, img_hwc: np.ndarray, epoch: int, k: int) -> np.ndarray:
+        """The AutoAugment view of image ``k``: a function of (seed, part, epoch, k) only."""
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.part, epoch, k))
+        return self.view(torch.from_numpy(img_hwc).permute(2, 0, 1), generator).numpy()
 
     def __getstate__(self):  # memory-mapped arrays travel as (path, offset, ...) not as their data
         state = dict(self.__dict__)
