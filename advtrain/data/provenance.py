@@ -15,7 +15,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from advtrain.data.sources import Source, source_files, resolve_source
-from advtrain.io import file_sha256  # advtrain.safeload after the io split (issue 15)
+try:  # the io split (issue 15) moved it; the fallback serves a branch from before it (remove at merge)
+    from advtrain.safeload import file_sha256
+except ImportError:  # pragma: no cover
+    from advtrain.io import file_sha256
 
 #: Source.kind -> the name recorded in the provenance
 SOURCE_NAMES = {"npz": "npz", "binary": "binary folder", "torchvision": "python-pickle folder"}
