@@ -152,13 +152,11 @@ class Trainer:
 
         set_loader_epoch(self.parts.loader, e)
         mid_epoch = pr.batch > 0
-        if mid_epoch:  # replay the loader up to the saved position, then the saved RNG state
+        if mid_epoch:  # the loader resumes at the saved position; then the saved RNG state
             ck.set_rng_state(pr.epoch_rng)
         else:
             pr.epoch_rng = ck.rng_state()
-        it = iter(self.parts.loader)
-        for _ in range(pr.batch):
-            next(it)
+        it = self.parts.loader.iter_from(pr.batch)  # the skipped batches are not read
         if mid_epoch:
             ck.set_rng_state(self.rng.saved)
         return it

@@ -150,7 +150,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
         synthetic_fraction=d.synthetic_fraction, augment=d.augment,
         batch_size=D.per_rank_batch(d.batch_size), rank=D.rank(), world_size=D.world_size(),
         workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
-        holdout=d.holdout)
+        holdout=d.holdout, device=device)  # batches arrive augmented, on the device
     _check_steps(loader, d)
     test = None
     if d.test_subset > 0:
