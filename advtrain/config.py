@@ -29,7 +29,6 @@ from advtrain.config_check import (build_section, check_attack, check_lr_table, 
                                    check_ranges, parse_eps)
 from advtrain.errors import InputError, unknown
 
-Number = Union[int, float]
 #: marker in field metadata: the value is an eps-like float that also accepts "8/255"
 EPS = {"eps": True}
 

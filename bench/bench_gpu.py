@@ -15,6 +15,7 @@ below, or ``--peak-tflops``). Without a GPU the script prints "no GPU" and exits
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 
 import torch
@@ -52,7 +53,7 @@ def run_one(arch, batch, precision, steps, repeats, warmup, peak_override) -> di
     with tempfile.TemporaryDirectory() as folder:
         trainer = make_trainer(arch, "gkl_at", True, batch, steps, "cuda", folder)
         if precision == "bf16":
-            trainer.cfg.precision = "bf16"
+            trainer.cfg = dataclasses.replace(trainer.cfg, precision="bf16")  # the config is frozen
             from advtrain.trainer_setup import _autocast
 
             trainer.autocast = _autocast(trainer.cfg, trainer.device)
