@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
-from advtrain.config_check import (build_section, check_attack, check_lr_table, check_objective,
-                                   check_ranges, parse_eps)
+from advtrain.config_check import check_attack, check_lr_table, check_objective, check_ranges
+from advtrain.config_types import build_section, parse_eps  # noqa: F401  (parse_eps re-exported)
 from advtrain.errors import InputError, unknown
 
 #: marker in field metadata: the value is an eps-like float that also accepts "8/255"
