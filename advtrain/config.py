@@ -205,8 +205,12 @@ def _objective(given: Config):
     implied = {"two_view": True} if given.data.augment == "autoaugment" else {}  # [basic; AutoAug]
     rest = {k: v for k, v in obj.items() if k != "name"}
     attack_keys = [f.name for f in dataclasses.fields(AttackConfig)]
-    return options_cls, check_objective(options_cls, name, rest, given.data.dataset, attack_keys,
-                                        implied)
+    options = check_objective(options_cls, name, rest, given.data.dataset, attack_keys, implied)
+    if implied and getattr(options, "two_view", True) is False:
+        raise InputError("data.augment: autoaugment gives [basic; AutoAug] batches but objective.two_view "
+                         "is false; set objective.two_view: true (a run's config.yaml from an earlier "
+                         "release may record false for a run that trained two-view: edit it so)")
+    return options_cls, options
 
 
 def load(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> Config:

@@ -129,6 +129,8 @@ def test_old_style_stored_config_still_loads(tmp_path):
     ({"objective": {"name": "trades"}, "attack": {"schedule": "ramp"}}, "ramp"),
     ({"objective": {"name": "trades"}, "attack": {"norm": "L1"}}, "L1"),
     ({"optim": {"milestones": [3, 3]}}, "each once"),
+    ({"objective": {"name": "gkl_at", "two_view": False}, "data": {"augment": "autoaugment"}},
+     "set objective.two_view: true"),
     ({"data": {"synthetic_npz": ["a.npz", "b.npz", "a.npz"]}}, r"synthetic_npz\[0\] and \[2\]"),
 ])
 def test_objective_and_attack_mistakes_are_one_line(raw, match):
