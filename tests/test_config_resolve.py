@@ -63,6 +63,17 @@ def test_kd_config_with_only_objective_and_teacher_resolves_to_pgd10(name):
         3, "fixed", 0.05, 2e-4)
 
 
+def test_ramp_follows_the_schedule_the_config_ends_up_with():
+    """No recipe fixes the radius ramp: a written schedule brings its own (fixed: off, else on)."""
+    fixed = C.from_dict({"objective": {"name": "gkl_at"}, "attack": {"schedule": "fixed"}})
+    executed = C.from_dict({"objective": {"name": "rslad"}, "teacher": {"robustbench": "X"},
+                            "attack": {"schedule": "executed"}})
+    assert (fixed.attack.ramp, executed.attack.ramp) == (False, True)
+    assert C.from_dict({"objective": {"name": "gkl_at"}}).attack.ramp is True
+    written = C.from_dict({"objective": {"name": "gkl_at"}, "attack": {"schedule": "fixed", "ramp": True}})
+    assert written.attack.ramp is True
+
+
 def test_rslad_trains_pgd10_at_8_255_from_epoch_1(tmp_path, monkeypatch):
     """Only ``objective: {name: rslad}`` and a teacher (and a short run): the attack executed in the
     first training step of epoch 1 is PGD-10, step 2/255, in the 8/255 ball (DKL's executed ramp
