@@ -74,7 +74,7 @@ def check_attack(a) -> None:
     _choice("attack init", "attack.init", a.init, INITS)
     _choice("bn_mode", "attack.bn_mode", a.bn_mode, BN_MODES)
     _at_least("attack.steps", a.steps, 0)
-    try:  # TODO(load): attacks.check_settings / AttackError once attacks/ is standalone
+    try:  # the attack library's own check (it raises attacks.AttackError, a ValueError)
         PGD(eps=a.eps, alpha=a.step_size, steps=a.steps, norm=a.norm, init=a.init, bn_mode=a.bn_mode)
     except AdvtrainError:
         raise
