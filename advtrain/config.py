@@ -25,11 +25,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
-from advtrain.config_check import (build_section, check_attack, check_lr_table, check_objective,
-                                   check_ranges, parse_eps)
+from advtrain.config_check import check_attack, check_lr_table, check_objective, check_ranges
+from advtrain.config_types import build_section, parse_eps  # noqa: F401  (parse_eps re-exported)
 from advtrain.errors import InputError, unknown
 
-Number = Union[int, float]
 #: marker in field metadata: the value is an eps-like float that also accepts "8/255"
 EPS = {"eps": True}
 
@@ -213,8 +212,12 @@ def _objective(given: Config):
     implied = {"two_view": True} if given.data.augment == "autoaugment" else {}  # [basic; AutoAug]
     rest = {k: v for k, v in obj.items() if k != "name"}
     attack_keys = [f.name for f in dataclasses.fields(AttackConfig)]
-    return options_cls, check_objective(options_cls, name, rest, given.data.dataset, attack_keys,
-                                        implied)
+    options = check_objective(options_cls, name, rest, given.data.dataset, attack_keys, implied)
+    if implied and getattr(options, "two_view", True) is False:
+        raise InputError("data.augment: autoaugment gives [basic; AutoAug] batches but objective.two_view "
+                         "is false; set objective.two_view: true (a run's config.yaml from an earlier "
+                         "release may record false for a run that trained two-view: edit it so)")
+    return options_cls, options
 
 
 def load(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> Config:

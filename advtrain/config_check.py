@@ -1,4 +1,5 @@
-"""Validation of :mod:`advtrain.config`: key names, types and value ranges.
+"""Validation of :mod:`advtrain.config`: value ranges and choices, objective options against their
+field rules, the attack settings (types and key names: :mod:`advtrain.config_types`).
 
 Kept apart from the dataclasses so that ``config.py`` reads as the list of knobs. Every check raises
 a one-line :class:`~advtrain.errors.InputError` (bad type or range) or
@@ -7,11 +8,10 @@ a one-line :class:`~advtrain.errors.InputError` (bad type or range) or
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-import typing
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
+from advtrain.config_types import build_section, coerce, short, to_float
 from advtrain.errors import AdvtrainError, InputError, unknown
 
 #: run.device choices (plus cuda:N); the trainer and evaluator run on CPU or CUDA only
@@ -20,118 +20,6 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_SEED = 2**32 - 1
 #: a larger SGD learning rate is a typo, not a recipe (the paper rows use 0.1-0.2)
 MAX_LR = 10.0
-_EPS_FIX = "give a number like 0.0314 or a fraction like 8/255"
-
-
-def parse_eps(value: Union[str, float, int]) -> float:
-    """``"8/255"`` / ``"0.0314"`` / ``0.0314`` -> float in [0, 1]; anything else -> InputError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InputError(f"invalid eps {value!r}; {_EPS_FIX}")
-    try:
-        if isinstance(value, str) and "/" in value:
-            num, den = value.strip().split("/", 1)
-            out = float(num) / float(den)
-        else:
-            out = float(value.strip() if isinstance(value, str) else value)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        raise InputError(f"invalid eps {value!r}; {_EPS_FIX}") from None
-    if not math.isfinite(out) or out < 0 or out > 1:
-        raise InputError(f"eps {value!r} = {out:g} is outside [0, 1]; images live in [0, 1] (e.g. 8/255)")
-    return out
-
-
-# ----------------------------------------------------------------------------- structure / types
-
-def build_section(cls, raw: Any, prefix: str):
-    """Instantiate dataclass ``cls`` from mapping ``raw``; unknown keys and bad types refused."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        where = prefix.rstrip(".") or "config"
-        raise InputError(f"config section {where!r} must be a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in raw:
-        if key not in fields:
-            raise unknown("config key", f"{prefix}{key}", [prefix + k for k in fields])
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in raw:
-            continue
-        kwargs[name] = coerce(raw[name], hints[name], prefix + name, f.metadata)
-    return cls(**kwargs)
-
-
-def coerce(value: Any, tp: Any, key: str, meta=None) -> Any:
-    """Check ``value`` against annotation ``tp`` (converting int->float, '8/255'->float)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(value, inner[0], key, meta)
-    if meta and meta.get("eps"):
-        try:
-            return parse_eps(value)
-        except InputError as e:
-            raise InputError(f"config key {key!r}: {e}") from None
-    if dataclasses.is_dataclass(tp):
-        return build_section(tp, value, key + ".")
-    if origin in (list, typing.List):
-        if not isinstance(value, (list, tuple)):
-            raise _type_error(key, value, "a list")
-        return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
-    if origin in (dict, typing.Dict):
-        if not isinstance(value, dict):
-            raise _type_error(key, value, "a mapping")
-        return dict(value)
-    return _scalar(value, tp, key)
-
-
-def _scalar(value: Any, tp: Any, key: str) -> Any:
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _type_error(key, value, "true or false")
-        return value
-    if tp is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _type_error(key, value, "an integer")
-        return value
-    if tp is float:
-        return _to_float(value, key)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _type_error(key, value, "a string")
-        if "\x00" in value:
-            raise InputError(f"config key {key!r} = {value!r} contains a NUL byte; remove it")
-        return value
-    raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # programming error
-
-
-def _to_float(value: Any, key: str) -> float:
-    if isinstance(value, bool):
-        raise _type_error(key, value, "a number")
-    out = None
-    if isinstance(value, (int, float)):
-        out = float(value) if abs(value) < 1e308 else math.inf  # huge ints overflow float()
-    elif isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
-        try:
-            out = float(value)
-        except ValueError:
-            pass
-    if out is None:
-        raise _type_error(key, value, "a number")
-    if not math.isfinite(out):
-        raise InputError(f"config key {key!r} = {_short(value)} is not a finite number; give a finite value")
-    return out
-
-
-def _type_error(key: str, value: Any, expected: str) -> InputError:
-    return InputError(f"config key {key!r} must be {expected}, got {_short(value)} ({type(value).__name__})")
 
 
 # ----------------------------------------------------------------------------- objective / attack
@@ -168,9 +56,9 @@ def _check_rule(key: str, value: Any, rule) -> None:
     if "max" in rule:
         _at_most(key, value, rule["max"])
     if "gt" in rule and not value > rule["gt"]:
-        raise InputError(f"config key {key!r} = {_short(value)} must be > {rule['gt']}")
+        raise InputError(f"config key {key!r} = {short(value)} must be > {rule['gt']}")
     if "lt" in rule and not value < rule["lt"]:
-        raise InputError(f"config key {key!r} = {_short(value)} must be < {rule['lt']}")
+        raise InputError(f"config key {key!r} = {short(value)} must be < {rule['lt']}")
 
 
 def check_attack(a) -> None:
@@ -186,7 +74,7 @@ def check_attack(a) -> None:
     _choice("attack init", "attack.init", a.init, INITS)
     _choice("bn_mode", "attack.bn_mode", a.bn_mode, BN_MODES)
     _at_least("attack.steps", a.steps, 0)
-    try:  # TODO(load): attacks.check_settings / AttackError once attacks/ is standalone
+    try:  # the attack library's own check (it raises attacks.AttackError, a ValueError)
         PGD(eps=a.eps, alpha=a.step_size, steps=a.steps, norm=a.norm, init=a.init, bn_mode=a.bn_mode)
     except AdvtrainError:
         raise
@@ -269,40 +157,29 @@ def check_lr_table(table: Any, E: int):
     if isinstance(table, (list, tuple)):
         if len(table) != E:
             raise InputError(f"optim.lr_table has {len(table)} entries but optim.epochs = {E}; {fix}")
-        return [_check_lr(f"optim.lr_table[{i}]", _to_float(v, f"optim.lr_table[{i}]"))
+        return [_check_lr(f"optim.lr_table[{i}]", to_float(v, f"optim.lr_table[{i}]"))
                 for i, v in enumerate(table)]
     if not isinstance(table, dict):
-        raise InputError(f"optim.lr_table = {_short(table)} is neither a list nor a mapping; {fix}")
+        raise InputError(f"optim.lr_table = {short(table)} is neither a list nor a mapping; {fix}")
     out, given = {}, {}
     for key, v in table.items():
         epoch = int(key) if isinstance(key, str) and key.strip().isdigit() else key
         if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= E:
-            raise InputError(f"optim.lr_table key {_short(key)} is not an epoch >= 1 and <= "
+            raise InputError(f"optim.lr_table key {short(key)} is not an epoch >= 1 and <= "
                              f"optim.epochs = {E} (epochs are 1-indexed); {fix}")
         if epoch in given:
             raise InputError(f"optim.lr_table keys {given[epoch]!r} and {key!r} name the same epoch "
                              f"{epoch}; keep one of them")
         given[epoch] = key
         name = f"optim.lr_table[{epoch}]"
-        out[epoch] = _check_lr(name, _to_float(v, name))
+        out[epoch] = _check_lr(name, to_float(v, name))
     return dict(sorted(out.items()))
-
-
-def _short(value: Any) -> str:
-    """``repr`` cut to one short line (a 10,000-digit integer would fill the terminal, and Python
-    refuses to print one of more than 4,300 digits)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
-        return f"<an integer of {value.bit_length()} bits>"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))  # as written: "beta = -1", not "-1.0"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_lr(key: str, lr: float) -> float:
     """The rule of every learning rate (``optim.lr`` and each ``optim.lr_table`` entry)."""
     if not lr > 0:
-        raise InputError(f"config key {key!r} = {_short(lr)} must be > 0 (a finite lr > 0, at most {MAX_LR})")
+        raise InputError(f"config key {key!r} = {short(lr)} must be > 0 (a finite lr > 0, at most {MAX_LR})")
     _at_most(key, lr, MAX_LR)
     return lr
 
@@ -329,7 +206,7 @@ def _check_arch(key: str, arch: str) -> None:
 
     names = list(model_names())
     if arch not in names and not re.fullmatch(r"wrn-\d+-\d+", arch):
-        raise unknown(f"architecture ({key})", arch, names)
+        raise unknown("architecture" if key == "model.arch" else f"architecture ({key})", arch, names)
 
 
 def check_synthetic(paths) -> None:
@@ -350,17 +227,17 @@ def _choice(kind: str, key: str, value: Any, choices, pattern: str = "") -> None
 
 def _at_least(key: str, value, low) -> None:
     if value < low:
-        raise InputError(f"config key {key!r} = {_short(value)} must be >= {low}")
+        raise InputError(f"config key {key!r} = {short(value)} must be >= {low}")
 
 
 def _at_most(key: str, value, high) -> None:
     if value > high:
-        raise InputError(f"config key {key!r} = {_short(value)} must be <= {high}")
+        raise InputError(f"config key {key!r} = {short(value)} must be <= {high}")
 
 
 def _positive(key: str, value) -> None:
     if not value > 0:
-        raise InputError(f"config key {key!r} = {_short(value)} must be > 0")
+        raise InputError(f"config key {key!r} = {short(value)} must be > 0")
 
 
 def _unit(key: str, value, closed_right: bool = True) -> None:

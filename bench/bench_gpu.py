@@ -24,6 +24,7 @@ counting an input-backward as 1 forward and a full backward as 2::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -124,7 +125,7 @@ def run_one(args, batch: int, precision: str) -> dict:
         trainer = make_trainer(args.arch, "gkl_at", True, batch, args.steps, "cuda", folder)
         set_precision(precision)  # again: building the trainer applied its own tf32 setting
         if precision == "bf16":
-            trainer.cfg.precision = "bf16"
+            trainer.cfg = dataclasses.replace(trainer.cfg, precision="bf16")  # the config is frozen
             from advtrain.trainer_setup import _autocast
 
             trainer.parts.autocast = _autocast(trainer.cfg, trainer.parts.device)

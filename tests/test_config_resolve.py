@@ -63,6 +63,17 @@ def test_kd_config_with_only_objective_and_teacher_resolves_to_pgd10(name):
         3, "fixed", 0.05, 2e-4)
 
 
+def test_ramp_follows_the_schedule_the_config_ends_up_with():
+    """No recipe fixes the radius ramp: a written schedule brings its own (fixed: off, else on)."""
+    fixed = C.from_dict({"objective": {"name": "gkl_at"}, "attack": {"schedule": "fixed"}})
+    executed = C.from_dict({"objective": {"name": "rslad"}, "teacher": {"robustbench": "X"},
+                            "attack": {"schedule": "executed"}})
+    assert (fixed.attack.ramp, executed.attack.ramp) == (False, True)
+    assert C.from_dict({"objective": {"name": "gkl_at"}}).attack.ramp is True
+    written = C.from_dict({"objective": {"name": "gkl_at"}, "attack": {"schedule": "fixed", "ramp": True}})
+    assert written.attack.ramp is True
+
+
 def test_rslad_trains_pgd10_at_8_255_from_epoch_1(tmp_path, monkeypatch):
     """Only ``objective: {name: rslad}`` and a teacher (and a short run): the attack executed in the
     first training step of epoch 1 is PGD-10, step 2/255, in the 8/255 ball (DKL's executed ramp
@@ -129,6 +140,8 @@ def test_old_style_stored_config_still_loads(tmp_path):
     ({"objective": {"name": "trades"}, "attack": {"schedule": "ramp"}}, "ramp"),
     ({"objective": {"name": "trades"}, "attack": {"norm": "L1"}}, "L1"),
     ({"optim": {"milestones": [3, 3]}}, "each once"),
+    ({"objective": {"name": "gkl_at", "two_view": False}, "data": {"augment": "autoaugment"}},
+     "set objective.two_view: true"),
     ({"data": {"synthetic_npz": ["a.npz", "b.npz", "a.npz"]}}, r"synthetic_npz\[0\] and \[2\]"),
 ])
 def test_objective_and_attack_mistakes_are_one_line(raw, match):
@@ -147,13 +160,17 @@ def test_build_objective_validates_like_a_config():
 
 
 def test_config_modules_import_no_circle():
-    """config_check (the validator) imports neither config nor objectives, at any level."""
+    """The validator modules import neither config nor objectives, at any level."""
     import ast
 
     import advtrain.config_check as check
+    import advtrain.config_types as types
 
-    tree = ast.parse(open(check.__file__).read())
-    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert not {m for m in names if m.startswith(("advtrain.config", "advtrain.objectives"))} - {
-        "advtrain.config_check"}
+    for module in (check, types):
+        tree = ast.parse(open(module.__file__).read())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        bad = {m for m in names if m == "advtrain.config" or m.startswith("advtrain.objectives")}
+        if module is types:  # below the validator
+            bad |= {m for m in names if m == "advtrain.config_check"}
+        assert not bad, (module.__name__, bad)

@@ -62,7 +62,8 @@ def build_objective(name: str, *, dataset: Optional[str] = None, num_classes: in
     recommended one, at its full budget in every call: the trainer's per-epoch schedule is the
     caller's) and the objects a method takes (``teacher``, ``natural_model``). Checked by the same
     validator as a config (:mod:`advtrain.config_check`)."""
-    from advtrain.config_check import check_attack, check_objective, coerce
+    from advtrain.config_check import check_attack, check_objective
+    from advtrain.config_types import coerce
 
     cls = _class(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:

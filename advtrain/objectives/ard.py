@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from advtrain.objectives.base import NONNEG, POSITIVE, ObjectiveOptions, finish_terms, opt
+from advtrain.objectives.base import POSITIVE, ObjectiveOptions, finish_terms, opt
 from advtrain.objectives.distill import KD_ATTACK, DistillObjective, teacher_kl
 
 

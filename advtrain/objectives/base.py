@@ -44,9 +44,10 @@ POSITIVE = {"gt": 0}
 
 #: the trainer-wide attack: DKL's executed schedule (SPEC §3: K = 5, eta = eps_t/2, eps ramp) at
 #: 8/255 in Linf, from x + 0.001 N(0, I), model in eval mode (DKL ``train_trades_*.py``);
-#: steps / step_size act only under ``schedule: fixed``
-DKL_ATTACK: Dict[str, Any] = {"eps": 8 / 255, "norm": "Linf", "schedule": "executed", "ramp": True,
-                              "steps": 10, "step_size": 2 / 255, "init": "normal", "bn_mode": "eval"}
+#: steps / step_size act only under ``schedule: fixed``. No recipe sets ``ramp``: left out, it follows
+#: the schedule the config ends up with (on for executed/staged, off for fixed)
+DKL_ATTACK: Dict[str, Any] = {"eps": 8 / 255, "norm": "Linf", "schedule": "executed", "steps": 10,
+                              "step_size": 2 / 255, "init": "normal", "bn_mode": "eval"}
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,7 @@ from advtrain.objectives.base import DKL_ATTACK, Objective
 #: SPEC §12: the distillation papers attack with PGD-10, step 2/255, in the 8/255 Linf ball in every
 #: epoch (no radius ramp): ARD goldblum/AdversariallyRobustDistillation main.py ``config``; RSLAD
 #: zibojia/RSLAD resnet18_rslad_cifar10.py ``rslad_inner_loss`` (epsilon 8/255, step 2/255, 10 steps)
-KD_ATTACK = {**DKL_ATTACK, "schedule": "fixed", "ramp": False, "steps": 10, "step_size": 2 / 255,
-             "eps": 8 / 255}
+KD_ATTACK = {**DKL_ATTACK, "schedule": "fixed", "steps": 10, "step_size": 2 / 255, "eps": 8 / 255}
 #: RSLAD's optimiser (zibojia/RSLAD resnet18_rslad_cifar10.py): SGD lr 0.1, momentum 0.9, wd 2e-4,
 #: 300 epochs, lr x0.1 after epochs 215, 260, 285 (1-indexed milestones 216/261/286: an epoch e >= m
 #: runs the lower lr)
