@@ -160,11 +160,11 @@ def test_eval_script_usage():
 
 def test_eval_robustbench_name_uses_local_file(setup, capsys, monkeypatch, tmp_path):
     """--robustbench-name: zoo constructor + <model_dir>/<dataset>/Linf/<name>.pt, no download."""
-    from advtrain import export
+    from advtrain import zoo  # the zoo table's owner (the loader looks names up there)
 
     name = "Fake2026Tiny_WRN-10-1"
     entry = {"model": lambda: create_model("wrn-10-1", dataset="cifar10"), "gdrive_id": "none"}
-    monkeypatch.setattr(export, "zoo_entry", lambda n, d, t: entry if n == name else None)
+    monkeypatch.setattr(zoo, "zoo_entry", lambda n, d, t: entry if n == name else None)
     path = tmp_path / "cifar10" / "Linf" / f"{name}.pt"
     path.parent.mkdir(parents=True)
     ref = torch.load(setup / "tiny.pt", weights_only=True)["model"]
