@@ -176,7 +176,8 @@ def commit_files(files: Mapping[str | os.PathLike, Content], primary: str | os.P
             temps[path] = _write_temp(path, content, size_hint=known)
         _remove(primary)  # from here until the last rename the output reads as incomplete
         for path in sorted(temps, key=lambda p: p == primary):
-            os.replace(temps.pop(path), path)
+            os.replace(temps[path], path)
+            del temps[path]  # only once renamed: a failed rename leaves its temporary to remove
     finally:
         for tmp in temps.values():
             _remove(tmp)

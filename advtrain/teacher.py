@@ -31,10 +31,10 @@ from torch import nn
 
 from advtrain.errors import CheckpointError, InputError, unknown
 from advtrain.modelfile import freeze
-from attacks import NORMS as THREAT_MODELS  # the norms' one owner
 
 FORMS = {"robustbench": {"robustbench": None, "model_dir": "checkpoints", "threat_model": "Linf"},
          "checkpoint": {"checkpoint": None, "arch": None}}
+THREAT_MODELS = ("Linf", "L2")
 #: ``RUN_DIR/teacher.json``: the teacher file a run started with and its SHA-256
 IDENTITY = "teacher.json"
 

@@ -374,7 +374,7 @@ CASES = [
     Case("average-nan", "`advtrain average` over an epoch checkpoint holding NaN",
          lambda W: _average_nan(W), "NaN/Inf values", "average a range of good epochs"),
     Case("average-shapes", "`advtrain average` over epoch files of different shapes",
-         lambda W: _average_shapes(W), "fc.weight: checkpoint (5, 64) vs model (10, 64)",
+         lambda W: _average_shapes(W), "does not fit wrn-10-1: 2 shape mismatches",
          "average epochs of one run (--start/--end)"),
     Case("eval-logits-inf", "a model whose logits overflow to Inf on the data",
          lambda W: eval_args(W, ckpt=_bad_weights(W, "huge.pt", _huge_fc)),
@@ -598,8 +598,7 @@ def _average_nan(W) -> List[str]:
 
 
 def _average_shapes(W) -> List[str]:
-    """epoch_2.pt of another model (fc of 5 classes) next to epoch_1.pt, recording the same arch and
-    10 classes: the one loader refuses it against that record before any averaging."""
+    """epoch_2.pt of another model (fc of 5 classes) next to epoch_1.pt."""
     run = _run_copy(W)
     ck = torch.load(run / "epoch_1.pt", weights_only=True)
     ck["model"]["fc.weight"] = ck["model"]["fc.weight"][:5].clone()

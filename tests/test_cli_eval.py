@@ -160,7 +160,7 @@ def test_eval_script_usage():
 
 def test_eval_robustbench_name_uses_local_file(setup, capsys, monkeypatch, tmp_path):
     """--robustbench-name: zoo constructor + <model_dir>/<dataset>/Linf/<name>.pt, no download."""
-    from advtrain import zoo  # the zoo table's owner (the loader looks names up there)
+    from advtrain import zoo
 
     name = "Fake2026Tiny_WRN-10-1"
     entry = {"model": lambda: create_model("wrn-10-1", dataset="cifar10"), "gdrive_id": "none"}
