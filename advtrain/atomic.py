@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Union
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write_text", "commit_files", "save_safetensors"]
+__all__ = ["atomic_save", "atomic_write_text", "commit_files", "save_safetensors", "tensor_bytes"]
 
 #: what a file's content may be given as: bytes, text (UTF-8) or ``write(binary_file_handle)``
 Content = Union[bytes, str, Callable[[Any], None]]
@@ -146,7 +146,8 @@ def _atomic_write(path: str | os.PathLike, content: Content, size_hint: int = 0)
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def commit_files(files: Mapping[str | os.PathLike, Content], primary: str | os.PathLike) -> None:
+def commit_files(files: Mapping[str | os.PathLike, Content], primary: str | os.PathLike,
+                 size_hint: int = 0) -> None:
     """Write several files as one output: all of them appear, or the output counts as absent.
 
     ``files`` maps each path to its content: ``bytes``, ``str`` (written as UTF-8) or a callable
@@ -159,13 +160,14 @@ def commit_files(files: Mapping[str | os.PathLike, Content], primary: str | os.P
     at any point leaves either the complete new output, the complete old one, or secondary files
     without ``primary``: callers test only ``primary`` for "already exists" (the refusal without
     ``--overwrite``), and a rerun then replaces such leftovers (and temporaries a killed writer
-    left) without ``--overwrite``.
+    left) without ``--overwrite``. ``size_hint`` (bytes the callables will write, e.g.
+    :func:`tensor_bytes`) makes a full-disk message state the whole output's size.
     """
     paths = {os.fspath(p): c for p, c in files.items()}
     primary = os.fspath(primary)
     if primary not in paths:
         raise ValueError(f"commit_files: primary {primary!r} is not one of the files")
-    known = sum(len(c) for c in paths.values() if not callable(c))  # the whole output's size
+    known = size_hint + sum(len(c) for c in paths.values() if not callable(c))  # the whole output
     for path in paths:
         _remove_stale_temps(path)
     temps: dict = {}
@@ -183,20 +185,20 @@ def commit_files(files: Mapping[str | os.PathLike, Content], primary: str | os.P
         _fsync_dir(directory)
 
 
-def _tensor_bytes(obj: Any) -> int:
+def tensor_bytes(obj: Any) -> int:
     """Bytes of the tensors in ``obj`` (dicts, lists, tuples): about the size ``torch.save`` writes."""
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, Mapping):
-        return sum(_tensor_bytes(v) for v in obj.values())
+        return sum(tensor_bytes(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in obj)
+        return sum(tensor_bytes(v) for v in obj)
     return 0
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)`` atomically: an existing ``path`` is intact if anything fails."""
-    _atomic_write(path, lambda fh: torch.save(obj, fh), size_hint=_tensor_bytes(obj))
+    _atomic_write(path, lambda fh: torch.save(obj, fh), size_hint=tensor_bytes(obj))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

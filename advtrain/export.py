@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from advtrain.atomic import commit_files, safetensors_bytes
+from advtrain.atomic import commit_files, safetensors_bytes, tensor_bytes
 from advtrain.errors import CheckpointError, InputError, unknown
 from advtrain.zoo import (LOCAL_ONLY, THREAT_MODELS, ZOO_DATASETS, _is_ours, meta_path,  # noqa: F401
                           register_model_dir, register_robustbench, sidecar_text, zoo_entry, zoo_path)
@@ -53,7 +53,7 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     if safetensors:
         files[path.with_suffix(".safetensors")] = safetensors_bytes(state, {"arch": arch or "",
                                                                             "dataset": dataset})
-    commit_files(files, primary=path)
+    commit_files(files, primary=path, size_hint=tensor_bytes(state))
     if ours:
         register_robustbench(name, arch, dataset, threat_model)
     if verify and zoo_entry(name, dataset, threat_model) is not None:

@@ -20,10 +20,10 @@ import torch
 
 from advtrain.errors import InputError, unknown
 from advtrain.names import check_model_name
+from attacks import NORMS as THREAT_MODELS  # the norms' one owner
 
-#: the datasets and threat models RobustBench's zoo has tables for
+#: the datasets whose RobustBench zoo tables advtrain exports to and loads from
 ZOO_DATASETS = ("cifar10", "cifar100")
-THREAT_MODELS = ("Linf", "L2")
 #: ``gdrive_id`` of entries we add: RobustBench only needs it to be set; the file is local
 LOCAL_ONLY = "advtrain-local-export"
 SIDECAR_FIELDS = ("name", "arch", "dataset", "threat_model")

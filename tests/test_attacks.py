@@ -284,3 +284,20 @@ def test_dkl_attack_loss_reproduces_the_kl_direction_and_passes_weights():
     assert torch.allclose(loss(adv, y, logits_nat), expected)
     with pytest.raises(InputError):
         DKLAttackLoss(-1.0, 0.0)
+
+
+def test_cli_maps_attack_error_to_its_one_line_user_error(monkeypatch, capsys):
+    """attacks/ raises its own AttackError (it imports nothing from advtrain); the CLI prints it as
+    any user error: one line, exit 2, no traceback."""
+    import advtrain.cli.export_cmd as export_cmd
+    from advtrain.cli import main
+
+    def run(args):
+        PGD(eps=-0.5)  # a user mistake inside the attack library
+
+    monkeypatch.setattr(export_cmd, "run", run)
+    rc = main(["export", "x.pt", "--name", "N", "--dataset", "cifar10"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("advtrain export: error: attack eps must be >= 0, got -0.5"), err
+    assert issubclass(AttackError, ValueError) and "Traceback" not in err

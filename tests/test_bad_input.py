@@ -27,7 +27,7 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import make_npz, snapshot, temp_files, tiny_checkpoint  # noqa: E402
+from helpers import make_npz, small_disk, snapshot, temp_files, tiny_checkpoint  # noqa: E402
 from trainer_helpers import one_thread, tiny_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,6 +201,46 @@ def _data_file(W, root: Optional[str] = None) -> str:
     make_npz(W.case / (root or "data.npz"))
     return config(W, data={"train_npz": None, "test_npz": None,
                            "root": str(W.case / root) if root else None})
+
+
+def _export_in(folder: Path, name: str, edit=None, **sidecar) -> Path:
+    """An advtrain export (plain wrn-10-1 state_dict + ``.advtrain.json``) in a model_dir folder."""
+    import json
+
+    from advtrain.models import create_model
+
+    where = folder / "cifar10" / "Linf"
+    where.mkdir(parents=True, exist_ok=True)
+    sd = create_model("wrn-10-1", dataset="cifar10").state_dict()
+    if edit is not None:
+        edit(sd)
+    torch.save(sd, where / f"{name}.pt")
+    info = {"name": name, "arch": "wrn-10-1", "dataset": "cifar10", "threat_model": "Linf", **sidecar}
+    (where / f"{name}.advtrain.json").write_text(json.dumps(info))
+    return where / f"{name}.pt"
+
+
+def _nan_weight(sd):
+    sd["conv1.weight"][0, 0, 0, 0] = float("nan")
+
+
+def _int_weight(sd):
+    sd["conv1.weight"] = sd["conv1.weight"].round().long()
+
+
+def _rb_teacher(edit):
+    """A distillation config whose RobustBench-form teacher (an export in a model_dir) is bad."""
+    def argv(W):
+        md = W.case / "md"
+        _export_in(md, "Me2026Teacher_WRN-10-1", edit)
+        return ["train", config(W, objective={"name": "ard"},
+                                teacher={"robustbench": "Me2026Teacher_WRN-10-1", "model_dir": str(md)})]
+    return argv
+
+
+def _zip_disk_full(monkeypatch):
+    """The OS refuses writes after 1 KB (a full disk); torch's zip writer then raises RuntimeError."""
+    small_disk(monkeypatch)
 
 
 CASES = [
@@ -498,6 +538,24 @@ CASES = [
          "a file with images"),
 
     # ---- end of round 2: training side ----
+    Case("teacher-nan", "RobustBench-form teacher (`teacher: {robustbench: NAME}`) with a NaN weight",
+         _rb_teacher(_nan_weight), "holds 1 NaN/Inf values",
+         "use an intact teacher file (the one loader refuses it before training)"),
+    Case("teacher-int-weights", "RobustBench-form teacher whose float weights are stored as integers",
+         _rb_teacher(_int_weight), "is stored as torch.int64 but the model's is torch.float32",
+         "re-save the teacher from the trained model"),
+    Case("sidecar-case", "an export's description beside it with `\"dataset\": \"CIFAR10\"`",
+         lambda W: eval_args(W, ckpt=_export_in(
+             W.case / "md", "Me2026Side_WRN-10-1", dataset="CIFAR10")),
+         "is not one of cifar10, cifar100 (case matters)", "delete the description and export again"),
+    Case("sidecar-type", "an export's description with `\"arch\": 34` (eval without --arch)",
+         lambda W: eval_args(W, ckpt=_export_in(W.case / "md", "Me2026Type_WRN-10-1", arch=34)),
+         "not strings: ['arch']", "delete the description and export again"),
+    Case("export-disk-full", "`advtrain export` onto a full disk (torch's zip writer fails)",
+         lambda W: ["export", str(W.ckpt), "--name", "Me2026Full_WRN-10-1", "--dataset", "cifar10",
+                    "--model-dir", str(W.case / "md")], "No space left on device",
+         "free space and rerun (nothing was written; no --overwrite needed)", rc=1,
+         patch=_zip_disk_full),
 ]
 
 

@@ -142,7 +142,10 @@ _LOAD_BOUNDED = textwrap.dedent("""
         load_state_file(sys.argv[1])
     except CheckpointError as e:
         print("refused:", e)
-    print("maxrss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    # VmHWM, the peak RSS of this process image (ru_maxrss would include the parent's RSS at
+    # fork time, inherited across exec, which depends on which tests ran before)
+    hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0].split()[1]
+    print("maxrss_mb", int(hwm) // 1024)
 """)
 
 

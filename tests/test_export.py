@@ -204,6 +204,12 @@ def test_export_onto_a_full_disk_is_one_line_and_the_rerun_succeeds(tmp_path, ca
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "No space left on device" in err
         assert str(small / "cifar10" / "Linf") in err and "needs about" in err
+        import re
+
+        sd = torch.load(ckpt, weights_only=True)["model"]
+        weights = sum(v.numel() * v.element_size() for v in sd.values())  # .pt and .safetensors
+        need = float(re.search(r"needs about ([0-9.]+) KiB", err).group(1)) * 1024
+        assert 2 * weights <= need <= 2 * weights + 64 * 1024, (need, weights)
         assert list((small / "cifar10" / "Linf").iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=False)

@@ -233,30 +233,9 @@ def test_full_disk_for_real_is_one_enospc_line_and_keeps_earlier_files(small_fs,
 def test_zip_writer_runtime_error_on_a_full_disk_is_one_enospc_line(tmp_path, monkeypatch):
     """Fault injection at the write call: the OS refuses after 1 KB, torch turns it into a
     RuntimeError ("unexpected pos"), the writer must still report the full disk."""
-    import errno
+    from helpers import small_disk
 
-    real_fdopen = os.fdopen
-
-    class SmallDisk:  # the OS file, refusing once 1 KB was written
-        def __init__(self, fh):
-            self.fh, self.n = fh, 0
-
-        def write(self, data):
-            if self.n + len(data) > 1024:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.n += len(data)
-            return self.fh.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.fh, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self.fh.__exit__(*exc)
-
-    monkeypatch.setattr(atomic.os, "fdopen", lambda *a, **k: SmallDisk(real_fdopen(*a, **k)))
+    small_disk(monkeypatch)
     with pytest.raises(OSError) as e:
         atomic.atomic_save({"w": torch.zeros(10_000)}, tmp_path / "x.pt")
     _assert_disk_full(e.value, tmp_path)

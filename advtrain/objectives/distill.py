@@ -49,12 +49,12 @@ def teacher_kl(logits_student: Tensor, logits_teacher: Tensor, temperature: floa
 
 
 def freeze(teacher: nn.Module) -> nn.Module:
-    """The teacher in eval mode with every parameter's ``requires_grad`` off."""
+    """The teacher in eval mode with every parameter's ``requires_grad`` off (the one ``freeze``)."""
+    from advtrain.modelfile import freeze as frozen
+
     if not isinstance(teacher, nn.Module):
         raise InputError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher.eval()
+    return frozen(teacher)
 
 
 class TeacherTarget:
