@@ -47,7 +47,6 @@ Once no point is robust, the remaining attacks are recorded with accuracy 0.0 an
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import numbers
@@ -64,14 +63,12 @@ from torch import Tensor, nn
 
 from .autoattack_state import (STATE_FORMAT, AttackStateError, check_state_key,  # noqa: F401
                                pack_state, torch_load, torch_save, unpack_state)
-from .base import AttackError, check_inputs, flat_norm, model_mode
+from .base import NORMS, AttackError, check_inputs, flat_norm, model_mode, unknown
 
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "rand", "custom")
-AA_NORMS = ("Linf", "L2", "L1")
+AA_NORMS = NORMS + ("L1",)  # AutoAttack also runs L1; PGD and training do not
 _LOGGER = "auto-attack.advtrain"
-#: budget knobs: None keeps the version's own value
-BUDGET = ("n_iter", "n_restarts", "n_queries", "n_targets")
 
 
 class UnknownChoiceError(AttackError):
@@ -79,9 +76,7 @@ class UnknownChoiceError(AttackError):
 
 
 def _unknown(kind: str, name, choices) -> UnknownChoiceError:
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
-    hint = (" did you mean " + " or ".join(map(repr, close)) + "?") if close else ""
-    return UnknownChoiceError(f"unknown {kind} {name!r};{hint} choices: {', '.join(sorted(choices))}")
+    return unknown(kind, name, choices, UnknownChoiceError)
 
 
 def check_settings(*, norm="Linf", eps=8 / 255, version="standard", attacks=None, seed=0,

@@ -20,7 +20,8 @@ User mistakes (negative ε, unknown norm, inputs outside [0,1]) raise :class:`At
 ``ValueError`` with a one-line message; this package imports nothing from ``advtrain``, which maps
 the error to its own one-line user error).
 Hyper-parameters are plain attributes (``attack.eps``, ``attack.alpha``, ``attack.steps``) so a
-trainer can change them every epoch (ε ramp); they are validated again on every call.
+trainer can change them every epoch (ε ramp); each is checked when it is set
+(:meth:`Attack.check_setting`), not again on every call.
 """
 from __future__ import annotations
 
@@ -38,20 +39,15 @@ class AttackError(ValueError):
     """A user mistake in an attack's settings or inputs; the message is one line naming the fix."""
 
 
-def unknown(kind: str, name, choices) -> AttackError:
-    """'unknown <kind> 'x'; did you mean 'y'? choices: ...' as an :class:`AttackError`."""
+def unknown(kind: str, name, choices, error: type = AttackError) -> AttackError:
+    """'unknown <kind> 'x'; did you mean 'y'? choices: ...' as an ``error`` (an :class:`AttackError`)."""
     names = sorted(str(c) for c in choices)
     close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
     hint = (" did you mean " + " or ".join(repr(c) for c in close) + "?") if close else ""
-    return AttackError(f"unknown {kind} {name!r};{hint} choices: {', '.join(names)}")
+    return error(f"unknown {kind} {name!r};{hint} choices: {', '.join(names)}")
 
 
 NORMS = ("Linf", "L2")
-
-
-class AttackError(ValueError):
-    """A bad attack argument (one line: the problem and the fix)."""
-
 BN_MODES = ("eval", "train", "train_frozen")
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
@@ -121,19 +117,24 @@ class Attack:
         self.eps = eps
         self.norm = norm
         self.bn_mode = bn_mode
-        self.validate()
 
-    def validate(self) -> None:
-        """Check the (mutable) hyper-parameters; raise AttackError naming the bad one."""
-        check_nonnegative("eps", self.eps)
-        if self.norm not in NORMS:
-            raise unknown("attack norm", self.norm, NORMS)
-        if self.bn_mode not in BN_MODES:
-            raise unknown("bn_mode", self.bn_mode, BN_MODES)
+    def __setattr__(self, name: str, value) -> None:
+        # a setting is checked once, when it is set (constructor or e.g. an eps ramp's
+        # ``attack.eps = ...``), so a call trusts it; a refused value leaves the old one in place
+        self.check_setting(name, value)
+        super().__setattr__(name, value)
+
+    def check_setting(self, name: str, value) -> None:
+        """Raise AttackError if ``value`` is not a valid ``name`` setting; subclasses add theirs."""
+        if name == "eps":
+            check_nonnegative("eps", value)
+        elif name == "norm" and value not in NORMS:
+            raise unknown("attack norm", value, NORMS)
+        elif name == "bn_mode" and value not in BN_MODES:
+            raise unknown("bn_mode", value, BN_MODES)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for ``(x, y)`` against ``model``; detached, same shape as ``x``."""
-        self.validate()
         x, y = check_inputs(x, y)
         with model_mode(model, self.bn_mode):
             x_adv = self.perturb(model, x, y)

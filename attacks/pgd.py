@@ -61,14 +61,17 @@ class PGD(Attack):
         self.init_std = init_std
         super().__init__(eps, norm=norm, bn_mode=bn_mode)
 
-    def validate(self) -> None:
-        super().validate()
-        check_nonnegative("alpha", self.alpha)
-        check_nonnegative("steps", self.steps, integer=True)
-        check_nonnegative("init_std", self.init_std)
-        if self.init not in INITS:
-            raise unknown("PGD init", self.init, INITS)
-        resolve_loss(self.loss)
+    def check_setting(self, name: str, value) -> None:
+        if name in ("alpha", "init_std"):
+            check_nonnegative(name, value)
+        elif name == "steps":
+            check_nonnegative("steps", value, integer=True)
+        elif name == "init" and value not in INITS:
+            raise unknown("PGD init", value, INITS)
+        elif name == "loss":
+            resolve_loss(value)
+        else:
+            super().check_setting(name, value)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         loss_fn = resolve_loss(self.loss)

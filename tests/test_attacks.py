@@ -248,11 +248,24 @@ def test_user_errors_and_mutable_attributes(batch):
     with pytest.raises(AttackError, match="labels"):
         PGD()(model, x, y[:3])
     attack = PGD(eps=0.1, steps=1)
-    attack.eps = -1.0
-    with pytest.raises(AttackError):
-        attack(model, x, y)
+    with pytest.raises(AttackError, match="eps"):  # checked when set, not on the next call
+        attack.eps = -1.0
+    with pytest.raises(AttackError, match="did you mean 'L2'"):
+        attack.norm = "l2"
+    with pytest.raises(AttackError, match="steps"):
+        attack.steps = 1.5
+    assert (attack.eps, attack.norm, attack.steps) == (0.1, "Linf", 1)  # refused values not kept
     attack.eps, attack.alpha = 1 / 255, 1.0
     assert distance(attack(model, x, y), x, "Linf").max() <= 1 / 255 + 1e-6
+
+
+def test_a_call_trusts_the_settings_checked_when_set(batch, monkeypatch):
+    x, y = batch
+    attack = PGD(eps=0.1, steps=1)
+    monkeypatch.setattr(PGD, "check_setting",
+                        lambda self, name, value: pytest.fail(f"{name} checked again by a call"))
+    x_adv = attack(linear_net(), x, y)
+    assert distance(x_adv, x, "Linf").max() <= 0.1 + 1e-6  # the postconditions still run
 
 
 def test_postcondition_violation_is_a_runtime_error(batch):
