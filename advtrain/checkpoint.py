@@ -73,11 +73,6 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ----------------------------------------------------------------------------- provenance
-
-from advtrain.utils import git_commit, package_versions  # noqa: E402,F401  (re-exported)
-
-
 # ----------------------------------------------------------------------------- read / write
 
 def cpu_state(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

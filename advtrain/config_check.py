@@ -127,8 +127,10 @@ def check_ranges(cfg) -> None:
     _at_least("eval.holdout_every", cfg.eval.holdout_every, 0)
     _at_least("eval.holdout_pgd_steps", cfg.eval.holdout_pgd_steps, 1)
     _choice("nan policy", "nan_policy", cfg.nan_policy, ("stop", "skip"))
-    _choice("precision", "precision", cfg.precision, ("fp32", "bf16"))
+    from advtrain.eval_settings import PRECISIONS  # training runs in the precisions eval does
     from advtrain.metrics import PAPER_ROWS
+
+    _choice("precision", "precision", cfg.precision, PRECISIONS)
 
     if cfg.paper_row is not None and cfg.paper_row not in PAPER_ROWS:
         raise InputError(f"paper_row = {cfg.paper_row} must be one of {min(PAPER_ROWS)}..{max(PAPER_ROWS)} "
@@ -136,8 +138,10 @@ def check_ranges(cfg) -> None:
 
 
 def _check_data(d) -> None:
+    from advtrain.data.datasets import AUGMENTATIONS
+
     check_synthetic(d.synthetic_npz)
-    _choice("augmentation", "data.augment", d.augment, ("basic", "none", "autoaugment"))
+    _choice("augmentation", "data.augment", d.augment, AUGMENTATIONS)
     _unit("data.synthetic_fraction", d.synthetic_fraction)
     _at_least("data.batch_size", d.batch_size, 1)
     _at_least("data.workers", d.workers, 0)

@@ -17,8 +17,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from advtrain.errors import CheckpointError, InputError, UnknownNameError
-from advtrain.utils import format_eps, parse_eps
+from advtrain.errors import CheckpointError, InputError, UnknownNameError, unknown
+from advtrain.config_types import parse_eps
+from advtrain.utils import format_eps
 
 PRECISIONS = ("fp32", "bf16")
 #: the settings that change what an attack does (the state-file fingerprint)
@@ -75,14 +76,14 @@ class EvalSettings:
         from attacks.autoattack import check_settings
 
         if self.norm not in NORMS:
-            raise _unknown("norm", self.norm, NORMS)
+            raise unknown("norm", self.norm, NORMS)
         eps = parse_eps(self.eps)
         with user_errors():
             attacks = check_settings(**self.adapter_kwargs(eps=eps, attacks=self.attacks))
         object.__setattr__(self, "eps", eps)
         object.__setattr__(self, "attacks", None if attacks is None else tuple(attacks))
         if self.precision not in PRECISIONS:
-            raise _unknown("precision", self.precision, PRECISIONS)
+            raise unknown("precision", self.precision, PRECISIONS)
         for name in ("pgd_steps", "sanity_n", "sanity_steps", "guard_n"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -117,12 +118,6 @@ class EvalSettings:
 
     def replace(self, **changes) -> "EvalSettings":
         return dataclasses.replace(self, **changes)
-
-
-def _unknown(kind, name, choices):
-    from advtrain.errors import unknown
-
-    return unknown(kind, name, choices)
 
 
 def eps_note(eps: float) -> Optional[str]:

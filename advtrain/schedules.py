@@ -36,14 +36,6 @@ ONECYCLE = dict(pct_start=0.025, div_factor=25.0, final_div_factor=1e4,
                 base_momentum=0.85, max_momentum=0.95)
 
 
-class AttackBudget(NamedTuple):
-    """The training attack of one epoch: radius, step size and number of PGD steps."""
-
-    eps: float
-    step_size: float
-    steps: int
-
-
 def _check_epoch(epoch: int, epochs: int) -> None:
     if epochs < 1 or not 1 <= epoch <= epochs:
         raise InputError(f"epoch {epoch} outside 1..{epochs}; epochs are 1-indexed")

@@ -21,9 +21,7 @@ models take images in [0, 1] and normalise inside).
 """
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
@@ -31,11 +29,10 @@ from torch import nn
 
 from advtrain.errors import CheckpointError, InputError, unknown
 from advtrain.modelfile import freeze
+from attacks import NORMS
 
 FORMS = {"robustbench": {"robustbench": None, "model_dir": "checkpoints", "threat_model": "Linf"},
          "checkpoint": {"checkpoint": None, "arch": None}}
-THREAT_MODELS = ("Linf", "L2")
-#: ``RUN_DIR/teacher.json``: the teacher file a run started with and its SHA-256
 
 
 def check_section(cfg) -> Optional[Dict[str, Any]]:
@@ -67,9 +64,8 @@ def check_section(cfg) -> Optional[Dict[str, Any]]:
         optional = value is None and key != forms[0]
         if not optional and (not isinstance(value, str) or not value):
             raise InputError(f"config key 'teacher.{key}' must be a non-empty string, got {value!r}")
-    if section.get("threat_model", "Linf") not in THREAT_MODELS:
-        raise unknown("teacher threat model (teacher.threat_model)", section["threat_model"],
-                      THREAT_MODELS)
+    if section.get("threat_model", "Linf") not in NORMS:
+        raise unknown("teacher threat model (teacher.threat_model)", section["threat_model"], NORMS)
     return {**allowed, **section}
 
 

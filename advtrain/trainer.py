@@ -43,6 +43,7 @@ from advtrain.runlog import RunLog
 from advtrain.schedules import AttackBudget, attack_budget, lr_at, momentum_at
 from advtrain.teacher import identity as teacher_identity
 from advtrain.trainer_setup import build_parts, prepare_run_dir, resolve_device, start_run_dir
+from advtrain.utils import git_commit, package_versions
 
 
 BEST = "best.pt"  # weights of the epoch with the best held-out PGD accuracy (data.holdout > 0)
@@ -118,7 +119,7 @@ class Trainer:
         self.log = RunLog(cfg, run_dir, p.test, D.is_main(), self.resolved["attack"]["norm"])
         self.meta = {"arch": cfg.model.arch, "dataset": cfg.data.dataset,
                      "num_classes": p.num_classes, "config": self.resolved,
-                     "versions": ck.package_versions(), "git_commit": ck.git_commit()}
+                     "versions": package_versions(), "git_commit": git_commit()}
         if cfg.teacher is not None:  # the teacher's identity, checked on resume
             self.meta["teacher"] = teacher_identity(cfg.teacher, cfg.data.dataset)
         if state is not None:

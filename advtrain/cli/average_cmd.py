@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from advtrain.modelfile import WEIGHTS
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -24,7 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--end", type=int, default=None,
                    help="last epoch (default: the run's average.end; the last available without "
                         "config.yaml)")
-    p.add_argument("--key", default="model", choices=("model", "ema"),
+    p.add_argument("--key", default="model", choices=WEIGHTS,
                    help="which weights of the checkpoints to average (default model)")
     p.set_defaults(func=run)
 

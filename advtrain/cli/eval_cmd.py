@@ -14,6 +14,8 @@ from pathlib import Path
 
 from advtrain.data.names import DATASETS
 from advtrain.errors import InputError
+from advtrain.eval_settings import PRECISIONS
+from advtrain.modelfile import WEIGHTS
 from advtrain.models import list_models
 from attacks import NORMS
 from attacks.autoattack import VERSIONS
@@ -61,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       help="the model was trained with data beyond the training set")
     p.add_argument("--save-adv", metavar="FILE", help="save x_adv / y_adv tensors here")
     p.add_argument("--pgd-steps", type=int, help="also report PGD-K accuracy")
-    p.add_argument("--weights", choices=("model", "ema"),
+    p.add_argument("--weights", choices=WEIGHTS,
                    help="default: the weights a best.pt was chosen on (ema when the held-out "
                         "scoring used EMA), else model")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
@@ -73,7 +75,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sanity-steps", type=int, default=10,
                    help="K of the sanity report's PGD-K vs PGD-2K check (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16: autocast (CUDA only), guarded by an fp32 re-run on --guard-n "
                         "random examples; any gap is flagged in the sidecar (default fp32)")
     p.add_argument("--guard-n", type=int, default=100, help="examples re-checked in fp32")

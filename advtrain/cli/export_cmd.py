@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import argparse
 
+from advtrain.modelfile import WEIGHTS
+from advtrain.zoo import ZOO_DATASETS
+from attacks import NORMS
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("export", help="export a checkpoint to RobustBench's model_dir",
                               description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="checkpoint file (.pt / .safetensors)")
     p.add_argument("--name", required=True, help="RobustBench id, e.g. Cui2023Decoupled_WRN-34-10")
-    p.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
-    p.add_argument("--threat-model", default="Linf", choices=("Linf", "L2"))
+    p.add_argument("--dataset", required=True, choices=ZOO_DATASETS)
+    p.add_argument("--threat-model", default="Linf", choices=NORMS)
     p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
     p.add_argument("--arch", help="architecture (default: the one recorded in the checkpoint)")
-    p.add_argument("--weights", default="model", choices=("model", "ema"))
+    p.add_argument("--weights", default="model", choices=WEIGHTS)
     p.add_argument("--safetensors", action="store_true", help="also write <name>.safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.set_defaults(func=run)

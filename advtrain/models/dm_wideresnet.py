@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advtrain.data.names import DATASET_MEAN, DATASET_STD
 from advtrain.errors import InputError
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2471, 0.2435, 0.2616)
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+# RobustBench's dm_wide_resnet names for the statistics owned by advtrain.data.names
+CIFAR10_MEAN, CIFAR10_STD = DATASET_MEAN["cifar10"], DATASET_STD["cifar10"]
+CIFAR100_MEAN, CIFAR100_STD = DATASET_MEAN["cifar100"], DATASET_STD["cifar100"]
 
 _BN_MOMENTUM = 0.01
 

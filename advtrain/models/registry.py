@@ -25,8 +25,10 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
+from advtrain.data.names import DATASET_MEAN, DATASET_STD
+from advtrain.data.names import DATASETS as CLASSES
 from advtrain.errors import InputError, unknown
-from advtrain.models.dm_wideresnet import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DMWideResNet
+from advtrain.models.dm_wideresnet import DMWideResNet
 from advtrain.models.preact_resnet import PreActResNet18
 from advtrain.models.resnet import LBGAT_STRIDES, ResNet
 from advtrain.models.wideresnet import WideResNet
@@ -41,10 +43,9 @@ class DatasetInfo:
     std: tuple[float, float, float]
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo(10, CIFAR10_MEAN, CIFAR10_STD),
-    "cifar100": DatasetInfo(100, CIFAR100_MEAN, CIFAR100_STD),
-}
+#: the datasets with per-channel statistics (for models that normalise inside), from advtrain.data.names
+DATASETS: dict[str, DatasetInfo] = {name: DatasetInfo(CLASSES[name], mean, DATASET_STD[name])
+                                    for name, mean in DATASET_MEAN.items()}
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ class GKLKD(DistillObjective):
         logits_adv = model(x_adv)
         logits_nat = model(x)
         gkl_adv, terms_adv = self.gkl(logits_adv, t, y)
-        gkl_nat, terms_nat = self.gkl(logits_nat, t, y)
+        gkl_nat, _ = self.gkl(logits_nat, t, y)
         if update_state:  # after the weights of this step were taken: W changes only per epoch anyway
             self.prior.update(t, y, self.prior_T)
         loss = self.adv_weight * gkl_adv + self.nat_weight * gkl_nat
