@@ -27,6 +27,7 @@ from torch import nn
 
 from advtrain.data.names import DATASET_MEAN, DATASET_STD
 from advtrain.errors import InputError
+from advtrain.models.wideresnet import block_stack
 
 # RobustBench's dm_wide_resnet names for the statistics owned by advtrain.data.names
 CIFAR10_MEAN, CIFAR10_STD = DATASET_MEAN["cifar10"], DATASET_STD["cifar10"]
@@ -65,10 +66,7 @@ class _BlockGroup(nn.Module):
     def __init__(self, num_blocks: int, in_planes: int, out_planes: int, stride: int,
                  activation_fn: Type[nn.Module] = nn.SiLU):
         super().__init__()
-        self.block = nn.Sequential(*[
-            _Block(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, activation_fn)
-            for i in range(num_blocks)
-        ])
+        self.block = block_stack(_Block, num_blocks, in_planes, out_planes, stride, activation_fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)

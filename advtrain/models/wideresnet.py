@@ -50,15 +50,19 @@ class BasicBlock(nn.Module):
         return out + (x if self.equalInOut else self.convShortcut(h))
 
 
+def block_stack(block, n: int, in_planes: int, out_planes: int, stride: int, *args) -> nn.Sequential:
+    """``n`` blocks ``block(in, out, stride, *args)`` under keys ``<i>.*``; only the first changes
+    width / stride (both RobustBench WRN families)."""
+    return nn.Sequential(*[block(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1,
+                                 *args) for i in range(n)])
+
+
 class NetworkBlock(nn.Module):
     """A group of ``nb_layers`` blocks; only the first changes width / stride (keys ``layer.<i>.*``)."""
 
     def __init__(self, nb_layers: int, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0):
         super().__init__()
-        self.layer = nn.Sequential(*[
-            BasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, drop_rate)
-            for i in range(nb_layers)
-        ])
+        self.layer = block_stack(BasicBlock, nb_layers, in_planes, out_planes, stride, drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
