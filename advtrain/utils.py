@@ -23,12 +23,11 @@ def format_eps(eps: float) -> str:
     return f"{eps:g}"
 
 
-def resolve_device(device: Union[str, torch.device, None], flag: str = "--device") -> torch.device:
-    """``"auto"``/None -> cuda when available, else cpu; a name or device otherwise.
-
-    Only CPU and CUDA are supported (``mps``, ``xla``, ``meta``, ... are refused with one line)."""
+def parse_device(device: Union[str, torch.device, None], flag: str = "--device") -> Optional[torch.device]:
+    """None for ``"auto"``/None, else the device ``device`` names; only CPU and CUDA are supported
+    (``mps``, ``xla``, ``meta``, ... are refused with one line). Needs no GPU: config load uses it."""
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -36,6 +35,15 @@ def resolve_device(device: Union[str, torch.device, None], flag: str = "--device
     if dev is None or dev.type not in ("cpu", "cuda"):
         raise InputError(f"{flag} {str(device)!r} is not supported; advtrain runs on auto, cpu, cuda "
                          "or cuda:N")
+    return dev
+
+
+def resolve_device(device: Union[str, torch.device, None], flag: str = "--device") -> torch.device:
+    """``"auto"``/None -> cuda when available, else cpu; a CPU or CUDA device otherwise, which
+    must be present (one line otherwise)."""
+    dev = parse_device(device, flag)
+    if dev is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"{flag} {str(device)!r} requested but CUDA is not available; use {flag} cpu "
                          "or auto")
