@@ -66,6 +66,8 @@ def partial_reason(side: Optional[dict], threat_model: str) -> str:
     if threat_model == "corruptions":
         n = side.get("n_per_block")
         return "" if n == FULL_N else f"{n} images per corruption and severity"
+    if "full_standard" in side:  # the sidecar's own verdict and description (advtrain.cards)
+        return "" if side["full_standard"] else str(side.get("evaluation") or "not full standard")
     why = []
     if side.get("version") not in (None, "standard"):
         attacks = side.get("attacks")

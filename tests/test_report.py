@@ -37,6 +37,8 @@ def cards(tmp_path):
     (linf / "Quick.eps_sweep.png").write_bytes(PNG)
     (linf / "Quick.convergence.png").write_bytes(PNG)
     _card(linf, "TheirOwn", "90.00", "9.75")  # RobustBench's card: no sidecar
+    _card(root / "cifar100" / "L2", "Verdict", "50.00", "20.00",  # a sidecar with its own verdict
+          {"full_standard": False, "evaluation": "AutoAttack standard, on 500 of 10000 test images"})
     _card(root / "cifar10" / "corruptions", "Corr", "91.00", "70.25",
           {"threat_model": "corruptions", "n_per_block": 10000}, key="corruptions_acc")
     return root
@@ -44,15 +46,16 @@ def cards(tmp_path):
 
 def test_markdown_sorted_by_robust_accuracy_and_partial_marked(cards, capsys):
     assert main(["report", str(cards)]) == 0
-    assert "4 cards (2 partial)" in capsys.readouterr().out
+    assert "5 cards (3 partial)" in capsys.readouterr().out
     md = (cards / "report.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
     names = [r.split("|")[1].strip() for r in rows]
-    assert names == ["Corr", "Quick", "Full", "TheirOwn"]  # 70.25 > 55.50 > 50.00 > 9.75
+    assert names == ["Corr", "Quick", "Full", "Verdict", "TheirOwn"]  # 70.25 > ... > 9.75
     by_name = dict(zip(names, rows))
     assert "partial: apgd-ce, apgd-t; 100 images" in by_name["Quick"]
     assert "| full |" in by_name["Full"] and "| full |" in by_name["Corr"]
     assert "partial: no sidecar" in by_name["TheirOwn"]
+    assert "partial: AutoAttack standard, on 500 of 10000 test images" in by_name["Verdict"]
     assert "| 55.50 |" in by_name["Quick"] and "| 60.00 |" in by_name["Quick"]
 
 
@@ -63,7 +66,7 @@ def test_html_self_contained_with_embedded_curves(cards):
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
     assert "<script>" in page and "sortBy(6)" in page and "<style>" in page
     assert page.index(">Corr<") < page.index(">Quick<") < page.index(">TheirOwn<")
-    assert page.count('class=partial') == 2
+    assert page.count('class=partial') == 3
 
 
 @pytest.mark.parametrize("case,needle", [
