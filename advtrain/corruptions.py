@@ -125,9 +125,9 @@ def evaluate_corruptions(model, root, dataset: str, *, n_ex: int, batch_size: in
         for s in SEVERITIES:
             x, y = load_block(folder, dataset, name, s, n, n_block)
             table[name][str(s)] = accuracy(model, x, y, batch_size, device)
-        took = time.perf_counter() - t0
+        eta = (time.perf_counter() - t0) / (i + 1) * (len(names) - i - 1)
         log(f"corruptions {i + 1}/{len(names)} {name}: "
-            f"{np.mean(list(table[name].values())):.2%} (ETA {took / (i + 1) * (len(names) - i - 1):.0f}s)")
+            f"{np.mean(list(table[name].values())):.2%} (ETA {eta:.0f}s)")
     per_corruption = {k: float(np.mean(list(v.values()))) for k, v in table.items()}
     per_severity = {str(s): float(np.mean([table[k][str(s)] for k in names])) for s in SEVERITIES}
     return {"corruptions_acc": float(np.mean(list(per_corruption.values()))),
@@ -206,7 +206,8 @@ def card_fields(res: dict, args, name: str, architecture: str) -> dict:
     from advtrain.cards import percent
 
     full = res["n_per_block"] == PUBLISHED_N
-    reported = getattr(args, "reported", None) or (percent(res["corruptions_acc"]) if full else None)
+    measured = percent(res["corruptions_acc"]) if full else None
+    reported = getattr(args, "reported", None) or measured
     footnote = args.footnote
     if not full:
         part = (f"partial evaluation: {res['n_per_block']} of {PUBLISHED_N} images per corruption "

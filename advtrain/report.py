@@ -123,7 +123,8 @@ def _cell(row: dict, key: str) -> str:
 
 def to_markdown(rows: List[dict]) -> str:
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|" + "|".join("---:" if k in ("clean", "robust") else "---" for k, _ in COLUMNS) + "|"]
+             "|" + "|".join("---:" if k in ("clean", "robust") else "---"
+                            for k, _ in COLUMNS) + "|"]
     for row in rows:
         cells = [_cell(row, k).replace("|", "\\|") for k, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
@@ -160,7 +161,8 @@ def to_html(rows: List[dict], title: str) -> str:
         for key, _ in COLUMNS:
             num = key in ("clean", "robust")
             sort = f' data-v="{-1 if row[key] is None else row[key]}"' if num else ""
-            tds.append(f"<td{' class=num' if num else ''}{sort}>{html.escape(_cell(row, key))}</td>")
+            cls = " class=num" if num else ""
+            tds.append(f"<td{cls}{sort}>{html.escape(_cell(row, key))}</td>")
         tds.append("<td>" + "".join(_img(p) for p in row["images"].values()) + "</td>")
         body.append(f"<tr{' class=partial' if row['partial'] else ''}>{''.join(tds)}</tr>")
     return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"

@@ -30,7 +30,8 @@ def world(tmp_path_factory):
     rng = np.random.default_rng(0)
     folder = root / "CIFAR-10-C"
     folder.mkdir()
-    images = {c: rng.integers(0, 256, (5 * N, 32, 32, 3), dtype=np.uint8) for c in corruption_names()}
+    images = {c: rng.integers(0, 256, (5 * N, 32, 32, 3), dtype=np.uint8)
+              for c in corruption_names()}
     with torch.no_grad():
         first = torch.from_numpy(images["fog"][:N]).permute(0, 3, 1, 2).float() / 255
         labels = model(first).argmax(1).numpy()
@@ -102,8 +103,9 @@ def test_published_layout_goes_through_robustbench_loader(tmp_path):
     raw = np.load(folder / "fog.npy", mmap_mode="r")
     for s in range(1, 6):
         x, y = load_block(folder, "cifar10", "fog", s, 3, PUBLISHED_N)  # RobustBench's loader
-        expected = raw[(s - 1) * PUBLISHED_N:(s - 1) * PUBLISHED_N + 3].astype(np.float64) / 255
-        assert torch.equal(x.double(), torch.from_numpy(expected).permute(0, 3, 1, 2).float().double())
+        expected = torch.from_numpy(np.array(raw[(s - 1) * PUBLISHED_N:][:3])).permute(0, 3, 1, 2)
+        assert x.dtype == torch.float32 and float(x.max()) <= 1.0
+        assert torch.equal((x.double() * 255).round().to(torch.uint8), expected)
         assert y.dtype == torch.int64 and y.tolist() == [0, 1, 2]
 
 

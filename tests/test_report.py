@@ -11,7 +11,8 @@ import pytest
 from advtrain.cli import main
 
 PNG = base64.b64decode(  # a 1x1 PNG
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJ"
+    "RU5ErkJggg==")
 
 
 def _card(folder, name, clean, robust, side=None, key="autoattack_acc", **extra):
@@ -38,7 +39,8 @@ def cards(tmp_path):
     (linf / "Quick.convergence.png").write_bytes(PNG)
     _card(linf, "TheirOwn", "90.00", "9.75")  # RobustBench's card: no sidecar
     _card(root / "cifar100" / "L2", "Verdict", "50.00", "20.00",  # a sidecar with its own verdict
-          {"full_standard": False, "evaluation": "AutoAttack standard, on 500 of 10000 test images"})
+          {"full_standard": False,
+           "evaluation": "AutoAttack standard, on 500 of 10000 test images"})
     _card(root / "cifar10" / "corruptions", "Corr", "91.00", "70.25",
           {"threat_model": "corruptions", "n_per_block": 10000}, key="corruptions_acc")
     return root
@@ -82,5 +84,6 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case, needle):
         (root / "bad.json").write_text(body[case])
     assert main(["report", str(root)]) == 2
     err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1 and err.startswith("advtrain report: error:")
+    assert needle in err and len(err.splitlines()) == 1
+    assert err.startswith("advtrain report: error:")
     assert not (root / "report.md").exists()

@@ -78,7 +78,8 @@ def test_run_sweep_adds_headline_and_keeps_autoattack():
                       autoattack_acc=0.25, steps=3, restarts=1, batch_size=8, log=lines.append)
     assert [p["eps"] for p in sweep["points"]] == [0.0, 0.03, 0.05]
     assert [p.get("autoattack_acc") for p in sweep["points"]] == [None, 0.25, None]
-    assert sweep["convergence"]["eps"] == 0.03 and len(sweep["convergence"]["loss_per_iteration"]) == 1
+    assert sweep["convergence"]["eps"] == 0.03
+    assert len(sweep["convergence"]["loss_per_iteration"]) == 1
     assert len(lines) == 3 and "ETA" in lines[0]
 
 

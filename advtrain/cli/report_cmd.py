@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("report", help="one table (Markdown + HTML) of every card in a folder",
+    p = subparsers.add_parser("report", help="one table (Markdown + HTML) of the cards in a folder",
                               description=__doc__.splitlines()[0])
     p.add_argument("dir", help="folder of cards in the model_info layout, searched recursively")
     p.add_argument("--out", metavar="PREFIX",
