@@ -52,7 +52,7 @@ else
   aa_args=(--version standard); aa_desc="standard"
 fi
 echo "[quickstart] 2/4 AutoAttack $aa_desc, Linf 8/255, on $N_EX random test images -> card" \
-     "(CPU: about 10 s for APGD-CE and 30 s for APGD-T; each attack prints its time when done)"
+     "(CPU: under a minute, two idle cores; each attack prints its time when done)"
 "$PY" -m advtrain eval "$RUN/last.pt" --dataset cifar10 --n-ex "$N_EX" --subset random \
   "${aa_args[@]}" --eps 8/255 --batch-size 100 --name "$NAME" --out model_info --overwrite \
   --venue "advtrain quickstart (CPU demo, not a paper result)" \
