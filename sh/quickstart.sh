@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, from a fresh clone: set up, train GKL-AT briefly (a small WRN on CIFAR-10), run
-# AutoAttack (standard version) on a fixed random test subset, write the RobustBench result card,
+# AutoAttack (APGD-CE + APGD-T on a CPU, standard on a GPU) on a fixed random test subset, write the RobustBench result card,
 # export a checkpoint that robustbench.utils.load_model reads, and print where everything is.
 #
 # Data: CIFAR-10 is downloaded by torchvision when online. Offline, point ADVTRAIN_DATA at a folder
@@ -40,7 +40,7 @@ except AdvtrainError as e:
     sys.exit('[quickstart] no CIFAR-10 data: ' + str(e))
 "
 
-echo "[quickstart] 1/4 train GKL-AT (WRN-10-1), $EPOCHS epochs of 40 steps -> $RUN" \
+echo "[quickstart] 1/4 train GKL-AT, $EPOCHS epochs (configs/cpu/quickstart.yaml) -> $RUN" \
      "(about 30 s per epoch on two idle cores; the bar shows each epoch's ETA)"
 "$PY" -m advtrain train configs/cpu/quickstart.yaml "optim.epochs=$EPOCHS" "$@" --run-dir "$RUN"
 
@@ -56,7 +56,7 @@ echo "[quickstart] 2/4 AutoAttack $aa_desc, Linf 8/255, on $N_EX random test ima
 "$PY" -m advtrain eval "$RUN/last.pt" --dataset cifar10 --n-ex "$N_EX" --subset random \
   "${aa_args[@]}" --eps 8/255 --batch-size 100 --name "$NAME" --out model_info --overwrite \
   --venue "advtrain quickstart (CPU demo, not a paper result)" \
-  --footnote "short CPU run (4 epochs of WRN-10-1 on 5,120 images)" \
+  --footnote "short CPU run: $EPOCHS epochs of configs/cpu/quickstart.yaml" \
   | tee "$RUN/eval.txt"
 
 echo "[quickstart] 3/4 export for RobustBench -> checkpoints/"
