@@ -51,9 +51,10 @@ def pgd_restart(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str
     """
     from attacks import PGD
 
-    torch.manual_seed(generator_seed)
     attack = PGD(eps=eps, alpha=STEP_FACTOR * eps / steps, steps=steps, norm=norm)
-    x_adv = attack.initial_point(x)
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):  # caller's RNG untouched
+        torch.manual_seed(generator_seed)
+        x_adv = attack.initial_point(x)
     losses, broken = [], torch.zeros(len(y), dtype=torch.bool, device=y.device)
     for it in range(steps + 1):
         x_adv = x_adv.detach().requires_grad_(True)
