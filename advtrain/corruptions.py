@@ -156,6 +156,9 @@ def cli_run(args) -> int:
     from advtrain.utils import resolve_device
 
     eval_cmd._check_args(args)
+    if args.eps_sweep or args.save_adv or args.state_path:
+        raise InputError("--eps-sweep, --save-adv and --state-path are for Linf/L2 attacks; drop "
+                         "them with --threat-model corruptions")
     if args.data_root is None:
         raise InputError(f"--threat-model corruptions reads --data-root DIR holding "
                          f"{FOLDERS[args.dataset]}/ (and the clean test set); pass --data-root")

@@ -111,7 +111,7 @@ def test_published_layout_goes_through_robustbench_loader(tmp_path):
 
 @pytest.mark.parametrize("breakage,needle", [
     ("missing", "lacks snow.npy"), ("shape", "expected uint8"), ("labels", "labels.npy 3"),
-    ("noroot", "pass --data-root")])
+    ("noroot", "pass --data-root"), ("sweep", "are for Linf/L2 attacks")])
 def test_bad_folders_one_line(world, tmp_path, capsys, breakage, needle):
     import shutil
 
@@ -126,6 +126,7 @@ def test_bad_folders_one_line(world, tmp_path, capsys, breakage, needle):
     elif breakage == "labels":
         np.save(folder / "labels.npy", np.zeros(3, np.uint8))
     data = [] if breakage == "noroot" else ["--data-root", str(bad)]
+    data += ["--eps-sweep", "0,8/255"] if breakage == "sweep" else []
     rc = main(["eval", str(bad / "tiny.pt"), "--dataset", "cifar10", "--threat-model",
                "corruptions", *data, "--device", "cpu", "--out", str(tmp_path / "cards")])
     err = capsys.readouterr().err
