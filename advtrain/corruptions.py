@@ -180,16 +180,15 @@ def cli_run(args) -> int:
 
 
 def _check_outputs(args, name: str) -> tuple:
-    from advtrain.io import check_outputs, check_path, check_writable_dir
+    from advtrain.cli.paths import check_outputs, check_path, check_writable_dir
 
     for flag in ("out", "data_root", "checkpoint"):
         check_path(getattr(args, flag), "--" + flag.replace("_", "-"))
     folder = Path(args.out) / args.dataset / THREAT_MODEL
     card, side = folder / f"{name}.json", folder / f"{name}.advtrain.json"
     check_writable_dir(folder)
-    existing = [str(p) for p in (card, side) if p.exists()]
-    if existing and not args.overwrite:
-        raise InputError(f"card {existing[0]} already exists; pass --name NAME for a new card, "
+    if card.exists() and not args.overwrite:  # a sidecar alone is an interrupted write: replaced
+        raise InputError(f"card {card} already exists; pass --name NAME for a new card, "
                          "or --overwrite to replace it")
     check_outputs({"card": card, "sidecar": side}, {"CHECKPOINT": args.checkpoint})
     return card, side
@@ -225,8 +224,9 @@ def card_fields(res: dict, args, name: str, architecture: str) -> dict:
 
 
 def write_card(res: dict, paths: tuple, args, name: str, meta: dict) -> None:
-    """Sidecar, then card, each atomic (a card never points at a missing sidecar)."""
-    from advtrain.io import atomic_write_text, file_sha256
+    """Card and sidecar committed as one output (both or neither)."""
+    from advtrain.atomic import commit_files
+    from advtrain.safeload import file_sha256
     from advtrain.utils import git_commit, package_versions
 
     ckpt = meta.get("checkpoint")
@@ -237,7 +237,7 @@ def write_card(res: dict, paths: tuple, args, name: str, meta: dict) -> None:
             "command": " ".join(["advtrain"] + sys.argv[1:]), "versions": package_versions(),
             "git_commit": git_commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    Path(paths[0]).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(paths[1], json.dumps(side, indent=2) + "\n")
     card = card_fields(res, args, name, meta["display"])
-    atomic_write_text(paths[0], json.dumps(card, indent=2) + "\n")
+    Path(paths[0]).parent.mkdir(parents=True, exist_ok=True)
+    commit_files({paths[1]: json.dumps(side, indent=2) + "\n",
+                  paths[0]: json.dumps(card, indent=2) + "\n"}, primary=paths[0])

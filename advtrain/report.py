@@ -175,11 +175,11 @@ def to_html(rows: List[dict], title: str) -> str:
 
 def write_report(root, out_prefix=None) -> tuple:
     """Write ``<out_prefix>.md`` and ``.html`` (default ``<root>/report``); return their paths."""
-    from advtrain.io import atomic_write_text
+    from advtrain.atomic import commit_files
 
     rows = collect(root)
     prefix = Path(out_prefix) if out_prefix else Path(root) / "report"
     md, page = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".html")
-    atomic_write_text(md, to_markdown(rows))
-    atomic_write_text(page, to_html(rows, f"advtrain report: {root}"))
+    commit_files({md: to_markdown(rows), page: to_html(rows, f"advtrain report: {root}")},
+                 primary=page)
     return md, page, rows

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advtrain.config import parse_eps
+from advtrain.config_check import parse_eps
 from advtrain.errors import InputError
 from advtrain.utils import format_eps
 
@@ -123,8 +123,9 @@ def run_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[float],
 
 
 def write_sweep(sweep: dict, stem) -> dict:
-    """Write ``<stem>.eps_sweep.csv``, ``.eps_sweep.png`` and ``.convergence.png``; return paths."""
-    from advtrain.io import atomic_write_text
+    """Write ``<stem>.eps_sweep.csv``, ``.eps_sweep.png`` and ``.convergence.png`` as one output
+    (all three or none); return their paths."""
+    from advtrain.atomic import commit_files
 
     stem = Path(stem)
     paths = {k: str(stem.with_name(stem.name + suffix)) for k, suffix in
@@ -137,9 +138,9 @@ def write_sweep(sweep: dict, stem) -> dict:
         aa = p.get("autoattack_acc")
         writer.writerow([f"{p['eps']:.8g}", p["eps_str"], f"{p['pgd_acc']:.6f}",
                          "" if aa is None else f"{aa:.6f}"])
-    atomic_write_text(paths["csv"], buf.getvalue())
-    save_figure(plot_accuracy(sweep), paths["png"])
-    save_figure(plot_convergence(sweep), paths["convergence_png"])
+    commit_files({paths["csv"]: buf.getvalue(), paths["png"]: png_bytes(plot_accuracy(sweep)),
+                  paths["convergence_png"]: png_bytes(plot_convergence(sweep))},
+                 primary=paths["csv"])
     return paths
 
 
@@ -182,15 +183,14 @@ def plot_convergence(sweep: dict):
     return fig
 
 
-def save_figure(fig, path: str) -> None:
-    """PNG written atomically (never a half-written image), figure closed."""
-    from advtrain.io import _atomic_write
-
-    plt = _pyplot()
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes (written by the caller's atomic commit); the figure is closed."""
+    buf = io.BytesIO()
     try:
-        _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=80))
+        fig.savefig(buf, format="png", dpi=80)
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
+    return buf.getvalue()
 
 
 def _pyplot():

@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from advtrain.io import check_path, check_writable_dir
+    from advtrain.cli.paths import check_path, check_writable_dir
     from advtrain.report import write_report
 
     check_path(args.dir, "DIR")
