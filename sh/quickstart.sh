@@ -41,7 +41,7 @@ except AdvtrainError as e:
 "
 
 echo "[quickstart] 1/4 train GKL-AT, $EPOCHS epochs (configs/cpu/quickstart.yaml) -> $RUN" \
-     "(about 30 s per epoch on two idle cores; the bar shows each epoch's ETA)"
+     "(about 30 s per epoch on two idle cores; each epoch prints its time and the ETA)"
 "$PY" -m advtrain train configs/cpu/quickstart.yaml "optim.epochs=$EPOCHS" "$@" --run-dir "$RUN"
 
 AA="${QUICKSTART_AA:-$("$PY" -c 'import torch; print("standard" if torch.cuda.is_available() else "fast")')}"
