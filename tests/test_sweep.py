@@ -59,6 +59,22 @@ def test_pgd_curve_matches_closed_form_linear_model():
         assert len(curves) == (2 if eps > 0 else 0)
 
 
+def test_pgd_curve_l2_matches_closed_form_linear_model():
+    """L2: the worst case moves x along -(w_y - w_other) by eps, the gap falls by eps*|diff|_2."""
+    model, x, y, w, x64 = _binary_problem(seed=3)
+    diff = w[1] - w[0]
+    margin = (x64 @ diff).abs()
+    l2 = diff.norm()
+    for eps in (0.05, 0.2, 0.5):
+        assert eps * float(diff.abs().max() / l2) < 0.3  # the optimum stays inside [0, 1]^d
+        if (margin - eps * l2).abs().min() < 1e-3:
+            continue
+        expected = float((margin > eps * l2).double().mean())
+        acc, _ = pgd_curve(model, x, y, eps, norm="L2", steps=10, restarts=1, batch_size=16,
+                           seed=0, device="cpu")
+        assert acc == pytest.approx(expected)
+
+
 def test_convergence_curve_is_mean_ce_and_climbs():
     model, x, y, w, x64 = _binary_problem()
     acc, curves = pgd_curve(model, x, y, 0.05, norm="Linf", steps=5, restarts=1, batch_size=16,
