@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advtrain.config_check import parse_eps
+from advtrain.config_types import parse_eps
 from advtrain.errors import InputError
 from advtrain.utils import format_eps
 
