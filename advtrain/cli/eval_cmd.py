@@ -84,11 +84,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-restarts", type=int, help="APGD/FAB/Square restarts (default: the version's)")
     p.add_argument("--n-queries", type=int, help="Square queries (AutoAttack: 5000)")
     p.add_argument("--n-targets", type=int, help="APGD-T/FAB-T target classes (AutoAttack: 9)")
+    from advtrain import corruptions, sweep  # ux: --eps-sweep, --threat-model corruptions
+    sweep.add_arguments(p)
+    corruptions.add_arguments(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
+    from advtrain import corruptions, sweep  # ux: new options, checked first
+    sweep.check_args(args)
+    if corruptions.requested(args):
+        return corruptions.cli_run(args)
     settings = _settings(args)  # every evaluation setting, checked once, before any work
     _check_args(args)
     _check_outputs(args)  # names and output paths: before loading data or attacking
@@ -114,6 +121,9 @@ def run(args) -> int:
     result.flags += eval_data.flags(data, meta.get("recorded", {}))
     if not D.is_main():
         return 0
+    if args.eps_sweep:  # ux: robustness curve beside the card, recorded in the sidecar
+        stem = Path(args.out) / args.dataset / args.norm / _card_name(args)
+        meta["eps_sweep"] = sweep.cli_sweep(args, model, x, y, result, device, stem)
     card, side = _write(args, result, meta, data)  # first: a blocking flag leaves no file at all
     if args.save_adv:
         _save_adv(args.save_adv, result, y)
@@ -266,6 +276,7 @@ def _write(args, result, meta, data):
     info = _card_info(args, meta["display"], data["test_images"])
     extra = {"arch": meta["arch"], "weights": meta["weights"],
              "robustbench_name": args.robustbench_name, "data": data}
+    extra.update({k: meta[k] for k in ("eps_sweep",) if k in meta})  # ux: sweep record
     return write_card(result, info, out_dir=args.out, overwrite=args.overwrite,
                       command=["advtrain"] + sys.argv[1:] if sys.argv else None,
                       checkpoint=meta["checkpoint"], extra=extra)
