@@ -152,21 +152,21 @@ def requested(args) -> bool:
 
 def cli_run(args) -> int:
     """``advtrain eval --threat-model corruptions``: checks first, then model, data, card."""
-    from advtrain.cli import eval_cmd
+    from advtrain.cli import eval_model
     from advtrain.utils import resolve_device
 
-    eval_cmd._check_args(args)
+    eval_model.check_args(args)
     if args.eps_sweep or args.save_adv or args.state_path:
         raise InputError("--eps-sweep, --save-adv and --state-path are for Linf/L2 attacks; drop "
                          "them with --threat-model corruptions")
     if args.data_root is None:
         raise InputError(f"--threat-model corruptions reads --data-root DIR holding "
                          f"{FOLDERS[args.dataset]}/ (and the clean test set); pass --data-root")
-    name = eval_cmd._card_name(args)
+    name = eval_model.card_name(args)
     paths = _check_outputs(args, name)
     block_size(corruption_folder(args.data_root, args.dataset))  # the data, before the model
     device = resolve_device(args.device)
-    model, meta = eval_cmd._load_model(args, device)
+    model, meta = eval_model.load_model(args, device)
     clean_acc, n_clean = _clean_accuracy(model, args, device)
     res = evaluate_corruptions(model, args.data_root, args.dataset, n_ex=args.n_ex,
                                batch_size=args.batch_size, device=device,
