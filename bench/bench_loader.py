@@ -77,7 +77,8 @@ class _Loader:
         self()  # warm-up: starts the persistent workers
 
     def pids(self):
-        it = self.loader.loader._iterator
+        procs = self.loader.processes  # worker processes (autoaugment); reader threads count in-process
+        it = procs._iterator if procs is not None else None
         return [w.pid for w in it._workers] if it is not None and hasattr(it, "_workers") else []
 
     def __call__(self):
