@@ -4,12 +4,13 @@ The loader only reads uint8 images (:func:`read_ahead`: in threads of the main p
 processes where per-image CPU work remains); :class:`DeviceLoader` moves each uint8 batch to the
 model's device (through pinned memory with a non-blocking copy on CUDA: a quarter of the bytes of a
 float batch) and applies ``RandomCrop(32, padding=4)`` (zero padding) + horizontal flip with p = 1/2
-+ ``ToTensor`` scaling there as a few batched tensor ops. The crop offsets and flips of batch ``b`` of epoch ``e`` come from a CPU ``torch.Generator`` seeded by
-``derive_seed(seed, e, b)``: they are drawn for the *global* batch (``batch_size · world_size``
-positions) and rank ``k`` uses positions ``[k·batch_size, (k+1)·batch_size)``. So a batch is a pure
-function of (seed, epoch, batch index, rank): the same for any number of workers, any resume point and
-any device (the draws are made on the CPU, so a CUDA run draws what a CPU test checks), and with the
-mixing sampler the ranks' shares are exactly the slices of the batch one process would make.
++ ``ToTensor`` scaling there as a few batched tensor ops. The crop offsets and flips of batch ``b``
+of epoch ``e`` come from a CPU ``torch.Generator`` seeded by ``derive_seed(seed, e, b)``: they are
+drawn for the *global* batch (``batch_size · world_size`` positions) and rank ``k`` uses positions
+``[k·batch_size, (k+1)·batch_size)``. So a batch is a pure function of (seed, epoch, batch index,
+rank): the same for any number of workers, any resume point and any device (the draws are made on
+the CPU, so a CUDA run draws what a CPU test checks), and with the mixing sampler the ranks' shares
+are exactly the slices of the batch one process would make.
 
 Per-sample work that cannot be batched (AutoAugment's view, :class:`AutoAugmentView`) runs in the
 worker processes with a per-image generator seeded by ``derive_seed(seed, part, epoch, image)`` -- one
@@ -106,8 +107,8 @@ def read_ahead(read: Callable, keys: Iterable, threads: int) -> Iterator:
 
     Threads share the process's arrays, so a batch is gathered once, straight into memory the main
     thread uses (a worker process sent it through a pipe: 1.4-1.8x the CPU per image of a plain
-    batched crop + flip, docs/BENCHMARKS.md). numpy's gather releases the GIL, so page faults of a memory-mapped file that
-    is not in the page cache overlap the training step instead of stalling it.
+    batched crop + flip, docs/BENCHMARKS.md). numpy's gather releases the GIL, so page faults of a
+    memory-mapped file that is not in the page cache overlap the training step instead of stalling it.
     """
     if threads == 0:
         yield from map(read, keys)
