@@ -31,14 +31,16 @@ from advtrain.errors import InputError, unknown
 from attacks import NORMS
 from advtrain.atomic import commit_files
 from advtrain.eval_settings import EvalResult
-from advtrain.names import check_model_name
+from advtrain.names import SIDECAR_SUFFIX, check_model_name
 from advtrain.safeload import file_sha256
 from advtrain.utils import format_eps, git_commit, package_versions
 
 #: images of the CIFAR-10/100 test split: RobustBench's full evaluation
 TEST_IMAGES = 10000
-#: card threat models: the attack norms
-THREAT_MODELS = tuple(NORMS)
+#: the threat model of common-corruption cards (:mod:`advtrain.corruptions` writes them)
+CORRUPTIONS = "corruptions"
+#: every card's threat model: the attack norms (:func:`write_card`) and the corruptions
+THREAT_MODELS = tuple(NORMS) + (CORRUPTIONS,)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,8 @@ class CardInfo:
 
         if self.dataset not in DATASETS:
             raise unknown("dataset", self.dataset, DATASETS)
-        if self.threat_model not in THREAT_MODELS:
-            raise unknown("threat model", self.threat_model, THREAT_MODELS)
+        if self.threat_model not in NORMS:  # write_card's cards are attack results
+            raise unknown("threat model", self.threat_model, NORMS)
         check_model_name(self.name, "card name")
         if self.reported is not None:
             object.__setattr__(self, "reported", _percent_text(self.reported))
@@ -166,10 +168,15 @@ def _checkpoint_info(checkpoint) -> Optional[dict]:
     return {"path": os.path.abspath(path), "sha256": sha}
 
 
+def card_files(out_dir, dataset: str, threat_model: str, name: str) -> tuple:
+    """``(card, sidecar)``: ``<out_dir>/<dataset>/<threat_model>/<name>.json`` and its sidecar."""
+    folder = Path(out_dir) / dataset / threat_model
+    return folder / f"{name}.json", folder / f"{name}{SIDECAR_SUFFIX}"
+
+
 def card_paths(out_dir, info: CardInfo) -> tuple:
     """``(card, sidecar)`` paths of ``info`` under ``out_dir``."""
-    folder = Path(out_dir) / info.dataset / info.threat_model
-    return folder / f"{info.name}.json", folder / f"{info.name}.advtrain.json"
+    return card_files(out_dir, info.dataset, info.threat_model, info.name)
 
 
 def write_card(result: EvalResult, info: CardInfo, *, out_dir="model_info",

@@ -36,6 +36,7 @@ from torch import nn
 from advtrain import zoo
 from advtrain.errors import CheckpointError, InputError, unknown
 from advtrain.models.convert import check_fits, load_weights
+from advtrain.names import SIDECAR_SUFFIX
 from advtrain.safeload import file_sha256, load_state_file
 
 __all__ = ["LoadedModel", "WEIGHTS", "freeze", "load_model_file", "load_zoo", "skeleton"]
@@ -171,5 +172,5 @@ def select_weights(raw: Mapping, weights: str, path) -> tuple:
 
 def _sidecar_arch(path: str) -> Optional[str]:
     """The architecture in the validated ``NAME.advtrain.json`` beside an export, if there is one."""
-    meta = Path(path).with_suffix(".advtrain.json")
+    meta = Path(path).with_suffix(SIDECAR_SUFFIX)
     return zoo.read_sidecar(meta)["arch"] if meta.is_file() else None

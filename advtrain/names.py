@@ -6,12 +6,14 @@ from typing import Any
 
 from advtrain.errors import InputError
 
-__all__ = ["MODEL_NAME_MAX", "MODEL_NAME_RE", "check_model_name"]
+__all__ = ["MODEL_NAME_MAX", "MODEL_NAME_RE", "SIDECAR_SUFFIX", "check_model_name"]
 
 #: a name that becomes a file name (card, export, run): RobustBench ids such as
 #: ``Cui2023Decoupled_WRN-34-10``; no separators, no leading dot, bounded length
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")
 MODEL_NAME_MAX = 128
+#: ``<name>.advtrain.json``: advtrain's description beside a RobustBench file (a card or an export)
+SIDECAR_SUFFIX = ".advtrain.json"
 
 
 def check_model_name(name: Any, what: str = "--name") -> str:

@@ -19,7 +19,7 @@ from typing import Dict, Optional
 import torch
 
 from advtrain.errors import InputError, unknown
-from advtrain.names import check_model_name
+from advtrain.names import SIDECAR_SUFFIX, check_model_name
 from attacks import NORMS as THREAT_MODELS  # the norms' one owner
 
 #: the datasets whose RobustBench zoo tables advtrain exports to and loads from
@@ -62,7 +62,7 @@ def zoo_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
 def meta_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
     """``<name>.advtrain.json`` beside an export: the advtrain architecture that builds it."""
     check_model_name(name, "--name")
-    return Path(model_dir) / dataset / threat_model / f"{name}.advtrain.json"
+    return Path(model_dir) / dataset / threat_model / f"{name}{SIDECAR_SUFFIX}"
 
 
 def sidecar_text(name: str, arch: str, dataset: str, threat_model: str) -> str:
@@ -93,7 +93,7 @@ def read_sidecar(path) -> Dict[str, str]:
     _choice(path, "dataset", info["dataset"], ZOO_DATASETS)
     _choice(path, "threat_model", info["threat_model"], THREAT_MODELS)
     check_model_name(info["name"], f"{path}: name")
-    if Path(path).name != f"{info['name']}.advtrain.json":
+    if Path(path).name != f"{info['name']}{SIDECAR_SUFFIX}":
         raise InputError(f"{path}: describes {info['name']!r}, not the file beside it; {fix}")
     return info
 
@@ -134,7 +134,7 @@ def register_robustbench(name: str, arch: str, dataset: str, threat_model: str =
 def register_model_dir(model_dir="checkpoints") -> list:
     """Register every advtrain export found in a RobustBench ``model_dir``; returns their names."""
     names = []
-    for meta in sorted(Path(model_dir).glob("*/*/*.advtrain.json")):
+    for meta in sorted(Path(model_dir).glob("*/*/*" + SIDECAR_SUFFIX)):
         info = read_sidecar(meta)
         if (meta.parent.parent.name, meta.parent.name) != (info["dataset"], info["threat_model"]):
             raise InputError(f"{meta}: describes a {info['dataset']}/{info['threat_model']} export but "

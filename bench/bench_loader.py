@@ -1,10 +1,11 @@
 """Images per CPU-second of the real training loader against a plain batched crop+flip (same arrays).
 
-The real loader is ``advtrain.data.build_train_loader`` (``augment: basic``, device CPU): workers read
-uint8 batches, crop + flip + scaling run batched in the main process (on the GPU in a CUDA run). The
-plain version is what one would write by hand over the same uint8 arrays: a random permutation, one
-fancy-index read per batch, zero padding, a crop per image picked from ``unfold`` windows, a flip,
-``/255``. CPU time counts the main process and the loader's worker processes (``/proc/PID/stat``).
+The real loader is ``advtrain.data.build_train_loader`` (``augment: basic``, device CPU): ``workers``
+reader threads gather uint8 batches, crop + flip + scaling run batched in the main process (on the GPU
+in a CUDA run). The plain version is what one would write by hand over the same uint8 arrays: a random
+permutation, one fancy-index read per batch, zero padding, a crop per image picked from ``unfold``
+windows, a flip, ``/255``. CPU time counts the whole main process, reader threads included
+(``time.process_time``), and the loader's worker processes if it has any (``/proc/PID/stat``).
 The two are timed interleaved, per (workers, batch), after one warm-up epoch (worker start-up
 excluded); the median over ``--repeats`` is printed with the ratio plain/loader per CPU-second
 (target: at most 1.25). Linux only (``/proc``). Example::
@@ -77,7 +78,8 @@ class _Loader:
         self()  # warm-up: starts the persistent workers
 
     def pids(self):
-        it = self.loader.loader._iterator
+        procs = self.loader.processes  # worker processes (autoaugment); reader threads count in-process
+        it = procs._iterator if procs is not None else None
         return [w.pid for w in it._workers] if it is not None and hasattr(it, "_workers") else []
 
     def __call__(self):
@@ -112,7 +114,8 @@ def main(argv=None) -> int:
         from advtrain.data import read_npz
 
         images = read_npz(path)[0]  # the same memory-mapped arrays the loader reads
-        print(f"torch={torch.__version__} images={args.images} cpus={os.cpu_count()} repeats={args.repeats}")
+        print(f"torch={torch.__version__} images={args.images} cpus={os.cpu_count()} repeats={args.repeats} "
+              f"load average={'/'.join(f'{v:.1f}' for v in os.getloadavg())}")
         print(f"{'workers':>7} {'batch':>5} | {'loader img/CPU-s':>16} {'plain img/CPU-s':>15} "
               f"{'ratio':>5} | {'loader img/s':>12} {'plain img/s':>11}")
         for workers in (int(w) for w in args.workers.split(",")):
@@ -124,6 +127,7 @@ def main(argv=None) -> int:
                 print(f"{workers:>7} {batch:>5} | {lc:>16.0f} {pc:>15.0f} {pc / lc:>5.2f} | "
                       f"{lw:>12.0f} {pw:>11.0f}")
                 del loader
+    print(f"load average at the end={'/'.join(f'{v:.1f}' for v in os.getloadavg())} (1/5/15 min)")
     return 0
 
 

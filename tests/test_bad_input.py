@@ -388,6 +388,27 @@ CASES = [
          "--name '' is empty", "a RobustBench id"),
     Case("export-name-nul", "`advtrain export --name` with a NUL byte",
          lambda W: _export(W, "a\0b"), "contains '\\x00'", "a RobustBench id"),
+    Case("eval-eps-sweep-abc", "`advtrain eval --eps-sweep 0,abc`",
+         lambda W: eval_args(W, "--eps-sweep", "0,abc"), "invalid eps 'abc'",
+         "comma-separated eps, e.g. 0,2/255,4/255,8/255"),
+    Case("eval-sweep-steps-0", "`advtrain eval --eps-sweep 0,8/255 --sweep-steps 0`",
+         lambda W: eval_args(W, "--eps-sweep", "0,8/255", "--sweep-steps", "0"),
+         "--sweep-steps 0 must be >= 1", "K >= 1 (default 20)"),
+    Case("eval-corruptions-no-root", "`advtrain eval --threat-model corruptions` without --data-root",
+         lambda W: eval_args(W, "--threat-model", "corruptions", data=[]), "pass --data-root",
+         "--data-root DIR holding CIFAR-10-C/ and the clean test set (RobustBench's data_dir)"),
+    Case("eval-corruptions-missing", "`--threat-model corruptions --data-root DIR`, DIR without "
+         "CIFAR-10-C/", lambda W: eval_args(W, "--threat-model", "corruptions",
+                                            data=["--data-root", str(W.data)]),
+         "lacks labels.npy", "unpack CIFAR-10-C.tar (Zenodo 2535967) into DIR"),
+    Case("report-missing-dir", "`advtrain report DIR`, DIR missing",
+         lambda W: ["report", str(W.case / "nope")], "is not a directory",
+         "give the folder of the cards, e.g. model_info"),
+    Case("report-no-cards", "`advtrain report DIR`, DIR without cards",
+         lambda W: ["report", str(W.case)], "holds no result cards", "point it at the cards' folder"),
+    Case("report-malformed", "`advtrain report DIR`, a card with broken JSON",
+         lambda W: ["report", _write_dir(W.case / "m" / "cifar10" / "Linf", "x.json", '{"name": ')],
+         "is not valid JSON", "fix or remove the named file"),
     Case("eval-name-traversal", "`advtrain eval --name ../x`",
          lambda W: eval_args(W, "--name", "../x"), "--name '../x' contains '/'",
          "a RobustBench id"),
@@ -680,6 +701,13 @@ def _oversized(path: Path) -> Path:
 def _write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+def _write_dir(folder: Path, name: str, text: str) -> str:
+    """Write ``folder/name``; return the top folder of the model_info layout (3 levels up)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+    return str(folder.parents[1])
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -78,16 +79,33 @@ def test_same_batches_for_0_and_2_workers(tmp_path, augment):
     path, _ = _write_npz(tmp_path / "train.npz", 24)
     kw = dict(train_npz=path, batch_size=8, seed=4, augment=augment)
     serial, parallel = build_train_loader("cifar10", **kw), build_train_loader("cifar10", workers=2, **kw)
-    assert parallel.loader.persistent_workers and not parallel.pin
+    assert not parallel.pin
+    if augment == "autoaugment":  # per-image views: persistent worker processes
+        assert parallel.processes.num_workers == 2 and parallel.processes.persistent_workers
+    else:  # plain gathers: reader threads of this process, nothing crosses a process boundary
+        assert parallel.processes is None
+        readers = {"serial": _record_readers(serial), "parallel": _record_readers(parallel)}
     for e in (1, 2):  # the persistent workers see the new epoch
         a, b = _epoch(serial, e), _epoch(parallel, e)
         assert _same(a, b)
     assert not torch.equal(_epoch(serial, 1)[0][0], _epoch(serial, 2)[0][0])
+    if augment == "basic":
+        assert readers["serial"] and set(readers["serial"]) == {(os.getpid(), True)}
+        assert readers["parallel"] and set(readers["parallel"]) == {(os.getpid(), False)}
 
 
-def test_resume_mid_epoch_gives_the_same_batches(tmp_path):
+def _record_readers(loader):
+    """(pid, is main thread) of every batch read of ``loader``, appended as it reads."""
+    seen, read = [], loader.dataset.__getitems__
+    loader.dataset.__getitems__ = lambda keys: seen.append(
+        (os.getpid(), threading.current_thread() is threading.main_thread())) or read(keys)
+    return seen
+
+
+@pytest.mark.parametrize("augment", ["basic", "autoaugment"])  # reader threads / worker processes
+def test_resume_mid_epoch_gives_the_same_batches(tmp_path, augment):
     path, _ = _write_npz(tmp_path / "train.npz", 40)
-    kw = dict(train_npz=path, batch_size=8, seed=2, augment="basic")
+    kw = dict(train_npz=path, batch_size=8, seed=2, augment=augment)
     run = build_train_loader("cifar10", **kw)
     _epoch(run, 1)
     full = _epoch(run, 2)

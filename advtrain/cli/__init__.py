@@ -1,4 +1,4 @@
-"""The ``advtrain`` command line: ``advtrain {train,eval,export,average} ...``.
+"""``advtrain`` command line: ``advtrain {train,eval,export,average,report} ...``, ``--version``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` which registers the
 subcommand and sets ``func`` (called with the parsed namespace, returning an exit code).
@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import platform
 import sys
 from typing import Optional, Sequence
 
 from advtrain.errors import AdvtrainError
 
 #: subcommand modules, in the order ``--help`` lists them
-SUBCOMMANDS = ("train", "eval", "export", "average")
+SUBCOMMANDS = ("train", "eval", "export", "average", "report")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,12 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="advtrain",
         description="Adversarial training and AutoAttack/RobustBench evaluation.",
     )
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print advtrain's and torch's versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}",
                                 parser_class=_Parser)
     sub.required = True
     for name in SUBCOMMANDS:
         importlib.import_module(f"advtrain.cli.{name}_cmd").add_parser(sub)
     return parser
+
+
+def version_line() -> str:
+    """``advtrain 0.1.0 (torch 2.14.1, python 3.11.2)``; torch's version read, not imported."""
+    from importlib import metadata
+
+    from advtrain import __version__
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"advtrain {__version__} (torch {torch_version}, python {platform.python_version()})"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from advtrain.cards import TEST_IMAGES, card_files
+from advtrain.cli.eval_model import card_name, check_args, load_model
 from advtrain.data.names import DATASETS
 from advtrain.errors import InputError
 from advtrain.eval_settings import PRECISIONS
@@ -32,7 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data-root", help="directory with the CIFAR test set")
     src.add_argument("--data-npz", help="npz file with 'image' (N,32,32,3 uint8) and 'label'")
-    p.add_argument("--n-ex", type=int, default=10000, help="first N test images (default 10000)")
+    p.add_argument("--n-ex", type=int, default=TEST_IMAGES,
+                   help=f"first N test images (default {TEST_IMAGES})")
     p.add_argument("--subset", default="first", choices=("first", "random"),
                    help="which N images: the first N (RobustBench's protocol, default) or a fixed "
                         "random N (seeded by --subset-seed; for class-sorted files and quick runs)")
@@ -86,11 +89,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-restarts", type=int, help="APGD/FAB/Square restarts (default: the version's)")
     p.add_argument("--n-queries", type=int, help="Square queries (AutoAttack: 5000)")
     p.add_argument("--n-targets", type=int, help="APGD-T/FAB-T target classes (AutoAttack: 9)")
+    from advtrain import corruptions, sweep  # ux: --eps-sweep, --threat-model corruptions
+    sweep.add_arguments(p)
+    corruptions.add_arguments(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
+    from advtrain import corruptions, sweep  # ux: new options, checked first
+    sweep.check_args(args)
+    if corruptions.requested(args):
+        return corruptions.cli_run(args)
     settings = _settings(args)  # every evaluation setting, checked once, before any work
     _check_args(args)
     _check_outputs(args)  # names and output paths: before loading data or attacking
@@ -100,7 +110,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     if D.launched():  # torchrun: AutoAttack sharded over the ranks, rank 0 writes the card
         device = D.init_from_env(device).device
-    model, meta = _load_model(args, device)
+    model, meta = load_model(args, device)
     if args.channels_last:
         import torch
 
@@ -116,6 +126,9 @@ def run(args) -> int:
     result.flags += eval_data.flags(data, meta.get("recorded", {}))
     if not D.is_main():
         return 0
+    if args.eps_sweep:  # ux: robustness curve beside the card, recorded in the sidecar
+        stem = card_files(args.out, args.dataset, args.norm, card_name(args))[0].with_suffix("")
+        meta["eps_sweep"] = sweep.cli_sweep(args, model, x, y, result, device, stem)
     card, side = _write(args, result, meta, data)  # first: a blocking flag leaves no file at all
     if args.save_adv:
         _save_adv(args.save_adv, result, y)
@@ -141,25 +154,8 @@ def _settings(args):
 
 
 def _check_args(args) -> None:
-    if args.n_ex < 1:
-        raise InputError(f"--n-ex {args.n_ex} must be >= 1")
-    if args.arch is not None:
-        from advtrain.models.registry import get_spec
-
-        get_spec(args.arch)  # unknown -> one line naming the registry's models and patterns
-    if args.robustbench_name is None and args.checkpoint is None:
-        raise InputError("give a CHECKPOINT file, or --robustbench-name NAME --model-dir DIR")
+    check_args(args)
     _card_info(args, "x")  # --reported and the card names, before any work
-
-
-def _card_name(args) -> str:
-    """--name, else the RobustBench name or the checkpoint file stem; validated as a file name."""
-    from advtrain.names import check_model_name
-
-    if args.name is not None:
-        return check_model_name(args.name, "--name")
-    default = args.robustbench_name or Path(args.checkpoint).stem
-    return check_model_name(default, "card name (default: the checkpoint file stem; pass --name)")
 
 
 def _check_outputs(args) -> None:
@@ -173,12 +169,11 @@ def _check_outputs(args) -> None:
     check_path(args.checkpoint, "CHECKPOINT")
     if args.robustbench_name is not None:
         check_model_name(args.robustbench_name, "--robustbench-name")
-    name = _card_name(args)
+    name = card_name(args)
     for flag in ("out", "save_adv", "state_path", "data_npz", "data_root", "model_dir"):
         check_path(getattr(args, flag), "--" + flag.replace("_", "-"))
-    folder = Path(args.out) / args.dataset / args.norm
-    card, side = folder / f"{name}.json", folder / f"{name}.advtrain.json"
-    check_writable_dir(folder)
+    card, side = card_files(args.out, args.dataset, args.norm, name)
+    check_writable_dir(card.parent)
     for extra in (args.save_adv, args.state_path):
         if extra is not None:
             if os.path.isdir(extra):
@@ -195,33 +190,6 @@ def _check_outputs(args) -> None:
                    "the RobustBench checkpoint": zoo})
 
 
-def _load_model(args, device):
-    from advtrain import export
-    from advtrain.cards import display_arch
-    from advtrain.modelfile import load_model_file, load_zoo
-
-    if args.robustbench_name:
-        loaded = load_zoo(args.robustbench_name, dataset=args.dataset, threat_model=args.norm,
-                          model_dir=args.model_dir, device=device)
-        path = export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
-        own = loaded.recorded.get("arch")  # an advtrain export: its sidecar names the architecture
-        arch = own or type(loaded.model).__name__
-        display = display_arch(own) if own else _zoo_display(args.robustbench_name, arch)
-        return loaded.model, {"arch": arch, "display": display, "checkpoint": path,
-                              "weights": "model", "name": args.robustbench_name, "recorded": {}}
-    loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
-                             weights=args.weights, device=device)
-    model, info = loaded.model, {"arch": loaded.arch, "weights": loaded.weights,
-                                 "recorded": loaded.recorded}
-    if args.weights is None and info["weights"] == "ema":
-        print(f"note: {args.checkpoint}'s best epoch was chosen on its EMA weights; evaluating "
-              "those (--weights model for the raw weights)", file=sys.stderr)
-    return model, {"arch": info["arch"], "display": display_arch(info["arch"]),
-                   "checkpoint": args.checkpoint, "weights": info["weights"],
-                   "name": Path(args.checkpoint).stem, "recorded": info["recorded"],
-                   "test_data": info["recorded"].get("test_data")}
-
-
 def _data_from_checkpoint(args, meta) -> None:
     """No --data-root/--data-npz: use the test data the training run was configured with."""
     recorded = meta.get("test_data")
@@ -236,14 +204,6 @@ def _data_from_checkpoint(args, meta) -> None:
           "--data-root / --data-npz)", file=sys.stderr)
 
 
-def _zoo_display(name: str, fallback: str) -> str:
-    """``Cui2023Decoupled_WRN-34-10 -> WideResNet-34-10`` (the architecture part of a zoo id)."""
-    _, _, tail = name.partition("_")
-    if tail.startswith("WRN-"):
-        return "WideResNet-" + "-".join(tail[4:].split("-")[:2]).split("_")[0]
-    return tail or fallback
-
-
 def _save_adv(path, result, y) -> None:
     from advtrain.atomic import atomic_save
 
@@ -253,9 +213,9 @@ def _save_adv(path, result, y) -> None:
 
 
 def _card_info(args, architecture: str, test_images=None):
-    from advtrain.cards import TEST_IMAGES, CardInfo
+    from advtrain.cards import CardInfo
 
-    return CardInfo(name=_card_name(args), dataset=args.dataset, threat_model=args.norm,
+    return CardInfo(name=card_name(args), dataset=args.dataset, threat_model=args.norm,
                     architecture=architecture, title=args.title, venue=args.venue, link=args.link,
                     authors=args.authors, footnote=args.footnote,
                     additional_data=args.additional_data, reported=args.reported,
@@ -268,6 +228,7 @@ def _write(args, result, meta, data):
     info = _card_info(args, meta["display"], data["test_images"])
     extra = {"arch": meta["arch"], "weights": meta["weights"],
              "robustbench_name": args.robustbench_name, "data": data}
+    extra.update({k: meta[k] for k in ("eps_sweep",) if k in meta})  # ux: sweep record
     return write_card(result, info, out_dir=args.out, overwrite=args.overwrite,
                       command=["advtrain"] + sys.argv[1:] if sys.argv else None,
                       checkpoint=meta["checkpoint"], extra=extra)

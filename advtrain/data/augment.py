@@ -1,23 +1,26 @@
 """Batched augmentation on the training device, and the seeds every random draw of the data comes from.
 
-The workers only read uint8 images; :class:`DeviceLoader` moves each uint8 batch to the model's device
-(through pinned memory with a non-blocking copy on CUDA: a quarter of the bytes of a float batch) and
-applies ``RandomCrop(32, padding=4)`` (zero padding) + horizontal flip with p = 1/2 + ``ToTensor``
-scaling there as a few batched tensor ops. The crop offsets
-and flips of batch ``b`` of epoch ``e`` come from a CPU ``torch.Generator`` seeded by
-``derive_seed(seed, e, b)``: they are drawn for the *global* batch (``batch_size · world_size``
-positions) and rank ``k`` uses positions ``[k·batch_size, (k+1)·batch_size)``. So a batch is a pure
-function of (seed, epoch, batch index, rank): the same for any number of workers, any resume point and
-any device (the draws are made on the CPU, so a CUDA run draws what a CPU test checks), and with the
-mixing sampler the ranks' shares are exactly the slices of the batch one process would make.
+The loader only reads uint8 images (:func:`read_ahead`: in threads of the main process, or in worker
+processes where per-image CPU work remains); :class:`DeviceLoader` moves each uint8 batch to the
+model's device (through pinned memory with a non-blocking copy on CUDA: a quarter of the bytes of a
+float batch) and applies ``RandomCrop(32, padding=4)`` (zero padding) + horizontal flip with p = 1/2
++ ``ToTensor`` scaling there as a few batched tensor ops. The crop offsets and flips of batch ``b``
+of epoch ``e`` come from a CPU ``torch.Generator`` seeded by ``derive_seed(seed, e, b)``: they are
+drawn for the *global* batch (``batch_size · world_size`` positions) and rank ``k`` uses positions
+``[k·batch_size, (k+1)·batch_size)``. So a batch is a pure function of (seed, epoch, batch index,
+rank): the same for any number of workers, any resume point and any device (the draws are made on
+the CPU, so a CUDA run draws what a CPU test checks), and with the mixing sampler the ranks' shares
+are exactly the slices of the batch one process would make.
 
-Per-sample work that cannot be batched (AutoAugment's view, :func:`autoaugment_view`) runs in the
-workers with a per-image generator seeded by ``derive_seed(seed, part, epoch, image)`` -- one
+Per-sample work that cannot be batched (AutoAugment's view, :class:`AutoAugmentView`) runs in the
+worker processes with a per-image generator seeded by ``derive_seed(seed, part, epoch, image)`` -- one
 ``torch.Generator`` per image, no global RNG is seeded or restored.
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -99,24 +102,49 @@ class AutoAugmentView:
         return img
 
 
-class DeviceLoader:
-    """Wrap a uint8 ``DataLoader``: yields ``(x float32 in [0,1] B×3×H×W, y int64)`` on ``device``.
+def read_ahead(read: Callable, keys: Iterable, threads: int) -> Iterator:
+    """``map(read, keys)`` in order; with ``threads`` > 0 up to ``2·threads`` reads run ahead in threads.
 
-    The inner loader yields numpy ``(images uint8 B×H×W×C, labels, views)`` where ``views`` are
-    worker-made uint8 C×H×W AutoAugment views (two-view mode: ``x`` is ``[basic; views]``, ``y``
-    twice) or None.
-    ``dataset``, ``sampler``, ``batch_sampler`` and ``batch_size`` mean what they mean on a DataLoader.
+    Threads share the process's arrays, so a batch is gathered once, straight into memory the main
+    thread uses (a worker process sent it through a pipe: 1.4-1.8x the CPU per image of a plain
+    batched crop + flip, docs/BENCHMARKS.md). numpy's gather releases the GIL, so page faults of a
+    memory-mapped file that is not in the page cache overlap the training step instead of stalling it.
+    """
+    if threads == 0:
+        yield from map(read, keys)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="advtrain-read") as pool:
+        pending: deque = deque()
+        for key in keys:
+            pending.append(pool.submit(read, key))
+            if len(pending) > 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class DeviceLoader:
+    """Read uint8 batches, yield ``(x float32 in [0,1] B×3×H×W, y int64)`` on ``device``.
+
+    ``dataset.__getitems__(key)`` for each key of ``batch_sampler`` (:class:`~advtrain.data.datasets.
+    EpochBatches`) is a numpy ``(images uint8 B×H×W×C, labels, views)`` where ``views`` are
+    uint8 C×H×W AutoAugment views (two-view mode: ``x`` is ``[basic; views]``, ``y`` twice) or None.
+    ``processes`` is a ``DataLoader`` over the same dataset and keys whose worker processes do the
+    reads (worth it where per-image work remains), or None: then ``threads`` reader threads
+    (:func:`read_ahead`; 0: read in the iterating thread).
+    ``sampler`` and ``batch_size`` mean what they mean on a DataLoader.
     """
 
-    def __init__(self, loader, *, device, seed: int, crop: bool, two_view: bool, sampler,
-                 batch_size: Optional[int], rank: int = 0, world_size: int = 1, padding: int = 4,
-                 pin_memory: Optional[bool] = None):
-        self.loader, self.device = loader, torch.device(device)
+    def __init__(self, dataset, batch_sampler, *, device, seed: int, crop: bool, two_view: bool, sampler,
+                 batch_size: Optional[int], processes=None, threads: int = 0, rank: int = 0,
+                 world_size: int = 1, padding: int = 4, pin_memory: Optional[bool] = None):
+        self.dataset, self.batch_sampler = dataset, batch_sampler
+        self.processes, self.threads = processes, threads
+        self.device = torch.device(device)
         self.seed, self.crop, self.two_view, self.padding = int(seed), crop, two_view, padding
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         # what DataLoader would expose: the image sampler and per-rank batch size (None: batch sampler)
-        self.dataset, self.sampler, self.batch_size = loader.dataset, sampler, batch_size
-        self.batch_sampler = loader.batch_sampler
+        self.sampler, self.batch_size = sampler, batch_size
         self.pin = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
 
     def set_epoch(self, epoch: int) -> None:
@@ -125,7 +153,7 @@ class DeviceLoader:
         self.batch_sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         return self.iter_from(0)
@@ -137,7 +165,9 @@ class DeviceLoader:
         augmenting them: the draws of batch b depend on b, not on what was iterated before.
         """
         self.batch_sampler.start = int(start)
-        return (self.finish(batch, b) for b, batch in enumerate(self.loader, int(start)))
+        batches = self.processes if self.processes is not None else \
+            read_ahead(self.dataset.__getitems__, self.batch_sampler, self.threads)
+        return (self.finish(batch, b) for b, batch in enumerate(batches, int(start)))
 
     def finish(self, batch, b: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """uint8 batch ``b`` of the current epoch -> the float batch on the device."""

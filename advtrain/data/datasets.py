@@ -9,11 +9,12 @@ Augmentations (``data.augment``):
   ``transform_aug_autoaug`` (SPEC §2.2). The batch is ``[basic views; AutoAugment views]`` (2B rows).
 
 Crop, flip and scaling to [0,1] happen on the training device, batched
-(:class:`advtrain.data.augment.DeviceLoader`); the dataset only reads uint8 images, so a worker's
-work per batch is one fancy-index read. In two-view mode the worker also makes each image's AutoAugment
-view, from a generator seeded by (seed, part, epoch, image index): a pure function of those, for any
-number of workers and any rank. The key a batch sampler hands the dataset is ``(epoch, indices)``
-(:class:`EpochBatches`), so the epoch reaches persistent workers without re-forking them.
+(:class:`advtrain.data.augment.DeviceLoader`); the dataset only reads uint8 images, so a read is one
+fancy-index gather per batch (done by reader threads of the main process). In two-view mode the read
+also makes each image's AutoAugment view (in worker processes), from a generator seeded by
+(seed, part, epoch, image index): a pure function of those, for any number of workers and any rank.
+The key a batch sampler hands the dataset is ``(epoch, indices)`` (:class:`EpochBatches`), so the
+epoch reaches persistent workers without re-forking them.
 """
 from __future__ import annotations
 
@@ -40,11 +41,11 @@ class ArrayDataset(torch.utils.data.Dataset):
     """Images uint8 N×32×32×3 (array or memmap) and labels, read a batch at a time.
 
     ``indices`` restricts and reorders the samples (sample ``i`` is image ``indices[i]``).
-    ``dataset[i]`` is ``(uint8 3×32×32, label)``; :meth:`__getitems__` (what the DataLoader calls with a
-    batch of keys) returns numpy ``(images uint8 B×32×32×3, labels int64 B, views)`` with ``views`` the
-    AutoAugment views (uint8 B×3×32×32) when ``two_view``, else None. Numpy, not tensors: a worker
-    sends them as bytes through its pipe, cheaper than a shared-memory segment and a descriptor per
-    tensor. ``seed`` and ``part`` (which file of a mix) select the views' draws.
+    ``dataset[i]`` is ``(uint8 3×32×32, label)``; :meth:`__getitems__` (called with a batch's key;
+    thread-safe: it only reads) returns numpy ``(images uint8 B×32×32×3, labels int64 B, views)``
+    with ``views`` the AutoAugment views (uint8 B×3×32×32) when ``two_view``, else None. Numpy, not
+    tensors: a worker process sends them as bytes through its pipe, cheaper than a shared-memory
+    segment and a descriptor per tensor. ``seed`` and ``part`` (which file of a mix) select the views' draws.
     """
 
     def __init__(self, images, labels, indices: Optional[Sequence[int]] = None, *, two_view: bool = False,

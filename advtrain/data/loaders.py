@@ -1,12 +1,14 @@
 """Loaders: the training loader (plain, DDP-sharded, or real/generated mixing) and test arrays.
 
-:func:`build_train_loader` returns a :class:`~advtrain.data.augment.DeviceLoader`: ``DataLoader``
-workers read uint8 batches (pinned when the device is CUDA; persistent workers, never re-forked), and
-crop + flip + scaling to [0,1] run batched on ``device``. Batches are ``(x, y)`` with ``x`` float32 in
-[0,1] of shape B×3×32×32 on ``device`` and ``y`` int64. With ``augment="autoaugment"`` ``x`` has 2B
-rows, the first B the basic (crop + flip) views and the last B the AutoAugment views of the *same*
-images, and ``y`` is the B labels twice (the layout the reference's two-view objective expects,
-SPEC §2.2). ``loader.two_view`` tells which.
+:func:`build_train_loader` returns a :class:`~advtrain.data.augment.DeviceLoader` that reads uint8
+batches (pinned when the device is CUDA) and runs crop + flip + scaling to [0,1] batched on ``device``.
+``workers`` reader threads gather the batches from the (memory-mapped) arrays ahead of the step; with
+``augment="autoaugment"`` they are instead persistent ``DataLoader`` worker processes (never
+re-forked), since each image's AutoAugment view is per-image CPU work that threads would serialise.
+Batches are ``(x, y)`` with ``x`` float32 in [0,1] of shape B×3×32×32 on ``device`` and ``y`` int64.
+With ``augment="autoaugment"`` ``x`` has 2B rows, the first B the basic (crop + flip) views and the
+last B the AutoAugment views of the *same* images, and ``y`` is the B labels twice (the layout the
+reference's two-view objective expects, SPEC §2.2). ``loader.two_view`` tells which.
 
 Call :func:`set_loader_epoch` before every epoch: it reshuffles (``DistributedSampler`` /
 :class:`~advtrain.data.sampling.MixedSampler`) and selects the epoch's augmentation draws, so batch
@@ -91,13 +93,15 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
         image_sampler = DistributedSampler(real, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         batches = BatchSampler(image_sampler, batch_size, drop_last)
         data, per_batch = real, batch_size
-    inner = DataLoader(data, batch_sampler=EpochBatches(batches, batch_size), num_workers=workers,
-                       collate_fn=_batch_as_is, persistent_workers=workers > 0,
-                       prefetch_factor=4 if workers > 0 else None)
-    loader = DeviceLoader(inner, device=device, seed=seed, crop=augment != "none", two_view=two_view,
-                          sampler=image_sampler, batch_size=per_batch, rank=rank, world_size=world_size,
-                          pin_memory=pin_memory)
-    return loader
+    keys = EpochBatches(batches, batch_size)
+    # worker processes only where per-image CPU work remains (AutoAugment views); plain reads are one
+    # gather per batch, done in threads of this process (no copy through a pipe, see read_ahead)
+    processes = DataLoader(data, batch_sampler=keys, num_workers=workers, collate_fn=_batch_as_is,
+                           persistent_workers=True, prefetch_factor=4) if two_view and workers else None
+    return DeviceLoader(data, keys, device=device, seed=seed, crop=augment != "none", two_view=two_view,
+                        sampler=image_sampler, batch_size=per_batch, processes=processes,
+                        threads=0 if two_view else workers, rank=rank, world_size=world_size,
+                        pin_memory=pin_memory)
 
 
 def _to_tensors(images, labels, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
