@@ -25,7 +25,7 @@ from advtrain.io import atomic_write_text, check_model_name, file_sha256
 from advtrain.utils import format_eps, git_commit, package_versions
 
 THREAT_MODELS = ("Linf", "L2")
-DATASETS = ("cifar10", "cifar100")
+DATASETS = ("cifar10", "cifar100", "imagenet", "imagefolder")
 
 
 def display_arch(arch: str) -> str:

@@ -80,12 +80,16 @@ class DataConfig:
     train_subset: Optional[int] = None
     test_subset: int = 1000  # fixed random (seed 0) test subset for the per-epoch clean / PGD accuracy
     holdout: int = 0
+    # ImageFolder datasets (imagefolder, imagenet; advtrain.data.imagefolder): class count, pixels
+    num_classes: Optional[int] = None
+    image_size: Optional[int] = None  # None -> 224 for ImageFolder datasets
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "wrn-34-10"
+    arch: str = "wrn-34-10"  # or timm:<name> (advtrain.models.timm_models)
     channels_last: bool = False
+    weights: Optional[str] = None  # timm models: local initial weights (tensors only)
 
 
 @dataclass

@@ -238,6 +238,9 @@ def _check_data(d) -> None:
         _at_least("data.train_subset", d.train_subset, 1)
     _at_least("data.test_subset", d.test_subset, 0)
     _at_least("data.holdout", d.holdout, 0)
+    from advtrain.data.imagefolder import check_data_section
+
+    check_data_section(d)
 
 
 def _check_lr_table(table: Any, E: int):
@@ -282,9 +285,13 @@ def _check_names(cfg) -> None:
     from advtrain.data import num_classes
     from advtrain.models import model_names
 
-    num_classes(cfg.data.dataset)
+    from advtrain.models.timm_models import check_model_section
+
+    num_classes(cfg.data.dataset, cfg.data.num_classes)
     names = list(model_names())
     arch = cfg.model.arch
+    if check_model_section(cfg.model):
+        return
     if arch not in names and not re.fullmatch(r"wrn-\d+-\d+", arch):
         raise unknown("architecture", arch, names)
 

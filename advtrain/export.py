@@ -24,6 +24,18 @@ from advtrain.io import (atomic_save, atomic_write_text, check_model_name, load_
                          load_weights)
 
 WEIGHTS = ("model", "ema")
+#: RobustBench datasets an export can target
+EXPORT_DATASETS = ("cifar10", "cifar100", "imagenet")
+
+
+def _unprefixed(key: str, dataset: str) -> str:
+    """RobustBench strips then re-adds one leading ``model.`` on ImageNet checkpoints (the timm
+    wrappers keep their network there); any other ``model.`` would be mangled."""
+    return key[len("model."):] if dataset == "imagenet" and key.startswith("model.") else key
+
+
+def _opt(options: dict) -> dict:
+    return {"options": options} if options else {}
 
 
 def model_from_checkpoint(path, *, dataset: str, arch: Optional[str] = None,
@@ -41,14 +53,23 @@ def model_from_checkpoint(path, *, dataset: str, arch: Optional[str] = None,
         from advtrain.models import list_models
         raise InputError(f"{os.fspath(path)} records no architecture; pass --arch "
                          f"(choices: {', '.join(list_models())})")
-    if recorded.get("dataset") and recorded["dataset"] != dataset:
+    if recorded.get("dataset") and recorded["dataset"] != dataset and not _folder_pair(recorded["dataset"], dataset):
         raise InputError(f"{os.fspath(path)} was trained on {recorded['dataset']!r} but "
                          f"--dataset is {dataset!r}; pass --dataset {recorded['dataset']}")
     from advtrain.models import create_model
 
-    model = create_model(arch, dataset=dataset)
+    from advtrain.models.timm_models import recorded_options
+
+    model = create_model(arch, dataset=dataset, **recorded_options({**raw, "arch": arch}))
     load_weights(model, state, strict=True, name=os.fspath(path))
     return model.to(device).eval(), {"arch": arch, "weights": weights, "recorded": recorded}
+
+
+def _folder_pair(a: str, b: str) -> bool:
+    """A model trained on an ImageFolder tree may be evaluated/exported as RobustBench's imagenet."""
+    from advtrain.data.imagefolder import is_folder_dataset
+
+    return is_folder_dataset(a) and is_folder_dataset(b)
 
 
 def _select_weights(raw: Mapping, weights: str, path) -> tuple:
@@ -126,15 +147,15 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
 
     For names outside the zoo the file is written and :func:`registration_hint` says how to use it.
     """
-    if dataset not in ("cifar10", "cifar100"):
-        raise unknown("dataset", dataset, ("cifar10", "cifar100"))
+    if dataset not in EXPORT_DATASETS:
+        raise unknown("dataset", dataset, EXPORT_DATASETS)
     if threat_model not in ("Linf", "L2"):
         raise unknown("threat model", threat_model, ("Linf", "L2"))
     path = zoo_path(model_dir, name, dataset, threat_model)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; remove it or pass --overwrite")
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-    mangled = [k for k in state if "module." in k or "model." in k]
+    mangled = [k for k in state if "module." in k or "model." in _unprefixed(k, dataset)]
     if mangled:
         raise CheckpointError(f"keys {mangled[:3]} contain 'module.'/'model.', which "
                               "robustbench.utils.load_model strips; rename those submodules")
@@ -145,10 +166,13 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     if (entry is None or _is_ours(entry)) and arch:
         # outside the zoo: record the architecture beside the weights so register_model_dir()
         # can teach RobustBench to build it, then verify through robustbench like a zoo name
+        from advtrain.models.timm_models import build_options
+
+        options = build_options(model)
         atomic_write_text(meta_path(model_dir, name, dataset, threat_model),
                           json.dumps({"name": name, "arch": arch, "dataset": dataset,
-                                      "threat_model": threat_model}, indent=1) + "\n")
-        register_robustbench(name, arch, dataset, threat_model)
+                                      "threat_model": threat_model, **_opt(options)}, indent=1) + "\n")
+        register_robustbench(name, arch, dataset, threat_model, **options)
     if verify and zoo_entry(name, dataset, threat_model) is not None:
         try:
             verify_roundtrip(model, name, dataset, threat_model, model_dir)
@@ -171,8 +195,10 @@ def verify_roundtrip(model, name: str, dataset: str, threat_model: str, model_di
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"RobustBench cannot load the export as {name!r} (wrong "
                               f"architecture for this zoo name?): {first}") from None
+    from advtrain.models.timm_models import probe_input
+
     device = next(model.parameters()).device
-    x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
+    x = probe_input(model, n).to(device)
     was_training = model.training
     model.eval()
     try:
@@ -210,7 +236,8 @@ def _is_ours(entry) -> bool:
     return isinstance(entry, dict) and entry.get("gdrive_id") == LOCAL_ONLY
 
 
-def register_robustbench(name: str, arch: str, dataset: str, threat_model: str = "Linf") -> None:
+def register_robustbench(name: str, arch: str, dataset: str, threat_model: str = "Linf",
+                         **options) -> None:
     """Add ``name`` (built by advtrain's ``arch``) to RobustBench's zoo table in this process, so
     ``robustbench.utils.load_model(name, model_dir=...)`` builds it and loads the local file.
 
@@ -221,13 +248,13 @@ def register_robustbench(name: str, arch: str, dataset: str, threat_model: str =
 
     from advtrain.models import create_model
 
-    create_model(arch, dataset=dataset)  # unknown arch / dataset -> one-line error now
+    create_model(arch, dataset=dataset, **options)  # unknown arch / dataset -> one-line error now
     # RobustBench has no table for some pairs (e.g. cifar100/L2): create it, load_model reads it
     table = model_dicts[BenchmarkDataset(dataset)].setdefault(ThreatModel(threat_model), {})
     if name in table and not _is_ours(table[name]):
         raise InputError(f"{name!r} is already a RobustBench {dataset}/{threat_model} zoo model; "
                          "choose another name for your export")
-    table[name] = {"model": lambda: create_model(arch, dataset=dataset).eval(),
+    table[name] = {"model": lambda: create_model(arch, dataset=dataset, **options).eval(),
                    "gdrive_id": LOCAL_ONLY}
 
 
@@ -242,6 +269,6 @@ def register_model_dir(model_dir="checkpoints") -> list:
         except (OSError, ValueError, KeyError, TypeError):
             raise InputError(f"{meta}: not an advtrain export description; delete it and "
                              "export again") from None
-        register_robustbench(name, arch, dataset, threat_model)
+        register_robustbench(name, arch, dataset, threat_model, **info.get("options", {}))
         names.append(name)
     return names

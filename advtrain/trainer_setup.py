@@ -127,8 +127,8 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
     seed_everything(cfg.run.seed)
     device = D.local_device(resolve_device(cfg.run.device), D.local_rank())  # cuda:LOCAL_RANK
     d = cfg.data
-    n_cls = num_classes(d.dataset)
-    model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls).to(device)
+    n_cls = num_classes(d.dataset, d.num_classes)
+    model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls, **model_options(cfg)).to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = _teacher(cfg, device)
@@ -139,11 +139,12 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
         synthetic_fraction=d.synthetic_fraction, augment=d.augment,
         batch_size=D.per_rank_batch(d.batch_size), rank=D.rank(), world_size=D.world_size(),
         workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
-        holdout=d.holdout)
+        holdout=d.holdout, **folder_options(d))
     _check_steps(loader, d)
     test = None
     if d.test_subset > 0:
-        test = _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset)
+        test = (_folder_test_subset(d, load_test_arrays) if folder_options(d) else
+                _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset))
     if teacher:  # before training: classes, logits, input range against this dataset
         from advtrain.teacher import check_teacher, describe
 
@@ -152,6 +153,22 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
                 optimizer=make_optimizer(cfg, model, objective), test=test, holdout=_holdout_set(cfg),
                 awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
                 autocast=_autocast(cfg, device))
+
+
+def model_options(cfg: C.Config) -> Dict[str, Any]:
+    """timm models: image size and local weights (advtrain.models.timm_models); else nothing."""
+    from advtrain.models.timm_models import is_timm
+
+    if not is_timm(cfg.model.arch):
+        return {}
+    return {"image_size": cfg.data.image_size, "weights": cfg.model.weights}
+
+
+def folder_options(d) -> Dict[str, Any]:
+    """ImageFolder datasets: class count and image size for the loaders; else nothing."""
+    from advtrain.data.imagefolder import is_folder_dataset
+
+    return {"num_classes": d.num_classes, "image_size": d.image_size} if is_folder_dataset(d.dataset) else {}
 
 
 def _check_steps(loader, d) -> None:
@@ -177,11 +194,21 @@ def _teacher(cfg: C.Config, device: torch.device) -> Dict[str, Any]:
 def _test_subset(arrays, n: int):
     """A fixed random subset of ``n`` test images (seed 0): test files may be sorted by class."""
     x, y = arrays
-    if n > len(y):
-        raise InputError(f"data.test_subset = {n} but the test set has {len(y)} images; "
-                         f"use data.test_subset <= {len(y)} (0 disables the per-epoch test)")
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    idx = _subset_indices(len(y), n)
     return x[idx].contiguous(), y[idx].contiguous()
+
+
+def _folder_test_subset(d, load_test_arrays):
+    """:func:`_test_subset` of an ImageFolder ``val/``, decoding only the chosen images."""
+    return load_test_arrays(d.dataset, root=d.root, **folder_options(d),
+                            indices=lambda total: _subset_indices(total, d.test_subset))
+
+
+def _subset_indices(total: int, n: int) -> torch.Tensor:
+    if n > total:
+        raise InputError(f"data.test_subset = {n} but the test set has {total} images; "
+                         f"use data.test_subset <= {total} (0 disables the per-epoch test)")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:n].sort().values
 
 
 def _holdout_set(cfg: C.Config):

@@ -19,18 +19,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="AutoAttack evaluation and RobustBench card",
                               description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pt / .safetensors)")
-    p.add_argument("--dataset", required=True, choices=("cifar10", "cifar100"))
+    p.add_argument("--dataset", required=True, choices=("cifar10", "cifar100", "imagenet", "imagefolder"),
+                   help="imagenet/imagefolder: --data-root DIR with val/<class>/ images (see "
+                        "advtrain.cli.folder_eval)")
     p.add_argument("--arch", help="architecture (default: the one recorded in the checkpoint)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data-root", help="directory with the CIFAR test set")
+    src.add_argument("--data-root", help="directory with the CIFAR test set (ImageFolder: with val/)")
     src.add_argument("--data-npz", help="npz file with 'image' (N,32,32,3 uint8) and 'label'")
-    p.add_argument("--n-ex", type=int, default=10000, help="first N test images (default 10000)")
+    p.add_argument("--n-ex", type=int, help="first N test images (default 10000; imagenet: "
+                                            "RobustBench's 5000; imagefolder: all)")
     p.add_argument("--subset", default="first", choices=("first", "random"),
                    help="which N images: the first N (RobustBench's protocol, default) or a fixed "
                         "random N (seeded by --subset-seed; for class-sorted files and quick runs)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of --subset random (default 0)")
     p.add_argument("--norm", default="Linf", help="Linf or L2 (default Linf)")
-    p.add_argument("--eps", default="8/255", help="radius, e.g. 8/255 or 0.0314 (default 8/255)")
+    p.add_argument("--eps", help="radius, e.g. 8/255 or 0.0314 (default 8/255; imagenet and "
+                                 "imagefolder: 4/255)")
     p.add_argument("--version", default="standard", help="standard|plus|rand|custom")
     p.add_argument("--attacks", help="comma-separated attacks for --version custom")
     p.add_argument("--batch-size", type=int, default=500)
@@ -74,8 +78,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from advtrain.cli.folder_eval import resolve_defaults
     from advtrain.utils import parse_eps, resolve_device
 
+    resolve_defaults(args)
     eps = parse_eps(args.eps)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     _check_args(args)
@@ -92,7 +98,7 @@ def run(args) -> int:
         model = model.to(memory_format=torch.channels_last)
     _data_from_checkpoint(args, meta)
     _check_outputs(args)  # again: the test data may now come from the checkpoint's config
-    x, y = _load_data(args)
+    x, y = _load_data(args, model)
     from advtrain.evaluation import evaluate
 
     if args.precision == "bf16":
@@ -126,7 +132,7 @@ def _check_args(args) -> None:
     for flag, value, low in (("--n-ex", args.n_ex, 1), ("--batch-size", args.batch_size, 1),
                              ("--sanity-n", args.sanity_n, 1),
                              ("--sanity-steps", args.sanity_steps, 1)):
-        if value < low:
+        if value is not None and value < low:  # --n-ex None: the whole ImageFolder
             raise InputError(f"{flag} {value} must be >= {low}")
     if args.pgd_steps is not None and args.pgd_steps < 1:
         raise InputError(f"--pgd-steps {args.pgd_steps} must be >= 1")
@@ -222,11 +228,14 @@ def _zoo_display(name: str, fallback: str) -> str:
     return tail or fallback
 
 
-def _load_data(args):
+def _load_data(args, model=None):
+    from advtrain.cli.folder_eval import is_folder_dataset, load_folder_eval
     from advtrain.data import load_test_arrays
 
     from advtrain.data import num_classes
 
+    if is_folder_dataset(args.dataset):
+        return load_folder_eval(args, model)
     if args.subset == "random":
         import torch
 

@@ -20,6 +20,7 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
 from advtrain.data.datasets import ArrayDataset, make_transform
+from advtrain.data.imagefolder import build_folder_train_loader, is_folder_dataset, load_folder_test
 from advtrain.data.names import check_dataset, num_classes
 from advtrain.data.npz import read_npz
 from advtrain.data.sampling import MixedSampler, make_generator, worker_init_fn
@@ -65,7 +66,8 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                        synthetic_npz: Union[str, Sequence[str]] = (), synthetic_fraction: float = 0.7,
                        augment: str = "basic", batch_size: int = 128, workers: int = 0, seed: int = 0,
                        drop_last: bool = False, subset=None, holdout: int = 0, rank: int = 0,
-                       world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+                       world_size: int = 1, pin_memory: bool = False, num_classes: Optional[int] = None,
+                       image_size: Optional[int] = None) -> DataLoader:
     """Training DataLoader; ``batch_size`` is per rank. See the module docstring for the batch layout.
 
     ``holdout`` drops the first ``holdout`` real images (DM's 1,024-image validation set, see
@@ -76,6 +78,11 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
     check_dataset(dataset)
     if batch_size < 1 or workers < 0:
         raise InputError(f"need batch_size >= 1 and workers >= 0, got {batch_size} and {workers}")
+    if is_folder_dataset(dataset):  # ImageFolder trees: decoded and cropped in the workers
+        return build_folder_train_loader(root, num_classes=_classes(dataset, num_classes),
+                                         image_size=image_size, augment=augment, batch_size=batch_size,
+                                         workers=workers, seed=seed, drop_last=drop_last, subset=subset,
+                                         rank=rank, world_size=world_size, pin_memory=pin_memory)
     transform = make_transform(augment)
     images, labels = load_arrays(dataset, "train", root=root, npz=train_npz)
     indices = _train_indices(len(labels), holdout, subset)
@@ -98,14 +105,23 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
     return loader
 
 
+def _classes(dataset: str, given: Optional[int]) -> int:
+    return num_classes(dataset, given)
+
+
 def _to_tensors(images, labels, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(np.array(images[:n], dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
     return x.contiguous(), torch.from_numpy(np.array(labels[:n], dtype=np.int64))
 
 
 def load_test_arrays(dataset: str, *, root: Optional[str] = None, npz: Optional[str] = None,
-                     n_ex: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n_ex`` test images as (x float32 in [0,1] N×3×32×32, y int64 N); all when None."""
+                     n_ex: Optional[int] = None, **folder) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_ex`` test images as (x float32 in [0,1] N×3×32×32, y int64 N); all when None.
+
+    ImageFolder datasets: ``root/val`` at ``folder["image_size"]`` (see
+    :func:`~advtrain.data.imagefolder.load_folder_test` for the other ``folder`` keys)."""
+    if is_folder_dataset(check_dataset(dataset)):
+        return load_folder_test(root, n_ex=n_ex, **folder)
     images, labels = load_arrays(dataset, "test", root=root, npz=npz)
     if len(labels) == 0:
         raise DataError(f"the {dataset} test data ({npz or root or 'default location'}) holds no "
