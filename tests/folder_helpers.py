@@ -25,7 +25,7 @@ def make_image_folder(root, n_classes: int = 10, per_class=(3, 2), size: int = 6
     return os.fspath(root)
 
 
-def folder_config(folder, objective="gkl_at", **sections):
+def folder_config(folder, method="gkl_at", **sections):
     """A seconds-long CPU training config on a generated ImageFolder under ``folder``."""
     root = make_image_folder(os.path.join(folder, "data"))
     cfg = {
@@ -34,7 +34,7 @@ def folder_config(folder, objective="gkl_at", **sections):
         "data": {"dataset": "imagefolder", "root": root, "num_classes": 10, "image_size": 32,
                  "batch_size": 10, "test_subset": 6, "augment": "basic"},
         "model": {"arch": TINY_TIMM},
-        "objective": {"name": objective},
+        "objective": {"name": method},
         "attack": {"eps": "4/255", "schedule": "fixed", "steps": 1, "step_size": "2/255", "ramp": False},
         "optim": {"epochs": 2, "lr": 0.05, "weight_decay": 0.0},
         "eval": {"test_pgd_steps": 1},

@@ -110,8 +110,12 @@ def rrc_params(h: int, w: int, generator: torch.Generator) -> Tuple[int, int, in
             left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
             return top, left, ch, cw
     ratio = w / h  # fallback: the central crop of the clamped aspect ratio
-    cw, ch = (w, int(round(w / RRC_RATIO[1]))) if ratio > RRC_RATIO[1] else \
-        ((int(round(h * RRC_RATIO[0])), h) if ratio < RRC_RATIO[0] else (w, h))
+    if ratio < RRC_RATIO[0]:
+        cw, ch = w, int(round(w / RRC_RATIO[0]))
+    elif ratio > RRC_RATIO[1]:
+        cw, ch = int(round(h * RRC_RATIO[1])), h
+    else:
+        cw, ch = w, h
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
