@@ -122,7 +122,6 @@ def test_rrc_params_stay_inside_the_image():
 
 @pytest.mark.parametrize("data,match", [
     ({"dataset": "imagefolder", "root": "x"}, "needs data.num_classes"),
-    ({"dataset": "imagefolder", "num_classes": 10}, "needs data.root"),
     ({"dataset": "imagenet", "root": "x", "num_classes": 10}, "has 1000 classes"),
     ({"dataset": "cifar10", "image_size": 64}, "imagefolder/imagenet datasets only"),
     ({"dataset": "imagefolder", "root": "x", "num_classes": 3, "augment": "autoaugment"}, "not supported"),
@@ -232,5 +231,14 @@ def test_imagenet_recipe_configs_load():
     paths = sorted(glob.glob(os.path.join(REPO, "configs", "imagenet", "*.yaml")))
     assert paths
     for path in paths:
-        cfg = C.load(path, ["data.root=/nonexistent"])
+        cfg = C.load(path)
         assert cfg.data.dataset == "imagenet" and cfg.model.arch.startswith("timm:")
+
+
+def test_missing_folder_root_is_named_when_the_data_is_built(tmp_path):
+    from advtrain.data import build_train_loader
+
+    with pytest.raises(InputError, match="needs data.root"):
+        build_train_loader("imagefolder", num_classes=3, image_size=32)
+    with pytest.raises(AdvtrainError, match="train/ with one sub-folder"):
+        build_train_loader("imagefolder", root=str(tmp_path), num_classes=3, image_size=32)

@@ -62,9 +62,6 @@ def check_data_section(d) -> None:
     d.image_size = 224 if d.image_size is None else d.image_size
     if d.image_size < 8:
         raise InputError(f"data.image_size = {d.image_size} must be >= 8 pixels, e.g. 224")
-    if not d.root:
-        raise InputError(f"dataset {d.dataset} needs data.root: a directory with train/ and val/ "
-                         "folders of class sub-folders")
     unsupported = [k for k, bad in (("synthetic_npz", bool(d.synthetic_npz)), ("holdout", d.holdout > 0),
                                     ("train_npz", d.train_npz), ("test_npz", d.test_npz)) if bad]
     if unsupported:
@@ -78,6 +75,9 @@ def scan(root: str, split: str, num_classes: Optional[int] = None) -> Tuple[List
     """(sorted class names, [(path, label), ...] sorted) of ``root/<train|val>``."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
+    if not root:  # not at config load: a recipe may name its data only on the command line
+        raise InputError("an ImageFolder dataset needs data.root (eval: --data-root): a directory with "
+                         "train/ and val/ folders of class sub-folders")
     folder = os.path.join(os.fspath(root), SPLIT_DIRS[split])
     if not os.path.isdir(folder):
         raise DataError(f"{folder} not found; an ImageFolder dataset needs {SPLIT_DIRS[split]}/ with "

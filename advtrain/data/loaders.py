@@ -92,7 +92,7 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                   collate_fn=two_view_collate if augment == "autoaugment" else None)
     paths = [synthetic_npz] if isinstance(synthetic_npz, str) else list(synthetic_npz)
     if paths:
-        gens = [ArrayDataset(*read_npz(p, num_classes(dataset)), transform, seed=(seed, "gen", k))
+        gens = [ArrayDataset(*read_npz(p, _classes(dataset, None)), transform, seed=(seed, "gen", k))
                 for k, p in enumerate(paths)]
         epoch_images = len(labels) if subset is None else len(real)
         sampler = MixedSampler(len(real), sum(len(g) for g in gens), batch_size, synthetic_fraction,
