@@ -11,6 +11,11 @@ the passes the step makes (counted as in ``bench_train_step.py``) and one forwar
 below, or ``--peak-tflops``). Without a GPU the script prints "no GPU" and exits 0. Example::
 
     python bench/bench_gpu.py --batches 128,256,512 --repeats 5
+    python bench/bench_gpu.py --arch timm:resnet50 --batches 128,256 --precisions bf16
+    python bench/bench_gpu.py --arch timm:vit_small_patch16_224 --batches 128,256 --precisions bf16
+
+timm models train on a generated 224 px ImageFolder (``--image-size``); their attention matmuls are
+in the FLOPs (``advtrain.models.flops``).
 """
 from __future__ import annotations
 
@@ -42,7 +47,7 @@ def set_precision(precision: str) -> str:
     return "bf16" if precision == "bf16" else "fp32"
 
 
-def run_one(arch, batch, precision, steps, repeats, warmup, peak_override) -> dict:
+def run_one(arch, batch, precision, steps, repeats, warmup, peak_override, image_size=224) -> dict:
     from bench_attack import timed
     from bench_train_step import count_passes, make_trainer
 
@@ -50,7 +55,7 @@ def run_one(arch, batch, precision, steps, repeats, warmup, peak_override) -> di
 
     set_precision(precision)
     with tempfile.TemporaryDirectory() as folder:
-        trainer = make_trainer(arch, "gkl_at", True, batch, steps, "cuda", folder)
+        trainer = make_trainer(arch, "gkl_at", True, batch, steps, "cuda", folder, image_size)
         if precision == "bf16":
             trainer.cfg.precision = "bf16"
             from advtrain.trainer_setup import _autocast
@@ -62,7 +67,8 @@ def run_one(arch, batch, precision, steps, repeats, warmup, peak_override) -> di
         t = timed(lambda: trainer._train_step(x, y, 1), trainer.device, repeats, warmup)
         from advtrain.distributed import unwrap
 
-        flops_fwd = count_flops(unwrap(trainer.model), (batch, 3, 32, 32))
+        size = getattr(unwrap(trainer.model), "image_size", 32)  # timm models: --image-size
+        flops_fwd = count_flops(unwrap(trainer.model), (batch, 3, size, size))
     fwd_eq = 2 * passes[("eval", True)] + passes[("eval", False)] + passes[("train", False)] \
         + 3 * passes[("train", True)]
     achieved = fwd_eq * flops_fwd / t
@@ -80,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--peak-tflops", type=float, default=0.0)
+    p.add_argument("--image-size", type=int, default=224, help="timm:<name> archs: pixels")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("no GPU")
@@ -89,7 +96,7 @@ def main(argv=None) -> int:
     for batch in (int(b) for b in args.batches.split(",")):
         for precision in args.precisions.split(","):
             r = run_one(args.arch, batch, precision, args.steps, args.repeats, args.warmup,
-                        args.peak_tflops)
+                        args.peak_tflops, args.image_size)
             print(f"batch {batch:4d} {precision:5s}: {r['images_s']:8.1f} img/s  "
                   f"{r['tflops']:7.1f} TFLOP/s  MFU {r['mfu']:.1%}  ({r['fwd_eq']} fwd-eq/step)")
     return 0

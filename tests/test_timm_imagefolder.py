@@ -242,3 +242,22 @@ def test_missing_folder_root_is_named_when_the_data_is_built(tmp_path):
         build_train_loader("imagefolder", num_classes=3, image_size=32)
     with pytest.raises(AdvtrainError, match="train/ with one sub-folder"):
         build_train_loader("imagefolder", root=str(tmp_path), num_classes=3, image_size=32)
+
+
+def test_attention_matmuls_are_counted_in_flops():
+    from timm.models.vision_transformer import Attention
+
+    from advtrain.models import count_flops
+
+    class Tokens(torch.nn.Module):  # (B, 3, H, W) -> B x N tokens of width C -> attention
+        def __init__(self, c):
+            super().__init__()
+            self.attn = Attention(c, num_heads=2)
+
+        def forward(self, x):
+            return self.attn(x.flatten(2).transpose(1, 2).repeat(1, 1, 4))
+
+    b, n, c = 2, 25, 12
+    flops = count_flops(Tokens(c), (b, 3, 5, 5))
+    linear = 2 * b * n * c * 3 * c + 2 * b * n * c * c  # qkv and proj
+    assert flops == linear + 2 * 2 * b * n * n * c
