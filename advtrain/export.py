@@ -149,6 +149,9 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     """
     if dataset not in EXPORT_DATASETS:
         raise unknown("dataset", dataset, EXPORT_DATASETS)
+    if dataset == "imagenet" and "Standard" in name:  # load_model returns those without weights
+        raise InputError(f"RobustBench loads no weights for ImageNet models named *Standard* "
+                         f"({name!r}); choose a name without 'Standard'")
     if threat_model not in ("Linf", "L2"):
         raise unknown("threat model", threat_model, ("Linf", "L2"))
     path = zoo_path(model_dir, name, dataset, threat_model)

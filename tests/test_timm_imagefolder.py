@@ -261,3 +261,12 @@ def test_attention_matmuls_are_counted_in_flops():
     flops = count_flops(Tokens(c), (b, 3, 5, 5))
     linear = 2 * b * n * c * 3 * c + 2 * b * n * c * c  # qkv and proj
     assert flops == linear + 2 * 2 * b * n * n * c
+
+
+def test_imagenet_export_names_robustbench_would_not_load_are_refused(tmp_path):
+    from advtrain import export
+
+    model = create_model(TINY_TIMM, num_classes=3, image_size=32)
+    with pytest.raises(InputError, match="without 'Standard'"):
+        export.to_robustbench(model, "My_Standard_R50", "imagenet", model_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
