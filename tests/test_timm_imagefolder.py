@@ -270,3 +270,39 @@ def test_imagenet_export_names_robustbench_would_not_load_are_refused(tmp_path):
     with pytest.raises(InputError, match="without 'Standard'"):
         export.to_robustbench(model, "My_Standard_R50", "imagenet", model_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_eval_imagenet_uses_robustbenchs_list_and_labels(tmp_path):
+    from robustbench.data import PREPROCESSINGS
+
+    from advtrain.cli import main
+    from advtrain.data.imagefolder import imagenet_protocol_files
+
+    files = imagenet_protocol_files()[:3]
+    root = tmp_path / "imagenet"
+    make_image_folder(tmp_path / "src", n_classes=1, per_class=(0, 3), size=80)
+    src = sorted((tmp_path / "src" / "val" / "c00").iterdir())
+    for f, s in zip(files, src):
+        (root / "val" / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / "val" / f).write_bytes(s.read_bytes())
+    import importlib.resources as res
+
+    wnid_map = json.loads(res.files("robustbench").joinpath("helper_files/imagenet_class_to_id_map.json").read_text())
+    model = create_model(TINY_TIMM, dataset="imagenet", image_size=224).eval()
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    from advtrain.data.imagefolder import load_folder_test
+
+    x, y = load_folder_test(str(root), image_size=224, files=files)
+    assert y.tolist() == [wnid_map[f.split("/")[0]] for f in files]
+    from PIL import Image
+
+    with Image.open(root / "val" / files[0]) as im:
+        assert torch.equal(x[0], PREPROCESSINGS["Res256Crop224"](im.convert("RGB")))
+    out = tmp_path / "mi"
+    assert main(["eval", str(tmp_path / "m.pt"), "--arch", TINY_TIMM, "--dataset", "imagenet",
+                 "--data-root", str(root), "--n-ex", "3", "--version", "custom", "--attacks", "apgd-ce",
+                 "--n-iter", "1", "--no-sanity", "--quiet", "--out", str(out), "--name", "In_T"]) == 0
+    side = json.loads((out / "imagenet" / "Linf" / "In_T.advtrain.json").read_text())
+    assert side["eps_str"] == "4/255" and side["n_ex"] == 3
+    with pytest.raises(AdvtrainError, match="lacks 1 of the 4 protocol images"):
+        load_folder_test(str(root), image_size=224, files=imagenet_protocol_files()[:4])

@@ -186,11 +186,13 @@ def load_folder_test(root: str, *, image_size: int, num_classes: Optional[int] =
                      n_ex: Optional[int] = None, indices=None, files: Optional[Sequence[str]] = None,
                      workers: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Evaluation tensors of ``root/val``: all images, the first ``n_ex``, ``indices`` (or a
-    callable ``total -> indices``) of the sorted list, or the relative paths ``files`` in that order."""
-    classes, samples = scan(root, "test", num_classes)
+    callable ``total -> indices``) of the sorted list, or the relative paths ``files``
+    (``<wnid>/<file>``, labelled by RobustBench's ImageNet class map) in that order."""
     if files is not None:
-        samples = _pick_files(root, classes, files)
-    elif callable(indices):
+        samples = _pick_files(root, files)
+    else:
+        samples = scan(root, "test", num_classes)[1]
+    if callable(indices):
         samples = [samples[int(k)] for k in indices(len(samples))]
     elif indices is not None:
         samples = [samples[int(k)] for k in indices]
@@ -205,8 +207,10 @@ def load_folder_test(root: str, *, image_size: int, num_classes: Optional[int] =
     return torch.cat(xs).contiguous(), torch.cat(ys).to(torch.int64)
 
 
-def _pick_files(root: str, classes: List[str], files: Sequence[str]) -> List[Tuple[str, int]]:
-    index = {name: k for k, name in enumerate(classes)}
+def _pick_files(root: str, files: Sequence[str]) -> List[Tuple[str, int]]:
+    if not root:
+        raise InputError("the ImageNet protocol needs --data-root DIR with DIR/val/<wnid>/ images")
+    index = imagenet_class_ids()
     folder = os.path.join(os.fspath(root), SPLIT_DIRS["test"])
     missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
     if missing:
@@ -214,6 +218,16 @@ def _pick_files(root: str, classes: List[str], files: Sequence[str]) -> List[Tup
                         f"{missing[0]}); give the full ImageNet validation set in class folders, or "
                         "evaluate it as --dataset imagefolder")
     return [(os.path.join(folder, f), index[f.split("/")[0]]) for f in files]
+
+
+def imagenet_class_ids() -> dict:
+    """RobustBench's ImageNet ``wnid -> label`` map (``helper_files/imagenet_class_to_id_map.json``;
+    the sorted wnids, as ImageFolder numbers a full ImageNet ``val/``)."""
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files("robustbench").joinpath("helper_files/imagenet_class_to_id_map.json")
+                      .read_text())
 
 
 def imagenet_protocol_files() -> List[str]:
