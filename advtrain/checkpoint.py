@@ -108,8 +108,8 @@ def _model_dtypes(ckpt: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
         with torch.device("meta"):
             from advtrain.models.timm_models import recorded_options
 
-            return create_model(arch, dataset=ckpt.get("dataset"), num_classes=ckpt.get("num_classes"),
-                                **{**recorded_options(ckpt), "num_classes": ckpt.get("num_classes")}).state_dict()
+            return create_model(arch, dataset=ckpt.get("dataset"),
+                                **{"num_classes": ckpt.get("num_classes"), **recorded_options(ckpt)}).state_dict()
     except (AdvtrainError, TypeError, ValueError, RuntimeError, NotImplementedError):
         return None  # an unknown architecture is reported by whoever builds the model
 

@@ -149,7 +149,7 @@ def _create_timm(name: str, dataset: Optional[str], num_classes: Optional[int],
         if num_classes is None:
             raise InputError(f"model {name!r} on dataset {dataset!r} needs num_classes (config "
                              "data.num_classes)")
-    n = _num_classes(_dataset_info(dataset) if dataset in DATASETS else None, num_classes, dataset)
+    n = _num_classes(_dataset_info(dataset), num_classes, dataset)
     return create_timm_model(name, num_classes=n, **overrides)
 
 
@@ -157,6 +157,10 @@ def _dataset_info(dataset: str | None) -> DatasetInfo | None:
     if dataset is None:
         return None
     key = str(dataset).strip().lower()
+    from advtrain.data.imagefolder import is_folder_dataset
+
+    if is_folder_dataset(key):  # ImageFolder data: classes from num_classes, no CIFAR statistics
+        return None
     if key not in DATASETS:
         raise unknown("dataset", dataset, DATASETS)
     return DATASETS[key]

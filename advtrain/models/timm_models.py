@@ -42,7 +42,9 @@ def timm_name(name: str) -> str:
 
     short = name.strip()[len(PREFIX):].strip().lower()
     if not short or not timm.is_model(short):
-        close = timm.list_models(f"*{short[:6]}*")[:5] if short else []
+        import difflib
+
+        close = difflib.get_close_matches(short, timm.list_models(), n=3, cutoff=0.75)
         hint = f" (close: {', '.join(close)})" if close else ""
         raise InputError(f"unknown timm architecture {name!r}{hint}; give a timm.list_models() "
                          "name, e.g. timm:convnext_tiny")
