@@ -306,3 +306,25 @@ def test_eval_imagenet_uses_robustbenchs_list_and_labels(tmp_path):
     assert side["eps_str"] == "4/255" and side["n_ex"] == 3
     with pytest.raises(AdvtrainError, match="lacks 1 of the 4 protocol images"):
         load_folder_test(str(root), image_size=224, files=imagenet_protocol_files()[:4])
+
+
+def test_eval_imagefolder_random_subset_is_fixed_and_sized(tmp_path):
+    import argparse
+
+    from advtrain.cli.folder_eval import load_folder_eval, resolve_defaults
+
+    root = make_image_folder(tmp_path / "d", n_classes=4, per_class=(0, 5))
+    model = create_model(TINY_TIMM, num_classes=4, image_size=24)
+    args = argparse.Namespace(dataset="imagefolder", data_root=root, data_npz=None, n_ex=6, eps=None,
+                              subset="random", subset_seed=0)
+    resolve_defaults(args)
+    assert args.eps == "4/255"
+    x, y = load_folder_eval(args, model)
+    x2, y2 = load_folder_eval(args, model)
+    assert x.shape == (6, 3, 24, 24) and torch.equal(x, x2) and torch.equal(y, y2)
+    first = load_folder_eval(argparse.Namespace(**{**vars(args), "subset": "first"}), model)[1]
+    assert first.tolist() == [0, 0, 0, 0, 0, 1]  # sorted order: class 0's five images first
+    assert len(set(y.tolist())) > 1
+    args.n_ex = 21
+    with pytest.raises(InputError, match="has 20 images"):
+        load_folder_eval(args, model)
