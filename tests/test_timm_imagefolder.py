@@ -104,6 +104,11 @@ def test_loader_is_reproducible_and_sharded(tmp_path):
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(one, again))
     other = batches(epoch=2)
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(one, other))
+    loader = build_train_loader("imagefolder", root=root, num_classes=4, image_size=24, batch_size=4, seed=3)
+    set_loader_epoch(loader, 1)
+    late = [(x, y) for x, y in loader.iter_from(2)]  # a mid-epoch resume: batches 2.. of the epoch
+    assert len(late) == len(one) - 2
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(one[2:], late))
     r0, r1 = batches(0, 2), batches(1, 2)
     labels = sorted(torch.cat([y for _, y in r0 + r1]).tolist())
     assert len(labels) == 20 and labels == sorted([k for k in range(4) for _ in range(5)])

@@ -160,10 +160,52 @@ class FolderDataset(torch.utils.data.Dataset):
         return TF.to_tensor(img), label
 
 
+class _StartSampler(DistributedSampler):
+    """The rank's shuffled indices from position ``start`` on (a mid-epoch resume skips unread)."""
+
+    start = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+
+class FolderLoader:
+    """A ``DataLoader`` over a :class:`FolderDataset` with the trainer's loader interface:
+    ``set_epoch``, ``len``, ``iter_from(batch)`` (the epoch's batches from ``batch`` on, the earlier
+    ones neither decoded nor augmented) and batches moved to ``device`` (when given)."""
+
+    two_view = False
+
+    def __init__(self, loader: DataLoader, device=None):
+        self.loader, self.device = loader, None if device is None else torch.device(device)
+        self.dataset, self.sampler, self.batch_size = loader.dataset, loader.sampler, loader.batch_size
+        self.batch_sampler = loader.batch_sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return self.iter_from(0)
+
+    def iter_from(self, start: int):
+        self.sampler.start = int(start) * self.batch_size  # read when the iterator draws indices
+        return self._moved(iter(self.loader))
+
+    def _moved(self, batches):
+        for x, y in batches:
+            if self.device is not None:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield x, y
+
+
 def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, augment: str = "basic",
                               batch_size: int = 128, workers: int = 0, seed: int = 0,
                               drop_last: bool = False, subset: Optional[int] = None, rank: int = 0,
-                              world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+                              world_size: int = 1, pin_memory: bool = False, device=None) -> FolderLoader:
     """Training loader over ``root/train`` (``subset``: the first N images of the sorted list)."""
     from advtrain.data.sampling import make_generator, worker_init_fn
 
@@ -174,12 +216,11 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
                              f"use 1 <= subset <= {len(samples)}")
         samples = samples[:subset]
     data = FolderDataset(samples, image_size, train=augment == "basic", seed=seed)
-    sampler = DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    sampler = _StartSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                         num_workers=workers, worker_init_fn=worker_init_fn,
-                        generator=make_generator(seed), pin_memory=pin_memory)
-    loader.two_view = False
-    return loader
+                        generator=make_generator(seed), pin_memory=bool(pin_memory))
+    return FolderLoader(loader, device)
 
 
 def load_folder_test(root: str, *, image_size: int, num_classes: Optional[int] = None,
