@@ -161,14 +161,19 @@ def model_options(cfg: C.Config) -> Dict[str, Any]:
 
     if not is_timm(cfg.model.arch):
         return {}
-    return {"image_size": cfg.data.image_size, "weights": cfg.model.weights}
+    from advtrain.data.imagefolder import image_size_of
+
+    return {"image_size": image_size_of(cfg.data), "weights": cfg.model.weights}
 
 
 def folder_options(d) -> Dict[str, Any]:
     """ImageFolder datasets: class count and image size for the loaders; else nothing."""
-    from advtrain.data.imagefolder import is_folder_dataset
+    from advtrain.data import num_classes
+    from advtrain.data.imagefolder import image_size_of, is_folder_dataset
 
-    return {"num_classes": d.num_classes, "image_size": d.image_size} if is_folder_dataset(d.dataset) else {}
+    if not is_folder_dataset(d.dataset):
+        return {}
+    return {"num_classes": num_classes(d.dataset, d.num_classes), "image_size": image_size_of(d)}
 
 
 def _check_steps(loader, d) -> None:

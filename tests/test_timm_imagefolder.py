@@ -137,8 +137,12 @@ def test_folder_config_mistakes_are_one_line_errors(data, match):
 
 
 def test_folder_config_defaults_image_size_and_timm_weights_rule():
+    from advtrain.data import num_classes
+    from advtrain.data.imagefolder import image_size_of
+
     cfg = C.from_dict({"data": {"dataset": "imagenet", "root": "x"}, "model": {"arch": "timm:ResNet10T"}})
-    assert (cfg.data.num_classes, cfg.data.image_size, cfg.model.arch) == (1000, 224, "timm:resnet10t")
+    assert (num_classes("imagenet", cfg.data.num_classes), image_size_of(cfg.data)) == (1000, 224)
+    assert create_model(cfg.model.arch, num_classes=2).arch_name == "timm:resnet10t"
     with pytest.raises(InputError, match="timm:<name> architectures only"):
         C.from_dict({"model": {"arch": "wrn-10-1", "weights": "w.pt"}})
 

@@ -37,14 +37,22 @@ RESIZE_RATIO = 256 / 224
 RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 #: the number of images in RobustBench's ImageNet evaluation
 IMAGENET_PROTOCOL_N = 5000
+#: image side when data.image_size is not given (ImageNet's 224 px)
+DEFAULT_IMAGE_SIZE = 224
 
 
 def is_folder_dataset(dataset: object) -> bool:
     return dataset in FOLDER_DATASETS
 
 
+def image_size_of(d) -> int:
+    """``data.image_size`` with its default (a config section is not rewritten: it may be frozen)."""
+    return DEFAULT_IMAGE_SIZE if d.image_size is None else d.image_size
+
+
 def check_data_section(d) -> None:
-    """Validate and default the ImageFolder keys of a ``DataConfig`` (once, at config load)."""
+    """Validate the ImageFolder keys of a ``DataConfig`` (once, at config load; defaults are
+    applied where read: :func:`image_size_of`, ``names.num_classes(dataset, data.num_classes)``)."""
     if not is_folder_dataset(d.dataset):
         for key in ("num_classes", "image_size"):
             if getattr(d, key) is not None:
@@ -55,12 +63,10 @@ def check_data_section(d) -> None:
     if fixed is not None and d.num_classes not in (None, fixed):
         raise InputError(f"data.num_classes = {d.num_classes} but {d.dataset} has {fixed} classes; "
                          "drop data.num_classes or use dataset: imagefolder")
-    d.num_classes = fixed if fixed is not None else d.num_classes
-    if d.num_classes is None or d.num_classes < 2:
+    if fixed is None and (d.num_classes is None or d.num_classes < 2):
         raise InputError(f"dataset {d.dataset} needs data.num_classes >= 2 (the number of class "
                          "folders under data.root/train)")
-    d.image_size = 224 if d.image_size is None else d.image_size
-    if d.image_size < 8:
+    if image_size_of(d) < 8:
         raise InputError(f"data.image_size = {d.image_size} must be >= 8 pixels, e.g. 224")
     unsupported = [k for k, bad in (("synthetic_npz", bool(d.synthetic_npz)), ("holdout", d.holdout > 0),
                                     ("train_npz", d.train_npz), ("test_npz", d.test_npz)) if bad]
@@ -207,7 +213,7 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
                               drop_last: bool = False, subset: Optional[int] = None, rank: int = 0,
                               world_size: int = 1, pin_memory: bool = False, device=None) -> FolderLoader:
     """Training loader over ``root/train`` (``subset``: the first N images of the sorted list)."""
-    from advtrain.data.sampling import make_generator, worker_init_fn
+    from advtrain.data.sampling import worker_init_fn
 
     _, samples = scan(root, "train", num_classes)
     if subset is not None:
@@ -219,7 +225,7 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
     sampler = _StartSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                         num_workers=workers, worker_init_fn=worker_init_fn,
-                        generator=make_generator(seed), pin_memory=bool(pin_memory))
+                        generator=torch.Generator().manual_seed(int(seed)), pin_memory=bool(pin_memory))
     return FolderLoader(loader, device)
 
 

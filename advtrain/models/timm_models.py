@@ -23,12 +23,11 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from advtrain.data.imagefolder import DEFAULT_IMAGE_SIZE
 from advtrain.errors import InputError
 
 #: prefix of registry names served by timm
 PREFIX = "timm:"
-#: image side used when neither the config nor the caller gives one (ImageNet's 224 px)
-DEFAULT_IMAGE_SIZE = 224
 
 
 def is_timm(name: object) -> bool:
@@ -113,7 +112,7 @@ def check_model_section(m) -> bool:
             raise InputError("config key 'model.weights' applies to timm:<name> architectures only; "
                              "remove it")
         return False
-    m.arch = PREFIX + timm_name(m.arch)
+    timm_name(m.arch)  # an unknown name fails now, not after the data is built
     if m.weights is not None and not os.path.isfile(m.weights):
         raise InputError(f"model.weights {m.weights!r} is not a file; give a local .pt/.safetensors "
                          "state_dict (nothing is downloaded)")
