@@ -213,8 +213,6 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
                               drop_last: bool = False, subset: Optional[int] = None, rank: int = 0,
                               world_size: int = 1, pin_memory: bool = False, device=None) -> FolderLoader:
     """Training loader over ``root/train`` (``subset``: the first N images of the sorted list)."""
-    from advtrain.data.sampling import worker_init_fn
-
     _, samples = scan(root, "train", num_classes)
     if subset is not None:
         if not 1 <= subset <= len(samples):
@@ -224,7 +222,7 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
     data = FolderDataset(samples, image_size, train=augment == "basic", seed=seed)
     sampler = _StartSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                        num_workers=workers, worker_init_fn=worker_init_fn,
+                        num_workers=workers,  # no global RNG is used: nothing to seed per worker
                         generator=torch.Generator().manual_seed(int(seed)), pin_memory=bool(pin_memory))
     return FolderLoader(loader, device)
 
