@@ -1,14 +1,20 @@
 """RobustBench result cards and the advtrain sidecar next to them.
 
-``write_card(result, name=..., dataset=..., threat_model=..., architecture=...)`` writes
+``write_card(result, CardInfo(name=..., dataset=..., threat_model=..., architecture=...))`` writes
 
-- ``<out_dir>/<dataset>/<threat_model>/<name>.json``: exactly the fields of
-  ``robustbench.utils.ModelInfo`` that RobustBench's own Linf/L2 cards use, accuracies as
-  percentage strings with two decimals (``0.8531 -> "85.31"``), eps as ``"8/255"``;
+- ``<out_dir>/<dataset>/<threat_model>/<name>.json``: the fields of RobustBench's own Linf/L2 cards
+  (``robustbench.utils.ModelInfo`` plus ``unreliable``, which 67 of RobustBench's 99 CIFAR-10 Linf
+  cards carry), accuracies as percentage strings with two decimals (``0.8531 -> "85.31"``), eps as
+  ``"8/255"`` whenever it is k/255;
 - ``<name>.advtrain.json`` beside it: per-attack accuracies, timings, flags, sanity report,
-  package versions, checkpoint SHA-256, command line, seed, n_ex and date.
+  settings, data provenance, package versions, checkpoint SHA-256, command line and date.
 
-Both are written atomically, so a crash never leaves a half-written file.
+A card says what it is: unless the evaluation is standard AutoAttack on the full test set, its
+``footnote`` names the attacks and the number of images; ``reported`` (in RobustBench: the paper's
+claim) comes from the user, else it is the measured number only for a full standard run, else the
+key is absent; no field is ``null``. The two files are committed as one
+(:func:`advtrain.atomic.commit_files`, the card as the primary file): the card is renamed into place last, so a lone sidecar marks an unfinished write that a rerun
+replaces without ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -17,15 +23,56 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from advtrain.errors import InputError, unknown
-from advtrain.io import atomic_write_text, check_model_name, file_sha256
+from attacks import NORMS
+from advtrain.atomic import commit_files
+from advtrain.eval_settings import EvalResult
+from advtrain.names import check_model_name
+from advtrain.safeload import file_sha256
 from advtrain.utils import format_eps, git_commit, package_versions
 
-THREAT_MODELS = ("Linf", "L2")
-DATASETS = ("cifar10", "cifar100", "imagenet", "imagefolder")
+#: images of the CIFAR-10/100 test split: RobustBench's full evaluation
+TEST_IMAGES = 10000
+#: card threat models: the attack norms
+THREAT_MODELS = tuple(NORMS)
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    """What the card says beyond the measured numbers (RobustBench ModelInfo's descriptive fields).
+
+    ``reported`` is the paper's robust accuracy as a percentage string (``"57.20"``) or None;
+    ``test_images`` is the size of the test set the evaluated images were drawn from.
+    """
+
+    name: str
+    dataset: str
+    threat_model: str
+    architecture: str
+    title: Optional[str] = None
+    venue: str = ""
+    link: str = ""
+    authors: str = ""
+    footnote: Optional[str] = None
+    additional_data: bool = False
+    number_forward_passes: int = 1
+    reported: Optional[str] = None
+    test_images: int = TEST_IMAGES
+
+    def __post_init__(self):
+        from advtrain.data.names import DATASETS
+
+        if self.dataset not in DATASETS:
+            raise unknown("dataset", self.dataset, DATASETS)
+        if self.threat_model not in THREAT_MODELS:
+            raise unknown("threat model", self.threat_model, THREAT_MODELS)
+        check_model_name(self.name, "card name")
+        if self.reported is not None:
+            object.__setattr__(self, "reported", _percent_text(self.reported))
 
 
 def display_arch(arch: str) -> str:
@@ -45,30 +92,63 @@ def percent(fraction: float) -> str:
     return f"{100.0 * float(fraction):.2f}"
 
 
-def card_fields(result: dict, *, name: str, dataset: str, architecture: str, title=None,
-                venue: str = "", footnote=None, link: str = "", authors: str = "",
-                additional_data: bool = False, number_forward_passes: int = 1) -> dict:
-    """The card as a dict with RobustBench's key order (loads with ``ModelInfo(**card)``)."""
-    robust = percent(result["robust_acc"])
-    return {
-        "link": link, "name": title or name, "authors": authors,
-        "additional_data": bool(additional_data),
-        "number_forward_passes": int(number_forward_passes), "dataset": dataset,
-        "venue": venue, "architecture": architecture, "eps": format_eps(result["eps"]),
-        "clean_acc": percent(result["clean_acc"]), "reported": robust, "autoattack_acc": robust,
-        "footnote": footnote,
-    }
+def _percent_text(value) -> str:
+    """``--reported 57.2`` -> ``"57.20"`` (a percentage in [0, 100])."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0 <= number <= 100:
+        raise InputError(f"reported accuracy {value!r} must be a percentage in [0, 100], e.g. 57.20")
+    return f"{number:.2f}"
 
 
-def sidecar_fields(result: dict, *, name: str, dataset: str, threat_model: str,
-                   command: Optional[Sequence[str]] = None, checkpoint=None,
-                   extra: Optional[dict] = None) -> dict:
+def is_full_standard(result: EvalResult, info: CardInfo) -> bool:
+    """Standard AutoAttack at its own budget, fp32, on the whole test set."""
+    return result.settings.standard and result.n_ex >= info.test_images
+
+
+def describe(result: EvalResult, info: CardInfo) -> str:
+    """``AutoAttack custom (apgd-ce, apgd-t), n_iter 3, on 100 of 10000 test images``."""
+    s = result.settings
+    knobs = [f"{k} {getattr(s, k)}" for k in ("n_iter", "n_restarts", "n_queries", "n_targets")
+             if getattr(s, k) is not None]
+    if s.precision != "fp32":
+        knobs.append(s.precision)
+    what = f"AutoAttack {s.version} ({', '.join(result.attacks)})"
+    return ", ".join([what, *knobs]) + f", on {result.n_ex} of {info.test_images} test images"
+
+
+def card_fields(result: EvalResult, info: CardInfo) -> dict:
+    """The card as a dict in RobustBench's key order; no ``null`` values (see the module doc)."""
+    robust = percent(result.robust_acc)
+    full = is_full_standard(result, info)
+    card = {"link": info.link, "name": info.title or info.name, "authors": info.authors,
+            "additional_data": bool(info.additional_data),
+            "number_forward_passes": int(info.number_forward_passes), "dataset": info.dataset,
+            "venue": info.venue, "architecture": info.architecture,
+            "eps": format_eps(result.settings.eps), "clean_acc": percent(result.clean_acc)}
+    reported = info.reported or (robust if full else None)
+    if reported is not None:
+        card["reported"] = reported
+    card["autoattack_acc"] = robust
+    notes = [n.strip().rstrip(".") for n in (info.footnote, None if full else
+                                              describe(result, info)) if n and n.strip()]
+    if notes:
+        card["footnote"] = ". ".join(notes) + "."
+    from advtrain.checks import DATA_FLAGS
+
+    card["unreliable"] = any(f.get("code") not in DATA_FLAGS for f in result.flags)
+    return card
+
+
+def sidecar_fields(result: EvalResult, info: CardInfo, *, command: Optional[Sequence[str]] = None,
+                   checkpoint=None, extra: Optional[dict] = None) -> dict:
     """Everything needed to audit and reproduce the card's numbers."""
-    keys = ("clean_acc", "robust_acc", "pgd_acc", "pgd_steps", "per_attack", "seconds", "flags",
-            "sanity", "n_ex", "eps", "norm", "version", "attacks", "seed", "device")
-    side = {"name": name, "dataset": dataset, "threat_model": threat_model,
-            "eps_str": format_eps(result["eps"])}
-    side.update({k: result[k] for k in keys if k in result})
+    side = {"name": info.name, "dataset": info.dataset, "threat_model": info.threat_model,
+            "full_standard": is_full_standard(result, info), "test_images": info.test_images,
+            "evaluation": describe(result, info)}
+    side.update(result.record())
     side["command"] = shlex.join(command) if command is not None else shlex.join(sys.argv)
     side["checkpoint"] = _checkpoint_info(checkpoint)
     side["versions"] = package_versions()
@@ -86,49 +166,41 @@ def _checkpoint_info(checkpoint) -> Optional[dict]:
     return {"path": os.path.abspath(path), "sha256": sha}
 
 
-def write_card(result: dict, *, out_dir="model_info", name: str, dataset: str, threat_model: str,
-               architecture: str, venue: str = "", footnote=None, link: str = "",
-               authors: str = "", additional_data: bool = False, number_forward_passes: int = 1,
-               command: Optional[Sequence[str]] = None, checkpoint=None, title=None,
+def card_paths(out_dir, info: CardInfo) -> tuple:
+    """``(card, sidecar)`` paths of ``info`` under ``out_dir``."""
+    folder = Path(out_dir) / info.dataset / info.threat_model
+    return folder / f"{info.name}.json", folder / f"{info.name}.advtrain.json"
+
+
+def write_card(result: EvalResult, info: CardInfo, *, out_dir="model_info",
+               command: Optional[Sequence[str]] = None, checkpoint=None,
                extra: Optional[dict] = None, overwrite: bool = True) -> tuple:
-    """Write the RobustBench card and its sidecar; returns ``(card_path, sidecar_path)``.
+    """Write the RobustBench card and its sidecar as one; returns ``(card_path, sidecar_path)``.
 
     Refused (:class:`InputError`, nothing written) when the result carries a flag that makes its
     numbers meaningless (:data:`advtrain.checks.BLOCKING`, e.g. non-finite logits), or, with
-    ``overwrite=False``, when the card already exists.
+    ``overwrite=False``, when the card already exists (a sidecar without its card is the remnant
+    of an interrupted write and is replaced).
     """
     from advtrain.checks import BLOCKING
 
-    _check_names(name, dataset, threat_model)
-    if result.get("norm", threat_model) != threat_model:
-        raise InputError(f"result is for {result['norm']} but threat_model is {threat_model!r}")
-    blocking = [f for f in result.get("flags", ()) if f.get("code") in BLOCKING]
+    if result.settings.norm != info.threat_model:
+        raise InputError(f"result is for {result.settings.norm} but threat_model is "
+                         f"{info.threat_model!r}")
+    blocking = [f for f in result.flags if f.get("code") in BLOCKING]
     if blocking:
         raise InputError(f"card not written: [{blocking[0]['code']}] {blocking[0]['message']} "
                          f"(see {blocking[0]['doc']})")
-    folder = Path(out_dir) / dataset / threat_model
-    if not overwrite and (folder / f"{name}.json").exists():
-        raise InputError(f"card {folder / (name + '.json')} already exists; choose another name or "
-                         "pass --overwrite")
-    folder.mkdir(parents=True, exist_ok=True)
-    card = card_fields(result, name=name, dataset=dataset, architecture=architecture,
-                       title=title, venue=venue, footnote=footnote, link=link, authors=authors,
-                       additional_data=additional_data,
-                       number_forward_passes=number_forward_passes)
-    side = sidecar_fields(result, name=name, dataset=dataset, threat_model=threat_model,
-                          command=command, checkpoint=checkpoint, extra=extra)
-    card_path, side_path = folder / f"{name}.json", folder / f"{name}.advtrain.json"
-    atomic_write_text(side_path, json.dumps(side, indent=2, default=_jsonable) + "\n")
-    atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
+    card_path, side_path = card_paths(out_dir, info)
+    if not overwrite and card_path.exists():
+        raise InputError(f"card {card_path} already exists; choose another name or pass "
+                         "--overwrite")
+    card_path.parent.mkdir(parents=True, exist_ok=True)
+    side = sidecar_fields(result, info, command=command, checkpoint=checkpoint, extra=extra)
+    commit_files({side_path: json.dumps(side, indent=2, default=_jsonable) + "\n",
+                  card_path: json.dumps(card_fields(result, info), indent=2) + "\n"},
+                 primary=card_path)
     return card_path, side_path
-
-
-def _check_names(name: str, dataset: str, threat_model: str) -> None:
-    if dataset not in DATASETS:
-        raise unknown("dataset", dataset, DATASETS)
-    if threat_model not in THREAT_MODELS:
-        raise unknown("threat model", threat_model, THREAT_MODELS)
-    check_model_name(name, "card name")
 
 
 def _jsonable(obj):

@@ -6,7 +6,13 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (read
     model, ema (or absent), arch, dataset, num_classes, config    <- read by the evaluator
     optimizer, objective, epoch (completed epochs), batch (batches done in the next epoch),
     step (optimizer steps), rng, epoch_rng (RNG at the start of the running epoch, mid-epoch only),
-    running (in-epoch metric sums), history (metrics rows), versions, git_commit, format
+    running (in-epoch metric sums), history (metrics rows), trace (per-step curve points),
+    ema_updates, best, teacher ({"file", "sha256"} of a distillation teacher), versions,
+    git_commit, format
+
+Each part of a run owns its state (:mod:`advtrain.parts`); :func:`pack` lays the parts' states out
+as above and :func:`unpack` reads them back. The layout is that of the first release, so its
+checkpoints resume and every reader of ``model`` / ``ema`` works unchanged.
 
 ``RUN_DIR/epoch_{e}.pt`` is written after epoch ``e``; ``RUN_DIR/last.pt`` after every epoch and
 every ``run.checkpoint_every_steps`` optimizer steps. Files are replaced atomically (temp file +
@@ -23,7 +29,8 @@ import numpy as np
 import torch
 
 from advtrain.errors import CheckpointError
-from advtrain.io import atomic_save, check_tensors, load_state_file
+from advtrain.atomic import atomic_save
+from advtrain.safeload import check_tensors, load_state_file
 
 FORMAT = "advtrain-train-v1"
 LAST = "last.pt"
@@ -78,40 +85,71 @@ def cpu_state(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
 
 
+#: parts whose state entries are spread over top-level keys: {part: {entry: file key}}; every other
+#: part's state is stored whole under the part's name
+SPREAD = {
+    "ema": {"shadow": "ema", "updates": "ema_updates"},
+    "progress": {k: k for k in ("epoch", "batch", "step", "running", "history", "epoch_rng",
+                                "best", "trace")},
+}
+
+
+def pack(states: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """The checkpoint entries of ``{part: state}`` (no ``ema`` key before the first EMA update)."""
+    out: Dict[str, Any] = {}
+    for part, state in states.items():
+        if part not in SPREAD:
+            out[part] = state
+            continue
+        if part == "ema" and not state.get("shadow"):
+            continue
+        out.update({SPREAD[part][k]: v for k, v in state.items()})
+    return out
+
+
+def unpack(ckpt: Dict[str, Any], parts) -> Dict[str, Dict[str, Any]]:
+    """Inverse of :func:`pack` for the part names ``parts`` (a part absent from the file is left
+    out: e.g. ``ema`` of a run whose EMA had not started)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for part in parts:
+        if part not in SPREAD:
+            if part in ckpt:
+                out[part] = ckpt[part]
+        elif part == "ema":
+            if isinstance(ckpt.get("ema"), dict):
+                out[part] = {"shadow": ckpt["ema"], "updates": ckpt.get("ema_updates", 0)}
+        else:
+            out[part] = {k: ckpt[key] for k, key in SPREAD[part].items() if key in ckpt}
+    return out
+
+
 def save(payload: Dict[str, Any], path: str) -> None:
     """Atomically write ``payload`` (plus the format tag) to ``path``."""
     atomic_save({"format": FORMAT, **payload}, path)
 
 
 def load(path: str) -> Dict[str, Any]:
-    """Read a training checkpoint safely (weights_only); refuse files that are not one."""
+    """Read a training checkpoint safely (weights_only); refuse files that are not one.
+
+    Its ``model``/``ema`` weights are checked against the recorded architecture built on the meta
+    device (shapes and dtypes of the keys they share; :mod:`advtrain.modelfile`) before any model
+    is built from it; the trainer's strict load then checks the key sets.
+    """
+    from advtrain.models.convert import check_fits
+    from advtrain.modelfile import recorded_options, skeleton
+
     ckpt = load_state_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an advtrain training checkpoint (no format "
                               f"{FORMAT!r}); give the run directory written by 'advtrain train'")
-    reference = _model_dtypes(ckpt)
-    for key in ("model", "ema"):  # NaN/Inf were refused by load_state_file; now the dtypes
+    model = skeleton(ckpt.get("arch"), ckpt.get("dataset"), ckpt.get("num_classes"), recorded_options(ckpt))
+    for key in ("model", "ema"):  # NaN/Inf were refused by load_state_file; now keys/shapes/dtypes
         if isinstance(ckpt.get(key), dict):
-            check_tensors(ckpt[key], f"{path} [{key}]", reference=reference)
+            if model is not None:
+                check_fits(model, ckpt[key], strict=False, name=f"{path} [{key}]")
+            else:
+                check_tensors(ckpt[key], f"{path} [{key}]")
     return ckpt
-
-
-def _model_dtypes(ckpt: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
-    """The recorded architecture's state_dict built on the meta device (dtypes, no memory)."""
-    from advtrain.errors import AdvtrainError
-    from advtrain.models import create_model
-
-    arch = ckpt.get("arch")
-    if not isinstance(arch, str):
-        return None
-    try:
-        with torch.device("meta"):
-            from advtrain.models.timm_models import recorded_options
-
-            return create_model(arch, dataset=ckpt.get("dataset"),
-                                **{"num_classes": ckpt.get("num_classes"), **recorded_options(ckpt)}).state_dict()
-    except (AdvtrainError, TypeError, ValueError, RuntimeError, NotImplementedError):
-        return None  # an unknown architecture is reported by whoever builds the model
 
 
 def latest(run_dir: str) -> Optional[str]:

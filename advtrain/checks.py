@@ -18,6 +18,8 @@ Checks (``x`` in [0,1], ``f`` the model):
 - ``autoattack-check``: a warning raised by AutoAttack's own checks (captured verbatim).
 - ``non-finite-logits``: ``f(x)`` has NaN/Inf entries on the evaluated images; every accuracy is
   meaningless, so :func:`advtrain.cards.write_card` refuses to write a card (:data:`BLOCKING`).
+- ``eval-on-train-images``, ``trained-on-test-images``, ``partial-classes``: where the images came
+  from (``advtrain eval`` compares its data with what the checkpoint recorded; issue 16.7).
 """
 from __future__ import annotations
 
@@ -25,12 +27,19 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from advtrain.accuracy import correct
+
 DOC = "docs/FLAGS.md"
 
 #: every flag code this module can emit, in docs/FLAGS.md order
 CODES = ("train-mode", "probability-outputs", "randomized-model", "eps0-mismatch",
          "pgd-not-converged", "robust-above-clean", "outside-eps-ball", "square-beats-whitebox",
-         "autoattack-check", "precision-gap", "non-finite-logits")
+         "autoattack-check", "precision-gap", "non-finite-logits", "eval-on-train-images",
+         "trained-on-test-images", "partial-classes")
+
+#: flags about where the images came from, not about the attack (they do not set a card's
+#: ``unreliable``, which in RobustBench means "the attack may overestimate robustness")
+DATA_FLAGS = ("eval-on-train-images", "trained-on-test-images", "partial-classes")
 
 #: flags that make the numbers meaningless: no card is written for a result carrying one
 BLOCKING = ("non-finite-logits",)
@@ -77,14 +86,8 @@ def check_randomness(model, x: torch.Tensor, batch_size: int, tol: float = 1e-5)
 
 
 def _attack_correct(model, attack: Callable, x, y, batch_size: int) -> torch.Tensor:
-    """Per-example bool: still classified correctly after ``attack``."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        x_adv = attack(model, xb, yb)
-        with torch.no_grad():
-            out.append(model(x_adv).argmax(1) == yb)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    """Per-example bool: still classified correctly after ``attack`` (the one accuracy loop)."""
+    return correct(model, x, y, batch_size=batch_size, attack=attack)
 
 
 def _attack_acc(model, attack: Callable, x, y, batch_size: int) -> float:
@@ -184,8 +187,3 @@ def evaluation_flags(clean_acc: float, robust_acc: float, per_attack: dict,
                           f"{min(white):.2%} to {per_attack['square']:.2%} after the white-box "
                           "attacks: gradients are likely masked; use adaptive attacks"))
     return flags
-
-
-def sanity_ok(flags: Optional[Sequence[dict]]) -> bool:
-    """True when no flag was raised."""
-    return not flags

@@ -1,60 +1,39 @@
 """Training configuration: typed nested dataclasses, YAML load/dump, dotted overrides.
 
 A config is a YAML file with one mapping per section (``run``, ``data``, ``model``, ``objective``,
-``attack``, ``optim``, ``awp``, ``ema``, ``average``, ``eval``; ``teacher`` for distillation, see
+``attack``, ``optim``, ``awp``, ``ema``, ``average``, ``eval``, ``log``; ``teacher`` for distillation, see
 :mod:`advtrain.teacher`) plus a few top-level switches.
 The command line may override any value with ``section.key=value`` (the value is parsed as YAML)::
 
     advtrain train configs/gkl_at_cifar10.yaml objective.beta=6 optim.epochs=2
 
-Everything is validated before training starts: unknown keys (with close matches), wrong types and
-out-of-range values raise :class:`advtrain.errors.InputError` / :class:`UnknownNameError` with one
-line naming the key and the fix. ``resolve(config)`` gives the fully resolved plain dict that is
-stored in every checkpoint and in ``RUN_DIR/config.yaml``.
+:func:`load` / :func:`from_dict` are the one validator of user settings: unknown keys (with close
+matches), wrong types and out-of-range values raise :class:`advtrain.errors.InputError` /
+:class:`UnknownNameError` with one line naming the key and the fix (the checks live in
+:mod:`advtrain.config_check`). They return ONE frozen, fully resolved :class:`Config`: every entry the
+YAML leaves out is filled from the objective's recommended recipe (its ``Options`` dataclass: options,
+``ATTACK``, ``OPTIM``) or the trainer-wide default, so the trainer, objectives and attacks take the
+values as they are. ``resolve(config)`` is its plain dict, stored in every checkpoint and shown in
+``RUN_DIR/config.yaml``.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
+from advtrain.config_check import check_attack, check_lr_table, check_objective, check_ranges
+from advtrain.config_types import build_section, parse_eps  # noqa: F401  (parse_eps re-exported)
 from advtrain.errors import InputError, unknown
 
-Number = Union[int, float]
 #: marker in field metadata: the value is an eps-like float that also accepts "8/255"
 EPS = {"eps": True}
 
 
-def parse_eps(value: Union[str, float, int]) -> float:
-    """``"8/255"`` / ``"0.0314"`` / ``0.0314`` -> float in [0, 1]; anything else -> InputError."""
-    if isinstance(value, bool):
-        raise InputError(f"invalid eps {value!r}; give a number like 0.0314 or a fraction like 8/255")
-    if isinstance(value, (int, float)):
-        out = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            if "/" in text:
-                num, den = text.split("/", 1)
-                out = float(num) / float(den)
-            else:
-                out = float(text)
-        except (ValueError, ZeroDivisionError):
-            raise InputError(
-                f"invalid eps {value!r}; give a number like 0.0314 or a fraction like 8/255"
-            ) from None
-    else:
-        raise InputError(f"invalid eps {value!r}; give a number like 0.0314 or a fraction like 8/255")
-    if not math.isfinite(out) or out < 0 or out > 1:
-        raise InputError(f"eps {value!r} = {out:g} is outside [0, 1]; images live in [0, 1] (e.g. 8/255)")
-    return out
-
-
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "run"
     seed: int = 0
@@ -65,7 +44,7 @@ class RunConfig:
     progress: bool = True  # tqdm bar per epoch
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = "cifar10"
     root: Optional[str] = None
@@ -85,34 +64,37 @@ class DataConfig:
     image_size: Optional[int] = None  # None -> 224 for ImageFolder datasets
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     arch: str = "wrn-34-10"  # or timm:<name> (advtrain.models.timm_models)
     channels_last: bool = False
     weights: Optional[str] = None  # timm models: local initial weights (tensors only)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttackConfig:
     """Training attack. ``schedule``: executed (reference: K=5, eta=eps_t/2), staged, fixed.
 
-    ``None`` means "the objective's default" (``OBJECTIVES[name].defaults(dataset)``, the one source
-    of attack defaults); :func:`resolve` fills every such entry, so the resolved ``config.yaml`` shows
-    the attack the run actually used.
+    An entry left out (or ``null``) is the objective's (``OBJECTIVES[name].Options.ATTACK``, the one
+    source of attack defaults); :func:`from_dict` fills every one, so the config, and the
+    ``config.yaml`` of a run, show the attack the run actually used.
     """
 
-    eps: Optional[float] = field(default=None, metadata=EPS)  # None -> objective default (8/255)
-    norm: Optional[str] = None  # None -> objective default (Linf)
-    schedule: str = "executed"
-    ramp: Optional[bool] = None  # eps_t = eps*e/E; None -> on for executed/staged, off for fixed
-    steps: Optional[int] = None  # used by the fixed schedule; None -> objective default (10)
-    step_size: Optional[float] = field(default=None, metadata=EPS)  # fixed schedule; None -> objective
-    init: Optional[str] = None  # None -> the objective's default
-    bn_mode: Optional[str] = None  # None -> the objective's default
+    eps: Optional[float] = field(default=None, metadata=EPS)
+    norm: Optional[str] = None
+    schedule: Optional[str] = None  # executed | staged | fixed
+    ramp: Optional[bool] = None  # eps_t = eps*e/E; left out: on for executed/staged, off for fixed
+    steps: Optional[int] = None  # used by the fixed schedule
+    step_size: Optional[float] = field(default=None, metadata=EPS)  # used by the fixed schedule
+    init: Optional[str] = None  # uniform | normal | none
+    bn_mode: Optional[str] = None  # eval | train | train_frozen
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
+    """Trainer-wide defaults: DKL's optimiser (SPEC 5.1); an objective whose paper trains otherwise
+    names its own in ``Options.OPTIM``, used for every entry a config leaves out."""
+
     lr: float = 0.2
     momentum: float = 0.9
     nesterov: bool = False
@@ -128,14 +110,14 @@ class OptimConfig:
     lr_table: Any = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class AWPConfig:
     enabled: bool = False
     gamma: float = 0.005
     warmup: int = 10  # AWP from epoch `warmup` on (1-indexed)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EMAConfig:
     enabled: bool = False
     decay: float = 0.9996
@@ -143,14 +125,14 @@ class EMAConfig:
     dm_warmup: bool = False  # DM recipe: decay 0 for 2.5% of training, then min(tau, (1+d)/(10+d))
 
 
-@dataclass
+@dataclass(frozen=True)
 class AverageConfig:
     tau: float = 0.9
     start: int = 1
-    end: Optional[int] = None  # None -> last epoch
+    end: Optional[int] = None  # left out: the last epoch
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     test_pgd_steps: int = 10
     every: int = 1  # evaluate the test subset every N epochs (and always at the last)
@@ -159,45 +141,87 @@ class EvalConfig:
     holdout_pgd_steps: int = 40  # DM recipe: PGD-40, step eps/4
 
 
-@dataclass
+@dataclass(frozen=True)
+class LogConfig:
+    tensorboard: bool = False  # RUN_DIR/tb/ event files (pip install tensorboard)
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    objective: Dict[str, Any] = field(default_factory=lambda: {"name": "gkl_at"})
+    objective: Dict[str, Any] = field(default_factory=lambda: {"name": "gkl_at"})  # name + options
     attack: AttackConfig = field(default_factory=AttackConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     teacher: Optional[Dict[str, Any]] = None  # distillation objectives only (advtrain.teacher)
     nan_policy: str = "stop"  # stop | skip
     precision: str = "fp32"  # fp32 | bf16 (GPU only)
+    tf32: bool = True  # TF32 for fp32 matmuls / convolutions on CUDA (Ampere and newer)
     compile: bool = False
     sync_bn: bool = False
     paper_row: Optional[int] = None  # row of advtrain.metrics.PAPER_ROWS (SPEC section 7)
     notes: str = ""
 
 
-from advtrain.config_check import (  # noqa: E402
-    ATTACK_KEYS, build_section, check_objective, check_ranges)
-
-
 # ----------------------------------------------------------------------------- load / dump
 
 def from_dict(raw: Optional[Dict[str, Any]]) -> Config:
-    """Build and validate a :class:`Config` from a plain (YAML) mapping."""
-    raw = dict(raw or {})
+    """Validate a plain (YAML) mapping and resolve it into one frozen :class:`Config`."""
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
         raise InputError("a config must be a mapping of sections (run:, data:, optim:, ...)")
+    raw = _deepcopy(raw)
+    given = build_section(Config, raw, "")  # types and key names of everything as written
+    options_cls, options = _objective(given)
+    for section, recipe in (("attack", options_cls.ATTACK), ("optim", options_cls.OPTIM)):
+        written = {k: v for k, v in (raw.get(section) or {}).items() if v is not None}
+        raw[section] = {**recipe, **written}
+    raw["objective"] = {"name": given.objective["name"], **dataclasses.asdict(options)}
     cfg = build_section(Config, raw, "")
-    check_objective(cfg)
+    attack = cfg.attack
+    if attack.ramp is None:
+        attack = dataclasses.replace(attack, ramp=attack.schedule != "fixed")
+    check_attack(attack)
     check_ranges(cfg)
+    average = cfg.average
+    if average.end is None:
+        average = dataclasses.replace(average, end=cfg.optim.epochs)
+    cfg = dataclasses.replace(
+        cfg, attack=attack, average=average,
+        optim=dataclasses.replace(cfg.optim, lr_table=check_lr_table(cfg.optim.lr_table, cfg.optim.epochs)))
     from advtrain.teacher import check_section
 
-    check_section(cfg)
-    return cfg
+    return dataclasses.replace(cfg, teacher=check_section(cfg))
+
+
+def _objective(given: Config):
+    """(options class, resolved options) of the ``objective:`` section; the objective's defaults
+    are computed here, once per config."""
+    from advtrain.objectives import OBJECTIVES
+
+    obj = given.objective
+    name = obj.get("name")
+    if not isinstance(name, str):
+        raise InputError("config key 'objective.name' is missing; e.g. objective: {name: gkl_at}")
+    if name not in OBJECTIVES:
+        raise unknown("objective", name, OBJECTIVES)
+    options_cls = OBJECTIVES[name].Options
+    implied = {"two_view": True} if given.data.augment == "autoaugment" else {}  # [basic; AutoAug]
+    rest = {k: v for k, v in obj.items() if k != "name"}
+    attack_keys = [f.name for f in dataclasses.fields(AttackConfig)]
+    options = check_objective(options_cls, name, rest, given.data.dataset, attack_keys, implied)
+    if implied and getattr(options, "two_view", True) is False:
+        raise InputError("data.augment: autoaugment gives [basic; AutoAug] batches but objective.two_view "
+                         "is false; set objective.two_view: true (a run's config.yaml from an earlier "
+                         "release may record false for a run that trained two-view: edit it so)")
+    return options_cls, options
 
 
 def load(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> Config:
@@ -228,6 +252,10 @@ def read_yaml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
 
 # ----------------------------------------------------------------------------- strict YAML
 
+#: longest integer a config may spell out (the largest setting, a seed, has 10 digits)
+MAX_INT_DIGITS = 100
+
+
 class StrictYAMLError(ValueError):
     """A config that is valid YAML but refused: a duplicate key, an anchor or an alias."""
 
@@ -244,6 +272,15 @@ class StrictLoader(yaml.SafeLoader):
             raise StrictYAMLError(f"line {event.start_mark.line + 1}: YAML {kind}{anchor} is not "
                                   "allowed in configs; write the value out in full")
         return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node):
+        """Python refuses to read an integer of more than 4,300 digits (a ValueError, not a YAML
+        error); no setting needs more than a few, so a long one is refused here with its line."""
+        digits = len(str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise StrictYAMLError(f"line {node.start_mark.line + 1}: an integer of {digits} digits; "
+                                  "give a smaller value")
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -262,6 +299,9 @@ class StrictLoader(yaml.SafeLoader):
                     raise StrictYAMLError(f"duplicate key {key!r} on {lines}; keep one of them")
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
 
 
 def _decode(data: bytes, path: str) -> str:
@@ -287,15 +327,15 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
     raw = _deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise InputError(f"override {item!r} is not key=value; write e.g. optim.epochs=2")
+            raise InputError(f"override {_clip(item)} is not key=value; write e.g. optim.epochs=2")
         key, text = item.split("=", 1)
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
-            raise InputError(f"override {item!r} has an empty key; write e.g. optim.epochs=2")
+            raise InputError(f"override {_clip(item)} has an empty key; write e.g. optim.epochs=2")
         try:
             value = yaml.load(text, Loader=StrictLoader) if text.strip() else None
         except StrictYAMLError as e:
-            raise InputError(f"override {item!r}: {e}") from None
+            raise InputError(f"override {_clip(item)}: {e}") from None
         except yaml.YAMLError:
             value = text
         node = raw
@@ -304,42 +344,24 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
             if nxt is None:
                 nxt = node[p] = {}
             if not isinstance(nxt, dict):
-                raise InputError(f"override {item!r}: {p!r} is not a section")
+                raise InputError(f"override {_clip(item)}: {p!r} is not a section")
             node = nxt
         node[parts[-1]] = value
     return raw
 
 
+def _clip(item: str) -> str:
+    """An override as written, cut to one short line for messages."""
+    return repr(item if len(item) <= 60 else item[:57] + "...")
+
+
 def to_dict(cfg: Config) -> Dict[str, Any]:
-    """Plain nested dict of a config (as written, without objective defaults)."""
+    """Plain nested dict of a (resolved) config."""
     return dataclasses.asdict(cfg)
 
 
-def resolve(cfg: Config) -> Dict[str, Any]:
-    """Fully resolved plain dict: every default filled in, incl. the objective's own defaults."""
-    out = to_dict(cfg)
-    obj = dict(cfg.objective)
-    defaults = objective_defaults(obj["name"], cfg.data.dataset)
-    merged = {"name": obj["name"]}
-    merged.update({k: v for k, v in defaults.items() if k not in ATTACK_KEYS})
-    merged.update({k: v for k, v in obj.items() if k != "name"})
-    out["objective"] = merged
-    out["attack"] = attack_settings(cfg)
-    if out["average"]["end"] is None:
-        out["average"]["end"] = cfg.optim.epochs
-    return out
-
-
-def attack_settings(cfg: Config) -> Dict[str, Any]:
-    """The ``attack:`` section with every unset entry taken from the objective's defaults."""
-    att = dataclasses.asdict(cfg.attack)
-    defaults = objective_defaults(cfg.objective["name"], cfg.data.dataset)
-    for obj_key, att_key in ATTACK_KEYS.items():
-        if att[att_key] is None and obj_key in defaults:
-            att[att_key] = defaults[obj_key]
-    if att["ramp"] is None:
-        att["ramp"] = att["schedule"] != "fixed"
-    return att
+#: the plain dict of a config is its resolved form: :func:`from_dict` resolved everything
+resolve = to_dict
 
 
 def dump(cfg: Union[Config, Dict[str, Any]]) -> str:
@@ -354,15 +376,6 @@ class _PlainDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data):
         return True
-
-
-def objective_defaults(name: str, dataset: Optional[str] = None) -> Dict[str, Any]:
-    """The objective's ``defaults()`` dict (unknown ``name``: UnknownNameError)."""
-    from advtrain.objectives import OBJECTIVES
-
-    if name not in OBJECTIVES:
-        raise unknown("objective", name, OBJECTIVES)
-    return dict(OBJECTIVES[name].defaults(dataset))
 
 
 def _deepcopy(x):
@@ -385,5 +398,5 @@ def _plain(x):
 __all__ = [
     "Config", "RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "OptimConfig", "AWPConfig",
     "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict", "apply_overrides",
-    "resolve", "dump", "to_dict", "read_yaml", "objective_defaults", "attack_settings",
+    "resolve", "dump", "to_dict", "read_yaml",
 ]

@@ -1,4 +1,5 @@
-"""Validation of :mod:`advtrain.config`: key names, types and value ranges.
+"""Validation of :mod:`advtrain.config`: value ranges and choices, objective options against their
+field rules, the attack settings (types and key names: :mod:`advtrain.config_types`).
 
 Kept apart from the dataclasses so that ``config.py`` reads as the list of knobs. Every check raises
 a one-line :class:`~advtrain.errors.InputError` (bad type or range) or
@@ -7,175 +8,85 @@ a one-line :class:`~advtrain.errors.InputError` (bad type or range) or
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-import typing
-from typing import Any
+from typing import Any, Dict, Optional
 
-from advtrain.errors import InputError, unknown
+from advtrain.config_types import build_section, coerce, short, to_float
+from advtrain.errors import AdvtrainError, InputError, unknown
 
-#: objective kwargs that belong to the ``attack:`` section (the trainer passes them on)
-ATTACK_KEYS = {"eps": "eps", "step_size": "step_size", "steps": "steps", "norm": "norm",
-               "attack_init": "init", "bn_mode": "bn_mode"}
-#: objective kwargs that must be >= 0
-NON_NEGATIVE = ("beta", "alpha", "gamma", "aug_weight", "attack_alpha", "attack_beta",
-                "attack_gamma")
-POSITIVE = ("prior_T", "loss_T")
 #: run.device choices (plus cuda:N); the trainer and evaluator run on CPU or CUDA only
 DEVICES = ("auto", "cpu", "cuda")
 #: numpy's seed range (torch accepts more); the trainer seeds both with run.seed
 MAX_SEED = 2**32 - 1
 #: a larger SGD learning rate is a typo, not a recipe (the paper rows use 0.1-0.2)
 MAX_LR = 10.0
-#: run names are RobustBench-style ids: they become a directory under run.out_dir
 
 
-# ----------------------------------------------------------------------------- structure / types
+# ----------------------------------------------------------------------------- objective / attack
 
-def build_section(cls, raw: Any, prefix: str):
-    """Instantiate dataclass ``cls`` from mapping ``raw``; unknown keys and bad types refused."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        where = prefix.rstrip(".") or "config"
-        raise InputError(f"config section {where!r} must be a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in raw:
-        if key not in fields:
-            raise unknown("config key", f"{prefix}{key}", [prefix + k for k in fields])
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in raw:
-            continue
-        kwargs[name] = coerce(raw[name], hints[name], prefix + name, f.metadata)
-    return cls(**kwargs)
-
-
-def coerce(value: Any, tp: Any, key: str, meta=None) -> Any:
-    """Check ``value`` against annotation ``tp`` (converting int->float, '8/255'->float)."""
-    from advtrain.config import parse_eps
-
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(value, inner[0], key, meta)
-    if meta and meta.get("eps"):
-        try:
-            return parse_eps(value)
-        except InputError as e:
-            raise InputError(f"config key {key!r}: {e}") from None
-    if dataclasses.is_dataclass(tp):
-        return build_section(tp, value, key + ".")
-    if origin in (list, typing.List):
-        if not isinstance(value, (list, tuple)):
-            raise _type_error(key, value, "a list")
-        return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
-    if origin in (dict, typing.Dict):
-        if not isinstance(value, dict):
-            raise _type_error(key, value, "a mapping")
-        return dict(value)
-    return _scalar(value, tp, key)
-
-
-def _scalar(value: Any, tp: Any, key: str) -> Any:
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _type_error(key, value, "true or false")
-        return value
-    if tp is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _type_error(key, value, "an integer")
-        return value
-    if tp is float:
-        return _to_float(value, key)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _type_error(key, value, "a string")
-        if "\x00" in value:
-            raise InputError(f"config key {key!r} = {value!r} contains a NUL byte; remove it")
-        return value
-    raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # programming error
-
-
-def _to_float(value: Any, key: str) -> float:
-    if isinstance(value, bool):
-        raise _type_error(key, value, "a number")
-    out = None
-    if isinstance(value, (int, float)):
-        out = float(value) if abs(value) < 1e308 else math.inf  # huge ints overflow float()
-    elif isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
-        try:
-            out = float(value)
-        except ValueError:
-            pass
-    if out is None:
-        raise _type_error(key, value, "a number")
-    if not math.isfinite(out):
-        raise InputError(f"config key {key!r} = {value!r} is not a finite number; give a finite value")
-    return out
-
-
-def _type_error(key: str, value: Any, expected: str) -> InputError:
-    return InputError(f"config key {key!r} must be {expected}, got {value!r} ({type(value).__name__})")
-
-
-# ----------------------------------------------------------------------------- objective kwargs
-
-def check_objective(cfg) -> None:
-    """``objective:`` = name + kwargs accepted by that objective's ``defaults()``."""
-    from advtrain.config import objective_defaults
-
-    obj = cfg.objective
-    if "name" not in obj or not isinstance(obj["name"], str):
-        raise InputError("config key 'objective.name' is missing; e.g. objective: {name: gkl_at}")
-    for key in obj:
-        if key in ATTACK_KEYS:
+def check_objective(options_cls, name: str, given: Dict[str, Any], dataset: Optional[str],
+                    attack_keys=(), implied: Optional[Dict[str, Any]] = None):
+    """The resolved options (an ``options_cls`` instance) of objective ``name``: ``given`` (its
+    ``objective:`` keys; None keeps a default) over ``implied`` (defaults another setting implies,
+    e.g. two_view under AutoAugment) over the objective's defaults for ``dataset``."""
+    defaults = options_cls.defaults(dataset)
+    for key in given:
+        if key in attack_keys:
             raise InputError(f"config key 'objective.{key}' belongs to the attack section; "
-                             f"set attack.{ATTACK_KEYS[key]} instead")
-    defaults = objective_defaults(obj["name"], cfg.data.dataset)
-    allowed = [k for k in defaults if k not in ATTACK_KEYS]
-    for key, value in obj.items():
-        if key == "name":
-            continue
+                             f"set attack.{key} instead")
         if key not in defaults:
-            raise unknown(f"option of objective {obj['name']!r}:", f"objective.{key}",
-                          ["objective." + k for k in allowed])
-        obj[key] = _like(value, defaults[key], f"objective.{key}")
-        if key in NON_NEGATIVE and isinstance(obj[key], (int, float)) and obj[key] < 0:
-            raise InputError(f"config key 'objective.{key}' = {value} must be >= 0")
-        if key in POSITIVE and isinstance(obj[key], (int, float)) and obj[key] <= 0:
-            raise InputError(f"config key 'objective.{key}' = {value} must be > 0")
-    ls = obj.get("label_smoothing")
-    if isinstance(ls, (int, float)) and not 0 <= ls < 1:
-        raise InputError(f"config key 'objective.label_smoothing' = {ls} must be in [0, 1)")
+            raise unknown(f"option of objective {name!r}:", f"objective.{key}",
+                          ["objective." + k for k in defaults])
+    set_ = {k: v for k, v in given.items() if v is not None}
+    raw = {**defaults, **{k: v for k, v in (implied or {}).items() if k in defaults}, **set_}
+    options = build_section(options_cls, raw, "objective.")
+    for f in dataclasses.fields(options_cls):
+        _check_rule(f"objective.{f.name}", getattr(options, f.name), f.metadata)
+    return options
 
 
-def _like(value: Any, default: Any, key: str) -> Any:
-    """Type-check an objective kwarg against the type of its default."""
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        return _scalar(value, bool, key)
-    if isinstance(default, float):
-        return _to_float(value, key)
-    if isinstance(default, int):
-        return _to_float(value, key) if isinstance(value, float) else _scalar(value, int, key)
-    if isinstance(default, str):
-        return _scalar(value, str, key)
-    return value
+def _check_rule(key: str, value: Any, rule) -> None:
+    """An option against the rule of its field (see :func:`advtrain.objectives.base.opt`)."""
+    if "choices" in rule:
+        _choice(key.split(".")[-1], key, value, rule["choices"])
+    if rule.get("arch"):
+        _check_arch(key, value)
+    if "min" in rule:
+        _at_least(key, value, rule["min"])
+    if "max" in rule:
+        _at_most(key, value, rule["max"])
+    if "gt" in rule and not value > rule["gt"]:
+        raise InputError(f"config key {key!r} = {short(value)} must be > {rule['gt']}")
+    if "lt" in rule and not value < rule["lt"]:
+        raise InputError(f"config key {key!r} = {short(value)} must be < {rule['lt']}")
+
+
+def check_attack(a) -> None:
+    """The resolved ``attack:`` section: choices named by the attack library, then the library's
+    own check of the PGD it will build."""
+    from attacks import BN_MODES, NORMS, PGD
+    from attacks.pgd import INITS
+
+    from advtrain.schedules import ATTACK_SCHEDULES
+
+    _choice("norm", "attack.norm", a.norm, NORMS)
+    _choice("attack schedule", "attack.schedule", a.schedule, ATTACK_SCHEDULES)
+    _choice("attack init", "attack.init", a.init, INITS)
+    _choice("bn_mode", "attack.bn_mode", a.bn_mode, BN_MODES)
+    _at_least("attack.steps", a.steps, 0)
+    try:  # the attack library's own check (it raises attacks.AttackError, a ValueError)
+        PGD(eps=a.eps, alpha=a.step_size, steps=a.steps, norm=a.norm, init=a.init, bn_mode=a.bn_mode)
+    except AdvtrainError:
+        raise
+    except ValueError as e:  # attacks.AttackError
+        raise InputError(f"config section 'attack': {e}") from None
 
 
 # ----------------------------------------------------------------------------- ranges / choices
 
 def check_ranges(cfg) -> None:
-    """Refuse out-of-range values and unknown choices before anything is built."""
+    """Refuse out-of-range values and unknown choices before anything is built (``optim.lr_table``
+    is checked by :func:`check_lr_table`, which also normalises it)."""
     E = cfg.optim.epochs
     _at_least("optim.epochs", E, 1)
     if not (cfg.run.device in DEVICES or re.fullmatch(r"cuda:\d+", cfg.run.device)):
@@ -187,28 +98,23 @@ def check_ranges(cfg) -> None:
     _at_least("run.checkpoint_every_steps", cfg.run.checkpoint_every_steps, 0)
     _check_data(cfg.data)
     _check_names(cfg)
-    a = cfg.attack
-    if a.norm is not None:  # None: the objective's default
-        _choice("norm", "attack.norm", a.norm, ("Linf", "L2"))
-    _choice("attack schedule", "attack.schedule", a.schedule, ("executed", "staged", "fixed"))
-    if a.steps is not None:
-        _at_least("attack.steps", a.steps, 0)
+    check_attack(cfg.attack)
     o = cfg.optim
-    _positive("optim.lr", o.lr)
-    _at_most("optim.lr", o.lr, MAX_LR)
+    _check_lr("optim.lr", o.lr)
     _unit("optim.momentum", o.momentum, closed_right=False)
     _at_least("optim.weight_decay", o.weight_decay, 0)
     _at_most("optim.weight_decay", o.weight_decay, 1)
-    _choice("lr schedule", "optim.schedule", o.schedule,
-            ("cosine", "cosine_trades", "piecewise", "onecycle"))
+    from advtrain.schedules import LR_SCHEDULES
+
+    _choice("lr schedule", "optim.schedule", o.schedule, LR_SCHEDULES)
     _at_least("optim.warmup_epochs", o.warmup_epochs, 0)
     if o.warmup_epochs > E:
         raise InputError(f"optim.warmup_epochs = {o.warmup_epochs} exceeds optim.epochs = {E}")
     _positive("optim.lr_gamma", o.lr_gamma)
     _at_most("optim.lr_gamma", o.lr_gamma, 1)
-    if any(m < 1 for m in o.milestones) or list(o.milestones) != sorted(o.milestones):
-        raise InputError(f"optim.milestones {o.milestones} must be increasing epochs >= 1")
-    o.lr_table = _check_lr_table(o.lr_table, E)
+    if any(m < 1 for m in o.milestones) or len(set(o.milestones)) != len(o.milestones) or \
+            list(o.milestones) != sorted(o.milestones):
+        raise InputError(f"optim.milestones {o.milestones} must be increasing epochs >= 1 (each once)")
     if o.nesterov and o.momentum <= 0:
         raise InputError("optim.nesterov needs optim.momentum > 0")
     _at_least("awp.gamma", cfg.awp.gamma, 0)
@@ -230,6 +136,7 @@ def check_ranges(cfg) -> None:
 
 
 def _check_data(d) -> None:
+    check_synthetic(d.synthetic_npz)
     _choice("augmentation", "data.augment", d.augment, ("basic", "none", "autoaugment"))
     _unit("data.synthetic_fraction", d.synthetic_fraction)
     _at_least("data.batch_size", d.batch_size, 1)
@@ -243,31 +150,40 @@ def _check_data(d) -> None:
     check_data_section(d)
 
 
-def _check_lr_table(table: Any, E: int):
-    """``optim.lr_table``: None, a list of E positive lrs, or {epoch >= 1: lr} (keys may be strings,
-    as in a dumped config); returns the normalised table (floats, int keys)."""
+def check_lr_table(table: Any, E: int):
+    """``optim.lr_table``: None, a list of E lrs, or {epoch: lr} for epochs 1..E (keys may be strings,
+    as in a dumped config; ``1`` and ``"1"`` together are refused); every lr obeys the rules of
+    ``optim.lr``. Returns the normalised table (floats, int keys, sorted)."""
     fix = "give a list with one lr per epoch or a mapping {epoch: lr}, e.g. {1: 0.02}"
     if table is None:
         return None
     if isinstance(table, (list, tuple)):
         if len(table) != E:
             raise InputError(f"optim.lr_table has {len(table)} entries but optim.epochs = {E}; {fix}")
-        return [_table_lr(v, f"optim.lr_table[{i}]") for i, v in enumerate(table)]
+        return [_check_lr(f"optim.lr_table[{i}]", to_float(v, f"optim.lr_table[{i}]"))
+                for i, v in enumerate(table)]
     if not isinstance(table, dict):
-        raise InputError(f"optim.lr_table = {table!r} is neither a list nor a mapping; {fix}")
-    out = {}
+        raise InputError(f"optim.lr_table = {short(table)} is neither a list nor a mapping; {fix}")
+    out, given = {}, {}
     for key, v in table.items():
         epoch = int(key) if isinstance(key, str) and key.strip().isdigit() else key
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            raise InputError(f"optim.lr_table key {key!r} is not an epoch >= 1 (epochs are 1-indexed); {fix}")
-        out[epoch] = _table_lr(v, f"optim.lr_table[{epoch}]")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= E:
+            raise InputError(f"optim.lr_table key {short(key)} is not an epoch >= 1 and <= "
+                             f"optim.epochs = {E} (epochs are 1-indexed); {fix}")
+        if epoch in given:
+            raise InputError(f"optim.lr_table keys {given[epoch]!r} and {key!r} name the same epoch "
+                             f"{epoch}; keep one of them")
+        given[epoch] = key
+        name = f"optim.lr_table[{epoch}]"
+        out[epoch] = _check_lr(name, to_float(v, name))
     return dict(sorted(out.items()))
 
 
-def _table_lr(value: Any, key: str) -> float:
-    lr = _to_float(value, key)
-    if not lr > 0 or lr != lr or lr == float("inf"):
-        raise InputError(f"config key {key!r} = {value!r} must be a finite lr > 0")
+def _check_lr(key: str, lr: float) -> float:
+    """The rule of every learning rate (``optim.lr`` and each ``optim.lr_table`` entry)."""
+    if not lr > 0:
+        raise InputError(f"config key {key!r} = {short(lr)} must be > 0 (a finite lr > 0, at most {MAX_LR})")
+    _at_most(key, lr, MAX_LR)
     return lr
 
 
@@ -283,17 +199,33 @@ def _check_average(av, E: int) -> None:
 def _check_names(cfg) -> None:
     """Dataset and architecture names against their registries."""
     from advtrain.data import num_classes
-    from advtrain.models import model_names
-
     from advtrain.models.timm_models import check_model_section
 
     num_classes(cfg.data.dataset, cfg.data.num_classes)
-    names = list(model_names())
-    arch = cfg.model.arch
-    if check_model_section(cfg.model):
+    if not check_model_section(cfg.model):  # timm:<name> archs are checked against timm
+        _check_arch("model.arch", cfg.model.arch)
+
+
+def _check_arch(key: str, arch: str) -> None:
+    from advtrain.models import model_names
+    from advtrain.models.timm_models import is_timm, timm_name
+
+    if is_timm(arch):
+        timm_name(arch)
         return
+    names = list(model_names())
     if arch not in names and not re.fullmatch(r"wrn-\d+-\d+", arch):
-        raise unknown("architecture", arch, names)
+        raise unknown("architecture" if key == "model.arch" else f"architecture ({key})", arch, names)
+
+
+def check_synthetic(paths) -> None:
+    """``data.synthetic_npz``: each file once (a repeated file would silently double its weight)."""
+    seen: Dict[str, int] = {}
+    for i, path in enumerate(paths):
+        if path in seen:
+            raise InputError(f"data.synthetic_npz[{seen[path]}] and [{i}] are both {path!r}; list each "
+                             "file once")
+        seen[path] = i
 
 
 def _choice(kind: str, key: str, value: Any, choices, pattern: str = "") -> None:
@@ -304,17 +236,17 @@ def _choice(kind: str, key: str, value: Any, choices, pattern: str = "") -> None
 
 def _at_least(key: str, value, low) -> None:
     if value < low:
-        raise InputError(f"config key {key!r} = {value} must be >= {low}")
+        raise InputError(f"config key {key!r} = {short(value)} must be >= {low}")
 
 
 def _at_most(key: str, value, high) -> None:
     if value > high:
-        raise InputError(f"config key {key!r} = {value} must be <= {high}")
+        raise InputError(f"config key {key!r} = {short(value)} must be <= {high}")
 
 
 def _positive(key: str, value) -> None:
     if not value > 0:
-        raise InputError(f"config key {key!r} = {value} must be > 0")
+        raise InputError(f"config key {key!r} = {short(value)} must be > 0")
 
 
 def _unit(key: str, value, closed_right: bool = True) -> None:
@@ -327,8 +259,8 @@ def _unit(key: str, value, closed_right: bool = True) -> None:
 def check_run_name(name: str, key: str = "run.name") -> str:
     """A run name is one directory below ``run.out_dir``: letters, digits, ``. _ + -``, no leading
     dot (``..``, ``/abs`` and hidden names could escape or hide the run): the rule of
-    :func:`advtrain.io.check_model_name` (RobustBench model names), with a run-specific message."""
-    from advtrain.io import MODEL_NAME_MAX, MODEL_NAME_RE
+    :func:`advtrain.names.check_model_name` (RobustBench model names), with a run-specific message."""
+    from advtrain.names import MODEL_NAME_MAX, MODEL_NAME_RE
 
     if not isinstance(name, str) or len(name) > MODEL_NAME_MAX or not MODEL_NAME_RE.fullmatch(name):
         raise InputError(f"config key {key!r} = {name!r} is not a valid run name; use 1-{MODEL_NAME_MAX} "
@@ -340,12 +272,9 @@ def check_run_name(name: str, key: str = "run.name") -> str:
 def recorded_test_data(recorded: dict, where: str) -> dict:
     """``{"root", "npz"}`` as recorded in checkpoint ``where`` (``data.root`` / ``data.test_npz`` of
     its training config), checked like a user config: a damaged or hand-edited value gives one line."""
-    from advtrain.config import DataConfig
-
-    hints = typing.get_type_hints(DataConfig)
     try:
-        return {"root": coerce(recorded.get("root"), hints["root"], "data.root"),
-                "npz": coerce(recorded.get("npz"), hints["test_npz"], "data.test_npz")}
+        return {"root": coerce(recorded.get("root"), Optional[str], "data.root"),
+                "npz": coerce(recorded.get("npz"), Optional[str], "data.test_npz")}
     except InputError as e:
         raise InputError(f"{where}: the training config recorded in this checkpoint is invalid ({e}); "
                          "pass the test data with --data-root / --data-npz") from None

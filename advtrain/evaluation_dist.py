@@ -15,13 +15,15 @@ ranks:
    whole single-process batches — and the predictions are summed over ranks;
 2. for each attack ``a`` of the suite: ``R_a`` = indices still robust (identical on all ranks),
    cut into the single-process batches ``R_a[kb:(k+1)b]``; rank ``r`` runs batches
-   ``k = r, r+W, r+2W, ...`` with pyautoattack's own attack objects and seed; fooled flags and
+   ``k = r, r+W, r+2W, ...`` with pyautoattack's own attack objects and seed
+   (``AutoAttackAdapter.adversary`` / ``attack_batch``); fooled flags and
    adversarial labels are summed over ranks, so every rank holds the global state again.
 
 Each batch therefore sees exactly the inputs, seed and batch composition of
 ``AutoAttack.run_standard_evaluation(x, y, batch_size=b)``, so flags, per-attack accuracies and
 the adversarial examples match the single-process run (same device type and deterministic
-kernels). Rank ``r`` keeps a resumable state file ``<state_path>.rank{r}`` (tensors only).
+kernels). Rank ``r`` keeps a resumable state file ``<state_path>.rank{r}`` (tensors only), bound to
+the adapter's settings key, ``EvalSettings.bind`` and the number of ranks.
 """
 from __future__ import annotations
 
@@ -30,13 +32,14 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
 from advtrain import distributed as D
-from advtrain.errors import CheckpointError, InputError
-from attacks.autoattack import AAResult
+from advtrain.errors import InputError
+from advtrain.eval_settings import EvalSettings, user_errors
+from attacks.autoattack import STATE_FORMAT, AAResult, AutoAttackAdapter
 
 
 @dataclass
@@ -45,41 +48,6 @@ class ShardedAAResult(AAResult):
 
     counts: dict = field(default_factory=dict)  #: examples each attack broke
     world_size: int = 1
-
-
-def build_adversary(model, *, norm, eps, version, attacks, seed, device, n_iter=None,
-                    n_queries=None):
-    """pyautoattack's ``AutoAttack`` configured exactly as ``attacks.AutoAttackAdapter`` does."""
-    from attacks import AutoAttackAdapter
-
-    adapter = AutoAttackAdapter(norm=norm, eps=eps, version=version, attacks=attacks, seed=seed,
-                                device=str(device), n_iter=n_iter, n_queries=n_queries)
-    log = logging.getLogger("advtrain.aa-sharded")
-    log.propagate = False
-    adv = adapter._adversary(model, log)
-    adv.verbose = False
-    return adv
-
-
-def perturb(adv, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One batch of attack ``name``: the same settings pyautoattack's loop applies before a batch."""
-    if name in ("apgd-ce", "apgd-dlr"):
-        adv.apgd.loss = "ce" if name == "apgd-ce" else "dlr"
-        adv.apgd.seed = adv.get_seed()
-        return adv.apgd.perturb(x, y)
-    if name == "apgd-t":
-        adv.apgd_targeted.seed = adv.get_seed()
-        return adv.apgd_targeted.perturb(x, y)
-    if name in ("fab", "fab-t"):
-        adv.fab.targeted = name == "fab-t"
-        if name == "fab-t":
-            adv.fab.n_restarts = 1
-        adv.fab.seed = adv.get_seed()
-        return adv.fab.perturb(x, y)
-    if name == "square":
-        adv.square.seed = adv.get_seed()
-        return adv.square.perturb(x, y)
-    raise InputError(f"unknown AutoAttack attack {name!r}")
 
 
 class _ListHandler(logging.Handler):
@@ -127,24 +95,17 @@ def _state_file(state_path, r: int) -> Optional[str]:
     return None if state_path is None else f"{os.fspath(state_path)}.rank{r}"
 
 
-def _fingerprint(n, batch_size, seed, attacks, eps, norm) -> dict:
-    return {"n_ex": int(n), "world_size": D.world_size(), "batch_size": int(batch_size),
-            "seed": int(seed), "attacks": list(attacks), "eps": float(eps), "norm": norm}
-
-
-def load_state(path, fingerprint) -> Optional[dict]:
-    """This rank's state file, or None; a file of another run raises :class:`CheckpointError`."""
+def load_state(path, key) -> Optional[dict]:
+    """This rank's state file, or None; a file of another evaluation raises :class:`CheckpointError`
+    naming the settings that differ (the adapter's own check)."""
     if path is None or not os.path.exists(path):
         return None
-    from advtrain.io import load_state_file
+    from advtrain.safeload import load_state_file
+    from attacks.autoattack import check_state_key
 
     state = load_state_file(path)
-    saved = state.get("fingerprint")
-    if saved != fingerprint:
-        differ = [k for k in fingerprint if not isinstance(saved, dict) or saved.get(k) != fingerprint[k]]
-        raise CheckpointError(f"{path}: state of a different evaluation (different "
-                              f"{', '.join(differ) or 'format'}); delete it or use the same "
-                              "model, data, settings and ranks")
+    with user_errors():
+        check_state_key(path, state, key)
     return state
 
 
@@ -168,7 +129,7 @@ def attack_stage(adv, name, x, y, flags, y_adv, batch_size) -> tuple:
     for k in range(D.rank(), n_batches, D.world_size()):
         idx = robust_idx[k * b:(k + 1) * b]
         x_b, y_b = x[idx].clone(), y[idx].clone()
-        x_a = perturb(adv, name, x_b, y_b)
+        x_a = AutoAttackAdapter.attack_batch(adv, name, x_b, y_b)
         out = adv.get_logits(x_a).max(dim=1)[1]
         hit = ~y_b.eq(out)
         fooled[idx[hit]] = True
@@ -183,78 +144,80 @@ def attack_stage(adv, name, x, y, flags, y_adv, batch_size) -> tuple:
     return torch.cat(mine_idx), torch.cat(mine_x)
 
 
-def run_autoattack_sharded(model, x, y, *, norm="Linf", eps=8 / 255, version="standard",
-                           attacks: Optional[Sequence[str]] = None, batch_size=500, seed=0,
-                           device="cpu", state_path=None, n_iter=None,
-                           n_queries=None) -> ShardedAAResult:
+def run_autoattack_sharded(model, x, y, settings: EvalSettings, *, device="cpu",
+                           state_path=None) -> ShardedAAResult:
     """AutoAttack on ``(x, y)`` split over the ranks of the process group; see the module doc.
 
     Every rank must pass the same ``x, y`` and model weights; every rank returns the merged result.
-    ``n_iter``/``n_queries`` shorten the attacks exactly as the adapter does (tests only).
     """
-    if seed is None:
+    if settings.seed is None:
         raise InputError("sharded AutoAttack needs a fixed seed (seed=None draws a time-based "
                          "seed per rank); pass --seed")
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # like the adapter: the caller's RNG untouched
-        return _run_sharded(model, x, y, norm=norm, eps=eps, version=version, attacks=attacks,
-                            batch_size=batch_size, seed=seed, device=device,
-                            state_path=state_path, n_iter=n_iter, n_queries=n_queries)
+        return _run_sharded(model, x, y, settings, device, state_path)
 
 
-def _run_sharded(model, x, y, *, norm, eps, version, attacks, batch_size, seed, device,
-                 state_path, n_iter, n_queries) -> ShardedAAResult:
+def _run_sharded(model, x, y, settings: EvalSettings, device, state_path) -> ShardedAAResult:
     model.eval()
-    adv = build_adversary(model, norm=norm, eps=eps, version=version, attacks=attacks, seed=seed,
-                          device=device, n_iter=n_iter, n_queries=n_queries)
+    bound = settings.bind(model, x, y) if state_path is not None else {}
+    adapter = AutoAttackAdapter(**settings.adapter_kwargs(), device=str(device),
+                                state_key={**bound, "world_size": D.world_size()})
+    adv = adapter.adversary(model)
     suite = list(adv.attacks_to_run)
-    fp = _fingerprint(len(x), batch_size, seed, suite, eps, norm)
-    if state_path is not None:  # bind the state to the model and the data subset too
-        from advtrain.io import state_digest
-
-        fp.update(model=state_digest(model.state_dict()), version=version,
-                  data=state_digest({"x": x, "y": y}))
+    key = adapter.settings_key(x, suite)
     path = _state_file(state_path, D.rank())
-    state = load_state(path, fp)
-    checks = D.broadcast_object(run_checks(adv, x, y, batch_size) if D.is_main() else None)
+    state = load_state(path, key)
+    checks = D.broadcast_object(run_checks(adv, x, y, settings.batch_size) if D.is_main() else None)
     with torch.no_grad():
-        pred = clean_predictions(model, x, batch_size)
-    seconds = {}
+        pred = clean_predictions(model, x, settings.batch_size)
     clean_flags = pred.eq(y)
     flags, y_adv, x_adv = clean_flags.clone(), pred.clone(), x.clone()
-    per_attack, counts = OrderedDict(clean=clean_flags.float().mean().item()), {}
     stage = _common_stage(state)
     if stage:
         flags, y_adv = _restore(state, stage, x_adv)
-    hist = state if state else {"done": [], "flags": [], "y_adv": [], "idx": [], "x": [],
-                                 "stage": [], "fingerprint": fp, "per_attack": {}, "counts": {}}
-    hist = _truncate(hist, stage)
+    hist = _truncate(state or _fresh_history(key), stage)
+    per_attack = OrderedDict(clean=clean_flags.float().mean().item())
     per_attack.update({k: hist["per_attack"][k] for k in hist["done"]})
-    counts.update({k: hist["counts"][k] for k in hist["done"]})
+    counts, seconds = {k: hist["counts"][k] for k in hist["done"]}, {}
     for name in suite[stage:]:
         n_before = int(flags.sum())
         t0 = time.time()
-        idx, xs = attack_stage(adv, name, x, y, flags, y_adv, batch_size)
+        idx, xs = attack_stage(adv, name, x, y, flags, y_adv, settings.batch_size)
         x_adv[idx] = xs
         seconds[name] = _max_over_ranks(time.time() - t0)
         per_attack[name] = flags.float().mean().item()
         counts[name] = n_before - int(flags.sum())
         hist = _record(hist, name, flags, y_adv, idx, xs, per_attack[name], counts[name])
         if path is not None:
-            from advtrain.io import atomic_save
+            from advtrain.atomic import atomic_save
             atomic_save(hist, path)
     x_adv = _gather_adv(x, x_adv, hist["idx"], clean_flags & ~flags)
-    from pyautoattack import checks as aa_checks
-    square = _ListHandler()
-    log = logging.getLogger("advtrain.aa-checks")
-    log.addHandler(square)
-    aa_checks.check_square_sr(dict(per_attack), logger=log)
-    log.removeHandler(square)
     seconds["total"] = sum(seconds.values())
     return ShardedAAResult(x_adv=x_adv, y_adv=y_adv, robust=flags, clean=clean_flags,
                            per_attack=per_attack, seconds=seconds,
-                           checks=list(checks or []) + square.messages, version=version,
-                           attacks=suite, counts=counts, world_size=D.world_size())
+                           checks=list(checks or []) + _square_check(per_attack),
+                           version=settings.version, attacks=suite, counts=counts,
+                           world_size=D.world_size())
+
+
+def _fresh_history(key: dict) -> dict:
+    return {"format": STATE_FORMAT, "key": key, "done": [], "flags": [], "y_adv": [], "idx": [],
+            "x": [], "stage": [], "per_attack": {}, "counts": {}}
+
+
+def _square_check(per_attack) -> list:
+    """pyautoattack's "Square beat the white-box attacks" check, as messages."""
+    from pyautoattack import checks as aa_checks
+
+    square = _ListHandler()
+    log = logging.getLogger("advtrain.aa-checks")
+    log.addHandler(square)
+    try:
+        aa_checks.check_square_sr(dict(per_attack), logger=log)
+    finally:
+        log.removeHandler(square)
+    return square.messages
 
 
 def _max_over_ranks(value: float) -> float:
@@ -297,64 +260,3 @@ def _gather_adv(x, x_adv, own_idx, fooled) -> torch.Tensor:
     mask = own.view(-1, *[1] * (x.dim() - 1))
     merged = D.all_reduce_sum_(torch.where(mask, x_adv, torch.zeros_like(x_adv)))
     return torch.where(fooled.view_as(mask), merged, x)
-
-
-# ---------------------------------------------------------------- low-precision evaluation guard
-
-class AutocastModel(torch.nn.Module):
-    """``model`` run under ``torch.autocast(dtype)``; logits returned in float32."""
-
-    def __init__(self, model: torch.nn.Module, dtype=torch.bfloat16):
-        super().__init__()
-        self.model, self.dtype = model, dtype
-
-    def forward(self, x):
-        with torch.autocast(x.device.type, dtype=self.dtype):
-            return self.model(x).float()
-
-
-def evaluate_low_precision(model, x, y, *, guard_n: int = 100, guard_seed: int = 0,
-                           lowp_model=None, max_gap: float = 0.0, **kwargs) -> dict:
-    """``advtrain.evaluate`` in bf16, guarded by an fp32 re-evaluation of a random subset.
-
-    The full evaluation runs on ``lowp_model`` (default ``AutocastModel(model)``, CUDA only).
-    Then ``guard_n`` examples drawn with ``guard_seed`` are evaluated again in fp32 with the same
-    settings; with ``r_lp``/``r_32`` the robust flags of the subset in both precisions::
-
-        gap = |mean(r_lp) - mean(r_32)|,   disagree = sum(r_lp != r_32)
-
-    ``result["sanity"]["precision"]`` records both, and a ``precision-gap`` flag is added when
-    ``gap > max_gap`` or ``disagree > 0``: the card's sidecar then says to report fp32 instead.
-    """
-    from advtrain.evaluation import evaluate
-
-    device = torch.device(kwargs.get("device") or next(model.parameters()).device)
-    if lowp_model is None:
-        if device.type != "cuda":
-            raise InputError("precision bf16 evaluation needs a CUDA device; evaluate in fp32 on "
-                             "CPU (the default)")
-        lowp_model = AutocastModel(model)
-    want_adv = kwargs.pop("return_adv", False)
-    kwargs["return_adv"] = True
-    out = evaluate(lowp_model, x, y, **kwargs)
-    g = torch.Generator().manual_seed(guard_seed)
-    idx = torch.randperm(len(y), generator=g)[:min(guard_n, len(y))].sort().values
-    ref = evaluate(model, x[idx], y[idx], **dict(kwargs, sanity=False, state_path=None))
-    y_sub = y[idx].cpu()
-    r_lp, r_32 = out["y_adv"][idx].cpu() == y_sub, ref["y_adv"].cpu() == y_sub
-    report = {"precision": "bf16", "guard_n": int(len(idx)), "guard_seed": guard_seed,
-              "robust_lowp": r_lp.float().mean().item(), "robust_fp32": r_32.float().mean().item(),
-              "disagree": int((r_lp != r_32).sum())}
-    report["gap"] = abs(report["robust_lowp"] - report["robust_fp32"])
-    out["sanity"]["precision"] = report
-    if report["gap"] > max_gap or report["disagree"]:
-        from advtrain.checks import flag
-
-        out["flags"].append(flag("precision-gap",
-                                 f"bf16 and fp32 robust flags differ on {report['disagree']} of "
-                                 f"{report['guard_n']} re-checked examples (robust "
-                                 f"{report['robust_lowp']:.2%} vs {report['robust_fp32']:.2%}); "
-                                 "report the fp32 evaluation"))
-    if not want_adv:
-        out.pop("x_adv", None), out.pop("y_adv", None)
-    return out

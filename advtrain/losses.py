@@ -39,6 +39,7 @@ __all__ = [
     "ikl_loss",
     "gkl_loss",
     "trades_kl",
+    "DKLAttackLoss",
     "ClassPrior",
 ]
 
@@ -217,6 +218,44 @@ def trades_kl(logits_adv: Tensor, logits_nat: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- class prior
+class DKLAttackLoss:
+    r"""GKL/DKL attack loss :math:`α_a L_s(a, n) + β_a L_w(a, n)` (SPEC §2.3), via ``gkl_loss``.
+
+    ``weights_fn(y) -> B×C`` gives the class weights (rows of the current class prior ``W[y]``,
+    raised to ``gamma_a`` inside ``gkl_loss``); ``None`` uses the per-sample ``softmax(n)``.
+    Reference values: CIFAR-10 ``(α_a, β_a) = (1, 0)`` (exactly the TRADES KL direction),
+    CIFAR-100 ``(1, 1)``; ``γ_a = 1`` in both.
+
+    Example::
+
+        loss = DKLAttackLoss(1.0, 1.0, weights_fn=lambda y: prior.weights(y))
+        attack = PGD(eps=8/255, alpha=2/255, steps=5, loss=loss, init="normal")
+    """
+
+    needs_nat = True
+
+    def __init__(self, alpha_a: float, beta_a: float, gamma_a: float = 1.0,
+                 weights_fn: Optional[Callable[[Tensor], Tensor]] = None):
+        for name, value in (("alpha_a", alpha_a), ("beta_a", beta_a), ("gamma_a", gamma_a)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise InputError(f"DKLAttackLoss {name} must be a number >= 0, got {value!r}")
+        self.alpha_a, self.beta_a, self.gamma_a = float(alpha_a), float(beta_a), float(gamma_a)
+        self.weights_fn = weights_fn
+
+    def __call__(self, logits_adv: Tensor, y: Tensor, logits_nat: Optional[Tensor]) -> Tensor:
+        if logits_nat is None:
+            raise InputError("DKLAttackLoss needs the natural logits; keep needs_nat=True")
+        weights = None if self.weights_fn is None else self.weights_fn(y)
+        if weights is not None:
+            weights = weights.detach()
+        return gkl_loss(logits_adv, logits_nat.detach(), weights, alpha=self.alpha_a,
+                        beta=self.beta_a, gamma=self.gamma_a)
+
+    def __repr__(self) -> str:
+        return (f"DKLAttackLoss(alpha_a={self.alpha_a}, beta_a={self.beta_a}, "
+                f"gamma_a={self.gamma_a}, weights_fn={self.weights_fn!r})")
+
+
 class ClassPrior(nn.Module):
     r"""Class-wise global prior ``W`` (C×C, row c a probability vector), SPEC §2.1.
 

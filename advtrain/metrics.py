@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
-from advtrain.io import atomic_write_text
+from advtrain.atomic import atomic_write_text
 
 #: paper_row -> (setting, clean %, AutoAttack %); None where the paper reports no number
 PAPER_ROWS: Dict[int, tuple] = {
@@ -65,8 +65,11 @@ def write_csv(rows: List[dict], path: str) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def plot_curves(rows: List[dict], path: str) -> None:
-    """``curves.png``: training loss, train adversarial and test accuracies, lr and eps_t per epoch."""
+def plot_curves(rows: List[dict], path: str, trace: Sequence[Sequence[float]] = ()) -> None:
+    """``curves.png``: loss, accuracies (percent, as printed), lr and eps_t (x255) against the epoch.
+
+    ``trace`` rows (:data:`advtrain.parts.TRACE`: step, fractional epoch, loss, acc_adv, lr, eps_t;
+    means over a few steps) give the per-step points; the per-epoch values are drawn over them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,19 +77,26 @@ def plot_curves(rows: List[dict], path: str) -> None:
 
     ep = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(ep, [r.get("loss") for r in rows], marker="o", label="train loss")
+    at = [t[1] for t in trace]
+    if trace:
+        axes[0].plot(at, [t[2] for t in trace], lw=0.8, alpha=0.6, label="train loss (steps)")
+        axes[1].plot(at, [100 * t[3] for t in trace], lw=0.8, alpha=0.6, label="train adv (steps)")
+    axes[0].plot(ep, [r.get("loss") for r in rows], marker="o", label="train loss (epoch mean)")
     axes[0].set_title("loss")
     for key, label in (("acc_adv", "train adv"), ("test_clean", "test clean"), ("test_pgd", "test PGD"),
                        ("test_clean_ema", "EMA clean"), ("test_pgd_ema", "EMA PGD"),
                        ("holdout_pgd", "held-out PGD")):
-        pts = [(r["epoch"], r[key]) for r in rows if r.get(key) not in (None, "")]
+        pts = [(r["epoch"], 100 * float(r[key])) for r in rows if r.get(key) not in (None, "")]
         if pts:
             axes[1].plot(*zip(*pts), marker="o", label=label)
-    axes[1].set_title("accuracy")
-    axes[2].plot(ep, [r["lr"] for r in rows], marker="o", label="lr")
+    axes[1].set_title("accuracy (%)")
+    lr_x, lr_y = (at, [t[4] for t in trace]) if trace else (ep, [r["lr"] for r in rows])
+    eps_y = [255 * t[5] for t in trace] if trace else [255 * r["eps_t"] for r in rows]
+    lines = axes[2].plot(lr_x, lr_y, marker="." if not trace else None, label="lr (left)")
     ax2 = axes[2].twinx()
-    ax2.plot(ep, [r["eps_t"] * 255 for r in rows], color="tab:red", marker=".", label="eps_t x255")
-    axes[2].set_title("lr (left) / eps_t x 255 (right)")
+    lines += ax2.plot(lr_x, eps_y, color="tab:red", ls="--", label="eps_t x 255 (right)")
+    axes[2].set_title("lr / eps_t x 255")
+    axes[2].legend(lines, [ln.get_label() for ln in lines], fontsize=8)
     for ax in axes[:2]:
         ax.legend(fontsize=8)
     for ax in axes:
@@ -98,8 +108,9 @@ def plot_curves(rows: List[dict], path: str) -> None:
     os.replace(tmp, path)
 
 
-def summary(rows: List[dict], paper_row: Optional[int]):
-    """pandas table: this run's last test accuracies next to the paper's numbers for its row."""
+def summary(rows: List[dict], paper_row: Optional[int], subset: str = "test subset"):
+    """pandas table: this run's last test accuracies (percent, on ``subset``, e.g. "test subset of
+    1000 images") next to the paper's numbers for its row."""
     import pandas as pd
 
     evaluated = [r for r in rows if r.get("test_clean") not in (None, "")]
@@ -111,8 +122,8 @@ def summary(rows: List[dict], paper_row: Optional[int]):
         columns["this run (EMA)"] = [pct(last.get("test_clean_ema")), pct(last.get("test_pgd_ema"))]
     if paper_row in PAPER_ROWS:
         columns[f"paper (row {paper_row}: {setting})"] = [clean, aa]
-        robust = "robust % (run: PGD on the test subset; paper: AutoAttack)"
+        robust = f"robust % (run: PGD on the {subset}; paper: AutoAttack, full test set)"
     else:  # no paper number to compare with: show the run alone
-        robust = "robust % (PGD on the test subset)"
-    table = pd.DataFrame(columns, index=["clean %", robust])
+        robust = f"robust % (PGD on the {subset})"
+    table = pd.DataFrame(columns, index=[f"clean % ({subset})", robust])
     return table

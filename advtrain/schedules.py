@@ -25,7 +25,7 @@ PGD budget (``attack.schedule``, SPEC 3), with the radius ramp ``eps_t = eps*e/E
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from advtrain.errors import InputError, unknown
 
@@ -34,6 +34,14 @@ ATTACK_SCHEDULES = ("executed", "staged", "fixed")
 #: OneCycleLR defaults used by the DM recipe
 ONECYCLE = dict(pct_start=0.025, div_factor=25.0, final_div_factor=1e4,
                 base_momentum=0.85, max_momentum=0.95)
+
+
+class AttackBudget(NamedTuple):
+    """The training attack of one epoch: radius, step size and number of PGD steps."""
+
+    eps: float
+    step_size: float
+    steps: int
 
 
 def _check_epoch(epoch: int, epochs: int) -> None:
@@ -101,10 +109,18 @@ def staged_thresholds(epochs: int) -> Tuple[int, int, int]:
     return (50 * epochs) // 200, (100 * epochs) // 200, (150 * epochs) // 200
 
 
+class AttackBudget(NamedTuple):
+    """The training attack of one epoch: radius ``eps``, PGD ``step_size`` and number of ``steps``."""
+
+    eps: float
+    step_size: float
+    steps: int
+
+
 def attack_budget(epoch: int, epochs: int, eps: float, schedule: str = "executed", *,
                   steps: int = 10, step_size: float = 2 / 255,
-                  ramp: Optional[bool] = None) -> Tuple[float, float, int]:
-    """``(eps_t, step_size, steps)`` of the training attack in (1-indexed) ``epoch`` of ``epochs``.
+                  ramp: Optional[bool] = None) -> AttackBudget:
+    """``AttackBudget(eps_t, step_size, steps)`` of the training attack in (1-indexed) ``epoch`` of ``epochs``.
 
     ``ramp`` (default: on for executed/staged, off for fixed) gives ``eps_t = eps*epoch/epochs``.
     """
@@ -115,19 +131,15 @@ def attack_budget(epoch: int, epochs: int, eps: float, schedule: str = "executed
         ramp = schedule != "fixed"
     eps_t = eps * epoch / epochs if ramp else eps
     if schedule == "executed":
-        return eps_t, eps_t / 2, 5
+        return AttackBudget(eps_t, eps_t / 2, 5)
     if schedule == "fixed":
-        return eps_t, step_size, steps
+        return AttackBudget(eps_t, step_size, steps)
     t1, t2, t3 = staged_thresholds(epochs)
     if epoch <= t1:
-        return eps_t, eps_t, 2
+        return AttackBudget(eps_t, eps_t, 2)
     if epoch <= t2:
-        return eps_t, 2 * eps_t / 3, 3
+        return AttackBudget(eps_t, 2 * eps_t / 3, 3)
     if epoch <= t3:
-        return eps_t, eps_t / 2, 4
-    return eps_t, eps_t / 2, 5
+        return AttackBudget(eps_t, eps_t / 2, 4)
+    return AttackBudget(eps_t, eps_t / 2, 5)
 
-
-def ema_start_default(epochs: int) -> int:
-    """Reference in-loop EMA start epoch ``(150*E)//200`` (SPEC 5.3)."""
-    return (150 * epochs) // 200

@@ -5,11 +5,11 @@ A config names its teacher in a ``teacher:`` section, in one of two forms::
     teacher: {robustbench: Cui2023Decoupled_WRN-34-10, model_dir: checkpoints, threat_model: Linf}
     teacher: {checkpoint: runs/teacher/last.pt, arch: wrn-16-2}
 
-- ``robustbench``: loaded with ``robustbench.utils.load_model(NAME, model_dir, dataset,
-  threat_model)`` from ``<model_dir>/<dataset>/<threat_model>/NAME.pt``, which must already be there:
-  nothing is downloaded (a missing file is a one-line error naming the path). Exports written by
-  ``advtrain export`` in ``model_dir`` are registered first, so the quickstart's export works too.
-  Ensembles (several checkpoints per name) are refused.
+- ``robustbench``: ``<model_dir>/<dataset>/<threat_model>/NAME.pt`` built by RobustBench's zoo entry
+  for NAME and read by our own loader (:func:`advtrain.modelfile.load_zoo`: tensors only, every
+  check), which must already be there: nothing is downloaded (a missing file is a one-line error
+  naming the path). Exports written by ``advtrain export`` in ``model_dir`` are registered first
+  (their ``.advtrain.json`` validated), so the quickstart's export works too. Ensembles are refused.
 - ``checkpoint``: an advtrain training checkpoint or a plain state_dict (e.g. an export), read as
   tensors only and loaded strictly; ``arch`` defaults to the one the checkpoint (or the export's
   ``NAME.advtrain.json``) records.
@@ -30,24 +30,26 @@ import torch
 from torch import nn
 
 from advtrain.errors import CheckpointError, InputError, unknown
+from advtrain.modelfile import freeze
 
 FORMS = {"robustbench": {"robustbench": None, "model_dir": "checkpoints", "threat_model": "Linf"},
          "checkpoint": {"checkpoint": None, "arch": None}}
 THREAT_MODELS = ("Linf", "L2")
+#: ``RUN_DIR/teacher.json``: the teacher file a run started with and its SHA-256
 
 
-def check_section(cfg) -> None:
-    """Validate ``cfg.teacher`` against ``cfg.objective`` and fill in its defaults (in place)."""
+def check_section(cfg) -> Optional[Dict[str, Any]]:
+    """``cfg.teacher`` validated against ``cfg.objective``, with its defaults filled in."""
     from advtrain.objectives import DISTILLATION, OBJECTIVES
 
     name, section = cfg.objective.get("name"), cfg.teacher
     if name not in OBJECTIVES:  # check_objective reports it
-        return
+        return section
     if section is None:
         if name in DISTILLATION:
             raise InputError(f"objective {name!r} distils from a teacher; add teacher: {{robustbench: "
                              "NAME, model_dir: checkpoints}} or teacher: {checkpoint: PATH} to the config")
-        return
+        return None
     if name not in DISTILLATION:
         raise InputError(f"config section 'teacher' is only used by the distillation objectives "
                          f"({', '.join(DISTILLATION)}); remove it or set objective.name")
@@ -68,7 +70,7 @@ def check_section(cfg) -> None:
     if section.get("threat_model", "Linf") not in THREAT_MODELS:
         raise unknown("teacher threat model (teacher.threat_model)", section["threat_model"],
                       THREAT_MODELS)
-    cfg.teacher = {**allowed, **section}
+    return {**allowed, **section}
 
 
 def describe(section: Dict[str, Any]) -> str:
@@ -79,78 +81,67 @@ def describe(section: Dict[str, Any]) -> str:
 
 
 def load_teacher(section: Dict[str, Any], dataset: str, device="cpu") -> nn.Module:
-    """The teacher of a validated ``teacher:`` section, frozen, in eval mode, on ``device``."""
+    """The teacher of a validated ``teacher:`` section, frozen, in eval mode, on ``device``.
+
+    Loaded by :mod:`advtrain.modelfile`, the loader eval, export, average and resume use, with
+    every load-time check before anything is built.
+    """
+    return freeze(_load(section, dataset, device).model)
+
+
+def _load(section: Dict[str, Any], dataset: str, device="cpu"):
+    from advtrain.modelfile import load_model_file, load_zoo
+
     if "robustbench" in section:
-        model = _load_robustbench(section["robustbench"], dataset, section["threat_model"],
-                                  section["model_dir"])
-    else:
-        model = _load_checkpoint(section["checkpoint"], dataset, section.get("arch"))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.to(device).eval()
+        return load_zoo(section["robustbench"], dataset=dataset, threat_model=section["threat_model"],
+                        model_dir=section["model_dir"], device=device, what="teacher ")
+    return load_model_file(section["checkpoint"], dataset=dataset, arch=section.get("arch"),
+                           device=device, what="teacher checkpoint ")
 
 
-def _load_robustbench(name: str, dataset: str, threat_model: str, model_dir: str) -> nn.Module:
-    from advtrain import export
+def teacher_file(section: Dict[str, Any], dataset: str) -> str:
+    """The file a validated ``teacher:`` section names."""
+    if "robustbench" in section:
+        from advtrain.zoo import zoo_path
 
-    if dataset not in ("cifar10", "cifar100"):
-        raise InputError(f"teacher.robustbench needs a RobustBench dataset (cifar10, cifar100), not "
-                         f"{dataset!r}; use teacher: {{checkpoint: PATH}}")
-    if Path(model_dir).is_dir():
-        export.register_model_dir(model_dir)  # advtrain exports (e.g. the quickstart's)
-    entry = export.zoo_entry(name, dataset, threat_model)
-    if entry is None:
-        raise export._unknown_zoo(name, dataset, threat_model)
-    if isinstance(entry.get("gdrive_id"), list):
-        raise InputError(f"teacher {name!r} is an ensemble of checkpoints; teacher ensembles are not "
-                         "supported yet: choose a single model")
-    path = export.zoo_path(model_dir, name, dataset, threat_model)
-    if not path.is_file():
-        raise CheckpointError(f"teacher checkpoint {path} not found; put {name}.pt there (nothing is "
-                              "downloaded; for the quickstart's export run sh/quickstart.sh first)")
-    from robustbench.utils import load_model
-
-    try:
-        return load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat_model)
-    except (RuntimeError, ValueError, KeyError, OSError, EOFError) as e:  # torch.load weights_only
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"teacher {path}: robustbench.utils.load_model failed ({first[:200]}); "
-                              f"check that the file is {name}'s checkpoint") from None
+        return str(zoo_path(section["model_dir"], section["robustbench"], dataset,
+                            section["threat_model"]))
+    return os.fspath(section["checkpoint"])
 
 
-def _load_checkpoint(path: str, dataset: str, arch: Optional[str]) -> nn.Module:
-    from advtrain.export import _select_weights
-    from advtrain.io import load_state_file, load_weights
-    from advtrain.models import create_model, list_models
-
-    if not os.path.isfile(path):
-        raise CheckpointError(f"teacher checkpoint {path!r} not found; fix teacher.checkpoint")
-    state, recorded = _select_weights(load_state_file(path), "model", path)
-    arch = arch or recorded.get("arch") or _export_arch(path)
-    if not arch:
-        raise InputError(f"teacher checkpoint {path!r} records no architecture; set teacher.arch "
-                         f"(choices: {', '.join(list_models())})")
-    if recorded.get("dataset") and recorded["dataset"] != dataset:
-        raise InputError(f"teacher checkpoint {path!r} was trained on {recorded['dataset']!r} but "
-                         f"data.dataset is {dataset!r}; use a teacher trained on {dataset}")
-    model = create_model(arch, dataset=dataset)
-    load_weights(model, state, strict=True, name=os.fspath(path))
-    return model
-
-
-def _export_arch(path: str) -> Optional[str]:
-    """The architecture in ``NAME.advtrain.json`` beside an ``advtrain export`` file, if any."""
-    meta = Path(path).with_suffix(".advtrain.json")
-    try:
-        return json.loads(meta.read_text()).get("arch")
-    except (OSError, ValueError, AttributeError):
+def identity(section: Optional[Dict[str, Any]], dataset: str) -> Optional[Dict[str, str]]:
+    """``{"file", "sha256"}`` of the teacher's weights file (None without a teacher); the trainer
+    records it in every checkpoint as ``teacher`` so a resume can tell the teacher is the same."""
+    if section is None:
         return None
+    from advtrain.safeload import file_sha256
+
+    path = teacher_file(section, dataset)
+    return {"file": path, "sha256": file_sha256(path)}
+
+
+def check_identity(recorded: Any, section: Optional[Dict[str, Any]], dataset: str,
+                   where: str) -> None:
+    """Refuse to resume with a teacher file that changed since the run started (even with
+    ``--force``: the distilled targets would change mid-run). Checkpoints that record no teacher
+    (an earlier release) are not checked; a missing file is reported by :func:`load_teacher`."""
+    if not isinstance(recorded, dict) or section is None:
+        return
+    if not os.path.isfile(teacher_file(section, dataset)):
+        return
+    now = identity(section, dataset)
+    if now["sha256"] != recorded.get("sha256"):
+        raise CheckpointError(
+            f"cannot resume: the teacher file {now['file']} changed since the run started (sha256 "
+            f"{str(recorded.get('sha256'))[:12]}... in {where}, {now['sha256'][:12]}... now); put "
+            "the original teacher back or start a new run")
 
 
 @torch.no_grad()
 def check_teacher(teacher: nn.Module, num_classes: int, what: str, test=None,
-                  device="cpu", batch_size: int = 256) -> None:
-    """Refuse a teacher that does not fit the dataset (classes, probabilities, input range)."""
+                  device="cpu", batch_size: int = 256) -> Optional[float]:
+    """Refuse a teacher that does not fit the dataset (classes, probabilities, input range);
+    returns its clean accuracy on ``test`` (None when ``test`` has under 100 images)."""
     from advtrain.checks import check_probability_outputs
 
     teacher.eval()
@@ -163,15 +154,17 @@ def check_teacher(teacher: nn.Module, num_classes: int, what: str, test=None,
         raise InputError(f"teacher ({what}) outputs probabilities (rows summing to 1); distillation "
                          "needs logits: remove the teacher's final softmax")
     if test is None or len(test[1]) < 100:
-        return
+        return None
+    from advtrain.evaluation import accuracy
+
     xs, ys = test
-    correct = sum(int((teacher(xs[i:i + batch_size].to(device)).argmax(1).cpu() == ys[i:i + batch_size]).sum())
-                  for i in range(0, len(ys), batch_size))
-    acc = correct / len(ys)
+    acc = accuracy(teacher, xs.to(device), ys.to(device), batch_size=batch_size, progress=False)
     if acc < 1.5 / num_classes:
         raise InputError(f"teacher ({what}) classifies {acc:.1%} of {len(ys)} test images correctly "
                          f"(chance {1 / num_classes:.1%}): it expects other inputs than images in [0, 1] "
                          "(RobustBench-format models normalise inside) or another dataset")
+    return acc
 
 
-__all__ = ["check_section", "load_teacher", "check_teacher", "describe"]
+__all__ = ["check_section", "load_teacher", "check_teacher", "describe", "identity",
+           "check_identity", "teacher_file"]

@@ -2,10 +2,10 @@
 
 One iteration (SPEC 2.5, order matters)::
 
-    eps_t, eta, K = attack_budget(epoch)            # set once per epoch, with the lr
+    eps_t, eta, K = attack_budget(epoch)            # AttackBudget, set once per epoch with the lr
     x_adv = objective.perturb(model, x, y)          # inner maximisation (attack switches modes)
     model.train(); diff = awp.perturb(...)          # AWP from epoch awp.warmup on
-    loss, terms = objective.loss(model, x, x_adv, y)
+    loss, terms = objective.loss(model, x, x_adv, y)  # these three under one autocast (bf16)
     zero_grad; loss.backward(); optimizer.step()    # SGD over model + objective.extra_parameters()
     awp.restore(diff); ema.update(model)
 
@@ -16,7 +16,9 @@ final ``attack.eps`` in ``attack.norm``), ``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/l
 (DM recipe, SPEC 6) and ``RUN_DIR/best.pt`` keeps the best epoch (ties: the later one).
 ``last.pt`` is also written every ``run.checkpoint_every_steps`` steps with the loader position, so
 a run killed at any instant resumes (``resume=True``) to bit-identical weights on CPU. A non-finite
-loss or weight stops the run with one line (``nan_policy: stop``) or skips the batch (``skip``).
+loss or weight stops the run with one line (``nan_policy: stop``) or skips the batch (``skip``);
+an epoch in which every batch was skipped stops the run (it trained nothing). Each epoch prints one
+line (:mod:`advtrain.runlog`), the end of the run the summary table.
 """
 from __future__ import annotations
 
@@ -32,18 +34,18 @@ from advtrain import checkpoint as ck
 from advtrain import config as C
 from advtrain import distributed as D
 from advtrain import metrics as M
-from advtrain.errors import AdvtrainError
-from advtrain.io import atomic_write_text
+from advtrain.atomic import atomic_write_text
 from advtrain.runlock import RunLock, lock_new_run_dir
-from advtrain.schedules import attack_budget, lr_at, momentum_at
-from advtrain.trainer_setup import build_parts, prepare_run_dir, start_run_dir, resolve_device
+from advtrain.nonfinite import (NonFiniteError, decided_together, finite_params, first_nonfinite,
+                                restore_buffers, snapshot_buffers)
+from advtrain.parts import Progress, RNGState, load_states, save_states, stateful
+from advtrain.runlog import RunLog
+from advtrain.schedules import AttackBudget, attack_budget, lr_at, momentum_at
+from advtrain.teacher import identity as teacher_identity
+from advtrain.trainer_setup import build_parts, prepare_run_dir, resolve_device, start_run_dir
 
 
 BEST = "best.pt"  # weights of the epoch with the best held-out PGD accuracy (data.holdout > 0)
-
-
-class NonFiniteError(AdvtrainError):
-    """Training diverged (non-finite loss or weights)."""
 
 
 def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir: Optional[str] = None,
@@ -104,150 +106,169 @@ def _peek(config, run_dir) -> C.Config:
 
 
 class Trainer:
-    """Holds the parts of one run; :meth:`train` is the loop."""
+    """The loop over the :class:`~advtrain.parts.Parts` of one run (``self.parts``); :meth:`train`."""
 
     def __init__(self, cfg: C.Config, run_dir: str, state: Optional[Dict[str, Any]]):
         self.cfg, self.run_dir = cfg, run_dir
         self.resolved = C.resolve(cfg)
-        parts = build_parts(cfg, fresh=state is None)
-        self.__dict__.update(parts)  # device, model, objective, optimizer, loader, awp, ema, test, autocast
+        self.parts = p = build_parts(cfg, fresh=state is None)
         self.E = cfg.optim.epochs
-        self.epoch, self.batch, self.step = 0, 0, 0
-        self.history, self.running, self.epoch_rng = [], _empty_running(), None
-        self.best: Optional[Dict[str, Any]] = None  # {"epoch", "holdout_pgd", ...} of best.pt
+        self.progress, self.rng = Progress(batches_per_epoch=len(p.loader)), RNGState()
+        self.budget: Optional[AttackBudget] = None  # the running epoch's training attack
+        self.log = RunLog(cfg, run_dir, p.test, D.is_main(), self.resolved["attack"]["norm"])
         self.meta = {"arch": cfg.model.arch, "dataset": cfg.data.dataset,
-                     "num_classes": self.num_classes, "config": self.resolved,
+                     "num_classes": p.num_classes, "config": self.resolved,
                      "versions": ck.package_versions(), "git_commit": ck.git_commit()}
+        if cfg.teacher is not None:  # the teacher's identity, checked on resume
+            self.meta["teacher"] = teacher_identity(cfg.teacher, cfg.data.dataset)
         if state is not None:
-            self._load(state)
+            named = stateful(p, self.progress, self.rng)
+            load_states(named, ck.unpack(state, named))
+        if p.teacher_check and D.is_main():
+            print(f"advtrain: {p.teacher_check}")
         # DDP after loading (it broadcasts rank 0's weights), compile last; no-ops by default
-        self.model = D.maybe_compile(D.wrap_ddp(self.model, self.device, cfg.sync_bn),
-                                     cfg.compile, self.device)
+        p.model = D.maybe_compile(D.wrap_ddp(p.model, p.device, cfg.sync_bn), cfg.compile, p.device)
 
     # ------------------------------------------------------------------ the loop
     def train(self, stop_after: Optional[int] = None) -> str:
-        while self.epoch < self.E:
-            e = self.epoch + 1
-            self._train_epoch(e)
-            self._end_epoch(e)
-            if stop_after is not None and e >= stop_after and e < self.E:
-                return self.run_dir
-        self._finish()
+        try:
+            while self.progress.epoch < self.E:
+                e = self.progress.epoch + 1
+                started = time.time()
+                self._train_epoch(e)
+                self._end_epoch(e)
+                self.log.epoch_done(self.progress.history[-1], self.E, time.time() - started)
+                if stop_after is not None and e >= stop_after and e < self.E:
+                    return self.run_dir
+            self._finish()
+        finally:
+            self.log.close()
         return self.run_dir
 
-    def _train_epoch(self, e: int) -> None:
-        cfg = self.cfg
-        self._set_epoch_hparams(e)
+    def _epoch_batches(self, e: int):
+        """The loader's iterator for epoch ``e``, at the saved position when resuming mid-epoch."""
+        pr = self.progress
         from advtrain.data import set_loader_epoch
 
-        set_loader_epoch(self.loader, e)
-        mid_epoch = self.batch > 0
-        if mid_epoch:  # replay the loader up to the saved position, then the saved RNG state
-            step_rng = self._saved_rng
-            ck.set_rng_state(self.epoch_rng)
+        set_loader_epoch(self.parts.loader, e)
+        mid_epoch = pr.batch > 0
+        if mid_epoch:  # the loader resumes at the saved position; then the saved RNG state
+            ck.set_rng_state(pr.epoch_rng)
         else:
-            self.epoch_rng = ck.rng_state()
-        it = iter(self.loader)
-        for _ in range(self.batch):
-            next(it)
+            pr.epoch_rng = ck.rng_state()
+        it = self.parts.loader.iter_from(pr.batch)  # the skipped batches are not read
         if mid_epoch:
-            ck.set_rng_state(step_rng)
-        bar = _progress(len(self.loader), self.batch, f"epoch {e}/{self.E}",
+            ck.set_rng_state(self.rng.saved)
+        return it
+
+    def _train_epoch(self, e: int) -> None:
+        cfg, p, pr = self.cfg, self.parts, self.progress
+        self._set_epoch_hparams(e)
+        it = self._epoch_batches(e)
+        bar = _progress(len(p.loader), pr.batch, f"epoch {e}/{self.E}",
                         cfg.run.progress and D.is_main())
-        start = time.time()
+        start, every = time.time(), max(1, len(p.loader) // 100)  # <= ~100 curve points per epoch
         for x, y in it:
             terms = self._train_step(x, y, e)
-            self.batch += 1
+            pr.batch += 1
             if terms is not None:
-                self.step += 1
-                _accumulate(self.running, terms)
+                pr.step += 1
+                _accumulate(pr.running, terms)
+                lr = p.optimizer.param_groups[0]["lr"]
+                pr.add_trace(terms, lr, self.budget.eps, every)
+                self.log.step(pr.step, terms, lr, self.budget.eps)
                 bar.set_postfix(loss=f"{terms['loss']:.3f}", acc=f"{terms.get('acc_adv', 0):.3f}")
             bar.update(1)
-            every = cfg.run.checkpoint_every_steps
-            if every and self.batch < len(self.loader) and self.batch % every == 0:
-                self.running["seconds"] += time.time() - start
+            n = cfg.run.checkpoint_every_steps
+            if n and pr.batch < len(p.loader) and pr.batch % n == 0:
+                pr.running["seconds"] += time.time() - start
                 start = time.time()
                 self._save(epoch_file=False)
         bar.close()
-        self.running["seconds"] += time.time() - start
+        pr.running["seconds"] += time.time() - start
+        pr.flush_trace(p.optimizer.param_groups[0]["lr"], self.budget.eps)
+        if pr.running["count"] == 0:  # every batch skipped: nothing was trained
+            raise NonFiniteError(
+                f"epoch {e} made no update: all {pr.batch} batches had a non-finite loss and were "
+                f"skipped (nan_policy: skip); lower optim.lr, check the data and the teacher")
 
     def _set_epoch_hparams(self, e: int) -> None:
         o, a = self.cfg.optim, self.resolved["attack"]  # resolved: objective defaults filled in
-        for group in self.optimizer.param_groups:
+        for group in self.parts.optimizer.param_groups:
             group["lr"] = lr_at(e, o)
             group["momentum"] = momentum_at(e, o)
         self.budget = attack_budget(e, self.E, a["eps"], a["schedule"], steps=a["steps"],
                                     step_size=a["step_size"], ramp=a["ramp"])
-        self.objective.set_attack_budget(*self.budget)
+        self.parts.objective.set_attack_budget(*self.budget)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, e: int) -> Optional[Dict[str, float]]:
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        p = self.parts
+        x, y = x.to(p.device, non_blocking=True), y.to(p.device, non_blocking=True)
         if self.cfg.model.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            x_adv = self.objective.perturb(D.unwrap(self.model), x, y)
-        self.model.train()
-        saved = _snapshot_buffers(self.model, self.objective) if self.cfg.nan_policy == "skip" else None
-        diff = self.awp.perturb(self.objective, x, x_adv, y) if self.awp and self.awp.active(e) else None
-        with self.autocast():
-            loss, terms = self.objective.loss(self.model, x, x_adv, y)
-        bad = _decided_together(_first_nonfinite(loss, terms))  # DDP: skip/stop on every rank
+        with p.autocast():
+            x_adv = p.objective.perturb(D.unwrap(p.model), x, y)
+        p.model.train()
+        saved = snapshot_buffers(p.model, p.objective) if self.cfg.nan_policy == "skip" else None
+        with p.autocast():  # AWP's proxy forwards and backward in the main step's precision
+            diff = p.awp.perturb(p.objective, x, x_adv, y) if p.awp and p.awp.active(e) else None
+            loss, terms = p.objective.loss(p.model, x, x_adv, y)
+        bad = decided_together(first_nonfinite(loss, terms))  # DDP: skip/stop on every rank
         if bad is None:
-            self.optimizer.zero_grad(set_to_none=True)
+            p.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            D.average_grads_(self.objective.extra_parameters())  # e.g. LBGAT's natural model
-            self.optimizer.step()
+            D.average_grads_(p.objective.extra_parameters())  # e.g. LBGAT's natural model
+            p.optimizer.step()
         if diff is not None:
-            self.awp.restore(diff)
+            p.awp.restore(diff)
         if bad is not None:
             return self._non_finite(e, bad, saved)
-        if not _finite_params(self.optimizer):
+        if not finite_params(p.optimizer):
             raise NonFiniteError(self._nan_message(e, "weights after the optimizer step"))
-        if self.ema is not None:
-            self.ema.update(D.unwrap(self.model), e)
+        if p.ema is not None:
+            p.ema.update(D.unwrap(p.model), e)
         return {k: float(v) for k, v in terms.items()}
 
     def _non_finite(self, e: int, term: str, saved) -> None:
         if self.cfg.nan_policy == "stop":
             raise NonFiniteError(self._nan_message(e, term))
-        _restore_buffers(saved)
-        self.running["skipped_batches"] += 1
+        restore_buffers(saved)
+        self.progress.running["skipped_batches"] += 1
         return None
 
     def _nan_message(self, e: int, what: str) -> str:
         last = ck.latest(self.run_dir) or "none yet"
-        return (f"non-finite {what} at epoch {e} step {self.batch + 1} (global step {self.step + 1}); "
+        pr = self.progress
+        return (f"non-finite {what} at epoch {e} step {pr.batch + 1} (global step {pr.step + 1}); "
                 f"training stopped, last good checkpoint: {last}; lower optim.lr or set nan_policy: skip")
 
     # ------------------------------------------------------------------ epoch end
     def _end_epoch(self, e: int) -> None:
-        self.objective.on_epoch_end(reduce=D.all_reduce_sum_)  # class prior summed over ranks
-        row = {"epoch": e, "lr": self.optimizer.param_groups[0]["lr"], "eps_t": self.budget[0],
-               "step_size": self.budget[1], "steps": self.budget[2]}
-        n = max(self.running["count"], 1)
-        row.update({k: v / n for k, v in self.running["sums"].items()})
+        p, pr = self.parts, self.progress
+        p.objective.on_epoch_end(reduce=D.all_reduce_sum_)  # class prior summed over ranks
+        row = {"epoch": e, "lr": p.optimizer.param_groups[0]["lr"], "eps_t": self.budget.eps,
+               "step_size": self.budget.step_size, "steps": self.budget.steps}
+        n = max(pr.running["count"], 1)
+        row.update({k: v / n for k, v in pr.running["sums"].items()})
         ev = self.cfg.eval
-        if self.test is not None and (e % ev.every == 0 or e == self.E):
+        if p.test is not None and (e % ev.every == 0 or e == self.E):
             from advtrain.trainer_setup import clean_and_pgd
 
-            threat = self._threat()
-            row["test_clean"], row["test_pgd"] = clean_and_pgd(
-                D.unwrap(self.model), *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed,
-                **threat)
+            kw = dict(steps=ev.test_pgd_steps, seed=self.cfg.run.seed, **self._threat())
+            row["test_clean"], row["test_pgd"] = clean_and_pgd(D.unwrap(p.model), *p.test, **kw)
             ema_model = self._ema_model()
             if ema_model is not None:
-                row["test_clean_ema"], row["test_pgd_ema"] = clean_and_pgd(
-                    ema_model, *self.test, steps=ev.test_pgd_steps, seed=self.cfg.run.seed, **threat)
-        if self.holdout is not None and ev.holdout_every and (e % ev.holdout_every == 0 or e == self.E):
+                row["test_clean_ema"], row["test_pgd_ema"] = clean_and_pgd(ema_model, *p.test, **kw)
+        if p.holdout is not None and ev.holdout_every and (e % ev.holdout_every == 0 or e == self.E):
             self._score_holdout(e, row)
-        row["seconds"] = round(self.running["seconds"], 3)
-        row["skipped_batches"] = self.running["skipped_batches"]
-        self.history.append(row)
-        self.epoch, self.batch, self.running, self.epoch_rng = e, 0, _empty_running(), None
+        row["seconds"] = round(pr.running["seconds"], 3)
+        row["skipped_batches"] = pr.running["skipped_batches"]
+        pr.history.append(row)
+        pr.end_epoch(e)
         self._save(epoch_file=True)
         if D.is_main():
-            M.write_csv(self.history, os.path.join(self.run_dir, "metrics.csv"))
-            M.plot_curves(self.history, os.path.join(self.run_dir, "curves.png"))
+            M.write_csv(pr.history, os.path.join(self.run_dir, "metrics.csv"))
+            M.plot_curves(pr.history, os.path.join(self.run_dir, "curves.png"), pr.trace)
 
     def _threat(self) -> Dict[str, Any]:
         """Norm and final radius of the training attack: what the per-epoch PGD measures."""
@@ -260,133 +281,64 @@ class Trainer:
         from advtrain.trainer_setup import clean_and_pgd
 
         ema_model = self._ema_model()
-        scored = ema_model if ema_model is not None else D.unwrap(self.model)
-        clean, robust = clean_and_pgd(scored, *self.holdout, steps=self.cfg.eval.holdout_pgd_steps,
-                                      seed=self.cfg.run.seed, loss="cw", **self._threat())
+        scored = ema_model if ema_model is not None else D.unwrap(self.parts.model)
+        clean, robust = clean_and_pgd(scored, *self.parts.holdout, seed=self.cfg.run.seed,
+                                      steps=self.cfg.eval.holdout_pgd_steps, loss="cw",
+                                      **self._threat())
         row["holdout_clean"], row["holdout_pgd"] = clean, robust
-        if self.best is None or robust >= self.best["holdout_pgd"]:
-            self.best = {"epoch": e, "holdout_pgd": robust, "holdout_clean": clean,
-                         "weights": "ema" if ema_model is not None else "model"}
+        best = self.progress.best
+        if best is None or robust >= best["holdout_pgd"]:
+            self.progress.best = {"epoch": e, "holdout_pgd": robust, "holdout_clean": clean,
+                                  "weights": "ema" if ema_model is not None else "model"}
             self._save_best()
-        row["best_epoch"] = self.best["epoch"]
+        row["best_epoch"] = self.progress.best["epoch"]
 
     def _save_best(self) -> None:
         """``RUN_DIR/best.pt``: weights (model, and ema when on) of the best epoch for ``advtrain eval``."""
         if not D.is_main():
             return
-        payload = dict(self.meta, model=ck.cpu_state(D.unwrap(self.model).state_dict()),
-                       epoch=self.best["epoch"], best=dict(self.best))
-        if self.ema is not None and self.ema.shadow is not None:
-            payload["ema"] = ck.cpu_state(self.ema.shadow)
+        named = stateful(self.parts, self.progress, self.rng)
+        weights = ck.pack(save_states({k: named[k] for k in ("model", "ema") if k in named}))
+        payload = dict(self.meta, **weights, epoch=self.progress.best["epoch"],
+                       best=dict(self.progress.best))
         ck.save(payload, os.path.join(self.run_dir, BEST))
 
     def _ema_model(self) -> Optional[nn.Module]:
         """A copy of the model holding the EMA weights (None before the first EMA update)."""
-        if self.ema is None or self.ema.shadow is None:
+        ema = self.parts.ema
+        if ema is None or ema.shadow is None:
             return None
         if getattr(self, "_ema_copy", None) is None:
-            self._ema_copy = copy.deepcopy(D.unwrap(self.model))
-        self.ema.copy_to(self._ema_copy)
+            self._ema_copy = copy.deepcopy(D.unwrap(self.parts.model))
+        ema.copy_to(self._ema_copy)
         return self._ema_copy
 
     def _finish(self) -> None:
         if not D.is_main():
             return
-        table = M.summary(self.history, self.cfg.paper_row)
+        table = M.summary(self.progress.history, self.cfg.paper_row, self.log.subset)
         text = table.to_string()
         atomic_write_text(os.path.join(self.run_dir, "summary.txt"), text + "\n")
-        if self.cfg.run.progress:
-            print(text)
+        print(text)
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, epoch_file: bool) -> None:
+        """Every part's state (:func:`advtrain.parts.stateful`) in the checkpoint layout."""
         if not D.is_main():  # one writer under DDP; every rank holds the same weights
             return
-        payload = dict(self.meta)
-        payload.update(
-            model=ck.cpu_state(D.unwrap(self.model).state_dict()),
-            optimizer=self.optimizer.state_dict(),
-            objective=ck.cpu_state(self.objective.state_dict()),
-            epoch=self.epoch, batch=self.batch, step=self.step, rng=ck.rng_state(),
-            running=dict(self.running), history=list(self.history),
-        )
-        if self.ema is not None and self.ema.shadow is not None:
-            payload["ema"] = ck.cpu_state(self.ema.shadow)
-            payload["ema_updates"] = self.ema.updates
-        if self.batch > 0:
-            payload["epoch_rng"] = self.epoch_rng
-        if self.best is not None:
-            payload["best"] = dict(self.best)
+        states = save_states(stateful(self.parts, self.progress, self.rng))
+        payload = dict(self.meta, **ck.pack(states))
         if epoch_file:
-            ck.save(payload, ck.epoch_path(self.run_dir, self.epoch))
+            ck.save(payload, ck.epoch_path(self.run_dir, self.progress.epoch))
         ck.save(payload, ck.last_path(self.run_dir))
-
-    def _load(self, state: Dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.objective.load_state_dict(state["objective"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None and "ema" in state:
-            self.ema.load_state_dict({"shadow": state["ema"], "updates": state["ema_updates"]},
-                                     device=self.device)
-        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
-        self.history, self.running = list(state["history"]), dict(state["running"])
-        self.epoch_rng = state.get("epoch_rng")
-        self.best = state.get("best")
-        self._saved_rng = state["rng"]
-        ck.set_rng_state(state["rng"])
 
 
 # ---------------------------------------------------------------------- small helpers
-
-def _empty_running() -> Dict[str, Any]:
-    return {"sums": {}, "count": 0, "seconds": 0.0, "skipped_batches": 0}
-
 
 def _accumulate(running: Dict[str, Any], terms: Dict[str, float]) -> None:
     for k, v in terms.items():
         running["sums"][k] = running["sums"].get(k, 0.0) + v
     running["count"] += 1
-
-
-def _first_nonfinite(loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> Optional[str]:
-    """Name of the first non-finite term (``loss`` first), None when all are finite."""
-    names = ["loss"] + [k for k in terms if k != "loss"]
-    values = [loss.detach()] + [terms[k] for k in names[1:]]
-    ok = torch.stack([torch.isfinite(v.detach().float()).all() for v in values]).tolist()
-    for name, good in zip(names, ok):
-        if not good:
-            return name
-    return None
-
-
-def _decided_together(bad: Optional[str]) -> Optional[str]:
-    """What to report for a non-finite loss, the same decision on every rank (None: all finite).
-
-    Under DDP a rank that skipped ``backward`` alone would leave the others waiting in the
-    gradient all-reduce, and a rank that stopped alone would leave them waiting until the
-    process-group timeout, so the flag is all-reduced first.
-    """
-    ranks = D.ranks_where(bad is not None)
-    if not ranks:
-        return None
-    if bad is not None:
-        return f"loss term {bad!r}" + (f" on rank {D.rank()}" if D.is_initialized() else "")
-    return f"loss on rank {ranks[0]}"
-
-
-def _finite_params(optimizer: torch.optim.Optimizer) -> bool:
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    return bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all())
-
-
-def _snapshot_buffers(*modules: nn.Module):
-    return [(b, b.detach().clone()) for m in modules for b in m.buffers()]
-
-
-def _restore_buffers(saved) -> None:
-    with torch.no_grad():
-        for buf, copy in saved or []:
-            buf.copy_(copy)
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):

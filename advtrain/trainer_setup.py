@@ -3,11 +3,14 @@
 - ``prepare_run_dir``: a new run never overwrites an existing run directory (one without a checkpoint
   yet may be reused) nor one in use; ``resume`` continues one from ``last.pt`` (else the newest intact
   ``epoch_N.pt``) and refuses a config that differs from the stored one unless ``force``.
-- ``build_parts``: device, model, objective (with its frozen teacher, if any), SGD optimiser
-  (model + objective extra parameters, optional no weight decay on BN parameters), loader, AWP, EMA,
-  test subset, autocast.
-- ``clean_and_pgd``: clean and PGD accuracy (given norm and eps, step eps/4, CE or CW, uniform start
-  from a fixed seed so it neither varies between epochs nor disturbs the training RNG).
+- ``build_parts``: the :class:`advtrain.parts.Parts` of a run: device, model, objective (with its
+  frozen teacher, if any), SGD optimiser (model + objective extra parameters, optional no weight
+  decay on BN parameters), loader, AWP, EMA, test subset, autocast; and the GPU math policy
+  (:func:`_math_policy`).
+- ``clean_and_pgd``: clean and PGD accuracy through :func:`advtrain.evaluation.accuracy` (given norm
+  and eps, step eps/4 -- the DM recipe's PGD-40 step, used for every per-epoch PGD-K whatever K --,
+  CE or CW, uniform start from a fixed seed so it neither varies between epochs nor disturbs the
+  training RNG).
 """
 from __future__ import annotations
 
@@ -24,11 +27,13 @@ from advtrain import checkpoint as ck
 from advtrain import config as C
 from advtrain import distributed as D
 from advtrain.errors import CheckpointError, InputError
-from advtrain.io import atomic_write_text
+from advtrain.atomic import atomic_write_text
+from advtrain.parts import Parts
 from advtrain.runlock import holder, holds_run, in_use_error
 
 #: resolved-config entries that may change between an interrupted run and its resumption
-RESUME_FREE = {"run.name", "run.out_dir", "run.device", "run.progress", "data.workers", "notes"}
+RESUME_FREE = {"run.name", "run.out_dir", "run.device", "run.progress", "data.workers", "notes",
+               "log.tensorboard"}
 
 
 def _as_config(config) -> C.Config:
@@ -62,6 +67,10 @@ def prepare_run_dir(config, run_dir: Optional[str], resume: bool, force: bool
                 raise CheckpointError(f"{last} records no training config to compare with; pass "
                                       "--force to resume anyway")
             _check_same(C.resolve(cfg), state["config"], run_dir)
+        if state is not None:
+            from advtrain.teacher import check_identity
+
+            check_identity(state.get("teacher"), cfg.teacher, cfg.data.dataset, last)
         return cfg, run_dir, state
     if config is None:
         raise InputError("no config given; pass a YAML file such as configs/cpu/tiny_trades.yaml")
@@ -101,7 +110,11 @@ def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def _check_same(new: Dict[str, Any], old: Dict[str, Any], run_dir: str) -> None:
+    """Refuse a changed setting; a key the stored config lacks (added by a later release, e.g.
+    ``tf32``) counts as unchanged while it keeps its default."""
     a, b = _flatten(new), _flatten(old)
+    default = _flatten(C.to_dict(C.Config()))
+    b.update({k: default[k] for k in a if k not in b and k in default})
     diff = [k for k in sorted(set(a) | set(b)) if k not in RESUME_FREE and a.get(k) != b.get(k)]
     if diff:
         shown = ", ".join(f"{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in diff[:4])
@@ -117,13 +130,12 @@ def resolve_device(name: str) -> torch.device:
     return resolve(name, flag="run.device")
 
 
-def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
+def build_parts(cfg: C.Config, fresh: bool) -> Parts:
     """Everything the loop needs; seeds first so a fresh run's initial weights are reproducible."""
     from advtrain.data import build_train_loader, load_test_arrays, num_classes, seed_everything
     from advtrain.models import create_model
-    from advtrain.objectives import build_objective
 
-    _determinism(cfg.run.deterministic)
+    _math_policy(cfg)
     seed_everything(cfg.run.seed)
     device = D.local_device(resolve_device(cfg.run.device), D.local_rank())  # cuda:LOCAL_RANK
     d = cfg.data
@@ -132,27 +144,39 @@ def build_parts(cfg: C.Config, fresh: bool) -> Dict[str, Any]:
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = _teacher(cfg, device)
-    objective = build_objective(cfg.objective["name"], dataset=d.dataset, num_classes=n_cls,
-                                **objective_kwargs(cfg), **teacher).to(device)
+    objective = make_objective(cfg, n_cls, **teacher).to(device)
     loader = build_train_loader(
         d.dataset, root=d.root, train_npz=d.train_npz, synthetic_npz=d.synthetic_npz,
         synthetic_fraction=d.synthetic_fraction, augment=d.augment,
         batch_size=D.per_rank_batch(d.batch_size), rank=D.rank(), world_size=D.world_size(),
         workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
-        holdout=d.holdout, **folder_options(d))
+        holdout=d.holdout, device=device, **folder_options(d))  # batches arrive augmented, on the device
     _check_steps(loader, d)
     test = None
     if d.test_subset > 0:
         test = (_folder_test_subset(d, load_test_arrays) if folder_options(d) else
                 _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset))
-    if teacher:  # before training: classes, logits, input range against this dataset
-        from advtrain.teacher import check_teacher, describe
+    checked = _check_teacher(cfg, teacher, n_cls, test, device)
+    return Parts(device=device, model=model, objective=objective, num_classes=n_cls, loader=loader,
+                 optimizer=make_optimizer(cfg, model, objective), test=test,
+                 holdout=_holdout_set(cfg), awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
+                 autocast=_autocast(cfg, device), teacher_check=checked)
 
-        check_teacher(teacher["teacher"], n_cls, describe(cfg.teacher), test, device)
-    return dict(device=device, model=model, objective=objective, num_classes=n_cls, loader=loader,
-                optimizer=make_optimizer(cfg, model, objective), test=test, holdout=_holdout_set(cfg),
-                awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
-                autocast=_autocast(cfg, device))
+
+def _check_teacher(cfg: C.Config, teacher: Dict[str, Any], n_cls: int, test, device
+                   ) -> Optional[str]:
+    """Before training: the teacher's classes, logits and input range against this dataset;
+    returns the line that reports the result (None without a teacher)."""
+    if not teacher:
+        return None
+    from advtrain.teacher import check_teacher, describe
+
+    what = describe(cfg.teacher)
+    acc = check_teacher(teacher["teacher"], n_cls, what, test, device)
+    if acc is None:
+        return f"teacher {what}: outputs {n_cls} logits per image (accuracy not measured)"
+    return (f"teacher {what}: clean {100 * acc:.2f}% on the test subset of {len(test[1])} images "
+            f"(chance {100 / n_cls:.2f}%): check passed")
 
 
 def model_options(cfg: C.Config) -> Dict[str, Any]:
@@ -226,15 +250,14 @@ def _holdout_set(cfg: C.Config):
     return load_holdout_arrays(d.dataset, d.holdout, root=d.root, npz=d.train_npz)
 
 
-def objective_kwargs(cfg: C.Config) -> Dict[str, Any]:
-    """Objective options: the ``objective:`` section plus the attack settings it shares."""
-    kw = {k: v for k, v in cfg.objective.items() if k != "name"}
-    a = C.attack_settings(cfg)  # unset entries already hold the objective's defaults
-    kw.update({obj_key: a[att_key] for obj_key, att_key in C.ATTACK_KEYS.items()})
-    defaults = C.objective_defaults(cfg.objective["name"], cfg.data.dataset)
-    if cfg.data.augment == "autoaugment" and "two_view" in defaults and "two_view" not in kw:
-        kw["two_view"] = True  # the loader yields [basic; AutoAug] batches
-    return kw
+def make_objective(cfg: C.Config, num_classes: int, **objects: Any) -> nn.Module:
+    """The objective from the resolved config (nothing re-checked or re-defaulted here)."""
+    from advtrain.objectives import OBJECTIVES
+
+    options = {k: v for k, v in cfg.objective.items() if k != "name"}
+    cls = OBJECTIVES[cfg.objective["name"]]
+    return cls(cls.Options(**options), cfg.attack, dataset=cfg.data.dataset, num_classes=num_classes,
+               **objects)
 
 
 def make_optimizer(cfg: C.Config, model: nn.Module, objective: nn.Module) -> torch.optim.SGD:
@@ -280,18 +303,22 @@ def _autocast(cfg: C.Config, device: torch.device):
     return contextlib.nullcontext
 
 
-def _determinism(on: bool) -> None:
-    if on:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+def _math_policy(cfg: C.Config) -> None:
+    """GPU math settings of a run (no effect on CPU).
+
+    - TF32 for fp32 matmuls and convolutions (``tf32``, default on: ~8x the fp32 rate on an A100 or
+      H100 at 10 mantissa bits, which SGD training does not notice); ``precision: bf16`` keeps it,
+      so whatever stays outside autocast is not run in true fp32;
+    - ``cudnn.benchmark`` (fastest convolution algorithm per input shape; training shapes are
+      fixed) unless ``run.deterministic``, which asks cudnn for deterministic algorithms instead.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.deterministic = cfg.run.deterministic
+    torch.backends.cudnn.benchmark = not cfg.run.deterministic
 
 
 # ----------------------------------------------------------------------------- test metric
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    return int((model(x).argmax(1) == y).sum())
-
 
 def clean_and_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int,
                   eps: float = 8 / 255, norm: str = "Linf", loss: str = "ce",
@@ -299,21 +326,18 @@ def clean_and_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: 
     """(clean accuracy, PGD-``steps`` accuracy in the ``norm`` ball of radius ``eps``, step eps/4)
     on ``(x, y)``; PGD None if steps 0."""
     from attacks import PGD
+    from advtrain.evaluation import accuracy
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    attack = (PGD(eps=eps, alpha=eps / 4, steps=steps, norm=norm, loss=loss, init="uniform")
-              if steps else None)
-    clean = robust = 0
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for i in range(0, len(y), batch_size):
-            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-            clean += _accuracy(model, xb, yb)
-            if attack is not None:
-                robust += _accuracy(model, attack(model, xb, yb), yb)
+    x, y = x.to(device), y.to(device)
+    clean = accuracy(model, x, y, batch_size=batch_size, progress=False)
+    robust = None
+    if steps:
+        attack = PGD(eps=eps, alpha=eps / 4, steps=steps, norm=norm, loss=loss, init="uniform")
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            robust = accuracy(model, x, y, batch_size=batch_size, attack=attack, progress=False)
     model.train(was_training)
-    n = max(len(y), 1)
-    return clean / n, (robust / n if attack is not None else None)
+    return clean, robust

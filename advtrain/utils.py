@@ -1,6 +1,6 @@
 """Small shared helpers for evaluation and export: eps formatting, device choice, package versions.
 
-``parse_eps`` is :func:`advtrain.config.parse_eps` (re-exported);
+``parse_eps`` is :func:`advtrain.config_types.parse_eps` (re-exported);
 ``format_eps(8/255) == "8/255"`` (the form RobustBench cards use).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Optional, Union
 
 import torch
 
-from advtrain.config import parse_eps  # noqa: F401  (re-exported)
+from advtrain.config_types import parse_eps  # noqa: F401  (re-exported)
 from advtrain.errors import InputError
 
 

@@ -5,17 +5,21 @@
 - :class:`FGSM` -- one step of size eps
 - :class:`AutoAttackAdapter`, :class:`AAResult` -- AutoAttack (PyPI ``pyautoattack``) with per-attack
   accuracies, timings, captured checks and a resumable state file
-- loss helpers :func:`ce_loss`, :func:`cw_loss`, :func:`kl_loss`, :class:`DKLAttackLoss`
+- loss helpers :func:`ce_loss`, :func:`cw_loss`, :func:`kl_loss`
+- :class:`AttackError` -- the ``ValueError`` every user mistake raises (one line)
+
+This package imports nothing from ``advtrain`` (a test checks it): a training method hands PGD its
+loss as a callable, and advtrain maps :class:`AttackError` to its own one-line user error.
 """
 from __future__ import annotations
 
-from .base import BN_MODES, NORMS, Attack, model_mode
+from .base import BN_MODES, NORMS, Attack, AttackError, model_mode
 from .fgsm import FGSM
-from .losses import DKLAttackLoss, ce_loss, cw_loss, kl_loss
+from .losses import ce_loss, cw_loss, kl_loss
 from .pgd import PGD
 
-__all__ = ["Attack", "PGD", "FGSM", "AutoAttackAdapter", "AAResult", "ce_loss", "cw_loss",
-           "kl_loss", "DKLAttackLoss", "model_mode", "NORMS", "BN_MODES"]
+__all__ = ["Attack", "AttackError", "PGD", "FGSM", "AutoAttackAdapter", "AAResult", "ce_loss",
+           "cw_loss", "kl_loss", "model_mode", "NORMS", "BN_MODES"]
 
 
 def __getattr__(name):  # pyautoattack is imported only when the adapter is used

@@ -16,11 +16,19 @@ Arguments:
     batch_size (int): examples per forward. (Default: 500)
     device (str): device of the model; inputs are moved batch by batch. (Default: ``"cpu"``)
     state_path (path): resumable state file: finished attacks are recorded after each attack and
-        skipped by a later run with the same file. The file is bound to the model (SHA-256 of its
-        state_dict), the inputs and labels (SHA-256), norm, eps, version, attacks, seed and the
-        number of examples; a file written for anything else is refused with one line.
-    n_iter (int): *tests/debugging only*: iterations of APGD / APGD-T / FAB (AutoAttack uses 100).
-    n_queries (int): *tests/debugging only*: Square queries (AutoAttack uses 5000).
+        skipped by a later run with the same file. The file is bound to every setting that changes
+        an attack's outcome (:meth:`AutoAttackAdapter.settings_key`: norm, eps, version, attacks,
+        seed, batch size, n_iter, n_restarts, n_queries, n_targets, the number and shape of the
+        inputs) plus ``state_key``; a file written for anything else is refused
+        (:class:`AttackStateError`) naming the settings that differ.
+    state_key (dict): what else the state file is bound to, computed by the caller (advtrain
+        passes the SHA-256 of the model's weights and of the data, and the precision).
+    load_state, save_state (callables): ``load_state(path) -> dict`` and ``save_state(obj, path)``;
+        default ``torch.load(weights_only=True)`` and a write-then-rename ``torch.save``.
+    n_iter (int): iterations of APGD / APGD-T / FAB (AutoAttack uses 100; fewer is weaker).
+    n_restarts (int): restarts of APGD-CE/DLR, FAB and Square (the version's default otherwise).
+    n_queries (int): Square queries (AutoAttack uses 5000).
+    n_targets (int): target classes of APGD-T and FAB-T (AutoAttack uses 9).
 
 Examples::
 
@@ -28,7 +36,8 @@ Examples::
     >>> result.per_attack        # {'clean': 0.91, 'apgd-ce': 0.58, 'apgd-t': 0.56, ...}
     >>> result.checks            # pyautoattack's diagnostics (probabilities instead of logits, ...)
 
-Attacks, checks and their messages are pyautoattack's. The adapter calls pyautoattack's
+Bad arguments raise :class:`attacks.AttackError` (:class:`UnknownChoiceError` for an unknown
+name); this module imports nothing from any trainer. Attacks, checks and their messages are pyautoattack's. The adapter calls pyautoattack's
 ``run_standard_evaluation`` once per attack, on the points still robust, which gives exact
 per-attack accuracies and timings and lets it keep its own state file: pyautoattack 0.2.0's own
 resume is unusable (its JSON state stores the attack set as a string, so reloading always fails
@@ -38,27 +47,75 @@ Once no point is robust, the remaining attacks are recorded with accuracy 0.0 an
 """
 from __future__ import annotations
 
+import difflib
 import logging
+import math
+import numbers
 import sys
 import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from advtrain.errors import CheckpointError, InputError, unknown
-
-from .base import check_nonnegative, check_inputs, flat_norm, model_mode
+from .autoattack_state import (STATE_FORMAT, AttackStateError, check_state_key,  # noqa: F401
+                               pack_state, torch_load, torch_save, unpack_state)
+from .base import AttackError, check_inputs, flat_norm, model_mode
 
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "rand", "custom")
 AA_NORMS = ("Linf", "L2", "L1")
-STATE_FORMAT = "advtrain-autoattack-state-2"
 _LOGGER = "auto-attack.advtrain"
+#: budget knobs: None keeps the version's own value
+BUDGET = ("n_iter", "n_restarts", "n_queries", "n_targets")
+
+
+class UnknownChoiceError(AttackError):
+    """A name (norm, version, attack) that is not one of the choices."""
+
+
+def _unknown(kind: str, name, choices) -> UnknownChoiceError:
+    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
+    hint = (" did you mean " + " or ".join(map(repr, close)) + "?") if close else ""
+    return UnknownChoiceError(f"unknown {kind} {name!r};{hint} choices: {', '.join(sorted(choices))}")
+
+
+def check_settings(*, norm="Linf", eps=8 / 255, version="standard", attacks=None, seed=0,
+                   batch_size=500, **budget) -> Optional[list]:
+    """Validate AutoAttack's settings (one-line :class:`AttackError`); the attack list or None."""
+    if norm not in AA_NORMS:
+        raise _unknown("AutoAttack norm", norm, AA_NORMS)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+        raise AttackError(f"AutoAttack eps must be a finite number >= 0, got {eps!r}; e.g. 8/255")
+    if version not in VERSIONS:
+        raise _unknown("AutoAttack version", version, VERSIONS)
+    for name, value in (("batch_size", batch_size), *budget.items()):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise AttackError(f"AutoAttack {name} must be a positive integer, got {value!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise AttackError(f"AutoAttack seed must be an integer or None, got {seed!r}")
+    return _check_attacks(version, attacks)
+
+
+def _check_attacks(version: str, attacks) -> Optional[list]:
+    if version != "custom":
+        if attacks is not None:
+            raise AttackError(f"AutoAttack attacks={list(attacks)!r} needs version='custom' (version "
+                              f"{version!r} fixes its own attacks); drop attacks or set version='custom'")
+        return None
+    if isinstance(attacks, str) or not attacks:
+        raise AttackError("AutoAttack version='custom' needs attacks=[...], a list from: "
+                          + ", ".join(ATTACK_NAMES))
+    for name in attacks:
+        if name not in ATTACK_NAMES:
+            raise _unknown("AutoAttack attack", name, ATTACK_NAMES)
+    if len(set(attacks)) != len(attacks):
+        raise AttackError(f"AutoAttack attacks {list(attacks)!r} repeat a name; list each once")
+    return list(attacks)
 
 
 @dataclass
@@ -108,22 +165,20 @@ class AutoAttackAdapter:
     def __init__(self, norm: str = "Linf", eps: float = 8 / 255, version: str = "standard",
                  attacks: Optional[list] = None, seed: Optional[int] = 0, batch_size: int = 500,
                  device="cpu", state_path=None, n_iter: Optional[int] = None,
-                 n_queries: Optional[int] = None, progress: bool = False):
-        if norm not in AA_NORMS:
-            raise unknown("AutoAttack norm", norm, AA_NORMS)
-        check_nonnegative("eps", eps)
-        if version not in VERSIONS:
-            raise unknown("AutoAttack version", version, VERSIONS)
-        self.attacks = _check_attacks(version, attacks)
-        for name, value in (("batch_size", batch_size), ("n_iter", n_iter), ("n_queries", n_queries)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise InputError(f"AutoAttack {name} must be a positive integer, got {value!r}")
-        if seed is not None and not isinstance(seed, int):
-            raise InputError(f"AutoAttack seed must be an integer or None, got {seed!r}")
+                 n_queries: Optional[int] = None, progress: bool = False, *,
+                 n_restarts: Optional[int] = None, n_targets: Optional[int] = None,
+                 state_key: Optional[dict] = None, load_state: Callable = torch_load,
+                 save_state: Callable = torch_save):
+        self.attacks = check_settings(norm=norm, eps=eps, version=version, attacks=attacks,
+                                      seed=seed, batch_size=batch_size, n_iter=n_iter,
+                                      n_restarts=n_restarts, n_queries=n_queries,
+                                      n_targets=n_targets)
         self.norm, self.eps, self.version, self.seed = norm, float(eps), version, seed
         self.batch_size, self.device = batch_size, device
+        self.budget = {"n_iter": n_iter, "n_restarts": n_restarts, "n_queries": n_queries,
+                       "n_targets": n_targets}
         self.state_path = None if state_path is None else Path(state_path)
-        self.n_iter, self.n_queries = n_iter, n_queries
+        self.state_key, self._load, self._save = dict(state_key or {}), load_state, save_state
         self.progress = progress  # one line on stderr after each attack (runs take hours on GPUs)
 
     # ------------------------------------------------------------------ running
@@ -146,21 +201,16 @@ class AutoAttackAdapter:
         return result
 
     def _run(self, model, x, y, logger, capture) -> AAResult:
-        adversary = self._adversary(model, logger)
+        adversary = self.adversary(model, logger)
         names = list(adversary.attacks_to_run)
-        key = self._key(model, x, y, names) if self.state_path is not None else None
-        state = self._load_state(x, y, key)
-        if state is None:
-            state = self._fresh_state(model, x, y)
+        key = self.settings_key(x, names)
+        state = self._load_state(x, y, key) or self._fresh_state(model, x, y)
         for name in names:
             if name not in state["per_attack"]:
-                if self.progress:
-                    print(f"[autoattack] {name}: running on {int(state['robust'].sum())} points "
-                          "still robust ...", file=sys.stderr, flush=True)
+                self._say(f"{name}: running on {int(state['robust'].sum())} points still robust ...")
                 self._run_one(adversary, name, x, y, state, capture)
-                if self.progress:
-                    print(f"[autoattack] {name}: robust accuracy {state['per_attack'][name]:.2%} "
-                          f"({state['seconds'][name]:.0f} s)", file=sys.stderr, flush=True)
+                self._say(f"{name}: robust accuracy {state['per_attack'][name]:.2%} "
+                          f"({state['seconds'][name]:.0f} s)")
                 state["checks"] = _unique(state["checks"] + capture.checks)
                 self._save_state(state, x, key)
         from pyautoattack import checks
@@ -173,25 +223,43 @@ class AutoAttackAdapter:
                         OrderedDict(state["per_attack"]), seconds, all_checks, self.version,
                         names, capture.log)
 
-    def _adversary(self, model, logger):
+    def _say(self, line: str) -> None:
+        if self.progress:
+            print(f"[autoattack] {line}", file=sys.stderr, flush=True)
+
+    def adversary(self, model, logger: Optional[logging.Logger] = None):
+        """pyautoattack's ``AutoAttack`` for ``model`` with this adapter's settings and budget."""
         from pyautoattack.autoattack import AutoAttack
 
         custom = self.version == "custom"
-        adversary = AutoAttack(model, attacks=list(self.attacks) if custom else None,
-                               device=self.device, eps=self.eps, norm=self.norm, seed=self.seed,
-                               version=self.version)
-        adversary.verbose = True
-        adversary.logger = adversary.apgd.logger = adversary.apgd_targeted.logger = logger
-        if self.n_iter is not None:
-            for apgd in (adversary.apgd, adversary.apgd_targeted):
-                apgd.n_iter = apgd.n_iter_orig = self.n_iter
-                apgd.n_iter_2 = max(int(0.22 * self.n_iter), 1)
-                apgd.n_iter_min = max(int(0.06 * self.n_iter), 1)
-                apgd.size_decr = max(int(0.03 * self.n_iter), 1)
-            adversary.fab.n_iter = self.n_iter
-        if self.n_queries is not None:
-            adversary.square.n_queries = self.n_queries
-        return adversary
+        adv = AutoAttack(model, attacks=list(self.attacks) if custom else None,
+                         device=self.device, eps=self.eps, norm=self.norm, seed=self.seed,
+                         version=self.version)
+        adv.verbose = logger is not None
+        if logger is not None:
+            adv.logger = adv.apgd.logger = adv.apgd_targeted.logger = logger
+        n_iter, n_restarts = self.budget["n_iter"], self.budget["n_restarts"]
+        if n_iter is not None:
+            for apgd in (adv.apgd, adv.apgd_targeted):
+                apgd.n_iter = apgd.n_iter_orig = n_iter
+                apgd.n_iter_2 = max(int(0.22 * n_iter), 1)
+                apgd.n_iter_min = max(int(0.06 * n_iter), 1)
+                apgd.size_decr = max(int(0.03 * n_iter), 1)
+            adv.fab.n_iter = n_iter
+        if n_restarts is not None:  # FAB-T still runs one restart per target (pyautoattack)
+            adv.apgd.n_restarts = adv.fab.n_restarts = adv.square.n_restarts = n_restarts
+        if self.budget["n_queries"] is not None:
+            adv.square.n_queries = self.budget["n_queries"]
+        if self.budget["n_targets"] is not None:
+            adv.apgd_targeted.n_target_classes = adv.fab.n_target_classes = self.budget["n_targets"]
+        return adv
+
+    @staticmethod
+    def attack_batch(adversary, name: str, x: Tensor, y: Tensor) -> Tensor:
+        """One batch of attack ``name``, set up exactly as pyautoattack's own loop sets it up."""
+        if name not in _BATCH:
+            raise _unknown("AutoAttack attack", name, ATTACK_NAMES)
+        return _BATCH[name](adversary, x, y)
 
     def _run_one(self, adversary, name, x, y, state, capture) -> None:
         """One pyautoattack run of attack ``name`` on the points still robust; update ``state``."""
@@ -235,76 +303,58 @@ class AutoAttackAdapter:
         return []
 
     # ------------------------------------------------------------------ state file
-    def _save_state(self, state: dict, x: Tensor, key: Optional[dict]) -> None:
-        if self.state_path is None:
-            return
-        from advtrain.io import atomic_save
+    def settings_key(self, x: Tensor, names: list) -> dict:
+        """Every adapter setting that changes the outcome, plus the caller's ``state_key``."""
+        key = {"norm": self.norm, "eps": self.eps, "version": self.version,
+               "attacks": ",".join(names), "seed": self.seed, "batch_size": self.batch_size,
+               "n_ex": int(x.shape[0]), "shape": list(x.shape[1:]), **self.budget}
+        return {**key, **self.state_key}
 
-        hit = (state["x_adv"] != x).reshape(x.shape[0], -1).any(1).nonzero().flatten()
-        atomic_save({
-            "format": STATE_FORMAT, "key": key, "done": list(state["per_attack"]),
-            "accuracy": list(state["per_attack"].values()), "seconds": dict(state["seconds"]),
-            "checks": list(state["checks"]), "clean": state["clean"].cpu(),
-            "robust": state["robust"].cpu(), "y_adv": state["y_adv"].cpu(), "changed": hit.cpu(),
-            "x_changed": state["x_adv"][hit].cpu(),
-        }, self.state_path)
+    def _save_state(self, state: dict, x: Tensor, key: dict) -> None:
+        if self.state_path is not None:
+            self._save(pack_state(state, x, key), self.state_path)
 
-    def _load_state(self, x: Tensor, y: Tensor, key: Optional[dict]) -> Optional[dict]:
+    def _load_state(self, x: Tensor, y: Tensor, key: dict) -> Optional[dict]:
         if self.state_path is None or not self.state_path.exists():
             return None
-        from advtrain.io import load_state_file
-
-        saved = load_state_file(self.state_path)
-        if saved.get("format") != STATE_FORMAT or not isinstance(saved.get("key"), dict):
-            raise CheckpointError(f"{self.state_path}: not an AutoAttack state file of this advtrain "
-                                  "version; delete it or pass another state path")
-        differ = [k for k in key if saved["key"].get(k) != key[k]]
-        if differ:
-            raise CheckpointError(f"{self.state_path}: state of another evaluation (different "
-                                  f"{', '.join(differ)}); delete it or pass another state path")
-        x_adv = x.clone()
-        x_adv[saved["changed"].to(x.device)] = saved["x_changed"].to(x.device, x.dtype)
-        return {"x_adv": x_adv, "y_adv": saved["y_adv"].to(y.device),
-                "clean": saved["clean"].to(y.device), "robust": saved["robust"].to(y.device),
-                "per_attack": OrderedDict(zip(saved["done"], saved["accuracy"])),
-                "seconds": dict(saved["seconds"]), "checks": list(saved["checks"])}
-
-    def _key(self, model: nn.Module, x: Tensor, y: Tensor, names: list) -> dict:
-        """What a state file belongs to: the model's weights, the data subset and every setting."""
-        from advtrain.io import state_digest
-
-        return {"model": state_digest(model.state_dict()), "data": _data_digest(x, y),
-                "norm": self.norm, "eps": self.eps, "version": self.version,
-                "attacks": ",".join(names), "seed": self.seed, "n_ex": int(x.shape[0]),
-                "shape": list(x.shape[1:])}
+        saved = self._load(self.state_path)
+        check_state_key(self.state_path, saved, key)
+        return unpack_state(saved, x, y)
 
     def __repr__(self) -> str:
         return (f"AutoAttackAdapter(norm={self.norm!r}, eps={self.eps!r}, version={self.version!r}, "
                 f"attacks={self.attacks!r}, seed={self.seed!r}, batch_size={self.batch_size})")
 
 
-def _check_attacks(version: str, attacks) -> Optional[list]:
-    if version != "custom":
-        if attacks is not None:
-            raise InputError(f"AutoAttack attacks={attacks!r} needs version='custom' (version "
-                             f"{version!r} fixes its own attacks); drop attacks or set version='custom'")
-        return None
-    if isinstance(attacks, str) or not attacks:
-        raise InputError("AutoAttack version='custom' needs attacks=[...], a list from: "
-                         + ", ".join(ATTACK_NAMES))
-    for name in attacks:
-        if name not in ATTACK_NAMES:
-            raise unknown("AutoAttack attack", name, ATTACK_NAMES)
-    if len(set(attacks)) != len(attacks):
-        raise InputError(f"AutoAttack attacks {list(attacks)!r} repeat a name; list each once")
-    return list(attacks)
+def _apgd(loss: str):
+    def run(adv, x, y):
+        adv.apgd.loss = loss
+        adv.apgd.seed = adv.get_seed()
+        return adv.apgd.perturb(x, y)
+    return run
 
 
-def _data_digest(x: Tensor, y: Tensor) -> str:
-    """SHA-256 of the inputs and labels (exact: which images, in which order)."""
-    from advtrain.io import state_digest
+def _fab(targeted: bool):
+    def run(adv, x, y):
+        adv.fab.targeted = targeted
+        if targeted:
+            adv.fab.n_restarts = 1
+        adv.fab.seed = adv.get_seed()
+        return adv.fab.perturb(x, y)
+    return run
 
-    return state_digest({"x": x, "y": y})
+
+def _seeded(attr: str):
+    def run(adv, x, y):
+        attack = getattr(adv, attr)
+        attack.seed = adv.get_seed()
+        return attack.perturb(x, y)
+    return run
+
+
+#: attack name -> one batch, as ``AutoAttack.run_standard_evaluation`` runs it
+_BATCH = {"apgd-ce": _apgd("ce"), "apgd-dlr": _apgd("dlr"), "apgd-t": _seeded("apgd_targeted"),
+          "fab": _fab(False), "fab-t": _fab(True), "square": _seeded("square")}
 
 
 def _fork_rng(device):
@@ -326,4 +376,3 @@ def _sort_warnings(caught, checks: list) -> None:
 
 def _unique(items: list) -> list:
     return list(dict.fromkeys(items))
-

@@ -16,13 +16,16 @@ proxy and an EMA copy. Around :meth:`Attack.perturb` the base class
   ``x_adv ∈ [0, 1]``. A violation raises ``RuntimeError``: that is a bug in the attack, not a
   user error.
 
-User mistakes (negative ε, unknown norm, inputs outside [0,1]) raise :class:`advtrain.errors.InputError`.
+User mistakes (negative ε, unknown norm, inputs outside [0,1]) raise :class:`AttackError` (a
+``ValueError`` with a one-line message; this package imports nothing from ``advtrain``, which maps
+the error to its own one-line user error).
 Hyper-parameters are plain attributes (``attack.eps``, ``attack.alpha``, ``attack.steps``) so a
 trainer can change them every epoch (ε ramp); they are validated again on every call.
 """
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 import numbers
 from typing import Iterator
@@ -30,9 +33,25 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from advtrain.errors import InputError, unknown
+
+class AttackError(ValueError):
+    """A user mistake in an attack's settings or inputs; the message is one line naming the fix."""
+
+
+def unknown(kind: str, name, choices) -> AttackError:
+    """'unknown <kind> 'x'; did you mean 'y'? choices: ...' as an :class:`AttackError`."""
+    names = sorted(str(c) for c in choices)
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+    hint = (" did you mean " + " or ".join(repr(c) for c in close) + "?") if close else ""
+    return AttackError(f"unknown {kind} {name!r};{hint} choices: {', '.join(names)}")
+
 
 NORMS = ("Linf", "L2")
+
+
+class AttackError(ValueError):
+    """A bad attack argument (one line: the problem and the fix)."""
+
 BN_MODES = ("eval", "train", "train_frozen")
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
@@ -87,9 +106,9 @@ def check_nonnegative(name: str, value, *, integer: bool = False) -> None:
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
         what = "an integer" if integer else "a finite number"
-        raise InputError(f"attack {name} must be {what} >= 0, got {value!r}")
+        raise AttackError(f"attack {name} must be {what} >= 0, got {value!r}")
     if value < 0:
-        raise InputError(f"attack {name} must be >= 0, got {value!r}; use e.g. {name}=8/255")
+        raise AttackError(f"attack {name} must be >= 0, got {value!r}; use e.g. {name}=8/255")
 
 
 class Attack:
@@ -105,7 +124,7 @@ class Attack:
         self.validate()
 
     def validate(self) -> None:
-        """Check the (mutable) hyper-parameters; raise InputError naming the bad one."""
+        """Check the (mutable) hyper-parameters; raise AttackError naming the bad one."""
         check_nonnegative("eps", self.eps)
         if self.norm not in NORMS:
             raise unknown("attack norm", self.norm, NORMS)
@@ -154,15 +173,15 @@ class Attack:
 def check_inputs(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Validate a batch (float images in [0,1], one int label per example); return contiguous copies."""
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
-        raise InputError("attack input x must be a float tensor of shape B×... (e.g. B×3×32×32), "
+        raise AttackError("attack input x must be a float tensor of shape B×... (e.g. B×3×32×32), "
                          f"got {type(x).__name__} {getattr(x, 'dtype', '')} "
                          f"{tuple(getattr(x, 'shape', ()))}")
     if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise InputError(f"attack labels y must be a 1-d tensor with {x.shape[0]} entries (one "
+        raise AttackError(f"attack labels y must be a 1-d tensor with {x.shape[0]} entries (one "
                          f"per example), got {tuple(getattr(y, 'shape', ()))}")
     if y.is_floating_point() or y.is_complex():
-        raise InputError(f"attack labels y must be integer class indices, got dtype {y.dtype}")
+        raise AttackError(f"attack labels y must be integer class indices, got dtype {y.dtype}")
     if x.numel() and (x.min().item() < 0.0 or x.max().item() > 1.0):
-        raise InputError(f"attack inputs must be images in [0,1], got range [{x.min().item():.4g}, "
+        raise AttackError(f"attack inputs must be images in [0,1], got range [{x.min().item():.4g}, "
                          f"{x.max().item():.4g}]; move normalisation into the model")
     return x.detach().contiguous(), y.detach().contiguous()

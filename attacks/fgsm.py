@@ -18,8 +18,7 @@ Examples::
 """
 from __future__ import annotations
 
-from advtrain.errors import InputError
-
+from .base import AttackError
 from .pgd import PGD
 
 
@@ -27,8 +26,8 @@ class FGSM(PGD):
     """PGD with one step of size ``eps`` from the clean input (``alpha`` follows ``eps``)."""
 
     def __init__(self, eps: float = 8 / 255, norm: str = "Linf", loss="ce", bn_mode: str = "eval"):
-        super().__init__(eps=eps, alpha=eps, steps=1, norm=norm, loss=loss, random_start=False,
-                         init="none", bn_mode=bn_mode)
+        super().__init__(eps=eps, alpha=eps, steps=1, norm=norm, loss=loss, init="none",
+                         bn_mode=bn_mode)
 
     @property
     def alpha(self) -> float:
@@ -39,5 +38,5 @@ class FGSM(PGD):
     def alpha(self, value: float) -> None:
         if "eps" not in self.__dict__:  # PGD.__init__ assigns alpha (= eps) before eps exists
             return
-        raise InputError(f"FGSM's step size is always its eps ({self.eps}); cannot set alpha={value!r}: "
+        raise AttackError(f"FGSM's step size is always its eps ({self.eps}); cannot set alpha={value!r}: "
                          "set attack.eps instead, or use PGD(steps=1, alpha=...) for another step size")

@@ -10,13 +10,13 @@ Arguments:
     alpha (float): step size. (Default: 2/255)
     steps (int): number of steps. (Default: 10)
     norm (str): ``"Linf"`` or ``"L2"``. (Default: ``"Linf"``)
-    loss (str or callable): ``"ce"``, ``"cw"``, ``"kl"`` (TRADES), ``"dkl"`` or a callable
-        ``loss_fn(logits_adv, y, logits_nat) -> scalar`` (see :mod:`attacks.losses`). (Default: ``"ce"``)
-    random_start (bool): ``init="uniform"`` when True, ``"none"`` when False; ignored when ``init``
-        is given. (Default: True)
-    init (str or None): starting point. ``"uniform"``: uniform in the ball, clipped to [0,1];
+    loss (str or callable): ``"ce"``, ``"cw"``, ``"kl"`` (TRADES) or a callable
+        ``loss_fn(logits_adv, y, logits_nat) -> scalar`` (see :mod:`attacks.losses`; the DKL/GKL
+        attack loss is :class:`advtrain.losses.DKLAttackLoss`). (Default: ``"ce"``)
+    init (str): starting point, the one knob for it (torchattacks' ``random_start=True`` is
+        ``"uniform"``, ``False`` is ``"none"``). ``"uniform"``: uniform in the ball, clipped to [0,1];
         ``"normal"``: ``x + init_std·N(0, I)``, *not* clipped before the first step (TRADES / DKL
-        reference, SPEC §2.3); ``"none"``: ``x``. (Default: None)
+        reference, SPEC §2.3); ``"none"``: ``x``. (Default: ``"uniform"``)
     init_std (float): standard deviation of the ``"normal"`` start. (Default: 0.001)
     bn_mode (str): ``"eval"``, ``"train"`` or ``"train_frozen"`` (see :mod:`attacks.base`). (Default: ``"eval"``)
 
@@ -31,7 +31,7 @@ Examples::
     >>> x_adv = attack(model, x, y)
     >>> attack.eps = 4/255                                             # eps ramp: change per epoch
 
-The natural logits needed by ``"kl"`` / ``"dkl"`` / callables are computed once per call (under
+The natural logits needed by ``"kl"`` / callables are computed once per call (under
 ``no_grad`` in the attack mode), not once per step as in the reference code: identical in eval mode
 (SPEC §10.16).
 """
@@ -42,9 +42,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from advtrain.errors import InputError, unknown
-
-from .base import Attack, check_nonnegative, flat_norm, project
+from .base import Attack, AttackError, check_nonnegative, flat_norm, project, unknown
 from .losses import needs_nat, resolve_loss
 
 INITS = ("uniform", "normal", "none")
@@ -54,29 +52,21 @@ class PGD(Attack):
     """Projected gradient ascent on a pluggable loss (see the module docstring)."""
 
     def __init__(self, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
-                 norm: str = "Linf", loss="ce", random_start: bool = True,
-                 init: Optional[str] = None, init_std: float = 0.001, bn_mode: str = "eval"):
+                 norm: str = "Linf", loss="ce", init: str = "uniform", init_std: float = 0.001,
+                 bn_mode: str = "eval"):
         self.alpha = alpha
         self.steps = steps
         self.loss = loss
-        self.random_start = random_start
         self.init = init
         self.init_std = init_std
         super().__init__(eps, norm=norm, bn_mode=bn_mode)
-
-    @property
-    def start(self) -> str:
-        """The effective init: ``init`` if given, else from ``random_start``."""
-        if self.init is not None:
-            return self.init
-        return "uniform" if self.random_start else "none"
 
     def validate(self) -> None:
         super().validate()
         check_nonnegative("alpha", self.alpha)
         check_nonnegative("steps", self.steps, integer=True)
         check_nonnegative("init_std", self.init_std)
-        if self.init is not None and self.init not in INITS:
+        if self.init not in INITS:
             raise unknown("PGD init", self.init, INITS)
         resolve_loss(self.loss)
 
@@ -97,10 +87,9 @@ class PGD(Attack):
 
     def initial_point(self, x: Tensor) -> Tensor:
         """x (``"none"``), x + init_std·N(0,I) (``"normal"``, unclipped), or uniform in the ball."""
-        start = self.start
-        if start == "none":
+        if self.init == "none":
             return x.clone()
-        if start == "normal":
+        if self.init == "normal":
             return x + self.init_std * torch.randn_like(x)
         if self.norm == "Linf":
             delta = torch.empty_like(x).uniform_(-self.eps, self.eps)
@@ -116,7 +105,7 @@ class PGD(Attack):
         with torch.enable_grad():
             loss = loss_fn(model(x_adv), y, logits_nat)
             if not isinstance(loss, Tensor) or loss.dim() != 0:
-                raise InputError(f"attack loss {loss_fn!r} must return a scalar tensor, got "
+                raise AttackError(f"attack loss {loss_fn!r} must return a scalar tensor, got "
                                  f"{type(loss).__name__} {tuple(getattr(loss, 'shape', ()))}")
             (grad,) = torch.autograd.grad(loss, x_adv)
         return grad

@@ -85,7 +85,7 @@ def make_trainer(arch, objective, awp, batch, steps, device, folder, image_size=
 
 def count_passes(trainer, x, y) -> Counter:
     """Forwards of the model class during one step, keyed by (mode, grad enabled)."""
-    cls, seen = type(trainer.model), Counter()
+    cls, seen = type(trainer.parts.model), Counter()
 
     def hook(module, _inp, _out):
         if type(module) is cls:
@@ -123,13 +123,13 @@ def unit_costs(model, x, y, repeats, warmup) -> dict:
 def bench(arch, objective, awp, batch, steps, device, repeats, warmup, image_size=224) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         trainer = make_trainer(arch, objective, awp, batch, steps, device, folder, image_size)
-        x, y = next(iter(trainer.loader))
-        x, y = x.to(trainer.device), y.to(trainer.device)
+        x, y = next(iter(trainer.parts.loader))
+        x, y = x.to(trainer.parts.device), y.to(trainer.parts.device)
         passes = count_passes(trainer, x, y)
-        t_step = timed(lambda: trainer._train_step(x, y, 1), trainer.device, repeats, warmup)
+        t_step = timed(lambda: trainer._train_step(x, y, 1), trainer.parts.device, repeats, warmup)
         from advtrain.distributed import unwrap
 
-        unit = unit_costs(unwrap(trainer.model), x, y, repeats, warmup)
+        unit = unit_costs(unwrap(trainer.parts.model), x, y, repeats, warmup)
     k_att, e_ng = passes[("eval", True)], passes[("eval", False)] + passes[("train", False)]
     m = passes[("train", True)]
     ideal = k_att * unit["attack"] + e_ng * unit["eval"] + m * unit["train"]

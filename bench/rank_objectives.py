@@ -102,13 +102,13 @@ def test_subset(args):
 def train(objective: str, args) -> tuple:
     from advtrain import fit
     from advtrain.checkpoint import last_path
-    from advtrain.export import model_from_checkpoint
+    from advtrain.modelfile import load_model_file
 
     run_dir = os.path.join(args.out, "runs", objective)
     t0 = time.time()
     fit(config(objective, args, run_dir), run_dir=run_dir, force=True)
     seconds = time.time() - t0
-    model, _ = model_from_checkpoint(last_path(run_dir), dataset="cifar10", device="cpu")
+    model = load_model_file(last_path(run_dir), dataset="cifar10", device="cpu").model
     return model, seconds
 
 
@@ -266,7 +266,7 @@ def merge(args) -> int:
 
 def save(results: dict, args, wall: float, cpu: float) -> None:
     """``table.md`` and ``results.json`` under ``--out`` (atomic writes)."""
-    from advtrain.io import atomic_write_text
+    from advtrain.atomic import atomic_write_text
 
     atomic_write_text(os.path.join(args.out, "table.md"), table(results, args) + "\n")
     atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(

@@ -19,15 +19,27 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# Quiet unless it fails: pip's output goes to a log, printed only when a step fails.
+log="$VENV/advtrain-setup.log"
+: > "$log"
+step() {  # step "what" cmd...: run cmd with its output in $log; on failure show the log and stop
+  local what="$1"; shift
+  if ! "$@" >> "$log" 2>&1; then
+    echo "[setup] error: $what failed; its output:" >&2
+    tail -n 40 "$log" >&2
+    echo "[setup] full log: $log" >&2
+    exit 1
+  fi
+}
+echo "[setup] installing ${TORCH_SPEC:-advtrain (keeping the installed torch)} + advtrain[dev] into $VENV" \
+     "(first time: about 1-2 minutes; log: $log)"
 if [ -n "$TORCH_SPEC" ]; then
-  echo "[setup] installing $TORCH_SPEC"
   # shellcheck disable=SC2086
-  "$VENV/bin/python" -m pip install -q $TORCH_SPEC
+  step "pip install $TORCH_SPEC" "$VENV/bin/python" -m pip install $TORCH_SPEC
 fi
-echo "[setup] installing advtrain[dev] (robustbench, pyautoattack, ...)"
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+step "pip install -e .[dev] (robustbench, pyautoattack, ...)" "$VENV/bin/python" -m pip install -e ".[dev]"
 # robustbench must import in a fresh interpreter, through our autoattack shim, without advtrain
-"$VENV/bin/python" -c "import robustbench, robustbench.utils; from autoattack import AutoAttack" \
-  || { echo "[setup] error: 'import robustbench' fails after install; see README (Troubleshooting)" >&2; exit 1; }
+step "'import robustbench' after install (see README, RobustBench and AutoAttack from PyPI)" \
+  "$VENV/bin/python" -W ignore -c "import robustbench, robustbench.utils; from autoattack import AutoAttack"
 echo "$want" > "$stamp"
 echo "[setup] ready: $VENV"

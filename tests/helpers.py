@@ -98,3 +98,34 @@ def temp_files(root) -> list:
 def pickle_bytes(obj) -> bytes:
     """Plain pickle of ``obj`` (to hide a payload inside a raw pickle file)."""
     return pickle.dumps(obj)
+
+
+def small_disk(monkeypatch, limit: int = 1024) -> None:
+    """Fault injection at the write call: files the atomic writer opens refuse writes past ``limit``
+    bytes with ENOSPC, as a full disk does (torch's zip writer then raises its RuntimeError)."""
+    import errno
+
+    import advtrain.atomic as atomic
+
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, fh):
+            self.fh, self.n = fh, 0
+
+        def write(self, data):
+            if self.n + len(data) > limit:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.n += len(data)
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.fh.__exit__(*exc)
+
+    monkeypatch.setattr(atomic.os, "fdopen", lambda *a, **k: Full(real(*a, **k)))

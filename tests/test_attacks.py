@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advtrain.errors import InputError, UnknownNameError
-from attacks import FGSM, PGD, Attack, DKLAttackLoss, ce_loss, cw_loss, kl_loss
+from advtrain.errors import InputError
+from advtrain.losses import DKLAttackLoss
+from attacks import FGSM, PGD, Attack, AttackError, ce_loss, cw_loss, kl_loss
 
 EPS = {"Linf": 8 / 255, "L2": 0.5}
 
@@ -169,8 +170,9 @@ def test_init_modes(batch):
     x, y = batch
     model = small_net().eval()
     assert torch.equal(PGD(steps=0, init="none")(model, x, y), x)
-    assert torch.equal(PGD(steps=0, random_start=False)(model, x, y), x)
-    uniform = PGD(eps=0.1, steps=0)(model, x, y)  # random_start=True => uniform
+    uniform = PGD(eps=0.1, steps=0)(model, x, y)  # the default start is uniform in the ball
+    with pytest.raises(TypeError):  # one knob for the start: init (no second random_start)
+        PGD(random_start=False)
     assert not torch.equal(uniform, x) and distance(uniform, x, "Linf").max() <= 0.1 + 1e-6
     normal = PGD(eps=0.1, init="normal", init_std=0.01)
     start = normal.initial_point(x)
@@ -213,7 +215,7 @@ def test_fgsm_step_follows_eps_ramp():
 
 def test_fgsm_refuses_a_step_size_other_than_eps():
     attack = FGSM(eps=0.1)
-    with pytest.raises(InputError, match=r"FGSM's step size is always its eps.*set attack.eps instead"):
+    with pytest.raises(AttackError, match=r"FGSM's step size is always its eps.*set attack.eps instead"):
         attack.alpha = 0.01
     assert attack.alpha == attack.eps == 0.1
 
@@ -229,25 +231,25 @@ def test_l2_zero_gradient_gives_finite_unchanged_point():
 def test_user_errors_and_mutable_attributes(batch):
     x, y = batch
     model = linear_net()
-    with pytest.raises(InputError, match="eps"):
+    with pytest.raises(AttackError, match="eps"):
         PGD(eps=-0.1)
-    with pytest.raises(InputError, match="steps"):
+    with pytest.raises(AttackError, match="steps"):
         PGD(steps=-1)
-    with pytest.raises(UnknownNameError, match="did you mean 'L2'"):
+    with pytest.raises(AttackError, match="did you mean 'L2'"):
         PGD(norm="l2")
-    with pytest.raises(UnknownNameError, match="choices"):
+    with pytest.raises(AttackError, match="choices"):
         PGD(loss="xent")
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(AttackError):
         PGD(init="gauss")
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(AttackError):
         PGD(bn_mode="frozen")
-    with pytest.raises(InputError, match=r"\[0,1\]"):
+    with pytest.raises(AttackError, match=r"\[0,1\]"):
         PGD()(model, x * 255, y)
-    with pytest.raises(InputError, match="labels"):
+    with pytest.raises(AttackError, match="labels"):
         PGD()(model, x, y[:3])
     attack = PGD(eps=0.1, steps=1)
     attack.eps = -1.0
-    with pytest.raises(InputError):
+    with pytest.raises(AttackError):
         attack(model, x, y)
     attack.eps, attack.alpha = 1 / 255, 1.0
     assert distance(attack(model, x, y), x, "Linf").max() <= 1 / 255 + 1e-6
@@ -282,3 +284,20 @@ def test_dkl_attack_loss_reproduces_the_kl_direction_and_passes_weights():
     assert torch.allclose(loss(adv, y, logits_nat), expected)
     with pytest.raises(InputError):
         DKLAttackLoss(-1.0, 0.0)
+
+
+def test_cli_maps_attack_error_to_its_one_line_user_error(monkeypatch, capsys):
+    """attacks/ raises its own AttackError (it imports nothing from advtrain); the CLI prints it as
+    any user error: one line, exit 2, no traceback."""
+    import advtrain.cli.export_cmd as export_cmd
+    from advtrain.cli import main
+
+    def run(args):
+        PGD(eps=-0.5)  # a user mistake inside the attack library
+
+    monkeypatch.setattr(export_cmd, "run", run)
+    rc = main(["export", "x.pt", "--name", "N", "--dataset", "cifar10"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("advtrain export: error: attack eps must be >= 0, got -0.5"), err
+    assert issubclass(AttackError, ValueError) and "Traceback" not in err

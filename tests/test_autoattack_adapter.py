@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from advtrain.errors import CheckpointError, InputError, UnknownNameError
-from attacks import AAResult, AutoAttackAdapter
+from attacks import AAResult, AttackError, AutoAttackAdapter
+from attacks.autoattack import AttackStateError, UnknownChoiceError
 
 EPS = 4 / 255
 
@@ -103,27 +103,32 @@ def test_state_file_resumes_after_an_interruption(data, tmp_path, monkeypatch):
     ran.clear()
     again = adapter(attacks=attacks, state_path=state).run(model, x, y)
     assert ran == [] and again.seconds == resumed.seconds
-    with pytest.raises(CheckpointError, match="another evaluation"):
+    with pytest.raises(AttackStateError, match="another evaluation"):
         adapter(attacks=["apgd-ce"], state_path=state).run(model, x, y)
-    with pytest.raises(CheckpointError):
-        adapter(attacks=attacks, state_path=state).run(model, x.flip(0), y)
+    with pytest.raises(AttackStateError):
+        adapter(attacks=attacks, state_path=state, state_key={"data": "other"}).run(model, x, y)
 
 
 def test_user_errors():
-    with pytest.raises(UnknownNameError, match="did you mean 'standard'"):
+    """The adapter is a standalone library: its own error type, one line each."""
+    with pytest.raises(UnknownChoiceError, match="did you mean 'standard'"):
         AutoAttackAdapter(version="standrad")
-    with pytest.raises(InputError, match="custom"):
+    with pytest.raises(AttackError, match="custom"):
         AutoAttackAdapter(version="custom")
-    with pytest.raises(UnknownNameError, match="apgd-ce"):
+    with pytest.raises(UnknownChoiceError, match="apgd-ce"):
         AutoAttackAdapter(version="custom", attacks=["apgd-cd"])
-    with pytest.raises(InputError, match="version='custom'"):
+    with pytest.raises(AttackError, match="version='custom'"):
         AutoAttackAdapter(version="standard", attacks=["apgd-ce"])
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(UnknownChoiceError):
         AutoAttackAdapter(norm="Linfinity")
-    with pytest.raises(InputError):
+    with pytest.raises(AttackError):
         AutoAttackAdapter(eps=-1.0)
-    with pytest.raises(InputError):
+    with pytest.raises(AttackError):
         AutoAttackAdapter(batch_size=0)
+    for knob in ("n_iter", "n_restarts", "n_queries", "n_targets"):
+        with pytest.raises(AttackError, match=knob):
+            AutoAttackAdapter(**{knob: 0})
+    assert issubclass(AttackError, ValueError) and issubclass(AttackStateError, AttackError)
 
 
 def test_standard_version_lists_the_four_attacks(data):
@@ -145,22 +150,44 @@ def test_progress_prints_one_line_per_attack(data, capsys):
 
 def test_state_file_is_bound_to_the_model_and_the_settings(data, tmp_path):
     """Issue #10: a state file of model A is refused for model B (and for another eps, seed, subset),
-    naming what differs, instead of continuing A's attacks and reporting A's numbers for B."""
+    naming what differs, instead of continuing A's attacks and reporting A's numbers for B.
+    The adapter binds its own settings; the weights and data digests come from the caller
+    (advtrain's ``EvalSettings.bind``; tests/test_evaluation.py checks that path end to end)."""
     model, x, y = data
     state = tmp_path / "aa_state.pt"
-    first = adapter(state_path=state).run(model, x, y)
-    other = linear_net()
-    with torch.no_grad():
-        other[1].weight.add_(0.5)  # same architecture, other weights
-    cases = [(other, {}, x, y, "model"), (model, {"eps": EPS / 2}, x, y, "eps"),
-             (model, {"seed": 1}, x, y, "seed"), (model, {}, x[:20], y[:20], "n_ex"),
-             (model, {}, x.flip(0), y.flip(0), "data")]
-    for net, kw, xs, ys, field in cases:
-        kw = {"eps": EPS, **kw}
-        ad = AutoAttackAdapter(version="custom", attacks=["apgd-ce"], n_iter=3, batch_size=16,
-                               state_path=state, **kw)
-        with pytest.raises(CheckpointError, match=f"different [a-z_, ]*{field}") as err:
-            ad.run(net, xs, ys)
+    first = adapter(state_path=state, state_key={"model": "A", "data": "D"}).run(model, x, y)
+    cases = [({"state_key": {"model": "B", "data": "D"}}, x, y, "model"),
+             ({"eps": EPS / 2}, x, y, "eps"), ({"seed": 1}, x, y, "seed"),
+             ({}, x[:20], y[:20], "n_ex"), ({"state_key": {"model": "A", "data": "E"}}, x, y, "data"),
+             ({"n_iter": 4}, x, y, "n_iter"), ({"batch_size": 8}, x, y, "batch_size"),
+             ({"n_restarts": 2}, x, y, "n_restarts"), ({"n_targets": 3}, x, y, "n_targets")]
+    for kw, xs, ys, field in cases:
+        kw = {"eps": EPS, "n_iter": 3, "batch_size": 16, "state_key": {"model": "A", "data": "D"},
+              **kw}
+        ad = AutoAttackAdapter(version="custom", attacks=["apgd-ce"], state_path=state, **kw)
+        with pytest.raises(AttackStateError, match=f"different [a-z_, ]*{field}") as err:
+            ad.run(model, xs, ys)
         assert "\n" not in str(err.value)
-    again = adapter(state_path=state).run(model, x, y)  # the same evaluation still resumes
+    again = adapter(state_path=state, state_key={"model": "A", "data": "D"}).run(model, x, y)
     assert again.per_attack == first.per_attack and torch.equal(again.x_adv, first.x_adv)
+
+
+def test_budget_knobs_reach_pyautoattack(data):
+    """n_iter / n_restarts / n_queries / n_targets set the attack objects pyautoattack runs."""
+    model, _, _ = data
+    adv = AutoAttackAdapter(version="standard", n_iter=7, n_restarts=2, n_queries=11,
+                            n_targets=3).adversary(model)
+    assert adv.apgd.n_iter == adv.apgd_targeted.n_iter == adv.fab.n_iter == 7
+    assert adv.apgd.n_restarts == adv.fab.n_restarts == adv.square.n_restarts == 2
+    assert adv.square.n_queries == 11
+    assert adv.apgd_targeted.n_target_classes == adv.fab.n_target_classes == 3
+    default = AutoAttackAdapter(version="standard").adversary(model)
+    assert (default.apgd.n_iter, default.square.n_queries, default.apgd_targeted.n_target_classes) \
+        == (100, 5000, 9)
+
+
+def test_attack_batch_refuses_an_unknown_attack(data):
+    model, x, y = data
+    adv = adapter().adversary(model)
+    with pytest.raises(UnknownChoiceError, match="did you mean 'apgd-ce'"):
+        AutoAttackAdapter.attack_batch(adv, "apgd-cd", x, y)

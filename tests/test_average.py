@@ -9,7 +9,7 @@ import torch
 from advtrain import checkpoint as ck
 from advtrain.cli import main
 from advtrain.errors import InputError
-from advtrain.hooks.average import average_path, average_run, average_states
+from advtrain.average import average_path, average_run, average_states
 
 
 def _fake_run(folder, epochs=4):

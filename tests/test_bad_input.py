@@ -27,7 +27,7 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import make_npz, snapshot, temp_files, tiny_checkpoint  # noqa: E402
+from helpers import make_npz, small_disk, snapshot, temp_files, tiny_checkpoint  # noqa: E402
 from trainer_helpers import one_thread, tiny_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,6 +203,46 @@ def _data_file(W, root: Optional[str] = None) -> str:
                            "root": str(W.case / root) if root else None})
 
 
+def _export_in(folder: Path, name: str, edit=None, **sidecar) -> Path:
+    """An advtrain export (plain wrn-10-1 state_dict + ``.advtrain.json``) in a model_dir folder."""
+    import json
+
+    from advtrain.models import create_model
+
+    where = folder / "cifar10" / "Linf"
+    where.mkdir(parents=True, exist_ok=True)
+    sd = create_model("wrn-10-1", dataset="cifar10").state_dict()
+    if edit is not None:
+        edit(sd)
+    torch.save(sd, where / f"{name}.pt")
+    info = {"name": name, "arch": "wrn-10-1", "dataset": "cifar10", "threat_model": "Linf", **sidecar}
+    (where / f"{name}.advtrain.json").write_text(json.dumps(info))
+    return where / f"{name}.pt"
+
+
+def _nan_weight(sd):
+    sd["conv1.weight"][0, 0, 0, 0] = float("nan")
+
+
+def _int_weight(sd):
+    sd["conv1.weight"] = sd["conv1.weight"].round().long()
+
+
+def _rb_teacher(edit):
+    """A distillation config whose RobustBench-form teacher (an export in a model_dir) is bad."""
+    def argv(W):
+        md = W.case / "md"
+        _export_in(md, "Me2026Teacher_WRN-10-1", edit)
+        return ["train", config(W, objective={"name": "ard"},
+                                teacher={"robustbench": "Me2026Teacher_WRN-10-1", "model_dir": str(md)})]
+    return argv
+
+
+def _zip_disk_full(monkeypatch):
+    """The OS refuses writes after 1 KB (a full disk); torch's zip writer then raises RuntimeError."""
+    small_disk(monkeypatch)
+
+
 CASES = [
     Case("config-unknown-key", "config with a misspelt key `optim.epochz: 3`",
          lambda W: ["train", config(W, optim={"epochz": 3})], "did you mean 'optim.epochs'",
@@ -347,7 +387,7 @@ CASES = [
     Case("average-nan", "`advtrain average` over an epoch checkpoint holding NaN",
          lambda W: _average_nan(W), "NaN/Inf values", "average a range of good epochs"),
     Case("average-shapes", "`advtrain average` over epoch files of different shapes",
-         lambda W: _average_shapes(W), "cannot average: fc.weight is (10, 64)",
+         lambda W: _average_shapes(W), "does not fit wrn-10-1: 2 shape mismatches",
          "average epochs of one run (--start/--end)"),
     Case("eval-logits-inf", "a model whose logits overflow to Inf on the data",
          lambda W: eval_args(W, ckpt=_bad_weights(W, "huge.pt", _huge_fc)),
@@ -361,6 +401,27 @@ CASES = [
          "--name '' is empty", "a RobustBench id"),
     Case("export-name-nul", "`advtrain export --name` with a NUL byte",
          lambda W: _export(W, "a\0b"), "contains '\\x00'", "a RobustBench id"),
+    Case("eval-eps-sweep-abc", "`advtrain eval --eps-sweep 0,abc`",
+         lambda W: eval_args(W, "--eps-sweep", "0,abc"), "invalid eps 'abc'",
+         "comma-separated eps, e.g. 0,2/255,4/255,8/255"),
+    Case("eval-sweep-steps-0", "`advtrain eval --eps-sweep 0,8/255 --sweep-steps 0`",
+         lambda W: eval_args(W, "--eps-sweep", "0,8/255", "--sweep-steps", "0"),
+         "--sweep-steps 0 must be >= 1", "K >= 1 (default 20)"),
+    Case("eval-corruptions-no-root", "`advtrain eval --threat-model corruptions` without --data-root",
+         lambda W: eval_args(W, "--threat-model", "corruptions", data=[]), "pass --data-root",
+         "--data-root DIR holding CIFAR-10-C/ and the clean test set (RobustBench's data_dir)"),
+    Case("eval-corruptions-missing", "`--threat-model corruptions --data-root DIR`, DIR without "
+         "CIFAR-10-C/", lambda W: eval_args(W, "--threat-model", "corruptions",
+                                            data=["--data-root", str(W.data)]),
+         "lacks labels.npy", "unpack CIFAR-10-C.tar (Zenodo 2535967) into DIR"),
+    Case("report-missing-dir", "`advtrain report DIR`, DIR missing",
+         lambda W: ["report", str(W.case / "nope")], "is not a directory",
+         "give the folder of the cards, e.g. model_info"),
+    Case("report-no-cards", "`advtrain report DIR`, DIR without cards",
+         lambda W: ["report", str(W.case)], "holds no result cards", "point it at the cards' folder"),
+    Case("report-malformed", "`advtrain report DIR`, a card with broken JSON",
+         lambda W: ["report", _write_dir(W.case / "m" / "cifar10" / "Linf", "x.json", '{"name": ')],
+         "is not valid JSON", "fix or remove the named file"),
     Case("eval-name-traversal", "`advtrain eval --name ../x`",
          lambda W: eval_args(W, "--name", "../x"), "--name '../x' contains '/'",
          "a RobustBench id"),
@@ -398,6 +459,19 @@ CASES = [
          "re-download or re-save it", sub=True),
 
     # ---- end of round 2: evaluation side ----
+    # ---- round 3 (issues 16.3, 19): evaluation settings ----
+    Case("eval-state-weaker-budget", "`eval --state-path S --n-iter 2` where S holds an `--n-iter 1` "
+         "AutoAttack of the same model", lambda W: _state_of_weaker_budget(W), "different n_iter",
+         "one state file per evaluation settings; delete it or use the same settings"),
+    Case("eval-dataset-typo", "`advtrain eval --dataset cifar-10`",
+         lambda W: _with(eval_args(W), "--dataset", "cifar-10"), "did you mean 'cifar10'",
+         "one of the listed choices", sub=True),
+    Case("eval-reported-bad", "`advtrain eval --reported abc` (not a percentage)",
+         lambda W: eval_args(W, "--reported", "abc"), "must be a percentage in [0, 100]",
+         "the paper's robust accuracy in percent, e.g. 57.20"),
+    Case("eval-arch-unknown", "`advtrain eval --arch wrn-16`",
+         lambda W: eval_args(W, "--arch", "wrn-16"), "unknown model 'wrn-16'",
+         "a registry model or wrn-<depth>-<width>"),
     # ---- round 2 (issue #10): training, configs, run directories, data ----
     Case("config-duplicate-key", "a config with `optim:` twice (YAML would keep the last one)",
          lambda W: _append(config(W), "optim: {lr: 0.1}\n"), "duplicate key 'optim' on lines",
@@ -427,6 +501,24 @@ CASES = [
     Case("config-lr-inf", "override `optim.lr=.inf`",
          lambda W: ["train", config(W), "optim.lr=.inf"], "'optim.lr' = inf is not a finite number",
          "a finite value"),
+    Case("config-lr-table-huge", "override `optim.lr_table={1: 1e300}`",
+         lambda W: ["train", config(W), "optim.lr_table={1: 1e300}"],
+         "'optim.lr_table[1]' = 1e+300 must be <= 10.0", "learning rates in (0, 10], as optim.lr"),
+    Case("config-lr-table-inf", "override `optim.lr_table={1: .inf}`",
+         lambda W: ["train", config(W), "optim.lr_table={1: .inf}"],
+         "'optim.lr_table[1]' = inf is not a finite number", "a finite value, as optim.lr"),
+    Case("config-lr-table-long-int", "override `optim.lr_table={1: 999...9}` (5,000 digits)",
+         lambda W: ["train", config(W), "optim.lr_table={1: " + "9" * 5000 + "}"],
+         "an integer of 5000 digits; give a smaller value", "a learning rate in (0, 10]"),
+    Case("config-lr-table-same-epoch", "config `optim.lr_table: {1: 0.1, \"1\": 0.2}`",
+         lambda W: ["train", config(W, optim={"lr_table": {1: 0.1, "1": 0.2}})],
+         "optim.lr_table keys 1 and '1' name the same epoch 1; keep one of them", "one entry per epoch"),
+    Case("config-lr-table-epoch-beyond", "override `optim.lr_table={99: 0.1}` in a 2-epoch run",
+         lambda W: ["train", config(W), "optim.lr_table={99: 0.1}"],
+         "optim.lr_table key 99 is not an epoch >= 1 and <= optim.epochs", "epochs 1..optim.epochs"),
+    Case("config-synthetic-twice", "override `data.synthetic_npz=[a.npz, a.npz]`",
+         lambda W: ["train", config(W), "data.synthetic_npz=[a.npz, a.npz]"],
+         "data.synthetic_npz[0] and [1] are both 'a.npz'; list each file once", "list each file once"),
     Case("config-beta-nan", "override `objective.beta=.nan`",
          lambda W: ["train", config(W), "objective.beta=.nan"],
          "'objective.beta' = nan is not a finite number", "a finite value"),
@@ -480,6 +572,24 @@ CASES = [
          "a file with images"),
 
     # ---- end of round 2: training side ----
+    Case("teacher-nan", "RobustBench-form teacher (`teacher: {robustbench: NAME}`) with a NaN weight",
+         _rb_teacher(_nan_weight), "holds 1 NaN/Inf values",
+         "use an intact teacher file (the one loader refuses it before training)"),
+    Case("teacher-int-weights", "RobustBench-form teacher whose float weights are stored as integers",
+         _rb_teacher(_int_weight), "is stored as torch.int64 but the model's is torch.float32",
+         "re-save the teacher from the trained model"),
+    Case("sidecar-case", "an export's description beside it with `\"dataset\": \"CIFAR10\"`",
+         lambda W: eval_args(W, ckpt=_export_in(
+             W.case / "md", "Me2026Side_WRN-10-1", dataset="CIFAR10")),
+         "is not one of cifar10, cifar100 (case matters)", "delete the description and export again"),
+    Case("sidecar-type", "an export's description with `\"arch\": 34` (eval without --arch)",
+         lambda W: eval_args(W, ckpt=_export_in(W.case / "md", "Me2026Type_WRN-10-1", arch=34)),
+         "not strings: ['arch']", "delete the description and export again"),
+    Case("export-disk-full", "`advtrain export` onto a full disk (torch's zip writer fails)",
+         lambda W: ["export", str(W.ckpt), "--name", "Me2026Full_WRN-10-1", "--dataset", "cifar10",
+                    "--model-dir", str(W.case / "md")], "No space left on device",
+         "free space and rerun (nothing was written; no --overwrite needed)", rc=1,
+         patch=_zip_disk_full),
 ]
 
 
@@ -538,6 +648,26 @@ def _state_of_other_model(W) -> List[str]:
     return eval_args(W, "--state-path", str(state))
 
 
+def _state_of_weaker_budget(W) -> List[str]:
+    """Evaluate with a weak budget (--n-iter 1) and a state file, then rerun stronger on it."""
+    from advtrain.cli import main
+
+    state = W.case / "aa_state.pt"
+    argv = eval_args(W, "--state-path", str(state))
+    argv[argv.index("--out") + 1] = str(W.case / "cards")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            one_thread():
+        assert main(argv) == 0 and state.is_file()
+    return _with(eval_args(W, "--state-path", str(state)), "--n-iter", "2")
+
+
+def _with(argv: List[str], flag: str, value: str) -> List[str]:
+    """``argv`` with ``flag``'s value replaced."""
+    argv = list(argv)
+    argv[argv.index(flag) + 1] = value
+    return argv
+
+
 def _run_copy(W) -> Path:
     copy = W.case / "run"
     shutil.copytree(W.run, copy)
@@ -584,6 +714,13 @@ def _oversized(path: Path) -> Path:
 def _write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+def _write_dir(folder: Path, name: str, text: str) -> str:
+    """Write ``folder/name``; return the top folder of the model_info layout (3 levels up)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+    return str(folder.parents[1])
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:

@@ -257,7 +257,7 @@ def trainer_runs(tmp_path_factory):
 
 
 def test_trainer_ddp_resume_matches_uninterrupted(trainer_runs):
-    from advtrain.io import load_state_file
+    from advtrain.safeload import load_state_file
 
     a = load_state_file(str(trainer_runs / OBJECTIVES[0] / "ddp" / "last.pt"))
     b = load_state_file(str(trainer_runs / "resumed" / "last.pt"))
@@ -269,7 +269,7 @@ def test_trainer_ddp_resume_matches_uninterrupted(trainer_runs):
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_trainer_ddp_matches_single_process(trainer_runs, objective):
-    from advtrain.io import load_state_file
+    from advtrain.safeload import load_state_file
 
     a = load_state_file(str(trainer_runs / objective / "single" / "last.pt"))
     b = load_state_file(str(trainer_runs / objective / "ddp" / "last.pt"))

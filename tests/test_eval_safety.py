@@ -21,7 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import make_npz, tiny_checkpoint  # noqa: E402
 
 from advtrain import checkpoint as ck  # noqa: E402
-from advtrain import io  # noqa: E402
+from advtrain import atomic  # noqa: E402
+from advtrain.models import convert  # noqa: E402
+from advtrain import names  # noqa: E402
+from advtrain.cli import paths  # noqa: E402
+from advtrain import safeload  # noqa: E402
 from advtrain.errors import CheckpointError, InputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", ["Cui2023Decoupled_WRN-34-10", "a", "x.y", "A+B-c_1.2",
                                   "9" * 128, "Standard"])
 def test_model_name_accepts_robustbench_ids(name):
-    assert io.check_model_name(name, "--name") == name
+    assert names.check_model_name(name, "--name") == name
 
 
 @pytest.mark.parametrize("name, why", [
@@ -41,17 +45,17 @@ def test_model_name_accepts_robustbench_ids(name):
     ("a" * 129, "129 characters long"), (None, "not a string")])
 def test_model_name_refuses_paths_and_odd_names(name, why):
     with pytest.raises(InputError, match=why) as err:
-        io.check_model_name(name, "run.name")
+        names.check_model_name(name, "run.name")
     assert str(err.value).startswith("run.name ") and "\n" not in str(err.value)
 
 
 def test_every_robustbench_zoo_name_is_a_valid_name():
     from robustbench.model_zoo import model_dicts
 
-    names = [n for per_ds in model_dicts.values() for table in per_ds.values() for n in table]
-    assert len(names) > 100
-    for name in names:
-        io.check_model_name(name)
+    zoo = [n for per_ds in model_dicts.values() for table in per_ds.values() for n in table]
+    assert len(zoo) > 100
+    for name in zoo:
+        names.check_model_name(name)
 
 
 # ----------------------------------------------------------------------------- outputs vs inputs
@@ -62,10 +66,10 @@ def test_check_outputs_sees_links(tmp_path):
     os.link(src, tmp_path / "hard.pt")
     for out in (src, tmp_path / "soft.pt", tmp_path / "hard.pt", tmp_path / "sub" / ".." / "in.pt"):
         with pytest.raises(InputError, match="same file as CHECKPOINT"):
-            io.check_outputs({"--save-adv": out}, {"CHECKPOINT": src})
+            paths.check_outputs({"--save-adv": out}, {"CHECKPOINT": src})
     with pytest.raises(InputError, match="--state-path .* same file as --save-adv"):
-        io.check_outputs({"--save-adv": tmp_path / "o.pt", "--state-path": tmp_path / "o.pt"}, {})
-    io.check_outputs({"--save-adv": tmp_path / "other.pt", "x": None}, {"CHECKPOINT": src})
+        paths.check_outputs({"--save-adv": tmp_path / "o.pt", "--state-path": tmp_path / "o.pt"}, {})
+    paths.check_outputs({"--save-adv": tmp_path / "other.pt", "x": None}, {"CHECKPOINT": src})
 
 
 def test_outputs_are_checked_before_loading_data(tmp_path, monkeypatch):
@@ -115,10 +119,10 @@ def test_second_default_card_is_refused_then_overwritten_on_request(tmp_path, ca
 def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        io.atomic_save({"w": torch.zeros(2)}, tmp_path / "a.pt")
-        io.atomic_write_text(tmp_path / "a.json", "{}\n")
-        io.save_safetensors({"w": torch.zeros(2)}, tmp_path / "a.safetensors")
-        io.atomic_save({"w": torch.ones(2)}, tmp_path / "a.pt")  # replacing keeps the rule
+        atomic.atomic_save({"w": torch.zeros(2)}, tmp_path / "a.pt")
+        atomic.atomic_write_text(tmp_path / "a.json", "{}\n")
+        atomic.save_safetensors({"w": torch.zeros(2)}, tmp_path / "a.safetensors")
+        atomic.atomic_save({"w": torch.ones(2)}, tmp_path / "a.pt")  # replacing keeps the rule
     finally:
         os.umask(old)
     for f in ("a.pt", "a.json", "a.safetensors"):
@@ -131,14 +135,17 @@ _LOAD_BOUNDED = textwrap.dedent("""
     import resource, sys
     import torch  # imported before the limit: its libraries are mapped already
     from advtrain.errors import CheckpointError
-    from advtrain.io import load_state_file
+    from advtrain.safeload import load_state_file
     vm = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
     resource.setrlimit(resource.RLIMIT_AS, (vm + (768 << 20), resource.RLIM_INFINITY))
     try:
         load_state_file(sys.argv[1])
     except CheckpointError as e:
         print("refused:", e)
-    print("maxrss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    # VmHWM, the peak RSS of this process image (ru_maxrss would include the parent's RSS at
+    # fork time, inherited across exec, which depends on which tests ran before)
+    hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0].split()[1]
+    print("maxrss_mb", int(hwm) // 1024)
 """)
 
 
@@ -188,7 +195,7 @@ def test_honest_checkpoints_still_load(tmp_path, zip_format):
           "c": torch.zeros(2, 2, dtype=torch.float16)}
     sd["view"] = sd["a"][10:20]  # a view shares the storage: declared once
     torch.save(sd, tmp_path / "ok.pt", _use_new_zipfile_serialization=zip_format)
-    back = io.load_state_file(tmp_path / "ok.pt")
+    back = safeload.load_state_file(tmp_path / "ok.pt")
     assert all(torch.equal(back[k], sd[k]) for k in sd)
 
 
@@ -225,7 +232,7 @@ def test_load_weights_refuses_integer_float_weights():
     model = nn.Linear(3, 2)
     sd = {"weight": torch.zeros(2, 3, dtype=torch.int64), "bias": torch.zeros(2)}
     with pytest.raises(CheckpointError, match="weight is stored as torch.int64"):
-        io.load_weights(model, sd, name="x.pt")
+        convert.load_weights(model, sd, name="x.pt")
     assert not torch.equal(model.weight, torch.zeros(2, 3))  # nothing was copied
 
 
@@ -274,7 +281,7 @@ class _Overflow(nn.Module):
 
 
 def test_non_finite_logits_flag_blocks_the_card(tmp_path):
-    from advtrain.cards import write_card
+    from advtrain.cards import CardInfo, write_card
     from advtrain.evaluation import evaluate
 
     x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) + 0.01
@@ -284,8 +291,8 @@ def test_non_finite_logits_flag_blocks_the_card(tmp_path):
                    device="cpu")
     assert "non-finite-logits" in [f["code"] for f in res["flags"]]
     with pytest.raises(InputError, match=r"card not written: \[non-finite-logits\]"):
-        write_card(res, out_dir=tmp_path, name="m", dataset="cifar10", threat_model="Linf",
-                   architecture="x")
+        write_card(res, CardInfo(name="m", dataset="cifar10", threat_model="Linf",
+                                 architecture="x"), out_dir=tmp_path)
     assert not any(tmp_path.rglob("*.json"))
 
 
@@ -302,4 +309,4 @@ def test_persistent_id_that_is_not_a_storage_is_refused_unread(tmp_path):
     Foreign(buf, protocol=2).dump({"a": "X"})
     (tmp_path / "p.pt").write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError, match="persistent id that is not a torch tensor storage"):
-        io.load_state_file(tmp_path / "p.pt")
+        safeload.load_state_file(tmp_path / "p.pt")

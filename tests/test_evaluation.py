@@ -192,28 +192,47 @@ def test_evaluation_flags_robust_above_clean_and_square():
     assert checks.evaluation_flags(0.8, 0.55, per) == []
 
 
-def _result(clean=0.85312, robust=0.57089):
-    return {"clean_acc": clean, "robust_acc": robust, "eps": 8 / 255, "norm": "Linf",
-            "per_attack": {"clean": clean, "apgd-ce": robust}, "seconds": {"clean": 1.0},
-            "flags": [], "sanity": {}, "n_ex": 16, "version": "standard", "attacks": [],
-            "seed": 0}
+def _result(clean=0.85312, robust=0.57089, n_ex=16, flags=(), **settings):
+    from advtrain.eval_settings import EvalResult, EvalSettings
+
+    s = EvalSettings(**settings)
+    attacks = list(s.attacks or ("apgd-ce", "apgd-t", "fab-t", "square"))
+    return EvalResult(settings=s, clean_acc=clean, robust_acc=robust,
+                      per_attack={"clean": clean, "apgd-ce": robust}, attacks=attacks,
+                      n_ex=n_ex, device="cpu", seconds={"clean": 1.0}, flags=list(flags))
+
+
+def _info(**kw):
+    base = dict(name="Me2024Test_WRN-34-10", dataset="cifar10", threat_model="Linf",
+                architecture="WideResNet-34-10")
+    return cards.CardInfo(**{**base, **kw})
+
+
+#: the fields of RobustBench's own cards beyond robustbench.utils.ModelInfo (installed 1.1.1)
+RB_EXTRA = {"unreliable"}
+
+
+def _load_as_modelinfo(data: dict):
+    """The card as RobustBench's ModelInfo: every key is a ModelInfo field or RobustBench's own
+    ``unreliable`` (a bool), and no value is null."""
+    from robustbench.utils import ModelInfo
+
+    assert set(data) - RB_EXTRA <= {f for f in ModelInfo.__dataclass_fields__}
+    assert isinstance(data["unreliable"], bool)
+    assert None not in data.values()
+    return ModelInfo(**{k: v for k, v in data.items() if k not in RB_EXTRA})
 
 
 def test_card_loads_into_robustbench_modelinfo(tmp_path):
-    from robustbench.utils import ModelInfo
-
     ckpt = tmp_path / "c.pt"
     ckpt.write_bytes(b"abc")
-    card, side = cards.write_card(_result(), out_dir=tmp_path / "mi", name="Me2024Test_WRN-34-10",
-                                  dataset="cifar10", threat_model="Linf",
-                                  architecture="WideResNet-34-10", venue="NeurIPS 2024",
+    card, side = cards.write_card(_result(), _info(venue="NeurIPS 2024"), out_dir=tmp_path / "mi",
                                   command=["advtrain", "eval", "c.pt"], checkpoint=ckpt)
     assert card == tmp_path / "mi" / "cifar10" / "Linf" / "Me2024Test_WRN-34-10.json"
     data = json.loads(card.read_text())
-    info = ModelInfo(**data)
+    info = _load_as_modelinfo(data)
     assert (info.clean_acc, info.autoattack_acc, info.eps) == ("85.31", "57.09", "8/255")
     assert info.dataset == "cifar10" and info.additional_data is False
-    assert set(data) <= {f for f in ModelInfo.__dataclass_fields__}
     meta = json.loads(side.read_text())
     assert meta["per_attack"]["apgd-ce"] == pytest.approx(0.57089)
     assert meta["command"] == "advtrain eval c.pt"
@@ -224,13 +243,90 @@ def test_card_loads_into_robustbench_modelinfo(tmp_path):
     assert sorted(p.name for p in card.parent.iterdir()) == [side.name, card.name]  # no temp files
 
 
+def test_full_standard_card_has_exactly_robustbench_fields(tmp_path):
+    """Issue 19.1: a full standard evaluation writes RobustBench's fields, reported = measured."""
+    card, _ = cards.write_card(_result(n_ex=10000), _info(), out_dir=tmp_path)
+    data = json.loads(card.read_text())
+    assert list(data) == ["link", "name", "authors", "additional_data", "number_forward_passes",
+                          "dataset", "venue", "architecture", "eps", "clean_acc", "reported",
+                          "autoattack_acc", "unreliable"]
+    assert data["reported"] == data["autoattack_acc"] == "57.09" and data["unreliable"] is False
+    _load_as_modelinfo(data)
+
+
+@pytest.mark.parametrize("n_ex, settings, needle", [
+    (100, dict(version="custom", attacks=("apgd-ce", "apgd-t")),
+     "AutoAttack custom (apgd-ce, apgd-t), on 100 of 10000 test images."),
+    (10000, dict(n_iter=10), "AutoAttack standard (apgd-ce, apgd-t, fab-t, square), n_iter 10, "
+                             "on 10000 of 10000 test images."),
+    (500, {}, "on 500 of 10000 test images."),
+])
+def test_partial_card_says_what_it_is(tmp_path, n_ex, settings, needle):
+    """Issue 19.1: not standard AutoAttack on the full test set -> footnote names the attacks and
+    the number of images, no 'reported' unless the user gives one, 'unreliable' written."""
+    card, side = cards.write_card(_result(n_ex=n_ex, **settings), _info(), out_dir=tmp_path)
+    data = json.loads(card.read_text())
+    assert data["footnote"].endswith(needle) and "reported" not in data
+    assert data["unreliable"] is False and json.loads(side.read_text())["full_standard"] is False
+    _load_as_modelinfo(data)
+    card, _ = cards.write_card(_result(n_ex=n_ex, **settings),
+                               _info(reported="60.1", footnote="Trained by me."), out_dir=tmp_path)
+    data = json.loads(card.read_text())
+    assert data["reported"] == "60.10" and data["footnote"].startswith("Trained by me. AutoAttack ")
+    assert data["footnote"].endswith(needle)
+
+
+def test_card_unreliable_when_flagged_and_footnote_absent_not_null(tmp_path):
+    flagged = [checks.flag("pgd-not-converged", "PGD-20 beats PGD-10")]
+    card, _ = cards.write_card(_result(n_ex=10000, flags=flagged), _info(), out_dir=tmp_path)
+    data = json.loads(card.read_text())
+    assert data["unreliable"] is True and "footnote" not in data
+
+
+@pytest.mark.parametrize("value", ["abc", "101", "-1", "nan"])
+def test_card_refuses_a_bad_reported_value(value):
+    with pytest.raises(InputError, match="percentage in \\[0, 100\\]"):
+        _info(reported=value)
+
+
+def test_card_writes_eps_as_typed():
+    """Issue 19.3: k/255 in RobustBench's fraction form, anything else as the decimal typed."""
+    from advtrain.eval_settings import eps_note
+
+    for eps, text in (("8/255", "8/255"), (8 / 255, "8/255"), (0.031, "0.031"), ("4/255", "4/255"),
+                      (0.5, "0.5")):
+        assert cards.card_fields(_result(eps=eps), _info())["eps"] == text
+    assert "is not 8/255 (0.03137)" in eps_note(0.031) and eps_note(8 / 255) is None
+    assert eps_note(0.5) is None and "\n" not in eps_note(0.0314)
+
+
+def test_interrupted_card_write_leaves_no_card_and_a_rerun_repairs(tmp_path, monkeypatch):
+    """Issue 16.4: card and sidecar committed as one; the card is renamed last."""
+    import os
+
+    real = os.replace
+    card, side = cards.card_paths(tmp_path, _info())
+
+    def fail_on_card(src, dst):
+        if str(dst) == str(card):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_on_card)
+    with pytest.raises(OSError):
+        cards.write_card(_result(), _info(), out_dir=tmp_path, overwrite=False)
+    monkeypatch.setattr(os, "replace", real)
+    assert side.exists() and not card.exists()  # sidecar alone: the mark of an unfinished write
+    assert [p.name for p in card.parent.iterdir()] == [side.name]  # no temporaries left
+    cards.write_card(_result(), _info(), out_dir=tmp_path, overwrite=False)  # repaired, no flag
+    assert card.exists()
+
+
 @pytest.mark.parametrize("kwargs", [dict(dataset="mnist"), dict(threat_model="L1"),
                                     dict(name="../evil")])
-def test_card_rejects_bad_names(tmp_path, kwargs):
-    args = dict(out_dir=tmp_path, name="ok", dataset="cifar10", threat_model="Linf",
-                architecture="x")
+def test_card_rejects_bad_names(kwargs):
     with pytest.raises((InputError, UnknownNameError)):
-        cards.write_card(_result(), **{**args, **kwargs})
+        _info(**kwargs)
 
 
 def test_percent_and_eps_strings():

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from advtrain.errors import InputError, UnknownNameError
-from advtrain.io import load_weights
+from advtrain.models.convert import load_weights
 from advtrain.models import count_flops, create_model, get_spec, list_models
 from robustbench.model_zoo import cifar10 as rb_c10, cifar100 as rb_c100  # a hard dependency: no skip
 from robustbench.model_zoo.architectures import resnet as rb_resnet

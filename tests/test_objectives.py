@@ -324,7 +324,7 @@ def test_sgd_steps_lower_the_loss(name):
 
 def test_none_keeps_default_and_integral_float_steps():
     obj = make("trades", attack_init=None, steps=3.0)
-    assert obj.options["attack_init"] == "normal" and obj.attack.steps == 3
+    assert obj.attack.init == "normal" and obj.attack.steps == 3 and isinstance(obj.attack.steps, int)
 
 
 def test_state_dict_round_trip_restores_prior():

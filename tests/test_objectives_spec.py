@@ -195,11 +195,11 @@ def test_one_trainer_step_matches_an_independent_step(tmp_path, name):
                       data={"test_subset": 0})
     trainer = Trainer(cfg_mod.from_dict(raw), str(tmp_path / "run"), None)
     trainer._set_epoch_hparams(1)
-    model, obj = trainer.model.double(), trainer.objective.double()
+    model, obj = trainer.parts.model.double(), trainer.parts.objective.double()
     natural = getattr(obj, "natural_model", None)
     ref_model, ref_natural = copy.deepcopy(model).train(), copy.deepcopy(natural)
     before = copy.deepcopy(model)
-    x, y = next(iter(trainer.loader))
+    x, y = next(iter(trainer.parts.loader))
     x = x.double()
     made = []
     perturb = obj.perturb

@@ -155,7 +155,22 @@ T_C10 = {"data.dataset": "cifar10", "teacher.robustbench": "Cui2023Decoupled_WRN
 T_C100 = {"data.dataset": "cifar100", "teacher.robustbench": "Cui2023Decoupled_WRN-28-10"}
 # the reference averages its KL over batch x classes (x 10 on CIFAR-100): KL / 10 on both, kl_scale 0.1
 RSLAD_KL = {"objective.name": "rslad", "objective.kl_scale": 0.1}
+# SPEC §12: ARD's CIFAR-10 setting as goldblum/AdversariallyRobustDistillation main.py executes it: alpha 1,
+# temp 30, nn.KLDivLoss() mean over B*C (kl_scale 1/10), AttackPGD (uniform start, 10 x 2/255 in 8/255, run
+# with the student in train mode), SGD 0.1 / 0.9 / 2e-4, 200 epochs, lr 0.01 from (1-indexed) epoch 101
+ARD = {
+    "model.arch": "resnet-18", "data.batch_size": 128, "data.augment": "basic",
+    "optim.lr": 0.1, "optim.momentum": 0.9, "optim.nesterov": False, "optim.weight_decay": 2e-4,
+    "optim.schedule": "piecewise", "optim.milestones": [101], "optim.lr_gamma": 0.1,
+    "optim.epochs": 200, "optim.lr_table": None,
+    "attack.eps": E8, "attack.norm": "Linf", "attack.schedule": "fixed", "attack.ramp": False,
+    "attack.steps": 10, "attack.step_size": 2 / 255, "attack.init": "uniform", "attack.bn_mode": "train",
+    "awp.enabled": False, "ema.enabled": False, "objective.name": "ard", "objective.alpha": 1.0,
+    "objective.loss_T": 30.0, "objective.kl_scale": 0.1, "objective.label_smoothing": 0.0,
+    "teacher.model_dir": "checkpoints", "teacher.threat_model": "Linf",
+}
 ROWS.update({
+    "ard_wrn34_to_rn18_cifar10.yaml": (None, {**ARD, **T_C10}, "last"),
     "rslad_wrn34_to_rn18_cifar10.yaml": (None, {**RSLAD, **T_C10, **RSLAD_KL}, "last"),
     "rslad_wrn28_to_rn18_cifar100.yaml": (None, {**RSLAD, **T_C100, **RSLAD_KL}, "last"),
     "gkl_kd_wrn34_to_rn18_cifar10.yaml": (None, {**RSLAD, **T_C10, **GKL_KD}, "last"),
@@ -202,9 +217,8 @@ def test_config_matches_its_spec_row(name):
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_attack_that_runs_matches_the_row(name):
     """The built objective's attack loss and the per-epoch budget (SPEC §2.3, §3, §4, §6)."""
-    from advtrain.objectives import build_objective
     from advtrain.schedules import attack_budget
-    from advtrain.trainer_setup import objective_kwargs
+    from advtrain.trainer_setup import make_objective
 
     _, want, _ = ROWS[name]
     cfg = C.load(os.path.join(REPO, "configs", name))
@@ -212,8 +226,7 @@ def test_attack_that_runs_matches_the_row(name):
     n_cls = 100 if want["data.dataset"] == "cifar100" else 10
     # a stand-in teacher: the distillation attack losses themselves are checked in test_distill.py
     teacher = {"teacher": torch.nn.Linear(1, n_cls)} if want["objective.name"] in DISTILL else {}
-    obj = build_objective(want["objective.name"], dataset=want["data.dataset"], num_classes=n_cls,
-                          **teacher, **objective_kwargs(cfg))
+    obj = make_objective(cfg, n_cls, **teacher)  # as the trainer builds it
     loss = obj.attack.loss
     if want["objective.name"] in DISTILL:
         pass
@@ -274,3 +287,23 @@ def test_train_script_evaluates_the_weights_the_row_asks_for(name):
     eps = re.search(r"^export EVAL_EPS=(\S+)", text, re.M)
     want = "0.031" if name in ("lbgat0_cifar100.yaml", "lbgat6_cifar100.yaml") else None
     assert (eps.group(1) if eps else None) == want
+
+
+def ard_reference_lr(epoch, lr=0.1):
+    """lr of 1-indexed ``epoch`` under main.py's loop (goldblum/AdversariallyRobustDistillation):
+    ``adjust_learning_rate(optimizer, epoch0, lr)`` with the initial lr every call, at 0-indexed
+    ``epoch0`` in [100, 150], factor 0.1; the lr set last stays."""
+    current = lr
+    for epoch0 in range(epoch):
+        if epoch0 in (100, 150):
+            current = lr * 0.1
+    return current
+
+
+def test_ard_lr_every_epoch_matches_the_reference():
+    from advtrain.schedules import lr_at
+
+    cfg = C.load(os.path.join(REPO, "configs", "ard_wrn34_to_rn18_cifar10.yaml"))
+    got = [lr_at(e, cfg.optim) for e in range(1, cfg.optim.epochs + 1)]
+    want = [ard_reference_lr(e) for e in range(1, 201)]
+    assert all(math.isclose(g, w, rel_tol=1e-12) for g, w in zip(got, want)) and len(got) == 200

@@ -50,7 +50,7 @@ def test_resolved_config_shows_the_objectives_attack_defaults(tmp_path):
     assert written["step_size"] == pytest.approx(0.007, rel=1e-12)
     assert (written["steps"], written["norm"], written["init"], written["bn_mode"]) == (
         10, "Linf", "normal", "eval")
-    att = trainer.objective.attack
+    att = trainer.parts.objective.attack
     assert (att.eps, att.alpha, att.steps, att.norm, att.init) == (
         written["eps"], written["step_size"], written["steps"], written["norm"], written["init"])
     trainer._set_epoch_hparams(1)  # the per-epoch budget comes from the same resolved values

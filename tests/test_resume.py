@@ -68,7 +68,7 @@ def test_resume_mid_epoch_from_step_checkpoint(tmp_path):
 
     def crash_after_mid_save(self, epoch_file):
         original(self, epoch_file)
-        if not epoch_file and self.batch == 1:
+        if not epoch_file and self.progress.batch == 1:
             raise KeyboardInterrupt
 
     T.Trainer._save = crash_after_mid_save

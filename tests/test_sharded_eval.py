@@ -10,8 +10,11 @@ import torch
 import torch.multiprocessing as mp
 
 from advtrain import distributed as D
+from advtrain import evaluation as EV
 from advtrain import evaluation_dist as E
 from advtrain.errors import CheckpointError, InputError
+from advtrain.eval_settings import EvalSettings
+from attacks import AutoAttackAdapter
 
 EPS, BS, N = 0.006, 4, 24
 SUITE = ["apgd-ce", "apgd-t", "fab-t", "square"]
@@ -19,6 +22,8 @@ logging.getLogger("auto-attack").setLevel(logging.ERROR)
 
 
 BUDGET = {"n_iter": 5, "n_queries": 20}  # tiny, so the suite runs in seconds on CPU
+SETTINGS = EvalSettings(eps=EPS, version="custom", attacks=tuple(SUITE), batch_size=BS, seed=0,
+                        sanity=False, progress=False, **BUDGET)
 
 
 def linear_net():
@@ -49,9 +54,7 @@ def reference(model, x, y):
 
 
 def sharded(model, x, y, state_path=None):
-    return E.run_autoattack_sharded(model, x, y, eps=EPS, version="custom", attacks=SUITE,
-                                    batch_size=BS, seed=0, device="cpu", state_path=state_path,
-                                    **BUDGET)
+    return E.run_autoattack_sharded(model, x, y, SETTINGS, device="cpu", state_path=state_path)
 
 
 def _worker(r, port, out_dir):
@@ -120,8 +123,9 @@ def test_resume_skips_finished_attacks(setup, tmp_path, monkeypatch):
         state[key] = state[key][:1]
     torch.save(state, f"{path}.rank0")
     calls = []
-    real = E.perturb
-    monkeypatch.setattr(E, "perturb", lambda adv, name, *a: calls.append(name) or real(adv, name, *a))
+    real = AutoAttackAdapter.attack_batch
+    monkeypatch.setattr(AutoAttackAdapter, "attack_batch", staticmethod(
+        lambda adv, name, *a: calls.append(name) or real(adv, name, *a)))
     resumed = sharded(model, x, y, state_path=path)
     assert SUITE[0] not in calls and calls  # finished attack skipped, later ones run
     assert torch.equal(resumed.x_adv, full.x_adv) and torch.equal(resumed.y_adv, ref.y_adv)
@@ -135,9 +139,13 @@ def test_state_of_other_run_is_refused(setup, tmp_path):
     model, x, y, *_ = setup
     path = tmp_path / "aa.state"
     sharded(model, x, y, state_path=path)
-    with pytest.raises(CheckpointError, match="different evaluation"):
-        E.run_autoattack_sharded(model, x, y, eps=2 * EPS, version="custom", attacks=SUITE,
-                                 batch_size=BS, seed=0, state_path=path, **BUDGET)
+    with pytest.raises(CheckpointError, match=r"another evaluation \(different eps\)"):
+        E.run_autoattack_sharded(model, x, y, SETTINGS.replace(eps=2 * EPS), state_path=path)
+    for knob, value in (("n_iter", 10), ("n_queries", 40), ("n_restarts", 2), ("n_targets", 3),
+                        ("batch_size", 2 * BS), ("seed", 1)):  # issue 16.3: every budget knob
+        with pytest.raises(CheckpointError, match=rf"different {knob}\)"):
+            E.run_autoattack_sharded(model, x, y, SETTINGS.replace(**{knob: value}),
+                                     state_path=path)
 
 
 def test_state_of_other_model_is_refused(setup, tmp_path):
@@ -159,7 +167,7 @@ def test_state_of_other_model_is_refused(setup, tmp_path):
 def test_seed_is_required(setup):
     model, x, y, *_ = setup
     with pytest.raises(InputError, match="fixed seed"):
-        E.run_autoattack_sharded(model, x, y, seed=None)
+        E.run_autoattack_sharded(model, x, y, SETTINGS.replace(seed=None))
 
 
 def test_torchrun_eval_cli_writes_the_single_process_card(tmp_path):
@@ -224,9 +232,8 @@ class _Coarse(torch.nn.Module):
 
 
 def guarded(model, x, y, lowp):
-    return E.evaluate_low_precision(model, x, y, guard_n=16, lowp_model=lowp, eps=EPS,
-                                    version="custom", attacks=SUITE, batch_size=BS, seed=0,
-                                    sanity=False, progress=False, **BUDGET)
+    return EV.evaluate_low_precision(model, x, y, SETTINGS.replace(precision="bf16", guard_n=16),
+                                     device="cpu", lowp_model=lowp)
 
 
 @pytest.mark.parametrize("step,gap_expected", [(None, False), (50.0, True)])
@@ -244,7 +251,7 @@ def test_low_precision_guard(setup, step, gap_expected):
 def test_cpu_bf16_autocast_path_runs(setup):
     """Real bf16 autocast (CPU here): logits come back float32 and the guard reports."""
     model, x, y, _ = setup
-    lowp = E.AutocastModel(model)
+    lowp = EV.AutocastModel(model)
     assert lowp(x[:2]).dtype == torch.float32
     rep = guarded(model, x, y, lowp)["sanity"]["precision"]
     assert 0 <= rep["disagree"] <= rep["guard_n"] == 16
@@ -253,4 +260,4 @@ def test_cpu_bf16_autocast_path_runs(setup):
 def test_bf16_refused_on_cpu_without_a_low_precision_path(setup):
     model, x, y, _ = setup
     with pytest.raises(InputError, match="needs a CUDA device"):
-        E.evaluate_low_precision(model, x, y, device="cpu")
+        EV.evaluate(model, x, y, SETTINGS.replace(precision="bf16"), device="cpu")

@@ -12,6 +12,7 @@ import torch
 from advtrain import checkpoint as ck
 from advtrain import config as C
 from advtrain.errors import AdvtrainError, InputError
+from advtrain.modelfile import load_model_file
 from advtrain.models import create_model
 from folder_helpers import TINY_TIMM, folder_config, make_image_folder
 from trainer_helpers import one_thread, states_equal
@@ -199,8 +200,10 @@ def test_trades_trains_evaluates_and_exports_to_robustbench_imagenet(tmp_path, c
     card = json.loads((out / "imagefolder" / "Linf" / "Tiny_T.json").read_text())
     side = json.loads((out / "imagefolder" / "Linf" / "Tiny_T.advtrain.json").read_text())
     assert card["eps"] == "4/255" and side["n_ex"] == 20  # default: every val image, 4/255
+    assert side["test_images"] == 20 and side["data"]["classes_seen"] == 10
     from robustbench.utils import ModelInfo
 
+    assert card.pop("unreliable") is False  # RobustBench's own cards carry it; ModelInfo does not
     ModelInfo(**card)
     model_dir = tmp_path / "md"
     assert main(["export", ckpt, "--dataset", "imagenet", "--name", "Tiny2026_T",
@@ -208,7 +211,7 @@ def test_trades_trains_evaluates_and_exports_to_robustbench_imagenet(tmp_path, c
     assert "identical logits" in capsys.readouterr().out
     export.register_model_dir(model_dir)
     theirs = load_model("Tiny2026_T", model_dir=str(model_dir), dataset="imagenet", threat_model="Linf")
-    ours, _ = export.model_from_checkpoint(ckpt, dataset="imagenet")
+    ours = load_model_file(ckpt, dataset="imagenet").model
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     assert torch.equal(ours(x), theirs.eval()(x))
 
@@ -313,6 +316,9 @@ def test_eval_imagenet_uses_robustbenchs_list_and_labels(tmp_path):
                  "--n-iter", "1", "--no-sanity", "--quiet", "--out", str(out), "--name", "In_T"]) == 0
     side = json.loads((out / "imagenet" / "Linf" / "In_T.advtrain.json").read_text())
     assert side["eps_str"] == "4/255" and side["n_ex"] == 3
+    # drawn from RobustBench's 5,000-image protocol, not from the 4 images in the folder
+    assert side["test_images"] == 5000 and side["full_standard"] is False
+    assert side["data"]["source"] == "imagenet protocol list"
     with pytest.raises(AdvtrainError, match="lacks 1 of the 4 protocol images"):
         load_folder_test(str(root), image_size=224, files=imagenet_protocol_files()[:4])
 

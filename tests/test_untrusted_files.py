@@ -58,6 +58,13 @@ def _cases(tmp: Path) -> dict:
     cases["eval --robustbench-name"] = (
         ["eval", "--robustbench-name", ZOO_NAME, "--model-dir", str(zoo), "--dataset", "cifar10",
          "--data-npz", str(data), "--n-ex", "8", "--out", str(tmp / "cards")], marker("zoo"))
+    teacher = tmp / "teacher"  # a RobustBench-form teacher: the same loader, not robustbench's
+    teacher.mkdir()
+    write_pickle_bomb(teacher / "cifar10" / "Linf" / f"{ZOO_NAME}.pt", marker("teacher"),
+                      wrap=lambda p: {"state_dict": {"w": torch.zeros(1)}, "x": p})
+    cfg = write_config(teacher, objective={"name": "ard"},
+                       teacher={"robustbench": ZOO_NAME, "model_dir": str(teacher)})
+    cases["train (teacher.robustbench)"] = (["train", str(cfg)], marker("teacher"))
     evil_npz = write_pickle_npz(tmp / "evil.npz", marker("npz"))
     cases["eval --data-npz"] = (["eval", str(good), "--dataset", "cifar10", "--data-npz",
                                  str(evil_npz), "--n-ex", "8", "--out", str(tmp / "cards")],
@@ -84,7 +91,7 @@ def refusals(tmp_path_factory):
 
 
 CASES = ["eval", "export", "train --resume", "average", "eval --robustbench-name",
-         "eval --data-npz"]
+         "eval --data-npz", "train (teacher.robustbench)"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -115,7 +122,7 @@ def test_payload_is_live(tmp_path):
 def test_load_state_file_refuses_every_serialization(tmp_path, fmt):
     """torch zip format, torch's legacy format and a bare pickle are all refused before running."""
     from advtrain.errors import CheckpointError
-    from advtrain.io import load_state_file
+    from advtrain.safeload import load_state_file
     from helpers import Payload
 
     marker = tmp_path / "marker"

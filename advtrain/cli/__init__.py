@@ -1,4 +1,4 @@
-"""The ``advtrain`` command line: ``advtrain {train,eval,export,average} ...``.
+"""``advtrain`` command line: ``advtrain {train,eval,export,average,report} ...``, ``--version``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` which registers the
 subcommand and sets ``func`` (called with the parsed namespace, returning an exit code).
@@ -12,33 +12,74 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import platform
 import sys
 from typing import Optional, Sequence
 
 from advtrain.errors import AdvtrainError
 
 #: subcommand modules, in the order ``--help`` lists them
-SUBCOMMANDS = ("train", "eval", "export", "average")
+SUBCOMMANDS = ("train", "eval", "export", "average", "report")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (with a did-you-mean for a bad choice), not the
+    full usage block: ``advtrain eval: error: argument --dataset: invalid choice: 'cifar-10';
+    did you mean 'cifar10'? (choices: cifar10, cifar100); see advtrain eval --help``."""
+
+    def error(self, message: str):
+        import re
+
+        from advtrain.errors import did_you_mean
+
+        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if bad:
+            choices = [c.strip().strip("'") for c in bad.group(2).split(",")]
+            message = (message[:bad.start()] + f"invalid choice: {bad.group(1)!r};"
+                       f"{did_you_mean(bad.group(1), choices)} (choices: {', '.join(choices)})")
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="advtrain",
         description="Adversarial training and AutoAttack/RobustBench evaluation.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print advtrain's and torch's versions and exit")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}",
+                                parser_class=_Parser)
     sub.required = True
     for name in SUBCOMMANDS:
         importlib.import_module(f"advtrain.cli.{name}_cmd").add_parser(sub)
     return parser
 
 
+def version_line() -> str:
+    """``advtrain 0.1.0 (torch 2.14.1, python 3.11.2)``; torch's version read, not imported."""
+    from importlib import metadata
+
+    from advtrain import __version__
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"advtrain {__version__} (torch {torch_version}, python {platform.python_version()})"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    from attacks import AttackError  # attacks/ imports nothing from advtrain: its user errors map here
+
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (one line, see _Parser) or --help: return its status
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+
     try:
         return int(args.func(args) or 0)
-    except AdvtrainError as e:
+    except (AdvtrainError, AttackError) as e:
         if _prints_errors():
             print(f"advtrain {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """``advtrain average RUN_DIR [--tau T] [--start S] [--end E] [--key model|ema]``.
 
 Post-hoc per-epoch weight average of a run's ``epoch_{i}.pt`` (SPEC 5.4), written as
-``RUN_DIR/average_tau{tau}_{start}_{end}.pt`` (readable by ``advtrain eval``). A flag left out takes
+``RUN_DIR/average_tau{tau}_{start}_{end}.pt`` (``average_ema_...`` for ``--key ema``; readable by
+``advtrain eval``). A flag left out takes
 its value from the run's recipe, the ``average:`` section of ``RUN_DIR/config.yaml``; without that
 file, the reference's ``swa.py 0.9 1`` up to the last epoch checkpoint.
 """
@@ -29,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advtrain.hooks.average import average_run, run_average_settings
+    from advtrain.average import average_run, run_average_settings
 
     recipe, source = run_average_settings(args.run_dir)
     given = {"tau": args.tau, "start": args.start, "end": args.end}

@@ -3,7 +3,7 @@
 Writes ``<model-dir>/<dataset>/<threat-model>/<name>.pt`` (a plain state_dict that
 ``robustbench.utils.load_model`` loads strictly). For RobustBench zoo names the file is loaded back
 through RobustBench and must give identical logits; ``--safetensors`` also writes a
-``.safetensors`` file.
+``.safetensors`` file. All files of one export are committed as one.
 """
 from __future__ import annotations
 
@@ -29,13 +29,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from advtrain import export
+    from advtrain.modelfile import load_model_file
 
     _check_outputs(args)  # before loading anything
-    model, info = export.model_from_checkpoint(args.checkpoint, dataset=args.dataset,
-                                               arch=args.arch, weights=args.weights)
-    path = export.to_robustbench(model, args.name, args.dataset, args.threat_model,
-                                 args.model_dir, overwrite=args.overwrite)
-    print(f"wrote {path} ({info['arch']}, {args.weights} weights)")
+    loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
+                             weights=args.weights)
+    path = export.to_robustbench(loaded.model, args.name, args.dataset, args.threat_model,
+                                 args.model_dir, overwrite=args.overwrite,
+                                 safetensors=args.safetensors)
+    print(f"wrote {path} ({loaded.arch}, {args.weights} weights)")
     entry = export.zoo_entry(args.name, args.dataset, args.threat_model)
     if entry is not None:
         print(f"verified: robustbench.utils.load_model({args.name!r}, model_dir="
@@ -45,21 +47,19 @@ def run(args) -> int:
         print("note: " + export.registration_hint(path, args.name, args.dataset,
                                                   args.threat_model))
     if args.safetensors:
-        from advtrain.io import save_safetensors
-
-        st = path.with_suffix(".safetensors")
-        save_safetensors(model.state_dict(), st, metadata={"arch": info["arch"],
-                                                           "dataset": args.dataset})
-        print(f"wrote {st}")
+        print(f"wrote {path.with_suffix('.safetensors')}")
     return 0
 
 
 def _check_outputs(args) -> None:
     """--name is a safe file name; the export files are writable, not the input checkpoint (or a
-    link to it), and do not exist unless --overwrite."""
+    link to it), and the export (its .pt: the files are committed as one, the .pt last, so the
+    others without it are leftovers of an interrupted export and are replaced) does not exist
+    unless --overwrite."""
     from advtrain import export
     from advtrain.errors import InputError
-    from advtrain.io import check_model_name, check_outputs, check_path, check_writable_dir
+    from advtrain.cli.paths import check_outputs, check_path, check_writable_dir
+    from advtrain.names import check_model_name
 
     check_path(args.checkpoint, "CHECKPOINT")
     check_path(args.model_dir, "--model-dir")
@@ -71,7 +71,5 @@ def _check_outputs(args) -> None:
         outputs["the safetensors export"] = pt.with_suffix(".safetensors")
     check_writable_dir(pt.parent)
     check_outputs(outputs, {"CHECKPOINT": args.checkpoint})
-    if not args.overwrite:
-        for label, path in outputs.items():
-            if label != "its description" and path.exists():
-                raise InputError(f"{path} already exists; remove it or pass --overwrite")
+    if not args.overwrite and pt.exists():
+        raise InputError(f"{pt} already exists; remove it or pass --overwrite")

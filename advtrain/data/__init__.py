@@ -4,24 +4,28 @@ No normalisation happens here; models that need it normalise inside with :data:`
 :data:`DATASET_STD`. Modules:
 
 - :mod:`.names` -- dataset names, ``num_classes``, mean/std constants;
-- :mod:`.npz` -- memory-mapped reading and validation of ``image``/``label`` npz files;
+- :mod:`.npz` -- memory-mapped reading and validation of ``image``/``label`` npz files, the
+  decompress-once cache for compressed ones;
 - :mod:`.sources` -- CIFAR binary / torchvision / npz sources and :func:`resolve_source`;
-- :mod:`.datasets` -- :class:`ArrayDataset`, crop+flip and two-view AutoAugment transforms;
-- :mod:`.sampling` -- seeding helpers and :class:`MixedSampler` (real + generated batches, DDP shards);
+- :mod:`.provenance` -- :func:`provenance`: which source and files (sha256), subset and seed;
+- :mod:`.augment` -- batched crop+flip on the training device (:class:`DeviceLoader`), seeds;
+- :mod:`.datasets` -- :class:`ArrayDataset` (batched uint8 reads, two-view AutoAugment);
+- :mod:`.sampling` -- global seeding and :class:`MixedSampler` (real + generated batches, DDP shards);
 - :mod:`.loaders` -- :func:`build_train_loader`, :func:`set_loader_epoch`, :func:`load_test_arrays`.
 """
-from advtrain.data.datasets import AUGMENTATIONS, ArrayDataset, TwoView, make_transform, random_crop_flip
-from advtrain.data.loaders import (build_train_loader, load_holdout_arrays, load_test_arrays,
-                                   set_loader_epoch, two_view_collate)
+from advtrain.data.augment import DeviceLoader, crop_flip_batch, derive_seed, random_crop_flip
+from advtrain.data.datasets import AUGMENTATIONS, ArrayDataset
+from advtrain.data.loaders import build_train_loader, load_holdout_arrays, load_test_arrays, set_loader_epoch
 from advtrain.data.names import DATASET_MEAN, DATASET_STD, DATASETS, check_dataset, num_classes
 from advtrain.data.npz import COMPRESSED_LIMIT, read_npz
-from advtrain.data.sampling import MixedSampler, make_generator, seed_everything, worker_init_fn
+from advtrain.data.provenance import provenance
+from advtrain.data.sampling import MixedSampler, seed_everything
 from advtrain.data.sources import Source, load_arrays, read_cifar_binary, resolve_source
 
 __all__ = [
-    "AUGMENTATIONS", "ArrayDataset", "TwoView", "make_transform", "random_crop_flip",
-    "build_train_loader", "load_holdout_arrays", "load_test_arrays", "set_loader_epoch", "two_view_collate",
+    "DeviceLoader", "crop_flip_batch", "derive_seed", "random_crop_flip", "AUGMENTATIONS", "ArrayDataset",
+    "build_train_loader", "load_holdout_arrays", "load_test_arrays", "set_loader_epoch",
     "DATASET_MEAN", "DATASET_STD", "DATASETS", "check_dataset", "num_classes",
-    "COMPRESSED_LIMIT", "read_npz", "MixedSampler", "make_generator", "seed_everything", "worker_init_fn",
+    "COMPRESSED_LIMIT", "read_npz", "provenance", "MixedSampler", "seed_everything",
     "Source", "load_arrays", "read_cifar_binary", "resolve_source",
 ]

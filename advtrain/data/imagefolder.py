@@ -7,7 +7,7 @@ RobustBench's ``imagenet_class_to_id_map``). Images are decoded in the DataLoade
 
 - training (``augment: basic``): RandomResizedCrop(image_size, scale 0.08-1, ratio 3/4-4/3) +
   horizontal flip w.p. 1/2, the draws of sample ``i`` in epoch ``e`` taken from a ``torch.Generator``
-  seeded by :func:`~advtrain.data.datasets.sample_seed` ``(seed, e, i)`` -- no global RNG is touched,
+  seeded by :func:`~advtrain.data.augment.derive_seed` ``(seed, e, i)`` -- no global RNG is touched,
   so batches are identical for any number of workers or ranks, as on the CIFAR path;
 - evaluation (and ``augment: none``): Resize(round(image_size * 256/224)) + CenterCrop(image_size),
   RobustBench's ``Res256Crop224`` at 224 px.
@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from advtrain.data.datasets import sample_seed
+from advtrain.data.augment import derive_seed
 from advtrain.errors import DataError, InputError
 
 #: datasets read from an ImageFolder tree, and their fixed class counts (None: data.num_classes)
@@ -158,7 +158,7 @@ class FolderDataset(torch.utils.data.Dataset):
             raise DataError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
         if not self.train:
             return self.eval(img), label
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, i))
         top, left, h, w = rrc_params(img.height, img.width, gen)
         img = TF.resized_crop(img, top, left, h, w, [self.image_size, self.image_size])
         if float(torch.rand((), generator=gen)) < 0.5:

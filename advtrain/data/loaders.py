@@ -1,14 +1,19 @@
-"""Loaders: the training ``DataLoader`` (plain, DDP-sharded, or real/generated mixing) and test arrays.
+"""Loaders: the training loader (plain, DDP-sharded, or real/generated mixing) and test arrays.
 
-Batches are ``(x, y)`` with ``x`` float32 in [0,1] of shape B×3×32×32 and ``y`` int64. With
-``augment="autoaugment"`` the collate merges the two views: ``x`` has 2B rows, the first B the basic
-(crop + flip) views and the last B the AutoAugment views of the *same* images, and ``y`` is the B labels
-twice (the layout the reference's two-view objective expects, SPEC §2.2). ``loader.two_view`` tells which.
+:func:`build_train_loader` returns a :class:`~advtrain.data.augment.DeviceLoader` that reads uint8
+batches (pinned when the device is CUDA) and runs crop + flip + scaling to [0,1] batched on ``device``.
+``workers`` reader threads gather the batches from the (memory-mapped) arrays ahead of the step; with
+``augment="autoaugment"`` they are instead persistent ``DataLoader`` worker processes (never
+re-forked), since each image's AutoAugment view is per-image CPU work that threads would serialise.
+Batches are ``(x, y)`` with ``x`` float32 in [0,1] of shape B×3×32×32 on ``device`` and ``y`` int64.
+With ``augment="autoaugment"`` ``x`` has 2B rows, the first B the basic (crop + flip) views and the
+last B the AutoAugment views of the *same* images, and ``y`` is the B labels twice (the layout the
+reference's two-view objective expects, SPEC §2.2). ``loader.two_view`` tells which.
 
 Call :func:`set_loader_epoch` before every epoch: it reshuffles (``DistributedSampler`` /
-:class:`~advtrain.data.sampling.MixedSampler`) and selects the epoch's augmentation draw, so epoch ``e``
-of two runs with the same seed yields the same batches, for any number of workers. Workers are not
-persistent (each epoch's iterator re-forks them), so the epoch set on the dataset reaches them.
+:class:`~advtrain.data.sampling.MixedSampler`) and selects the epoch's augmentation draws, so batch
+``b`` of epoch ``e`` is the same in every run with the same seed, for any number of workers and from
+any resume point (the draws depend on (seed, epoch, batch index), not on what was iterated before).
 """
 from __future__ import annotations
 
@@ -16,33 +21,27 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from advtrain.data.datasets import ArrayDataset, make_transform
+from advtrain.data.augment import DeviceLoader
+from advtrain.data.datasets import ArrayDataset, ConcatArrays, EpochBatches, check_augment
 from advtrain.data.imagefolder import build_folder_train_loader, is_folder_dataset, load_folder_test
-from advtrain.data.names import check_dataset, num_classes
+from advtrain.data.names import check_dataset
+from advtrain.data.names import num_classes as num_classes_of  # build_train_loader's num_classes: a count
 from advtrain.data.npz import read_npz
-from advtrain.data.sampling import MixedSampler, make_generator, worker_init_fn
+from advtrain.data.sampling import MixedSampler
 from advtrain.data.sources import load_arrays
 from advtrain.errors import DataError, InputError
 
 
-def two_view_collate(batch):
-    """``[((x_basic, x_aug), y), ...]`` -> ``(cat[x_basic; x_aug] (2B), cat[y; y] (2B))``."""
-    views, y = default_collate(batch)
-    return torch.cat(list(views)), torch.cat([y] * len(views))
+def _batch_as_is(batch):
+    """Collate of a dataset that reads whole batches (``__getitems__``): nothing left to do."""
+    return batch
 
 
-def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
-    """Tell the loader's sampler(s) and dataset(s) which epoch comes next (reshuffle + new augmentation)."""
-    for obj in (loader.batch_sampler, loader.sampler):
-        if hasattr(obj, "set_epoch"):
-            obj.set_epoch(epoch)
-    datasets = loader.dataset.datasets if isinstance(loader.dataset, ConcatDataset) else [loader.dataset]
-    for ds in datasets:
-        if hasattr(ds, "set_epoch"):
-            ds.set_epoch(epoch)
+def set_loader_epoch(loader, epoch: int) -> None:
+    """Tell the loader which epoch comes next (reshuffle + the epoch's augmentation draws)."""
+    loader.set_epoch(epoch)
 
 
 def _train_indices(n_total: int, holdout: int, subset: Union[None, int, Sequence[int]]) -> np.ndarray:
@@ -66,47 +65,52 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                        synthetic_npz: Union[str, Sequence[str]] = (), synthetic_fraction: float = 0.7,
                        augment: str = "basic", batch_size: int = 128, workers: int = 0, seed: int = 0,
                        drop_last: bool = False, subset=None, holdout: int = 0, rank: int = 0,
-                       world_size: int = 1, pin_memory: bool = False, num_classes: Optional[int] = None,
-                       image_size: Optional[int] = None) -> DataLoader:
-    """Training DataLoader; ``batch_size`` is per rank. See the module docstring for the batch layout.
+                       world_size: int = 1, device="cpu", pin_memory: Optional[bool] = None,
+                       num_classes: Optional[int] = None, image_size: Optional[int] = None) -> DeviceLoader:
+    """Training loader yielding float batches on ``device``; ``batch_size`` is per rank.
 
-    ``holdout`` drops the first ``holdout`` real images (DM's 1,024-image validation set, see
-    :func:`load_holdout_arrays`); ``subset`` (int or indices) then keeps part of the rest. With
-    ``synthetic_npz`` the batches come from :class:`MixedSampler` (``drop_last`` is then moot: every
-    batch is full); otherwise from a ``DistributedSampler`` (``world_size`` 1 included).
+    See the module docstring for the batch layout. ``holdout`` drops the first ``holdout`` real images
+    (DM's 1,024-image validation set, see :func:`load_holdout_arrays`); ``subset`` (int or indices) then
+    keeps part of the rest. With ``synthetic_npz`` the batches come from :class:`MixedSampler`
+    (``drop_last`` is then moot: every batch is full); otherwise from a ``DistributedSampler``
+    (``world_size`` 1 included). ``pin_memory`` defaults to "the device is CUDA".
     """
     check_dataset(dataset)
+    check_augment(augment)
     if batch_size < 1 or workers < 0:
         raise InputError(f"need batch_size >= 1 and workers >= 0, got {batch_size} and {workers}")
+    device = torch.device(device)
     if is_folder_dataset(dataset):  # ImageFolder trees: decoded and cropped in the workers
-        return build_folder_train_loader(root, num_classes=_classes(dataset, num_classes),
+        return build_folder_train_loader(root, num_classes=num_classes_of(dataset, num_classes),
                                          image_size=image_size, augment=augment, batch_size=batch_size,
                                          workers=workers, seed=seed, drop_last=drop_last, subset=subset,
-                                         rank=rank, world_size=world_size, pin_memory=pin_memory)
-    transform = make_transform(augment)
+                                         rank=rank, world_size=world_size, device=device,
+                                         pin_memory=device.type == "cuda" if pin_memory is None else pin_memory)
+    two_view = augment == "autoaugment"
     images, labels = load_arrays(dataset, "train", root=root, npz=train_npz)
     indices = _train_indices(len(labels), holdout, subset)
-    real = ArrayDataset(images, labels, transform, indices, seed=seed)
-    common = dict(num_workers=workers, worker_init_fn=worker_init_fn, generator=make_generator(seed),
-                  pin_memory=pin_memory,
-                  collate_fn=two_view_collate if augment == "autoaugment" else None)
+    real = ArrayDataset(images, labels, indices, two_view=two_view, seed=seed)
     paths = [synthetic_npz] if isinstance(synthetic_npz, str) else list(synthetic_npz)
     if paths:
-        gens = [ArrayDataset(*read_npz(p, _classes(dataset, None)), transform, seed=(seed, "gen", k))
+        gens = [ArrayDataset(*read_npz(p, num_classes_of(dataset)), two_view=two_view, seed=seed, part=k + 1)
                 for k, p in enumerate(paths)]
         epoch_images = len(labels) if subset is None else len(real)
         sampler = MixedSampler(len(real), sum(len(g) for g in gens), batch_size, synthetic_fraction,
                                seed=seed, epoch_images=epoch_images, rank=rank, world_size=world_size)
-        loader = DataLoader(ConcatDataset([real, *gens]), batch_sampler=sampler, **common)
+        data, batches, image_sampler, per_batch = ConcatArrays([real, *gens]), sampler, sampler, None
     else:
-        sampler = DistributedSampler(real, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-        loader = DataLoader(real, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
-    loader.two_view = augment == "autoaugment"
-    return loader
-
-
-def _classes(dataset: str, given: Optional[int]) -> int:
-    return num_classes(dataset, given)
+        image_sampler = DistributedSampler(real, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        batches = BatchSampler(image_sampler, batch_size, drop_last)
+        data, per_batch = real, batch_size
+    keys = EpochBatches(batches, batch_size)
+    # worker processes only where per-image CPU work remains (AutoAugment views); plain reads are one
+    # gather per batch, done in threads of this process (no copy through a pipe, see read_ahead)
+    processes = DataLoader(data, batch_sampler=keys, num_workers=workers, collate_fn=_batch_as_is,
+                           persistent_workers=True, prefetch_factor=4) if two_view and workers else None
+    return DeviceLoader(data, keys, device=device, seed=seed, crop=augment != "none", two_view=two_view,
+                        sampler=image_sampler, batch_size=per_batch, processes=processes,
+                        threads=0 if two_view else workers, rank=rank, world_size=world_size,
+                        pin_memory=pin_memory)
 
 
 def _to_tensors(images, labels, n: int) -> Tuple[torch.Tensor, torch.Tensor]:

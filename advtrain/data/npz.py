@@ -5,15 +5,22 @@ This is the convention of the synthesized-data files (DM-Improves-AT, SPEC §6) 
 members of an ``.npz``, so a 20M-image file would be decompressed into RAM. Instead, for members that
 are *stored* (``np.savez``) we locate the member inside the zip archive, parse its ``.npy`` header and
 build an ``np.memmap`` directly over the file: pages are read only when an image is indexed.
-Members that are *compressed* (``np.savez_compressed``) cannot be mapped; small ones are loaded, larger
-ones than :data:`COMPRESSED_LIMIT` bytes are refused with an error telling how to re-save them.
+Members that are *compressed* (``np.savez_compressed``) cannot be mapped. With a cache folder
+(``ADVTRAIN_NPZ_CACHE``, or ``cache_dir``) such a file is decompressed once, streaming, into an uncompressed
+copy there, which is then memory-mapped (one line on stderr says so). Without one, files whose members
+total at most :data:`COMPRESSED_LIMIT` bytes are read into memory (one line says so); larger ones are
+refused with a line naming the cache variable and the conversion command
+(``python -m advtrain.data.npz_convert IN.npz OUT.npz``).
 Nothing is ever unpickled (object arrays are refused). Memory-mapped members are checked for size
 against the zip directory and the file length, but their CRC is not verified (that would read them whole).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import struct
+import sys
 import zipfile
 import zlib
 from typing import Optional, Tuple
@@ -22,8 +29,10 @@ import numpy as np
 
 from advtrain.errors import DataError
 
-#: compressed npz members larger than this (uncompressed bytes) are refused instead of loaded
+#: compressed npz files larger than this (uncompressed bytes) are refused unless a cache folder is set
 COMPRESSED_LIMIT = 2 << 30
+#: environment variable naming the folder where compressed npz files are decompressed once
+CACHE_ENV = "ADVTRAIN_NPZ_CACHE"
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header: 30 bytes
 _CHUNK = 1 << 22  # labels are range-checked in chunks so huge memmaps are never read at once
@@ -73,13 +82,8 @@ def _map_stored(path: str, info: zipfile.ZipInfo) -> np.memmap:
     return mm
 
 
-def _load_compressed(path: str, key: str, info: zipfile.ZipInfo, limit: int) -> np.ndarray:
-    """Decompress one small member into memory (allow_pickle=False)."""
-    if info.file_size > limit:
-        raise DataError(
-            f"{path}: member {key!r} is compressed and {info.file_size / 2**30:.1f} GiB, too large to load; "
-            f"re-save it uncompressed with np.savez (not np.savez_compressed) so it can be memory-mapped"
-        )
+def _load_compressed(path: str, key: str) -> np.ndarray:
+    """Decompress one member into memory (allow_pickle=False); the caller checked its size."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return z[key]
@@ -87,15 +91,81 @@ def _load_compressed(path: str, key: str, info: zipfile.ZipInfo, limit: int) -> 
         raise DataError(f"{path}: cannot read member {key!r} ({e}); re-copy the file or {_fix()}") from None
 
 
-def _read_member(path: str, zf: zipfile.ZipFile, key: str, limit: int) -> np.ndarray:
+def _member(path: str, zf: zipfile.ZipFile, key: str) -> zipfile.ZipInfo:
     try:
-        info = zf.getinfo(key + ".npy")
+        return zf.getinfo(key + ".npy")
     except KeyError:
         keys = sorted(n[:-4] if n.endswith(".npy") else n for n in zf.namelist())
         raise DataError(f"{path}: missing key {key!r} (found {keys}); {_fix()}") from None
-    if info.compress_type == zipfile.ZIP_STORED:
-        return _map_stored(path, info)
-    return _load_compressed(path, key, info, limit)
+
+
+def convert_npz(src: str, dst: str) -> None:
+    """Write ``src``'s ``image``/``label`` members uncompressed to ``dst``, streaming (never whole in RAM).
+
+    Written to a temporary file beside ``dst`` and renamed, so ``dst`` is complete or absent.
+    """
+    tmp = f"{dst}.partial-{os.getpid()}"
+    try:
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zout:
+            for key in ("image", "label"):
+                info = _member(src, zin, key)
+                with zin.open(info) as fin, zout.open(info.filename, "w", force_zip64=True) as fout:
+                    shutil.copyfileobj(fin, fout, _CHUNK)
+        os.replace(tmp, dst)
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise DataError(f"cannot decompress {src} into {dst} ({e}); free space there or pick another "
+                        f"folder ({CACHE_ENV}=DIR), or re-copy {src}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _cached_copy(path: str, cache_dir: str) -> str:
+    """The uncompressed copy of ``path`` in ``cache_dir``, made on first use (keyed by path/size/mtime)."""
+    st = os.stat(path)
+    key = hashlib.sha256(f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    cached = os.path.join(cache_dir, f"{stem}-{key}.npz")
+    if os.path.isfile(cached):
+        print(f"advtrain: {path} is compressed; memory-mapping its decompressed copy {cached}", file=sys.stderr)
+        return cached
+    if not os.path.isdir(cache_dir):
+        raise DataError(f"{CACHE_ENV}={cache_dir} is not a directory; create it or point it at one")
+    convert_npz(path, cached)
+    print(f"advtrain: {path} is compressed; decompressed it once into {cached} (memory-mapped from "
+          f"there)", file=sys.stderr)
+    return cached
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def _read_compressed(path: str, zf: zipfile.ZipFile, limit: int, cache_dir: Optional[str]):
+    """(images, labels) of a compressed npz: via the cache folder, in memory when small, else refused."""
+    if cache_dir:
+        return _read_members(_cached_copy(path, cache_dir), limit, None)
+    size = sum(_member(path, zf, k).file_size for k in ("image", "label"))
+    if size > limit:
+        raise DataError(
+            f"{path}: compressed (np.savez_compressed), {_mib(size)} decompressed: too large to read "
+            f"into memory; set {CACHE_ENV}=DIR to decompress it once into DIR and memory-map it there, or "
+            f"convert it: python -m advtrain.data.npz_convert {path} OUT.npz (np.savez, not np.savez_compressed)")
+    print(f"advtrain: {path} is compressed; reading it into memory ({_mib(size)}; set "
+          f"{CACHE_ENV}=DIR to memory-map a decompressed copy instead)", file=sys.stderr)
+    return _load_compressed(path, "image"), _load_compressed(path, "label")
+
+
+def _read_members(path: str, limit: int, cache_dir: Optional[str]):
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = [_member(path, zf, k) for k in ("image", "label")]
+            if any(i.compress_type != zipfile.ZIP_STORED for i in infos):
+                return _read_compressed(path, zf, limit, cache_dir)
+            return tuple(_map_stored(path, info) for info in infos)
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise DataError(f"{path}: not a readable npz (truncated or corrupt: {e}); re-copy the file or "
+                        f"{_fix()}") from None
 
 
 def check_arrays(images, labels, path: str, num_classes: Optional[int] = None) -> np.ndarray:
@@ -125,22 +195,20 @@ def check_arrays(images, labels, path: str, num_classes: Optional[int] = None) -
     return np.asarray(labels, dtype=np.int64)
 
 
-def read_npz(path: str, num_classes: Optional[int] = None,
-             limit: int = COMPRESSED_LIMIT) -> Tuple[np.ndarray, np.ndarray]:
+def read_npz(path: str, num_classes: Optional[int] = None, limit: int = COMPRESSED_LIMIT,
+             cache_dir: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(images uint8 N×32×32×3, labels int64 N) from ``path``; stored members are np.memmap views.
 
-    ``num_classes`` enables the label range check ``0 <= label < num_classes``.
+    ``num_classes`` enables the label range check ``0 <= label < num_classes``. A compressed file is
+    decompressed once into ``cache_dir`` (default: ``$ADVTRAIN_NPZ_CACHE``) and mapped from there, else
+    read into memory up to ``limit`` bytes (see the module docstring).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such npz file; check the path (--data-npz / synthetic npz)")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            images = _read_member(path, zf, "image", limit)
-            labels = _read_member(path, zf, "label", limit)
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(f"{path}: not a readable npz (truncated or corrupt: {e}); re-copy the file or "
-                        f"{_fix()}") from None
+    if cache_dir is None:
+        cache_dir = os.environ.get(CACHE_ENV) or None
+    images, labels = _read_members(path, limit, cache_dir)
     return images, check_arrays(images, labels, path, num_classes)
 
 
@@ -150,3 +218,4 @@ def reopen(spec) -> np.memmap:
     mm = np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape, order=order)
     mm._advtrain_spec = spec
     return mm
+

@@ -1,4 +1,4 @@
-"""Seeding helpers and the real/generated mixing batch sampler of DM-Improves-AT (SPEC §6).
+"""Global seeding and the real/generated mixing batch sampler of DM-Improves-AT (SPEC §6).
 
 :class:`MixedSampler` yields lists of dataset indices. The dataset is the concatenation
 ``[real (n_real) ; generated (n_gen)]``, so real indices are ``0..n_real-1`` and generated ones
@@ -23,7 +23,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 
-from advtrain.data.datasets import sample_seed
+from advtrain.data.augment import derive_seed
 from advtrain.errors import InputError
 
 
@@ -32,22 +32,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader worker init: seed numpy and ``random`` from the worker's torch seed.
-
-    torch seeds worker ``k`` with ``base_seed + k`` where ``base_seed`` comes from the loader's
-    generator, so with a seeded generator every worker's numpy/``random`` streams are reproducible.
-    """
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def make_generator(seed: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with ``seed`` (for DataLoader shuffling and worker seeds)."""
-    return torch.Generator().manual_seed(int(seed))
 
 
 class _PermutationStream:
@@ -97,7 +81,7 @@ class MixedSampler(torch.utils.data.Sampler):
 
     def global_batches(self) -> Iterator[torch.Tensor]:
         """The epoch's global batches (all ranks' indices, before slicing)."""
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, -1))
         real = _PermutationStream(self.n_real, generator) if self.n_real_batch else None
         for _ in range(self.num_batches):
             parts = [real.take(self.n_real_batch)] if real is not None else []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -104,6 +104,20 @@ class Source:
         if self.kind == "binary":
             return read_cifar_binary(self.path, self.dataset, self.split)
         return read_torchvision(self.path, self.dataset, self.split, download=self.download)
+
+
+def source_files(src: Source) -> List[str]:
+    """The files ``src.load()`` reads (what a provenance record hashes)."""
+    if src.kind == "npz":
+        return [src.path]
+    if src.kind == "binary":
+        return [os.path.join(src.path, name) for name in _BINARY[src.dataset][1][src.split]]
+    folder = os.path.join(src.path, _PYTHON_DIR[src.dataset])
+    if src.dataset == "cifar10":
+        names = [f"data_batch_{i}" for i in range(1, 6)] if src.split == "train" else ["test_batch"]
+    else:
+        names = [src.split]
+    return [os.path.join(folder, name) for name in names]
 
 
 def _options(dataset: str, split: str) -> str:

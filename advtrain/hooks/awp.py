@@ -11,7 +11,9 @@ method state untouched)::
                                                        "weight" and has >= 2 dims (conv kernels,
                                                        linear weights; not BN affine, not biases)
 
-so each perturbed layer moves by exactly ``gamma * ||W_l||``. The main step then runs at the perturbed
+so each perturbed layer moves by exactly ``gamma * ||W_l||``. The trainer calls :meth:`AWP.perturb`
+under the same autocast as the main step (bf16 runs: the proxy passes in bf16, the weights and
+``v_l`` in fp32). The main step then runs at the perturbed
 point and :meth:`AWP.restore` subtracts the same tensors. The proxy is one persistent copy of the
 model, refreshed with ``load_state_dict`` (parameters *and* BN buffers) at every call; its BN
 running-statistics updates are thrown away, the model's buffers are never touched. Gradients are

@@ -37,6 +37,7 @@ class EMA:
         self.start_epoch = int(start_epoch)
         self.dm_warmup_steps = dm_warmup_steps
         self.buffer_names = {name for name, _ in model.named_buffers()}
+        self.device = next(iter(model.state_dict().values()), torch.empty(0)).device
         self.shadow: Optional[Dict[str, torch.Tensor]] = None
         self.updates = 0
 
@@ -70,13 +71,15 @@ class EMA:
         self.updates += 1
 
     def state_dict(self) -> Dict[str, Any]:
-        """``{"shadow": model-compatible state dict or {}, "updates": n}``."""
-        return {"shadow": dict(self.shadow or {}), "updates": self.updates}
+        """``{"shadow": model-compatible state dict (CPU copies) or {}, "updates": n}``."""
+        shadow = {k: v.detach().to("cpu", copy=True) for k, v in (self.shadow or {}).items()}
+        return {"shadow": shadow, "updates": self.updates}
 
     def load_state_dict(self, state: Dict[str, Any], device=None) -> None:
+        """Inverse of :meth:`state_dict`; tensors go to ``device`` (default: the model's)."""
+        device = self.device if device is None else device
         shadow = state.get("shadow") or {}
-        self.shadow = {k: v.to(device) if device is not None else v.clone()
-                       for k, v in shadow.items()} or None
+        self.shadow = {k: v.to(device, copy=True) for k, v in shadow.items()} or None
         self.updates = int(state.get("updates", 0))
 
     def copy_to(self, model: nn.Module) -> bool:

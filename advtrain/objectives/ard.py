@@ -21,24 +21,38 @@ Example::
 """
 from __future__ import annotations
 
-from advtrain.errors import InputError
-from advtrain.objectives.base import finish_terms
-from advtrain.objectives.distill import DistillObjective, teacher_kl
+from dataclasses import dataclass
+
+from advtrain.objectives.base import POSITIVE, ObjectiveOptions, finish_terms, opt
+from advtrain.objectives.distill import KD_ATTACK, DistillObjective, teacher_kl
+
+
+@dataclass(frozen=True)
+class ARDOptions(ObjectiveOptions):
+    """ARD's options; source: goldblum/AdversariallyRobustDistillation main.py (its argparse
+    defaults, the ``config`` of its ``AttackPGD`` and its ``optim.SGD`` call)."""
+
+    alpha: float = opt(1.0, min=0, max=1)  # --alpha: weight of the distillation term
+    loss_T: float = opt(30.0, **POSITIVE)  # --temp
+    kl_scale: float = opt(1.0, **POSITIVE)  # 1/C reproduces nn.KLDivLoss()'s element mean
+    # AttackPGD: uniform start in the ball, PGD-10, step 2/255, eps 8/255, every epoch
+    ATTACK = {**KD_ATTACK, "init": "uniform"}
+    # optim.SGD(lr=0.1, momentum=0.9, weight_decay=2e-4), 200 epochs, batch 128 (CIFAR-10);
+    # adjust_learning_rate multiplies the *initial* lr by 0.1 at 0-indexed epochs 100 and 150, so the
+    # executed lr is 0.1 for epochs 1-100 and 0.01 from epoch 101 on (the second drop repeats 0.01)
+    OPTIM = {"lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "schedule": "piecewise",
+             "milestones": [101], "lr_gamma": 0.1, "epochs": 200}
 
 
 class ARD(DistillObjective):
     """Student's adversarial logits distilled towards the teacher's natural logits at temperature tau."""
 
     name = "ard"
-    DEFAULTS = {"alpha": 1.0, "loss_T": 30.0, "kl_scale": 1.0, "attack_init": "uniform"}
+    Options = ARDOptions
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        o = self.options
-        self.alpha, self.tau, self.kl_scale = o["alpha"], o["loss_T"], o["kl_scale"]
-        if self.alpha > 1:
-            raise InputError(f"objective option alpha={self.alpha} of 'ard' must be in [0, 1] "
-                             "(weights 1 - alpha on CE and alpha on the distillation term)")
+    def __init__(self, options, attack, **kwargs):
+        super().__init__(options, attack, **kwargs)
+        self.alpha, self.tau, self.kl_scale = options.alpha, options.loss_T, options.kl_scale
         self.attack = self.make_attack("ce")
 
     def loss(self, model, x, x_adv, y, *, update_state=True):

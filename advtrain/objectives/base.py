@@ -13,104 +13,61 @@ An objective owns the two halves of one adversarial-training step and any state 
 - ``on_epoch_end(reduce=None)`` and ``extra_parameters()`` for stateful methods.
 
 Method state (the GKL class prior, LBGAT's natural model) is made of submodules and buffers, so it is
-saved and resumed with ``state_dict()`` and moved with ``objective.to(device)``. Options are validated at construction: every class lists
-its accepted keyword arguments with defaults in ``defaults(dataset)``.
+saved and resumed with ``state_dict()`` and moved with ``objective.to(device)``. Options: each class
+names a frozen :class:`ObjectiveOptions` dataclass (its ``Options``) in its own file, holding every
+option's default and rule plus the method's recommended attack and optimiser; the config validator is
+the only place that checks them.
 """
 from __future__ import annotations
 
 import contextlib
-from fractions import Fraction
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from advtrain.errors import InputError, unknown
-
 Terms = Dict[str, torch.Tensor]
 
-#: options every objective accepts (attack budget, attack kind, label smoothing of the CE terms)
-COMMON_DEFAULTS: Dict[str, Any] = {
-    "eps": 8 / 255,
-    "step_size": 2 / 255,
-    "steps": 10,
-    "norm": "Linf",
-    "attack_init": "normal",
-    "bn_mode": "eval",
-    "label_smoothing": 0.0,
-}
 
-_CHOICES = {
-    "norm": ("Linf", "L2"),
-    "attack_init": ("uniform", "normal", "none"),
-    "bn_mode": ("eval", "train", "train_frozen"),
-    "attack_loss": ("ce", "cw", "kl"),
-}
-_NONNEGATIVE = ("eps", "step_size", "beta", "alpha", "gamma", "aug_weight",
-                "attack_alpha", "attack_beta", "attack_gamma", "adv_weight", "nat_weight")
-_POSITIVE = ("prior_T", "loss_T", "kl_scale")
-_BOOLS = ("use_prior", "two_view")
+def opt(default: Any, **rule: Any) -> Any:
+    """An option field with its default and its value rule, read by the config validator
+    (:func:`advtrain.config_check.check_objective`): ``min``/``max`` (inclusive), ``gt``/``lt``
+    (exclusive), ``choices`` (a tuple), ``arch`` (a model name)."""
+    return field(default=default, metadata=rule)
 
 
-def _as_float(key: str, value: Any) -> float:
-    """A number, or a fraction string such as ``"8/255"``."""
-    if isinstance(value, bool):
-        raise InputError(f"objective option {key}={value!r} must be a number, not a boolean")
-    if isinstance(value, str):
-        try:
-            return float(Fraction(value.strip()))
-        except (ValueError, ZeroDivisionError):
-            raise InputError(f"objective option {key}={value!r} is not a number; write e.g. 0.031 or 8/255") from None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"objective option {key}={value!r} is not a number") from None
+NONNEG = {"min": 0}
+POSITIVE = {"gt": 0}
+
+#: the trainer-wide attack: DKL's executed schedule (SPEC §3: K = 5, eta = eps_t/2, eps ramp) at
+#: 8/255 in Linf, from x + 0.001 N(0, I), model in eval mode (DKL ``train_trades_*.py``);
+#: steps / step_size act only under ``schedule: fixed``. No recipe sets ``ramp``: left out, it follows
+#: the schedule the config ends up with (on for executed/staged, off for fixed)
+DKL_ATTACK: Dict[str, Any] = {"eps": 8 / 255, "norm": "Linf", "schedule": "executed", "steps": 10,
+                              "step_size": 2 / 255, "init": "normal", "bn_mode": "eval"}
 
 
-def validate_options(name: str, defaults: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any]:
-    """Merge ``given`` over ``defaults``; unknown keys and out-of-range values raise user errors."""
-    given = {k: v for k, v in given.items() if v is not None}  # None: keep the default
-    for key in given:
-        if key not in defaults:
-            raise unknown(f"option of objective {name!r}", key, defaults)
-    opts = {**defaults, **given}
-    for key, value in opts.items():
-        opts[key] = _check_one(key, value)
-    return opts
+@dataclass(frozen=True)
+class ObjectiveOptions:
+    """Options every objective accepts; each objective subclasses this in its own file.
 
+    Fields are the ``objective:`` keys with their defaults; ``ATTACK`` (the ``attack:`` section) and
+    ``OPTIM`` (``optim:`` entries that differ from the trainer-wide ones, DKL's) are the method's
+    recommended recipe, used for every entry a config leaves out.
+    """
 
-def _check_one(key: str, value: Any) -> Any:
-    if key in _CHOICES:
-        if value not in _CHOICES[key]:
-            raise unknown(f"{key}", value, _CHOICES[key])
-        return value
-    if key in _BOOLS:
-        if not isinstance(value, bool):
-            raise InputError(f"objective option {key}={value!r} must be true or false")
-        return value
-    if key == "steps":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InputError(f"objective option steps={value!r} must be an integer >= 0")
-        return value
-    if key == "natural_arch":
-        if not isinstance(value, str) or not value:
-            raise InputError(f"objective option natural_arch={value!r} must be a model name such as 'resnet-18'")
-        return value
-    number = _as_float(key, value)
-    if number != number:  # NaN
-        raise InputError(f"objective option {key} is NaN; give a finite number")
-    if key in _NONNEGATIVE and number < 0:
-        raise InputError(f"objective option {key}={number} must be >= 0")
-    if key in _POSITIVE and number <= 0:
-        raise InputError(f"objective option {key}={number} must be > 0")
-    if key == "label_smoothing" and not 0 <= number < 1:
-        raise InputError(f"objective option label_smoothing={number} must be in [0, 1)")
-    if key == "prior_momentum" and not 0 < number <= 1:
-        raise InputError(f"objective option prior_momentum={number} must be in (0, 1]")
-    return number
+    label_smoothing: float = opt(0.0, min=0, lt=1)  # of the CE terms (DM recipe: 0.1)
+
+    ATTACK: ClassVar[Dict[str, Any]] = DKL_ATTACK
+    OPTIM: ClassVar[Dict[str, Any]] = {}
+
+    @classmethod
+    def defaults(cls, dataset: Optional[str] = None) -> Dict[str, Any]:
+        """Every option with its default for ``dataset`` (a subclass changes dataset-specific ones)."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
 @contextlib.contextmanager
@@ -138,41 +95,40 @@ def adv_accuracy(logits_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class Objective(nn.Module):
-    """Base class: attack construction, option handling and the default hooks.
+    """Base class: attack construction and the default hooks.
 
-    Subclasses set ``name`` and ``DEFAULTS`` (their own options, merged over ``COMMON_DEFAULTS``),
-    build ``self.attack`` via :meth:`make_attack` and implement :meth:`loss`.
+    Subclasses set ``name`` and ``Options`` (their :class:`ObjectiveOptions` subclass), build
+    ``self.attack`` via :meth:`make_attack` and implement :meth:`loss`. They receive resolved
+    values (``options``: an ``Options`` instance; ``attack``: the resolved ``attack:`` section) and
+    check nothing: the config validator did (:func:`advtrain.objectives.build_objective` runs the
+    same validator for library callers).
     """
 
     name: str = ""
     two_view: bool = False
-    DEFAULTS: Dict[str, Any] = {}
+    Options: ClassVar[type] = ObjectiveOptions
 
-    def __init__(self, *, dataset: Optional[str] = None, num_classes: int = 10, **kwargs: Any):
+    def __init__(self, options: ObjectiveOptions, attack: Any, *, num_classes: int,
+                 dataset: Optional[str] = None):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise InputError(f"num_classes={num_classes!r} must be an integer >= 2")
         self.dataset = dataset
         self.num_classes = num_classes
-        self.options = validate_options(self.name, self.defaults(dataset), kwargs)
-        self.label_smoothing = self.options["label_smoothing"]
-
-    @classmethod
-    def defaults(cls, dataset: Optional[str] = None) -> Dict[str, Any]:
-        """Accepted keyword arguments and their defaults (for ``dataset`` when they depend on it)."""
-        return {**COMMON_DEFAULTS, **cls.DEFAULTS}
+        self.options = options
+        self.attack_settings = attack
+        self.label_smoothing = options.label_smoothing
 
     def make_attack(self, loss: Any):
-        """The PGD attack of this objective from the common options and an attack ``loss``."""
+        """The PGD attack of this objective from the resolved attack settings and an attack ``loss``."""
         from attacks import PGD
 
-        o = self.options
-        return PGD(eps=o["eps"], alpha=o["step_size"], steps=o["steps"], norm=o["norm"], loss=loss,
-                   init=o["attack_init"], bn_mode=o["bn_mode"])
+        a = self.attack_settings
+        return PGD(eps=a.eps, alpha=a.step_size, steps=a.steps, norm=a.norm, loss=loss, init=a.init,
+                   bn_mode=a.bn_mode)
 
-    def set_attack_budget(self, eps: float, alpha: float, steps: int) -> None:
-        """Radius, step size and number of steps of the inner maximisation (set per epoch)."""
-        self.attack.eps, self.attack.alpha, self.attack.steps = float(eps), float(alpha), int(steps)
+    def set_attack_budget(self, eps: float, step_size: float, steps: int) -> None:
+        """Radius, step size and number of steps of the inner maximisation (set per epoch from a
+        :class:`advtrain.schedules.AttackBudget`: ``set_attack_budget(*budget)``)."""
+        self.attack.eps, self.attack.alpha, self.attack.steps = float(eps), float(step_size), int(steps)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Adversarial inputs for ``model`` (the attack switches and restores the model's mode)."""
@@ -198,7 +154,7 @@ class Objective(nn.Module):
         return []
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
+        return ", ".join(f"{k}={v!r}" for k, v in sorted(dataclasses.asdict(self.options).items()))
 
 
 def finish_terms(loss: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, **terms: torch.Tensor) -> Terms:

@@ -24,7 +24,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advtrain.errors import InputError
-from advtrain.objectives.base import Objective
+from advtrain.objectives.base import DKL_ATTACK, Objective
+
+#: SPEC §12: the distillation papers attack with PGD-10, step 2/255, in the 8/255 Linf ball in every
+#: epoch (no radius ramp): ARD goldblum/AdversariallyRobustDistillation main.py ``config``; RSLAD
+#: zibojia/RSLAD resnet18_rslad_cifar10.py ``rslad_inner_loss`` (epsilon 8/255, step 2/255, 10 steps)
+KD_ATTACK = {**DKL_ATTACK, "schedule": "fixed", "steps": 10, "step_size": 2 / 255, "eps": 8 / 255}
+#: RSLAD's optimiser (zibojia/RSLAD resnet18_rslad_cifar10.py): SGD lr 0.1, momentum 0.9, wd 2e-4,
+#: 300 epochs, lr x0.1 after epochs 215, 260, 285 (1-indexed milestones 216/261/286: an epoch e >= m
+#: runs the lower lr)
+RSLAD_OPTIM = {"lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "schedule": "piecewise",
+               "milestones": [216, 261, 286], "lr_gamma": 0.1, "epochs": 300}
 
 #: config section that supplies the teacher (see :mod:`advtrain.teacher`)
 TEACHER_HINT = ("teacher: {robustbench: NAME, model_dir: checkpoints} or teacher: {checkpoint: PATH, "
@@ -39,12 +49,12 @@ def teacher_kl(logits_student: Tensor, logits_teacher: Tensor, temperature: floa
 
 
 def freeze(teacher: nn.Module) -> nn.Module:
-    """The teacher in eval mode with every parameter's ``requires_grad`` off."""
+    """The teacher in eval mode with every parameter's ``requires_grad`` off (the one ``freeze``)."""
+    from advtrain.modelfile import freeze as frozen
+
     if not isinstance(teacher, nn.Module):
         raise InputError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher.eval()
+    return frozen(teacher)
 
 
 class TeacherTarget:
@@ -69,8 +79,8 @@ class DistillObjective(Objective):
 
     needs_teacher = True
 
-    def __init__(self, *, teacher: Optional[nn.Module] = None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, options, attack, *, teacher: Optional[nn.Module] = None, **kwargs):
+        super().__init__(options, attack, **kwargs)
         if teacher is None:
             raise InputError(f"objective {self.name!r} distils from a teacher; add {TEACHER_HINT} "
                              "to the config (or pass teacher=MODEL)")

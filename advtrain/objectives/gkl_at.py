@@ -15,18 +15,28 @@ Example::
 """
 from __future__ import annotations
 
-from advtrain.objectives.ikl_at import IKLAT
+from dataclasses import dataclass
+
+from advtrain.objectives.base import NONNEG, opt
+from advtrain.objectives.ikl_at import IKLAT, IKLATOptions
+
+
+@dataclass(frozen=True)
+class GKLATOptions(IKLATOptions):
+    """IKL-AT's options (and DKL's executed attack schedule) plus the weight power."""
+
+    gamma: float = opt(1.0, **NONNEG)  # DKLv2 (SPEC §2.2): u = W[y] ** gamma
 
 
 class GKLAT(IKLAT):
     """Generalised KL adversarial training: IKL-AT with weight power gamma and sum-of-weights norm."""
 
     name = "gkl_at"
-    DEFAULTS = {**IKLAT.DEFAULTS, "gamma": 1.0}
+    Options = GKLATOptions
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.gamma = self.options["gamma"]
+    def __init__(self, options, attack, **kwargs):
+        super().__init__(options, attack, **kwargs)
+        self.gamma = options.gamma
 
     def robust(self, logits_adv, logits_nat, weights):
         """``(beta * wMSE + alpha * soft CE, {"wmse", "soft_ce"})`` with v2 normalisation."""

@@ -26,27 +26,44 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from advtrain.objectives.base import finish_terms
-from advtrain.objectives.distill import DistillObjective
+from dataclasses import dataclass
+
+from advtrain.objectives.base import NONNEG, POSITIVE, ObjectiveOptions, finish_terms, opt
+from advtrain.objectives.distill import KD_ATTACK, RSLAD_OPTIM, DistillObjective
+
+
+@dataclass(frozen=True)
+class GKLKDOptions(ObjectiveOptions):
+    """GKL_KD's loss options (SPEC §2.6) in RSLAD's structure, with RSLAD's attack and optimiser."""
+
+    alpha: float = opt(1.0, **NONNEG)  # soft-CE weight
+    beta: float = opt(1.0, **NONNEG)  # wMSE weight
+    gamma: float = opt(1.0, **NONNEG)  # weight power
+    loss_T: float = opt(1.0, **POSITIVE)
+    prior_T: float = opt(1.0, **POSITIVE)
+    use_prior: bool = True
+    prior_momentum: float = opt(1.0, gt=0, max=1)
+    adv_weight: float = opt(5 / 6, **NONNEG)  # RSLAD's weights (zibojia/RSLAD rslad_loss.py)
+    nat_weight: float = opt(1 / 6, **NONNEG)
+    ATTACK = {**KD_ATTACK, "init": "normal"}  # RSLAD's attack (SPEC §12)
+    OPTIM = RSLAD_OPTIM
 
 
 class GKLKD(DistillObjective):
     """Generalised-KL distillation from the teacher's natural logits (adversarial + natural)."""
 
     name = "gkl_kd"
-    DEFAULTS = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "loss_T": 1.0, "prior_T": 1.0,
-                "use_prior": True, "prior_momentum": 1.0, "adv_weight": 5 / 6, "nat_weight": 1 / 6,
-                "attack_init": "normal"}
+    Options = GKLKDOptions
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, options, attack, **kwargs):
+        super().__init__(options, attack, **kwargs)
         from advtrain.losses import ClassPrior
 
-        o = self.options
-        self.alpha, self.beta, self.gamma, self.loss_T = o["alpha"], o["beta"], o["gamma"], o["loss_T"]
-        self.prior_T, self.use_prior = o["prior_T"], o["use_prior"]
-        self.adv_weight, self.nat_weight = o["adv_weight"], o["nat_weight"]
-        self.prior = ClassPrior(self.num_classes, momentum=o["prior_momentum"])
+        o = options
+        self.alpha, self.beta, self.gamma, self.loss_T = o.alpha, o.beta, o.gamma, o.loss_T
+        self.prior_T, self.use_prior = o.prior_T, o.use_prior
+        self.adv_weight, self.nat_weight = o.adv_weight, o.nat_weight
+        self.prior = ClassPrior(self.num_classes, momentum=o.prior_momentum)
         self.attack = self.make_attack(self.teacher_target(lambda a, y, t: self.gkl(a, t, y)[0]))
 
     def weights(self, t, y):

@@ -25,20 +25,30 @@ Example::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from advtrain.errors import InputError
-from advtrain.objectives.base import Objective, finish_terms
+from advtrain.objectives.base import NONNEG, POSITIVE, Objective, ObjectiveOptions, finish_terms, opt
 
 
-class IKLAT(Objective):
-    """Improved KL adversarial training: CE + class-prior-weighted wMSE + soft CE."""
+@dataclass(frozen=True)
+class IKLATOptions(ObjectiveOptions):
+    """DKL's options (SPEC §2, §7 rows 1-5); the attack is DKL's executed schedule (the default)."""
 
-    name = "ikl_at"
-    DEFAULTS = {"alpha": 4.0, "beta": 20.0, "prior_T": 4.0, "loss_T": 1.0, "use_prior": True,
-                "attack_alpha": 1.0, "attack_beta": 0.0, "attack_gamma": 1.0, "aug_weight": 0.3,
-                "two_view": False, "prior_momentum": 1.0, "attack_init": "normal"}
+    alpha: float = opt(4.0, **NONNEG)  # soft-CE weight
+    beta: float = opt(20.0, **NONNEG)  # wMSE weight
+    prior_T: float = opt(4.0, **POSITIVE)  # temperature of the class prior
+    loss_T: float = opt(1.0, **POSITIVE)  # temperature of the soft CE
+    use_prior: bool = True
+    attack_alpha: float = opt(1.0, **NONNEG)  # SPEC §2.3: the attack's soft-CE weight
+    attack_beta: float = opt(0.0, **NONNEG)  # CIFAR-10 0, CIFAR-100 1: see defaults()
+    attack_gamma: float = opt(1.0, **NONNEG)
+    aug_weight: float = opt(0.3, **NONNEG)  # two-view AutoAug half (SPEC §2.2)
+    two_view: bool = False
+    prior_momentum: float = opt(1.0, gt=0, max=1)
 
     @classmethod
     def defaults(cls, dataset=None):
@@ -47,24 +57,31 @@ class IKLAT(Objective):
         opts["attack_beta"] = 1.0 if str(dataset or "").lower().startswith("cifar100") else 0.0
         return opts
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+
+class IKLAT(Objective):
+    """Improved KL adversarial training: CE + class-prior-weighted wMSE + soft CE."""
+
+    name = "ikl_at"
+    Options = IKLATOptions
+
+    def __init__(self, options, attack, **kwargs):
+        super().__init__(options, attack, **kwargs)
         from advtrain.losses import ClassPrior
 
-        o = self.options
-        self.alpha, self.beta = o["alpha"], o["beta"]
-        self.prior_T, self.loss_T = o["prior_T"], o["loss_T"]
-        self.use_prior, self.two_view, self.aug_weight = o["use_prior"], o["two_view"], o["aug_weight"]
-        self.prior = ClassPrior(self.num_classes, momentum=o["prior_momentum"])
+        o = options
+        self.alpha, self.beta = o.alpha, o.beta
+        self.prior_T, self.loss_T = o.prior_T, o.loss_T
+        self.use_prior, self.two_view, self.aug_weight = o.use_prior, o.two_view, o.aug_weight
+        self.prior = ClassPrior(self.num_classes, momentum=o.prior_momentum)
         self.attack = self.make_attack(self._attack_loss())
 
     # -- pieces a subclass may change -------------------------------------------------------
     def _attack_loss(self):
-        from attacks.losses import DKLAttackLoss
+        from advtrain.losses import DKLAttackLoss
 
         o = self.options
         weights_fn = self.prior.weights if self.use_prior else None
-        return DKLAttackLoss(o["attack_alpha"], o["attack_beta"], o["attack_gamma"], weights_fn)
+        return DKLAttackLoss(o.attack_alpha, o.attack_beta, o.attack_gamma, weights_fn)
 
     def robust(self, logits_adv, logits_nat, weights):
         """``(beta * wMSE + alpha * soft CE, {"wmse", "soft_ce"})`` of one group of rows (v1: 1/(4B))."""

@@ -21,23 +21,33 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from advtrain.objectives.base import Objective, finish_terms, frozen_bn_stats
+from dataclasses import dataclass
+
+from advtrain.objectives.base import (DKL_ATTACK, NONNEG, Objective, ObjectiveOptions, finish_terms,
+                                      frozen_bn_stats, opt)
+
+
+@dataclass(frozen=True)
+class LBGATOptions(ObjectiveOptions):
+    beta: float = opt(6.0, **NONNEG)  # SPEC §4.4 (LBGAT6; LBGAT0: 0)
+    natural_arch: str = opt("resnet-18", arch=True)  # the natural model f_n
+    # the TRADES attack of train_lbgat_cifar100.py (dvlab-research/LBGAT): eps 0.031, step 0.007
+    ATTACK = {**DKL_ATTACK, "eps": 0.031, "step_size": 0.007}
 
 
 class LBGAT(Objective):
     """Robust model guided by the logits of a jointly trained natural model."""
 
     name = "lbgat"
-    DEFAULTS = {"beta": 6.0, "natural_arch": "resnet-18", "attack_init": "normal",
-                "eps": 0.031, "step_size": 0.007}
+    Options = LBGATOptions
 
-    def __init__(self, *, natural_model=None, **kwargs):
-        super().__init__(**kwargs)
-        self.beta = self.options["beta"]
+    def __init__(self, options, attack, *, natural_model=None, **kwargs):
+        super().__init__(options, attack, **kwargs)
+        self.beta = options.beta
         if natural_model is None:
             from advtrain.models import create_model
 
-            natural_model = create_model(self.options["natural_arch"], dataset=self.dataset,
+            natural_model = create_model(options.natural_arch, dataset=self.dataset,
                                          num_classes=self.num_classes)
         self.natural_model = natural_model
         self.attack = self.make_attack("kl")

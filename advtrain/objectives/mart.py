@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import torch
 
-from advtrain.objectives.base import Objective, finish_terms
+from dataclasses import dataclass
+
+from advtrain.objectives.base import NONNEG, Objective, ObjectiveOptions, finish_terms, opt
+from advtrain.objectives.pgd_at import ATTACK_LOSSES
 
 # the authors' stabilisers (mart.py): log(1.0001 - p' + 1e-12), log(p' + 1e-12), (1.0000001 - p_y)
 _MARGIN_ONE = 1.0001
@@ -53,16 +56,23 @@ def weighted_kl(logits_adv: torch.Tensor, logits_nat: torch.Tensor, y: torch.Ten
     return (kl * (_WEIGHT_ONE - true_prob)).mean()
 
 
+@dataclass(frozen=True)
+class MARTOptions(ObjectiveOptions):
+    beta: float = opt(6.0, **NONNEG)  # YisenWang/MART train_wrn_mart.py --beta
+    attack_loss: str = opt("ce", choices=ATTACK_LOSSES)  # mart.py: the attack maximises CE
+    # attack: the trainer-wide DKL executed schedule from x + 0.001 N(0, I)
+
+
 class MART(Objective):
     """Boosted CE on adversarial inputs plus beta times the misclassification-weighted KL."""
 
     name = "mart"
-    DEFAULTS = {"beta": 6.0, "attack_loss": "ce", "attack_init": "normal"}
+    Options = MARTOptions
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.beta = self.options["beta"]
-        self.attack = self.make_attack(self.options["attack_loss"])
+    def __init__(self, options, attack, **kwargs):
+        super().__init__(options, attack, **kwargs)
+        self.beta = options.beta
+        self.attack = self.make_attack(options.attack_loss)
 
     def loss(self, model, x, x_adv, y, *, update_state=True):
         logits_nat = model(x)  # clean first, as the authors' code (BatchNorm statistics)

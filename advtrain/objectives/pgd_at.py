@@ -12,18 +12,29 @@ Example::
 """
 from __future__ import annotations
 
-from advtrain.objectives.base import Objective, finish_terms
+from dataclasses import dataclass
+
+from advtrain.objectives.base import DKL_ATTACK, Objective, ObjectiveOptions, finish_terms, opt
+
+ATTACK_LOSSES = ("ce", "cw", "kl")
+
+
+@dataclass(frozen=True)
+class PGDATOptions(ObjectiveOptions):
+    attack_loss: str = opt("ce", choices=ATTACK_LOSSES)  # Madry et al.: the training CE
+    # uniform start in the ball (Madry et al.); the trainer-wide executed schedule otherwise
+    ATTACK = {**DKL_ATTACK, "init": "uniform"}
 
 
 class PGDAT(Objective):
     """Madry adversarial training: cross entropy on PGD examples only."""
 
     name = "pgd_at"
-    DEFAULTS = {"attack_init": "uniform", "attack_loss": "ce"}
+    Options = PGDATOptions
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.attack = self.make_attack(self.options["attack_loss"])
+    def __init__(self, options, attack, **kwargs):
+        super().__init__(options, attack, **kwargs)
+        self.attack = self.make_attack(options.attack_loss)
 
     def loss(self, model, x, x_adv, y, *, update_state=True):
         logits_adv = model(x_adv)

@@ -21,20 +21,34 @@ Example::
 """
 from __future__ import annotations
 
-from advtrain.objectives.base import finish_terms
-from advtrain.objectives.distill import DistillObjective, teacher_kl
+from dataclasses import dataclass
+
+from advtrain.objectives.base import NONNEG, POSITIVE, ObjectiveOptions, finish_terms, opt
+from advtrain.objectives.distill import KD_ATTACK, RSLAD_OPTIM, DistillObjective, teacher_kl
+
+
+@dataclass(frozen=True)
+class RSLADOptions(ObjectiveOptions):
+    """RSLAD's options; source: zibojia/RSLAD rslad_loss.py and resnet18_rslad_cifar10.py."""
+
+    adv_weight: float = opt(5 / 6, **NONNEG)  # rslad_loss.py: 5/6 KL(T(x) || S(x'))
+    nat_weight: float = opt(1 / 6, **NONNEG)  # + 1/6 KL(T(x) || S(x))
+    kl_scale: float = opt(1.0, **POSITIVE)  # 0.1 reproduces the reference's element-mean KL
+    # PGD-10, step 2/255, eps 8/255 from x + 0.001 N(0, I), every epoch; SGD 0.1, 300 epochs
+    ATTACK = {**KD_ATTACK, "init": "normal"}
+    OPTIM = RSLAD_OPTIM
 
 
 class RSLAD(DistillObjective):
     """KL from the teacher's natural soft labels to the student's adversarial and natural outputs."""
 
     name = "rslad"
-    DEFAULTS = {"adv_weight": 5 / 6, "nat_weight": 1 / 6, "kl_scale": 1.0, "attack_init": "normal"}
+    Options = RSLADOptions
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        o = self.options
-        self.adv_weight, self.nat_weight, self.kl_scale = o["adv_weight"], o["nat_weight"], o["kl_scale"]
+    def __init__(self, options, attack, **kwargs):
+        super().__init__(options, attack, **kwargs)
+        o = options
+        self.adv_weight, self.nat_weight, self.kl_scale = o.adv_weight, o.nat_weight, o.kl_scale
         self.attack = self.make_attack(self.teacher_target(lambda a, y, t: teacher_kl(a, t)))
 
     def loss(self, model, x, x_adv, y, *, update_state=True):

@@ -12,19 +12,29 @@ Example::
 """
 from __future__ import annotations
 
-from advtrain.objectives.base import Objective, finish_terms
+from dataclasses import dataclass
+
+from advtrain.objectives.base import NONNEG, Objective, ObjectiveOptions, finish_terms, opt
+from advtrain.objectives.pgd_at import ATTACK_LOSSES
+
+
+@dataclass(frozen=True)
+class TRADESOptions(ObjectiveOptions):
+    beta: float = opt(6.0, **NONNEG)  # TRADES' beta (README: useful range 1-10)
+    attack_loss: str = opt("kl", choices=ATTACK_LOSSES)  # the attack maximises the same KL
+    # attack: the trainer-wide DKL executed schedule (the DKL repo's TRADES baseline, SPEC §4.3)
 
 
 class TRADES(Objective):
     """CE on clean inputs plus beta times the batch-mean KL(clean || adversarial)."""
 
     name = "trades"
-    DEFAULTS = {"beta": 6.0, "attack_loss": "kl", "attack_init": "normal"}
+    Options = TRADESOptions
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.beta = self.options["beta"]
-        self.attack = self.make_attack(self.options["attack_loss"])
+    def __init__(self, options, attack, **kwargs):
+        super().__init__(options, attack, **kwargs)
+        self.beta = options.beta
+        self.attack = self.make_attack(options.attack_loss)
 
     def loss(self, model, x, x_adv, y, *, update_state=True):
         from advtrain.losses import trades_kl

@@ -8,8 +8,9 @@ i.e. ``avg = tau^(end-start) theta_start + sum_{i>start} (1 - tau) tau^(end-i) t
 floating-point entry is averaged (BN running statistics included, no re-estimation, as in the
 reference), accumulating in float64; integer buffers (``num_batches_tracked``) are taken from
 epoch ``end``. Checkpoints are streamed one at a time. The result is written as
-``RUN_DIR/average_tau{tau}_{start}_{end}.pt`` in the training checkpoint format (``model``, ``arch``,
-``dataset``, ``num_classes``, ``config``), so ``advtrain eval`` reads it like any checkpoint.
+``RUN_DIR/average_tau{tau}_{start}_{end}.pt`` (``average_ema_tau...`` for ``key="ema"``; ``tau``
+in full when ``:g`` would round it, so two settings never write one file) in the training
+checkpoint format (``model``, ``arch``, ``dataset``, ``num_classes``, ``config``), so ``advtrain eval`` reads it like any checkpoint.
 
 Example::
 
@@ -29,8 +30,14 @@ from advtrain.errors import CheckpointError, InputError
 META_KEYS = ("arch", "dataset", "num_classes", "config", "versions", "git_commit")
 
 
-def average_path(run_dir: str, tau: float, start: int, end: int) -> str:
-    return os.path.join(run_dir, f"average_tau{tau:g}_{start}_{end}.pt")
+def average_path(run_dir: str, tau: float, start: int, end: int, key: str = "model") -> str:
+    """One file per distinct setting: ``tau`` as ``:g`` when that is exact, else in full (``repr``:
+    ``:g`` alone gave 0.9 and 0.9000001 one name), and ``average_ema_...`` for the EMA weights'
+    average (it replaced the model's before)."""
+    kind = "" if key == "model" else f"{key}_"
+    short = f"{tau:g}"
+    text = short if float(short) == float(tau) else repr(float(tau))
+    return os.path.join(run_dir, f"average_{kind}tau{text}_{start}_{end}.pt")
 
 
 def available_epochs(run_dir: str):
@@ -116,7 +123,7 @@ def average_run(run_dir: str, tau: float = 0.9, start: int = 1, end: Optional[in
 
     labels = [ckpt_io.epoch_path(run_dir, e) for e in range(start, end + 1)]
     model = average_states(stream(), tau, labels=labels)
-    out = average_path(run_dir, tau, start, end)
+    out = average_path(run_dir, tau, start, end, key)
     payload = dict(holder["meta"], model=model, epoch=end,
                    average={"tau": float(tau), "start": start, "end": end, "source": key})
     ckpt_io.save(payload, out)

@@ -1,65 +1,36 @@
-"""Safe checkpoint and file I/O.
-
-Every user file goes through this module:
+"""Safe reading of user files: tensors only, nothing unpickled, every tensor checked.
 
 - :func:`load_state_file` reads ``.pt``/``.pth`` with ``torch.load(weights_only=True)`` (only tensors,
   numbers, strings and containers; a pickled payload is refused and never runs) or ``.safetensors``.
-- :func:`atomic_save` / :func:`atomic_write_text` / :func:`save_safetensors` write to a temporary file in
-  the target directory, fsync it and ``os.replace`` it over the target, so a crash never leaves a
-  half-written checkpoint and an existing file survives a failed save.
-- :func:`filter_state_dict` converts reference checkpoint formats (SPEC §8): ``state_dict`` /
-  ``model_state_dict`` / ``model`` wrappers, ``module.0.`` / ``module.`` prefixes, ``sub_block`` keys.
-- :func:`load_weights` checks keys, shapes and dtypes *before* copying and fails with one line naming
-  them; :func:`check_tensors` (run on every file :func:`load_state_file` reads) refuses NaN/Inf and
-  complex tensors, and the storage sizes a ``.pt`` declares are checked against the file before
-  anything is allocated (a 1 MB file cannot make the loader allocate 1 GB).
-- :func:`check_model_name` is the one validator of names that become file names (cards, exports).
-- :func:`check_outputs` refuses an output path that is (or links to) an input or another output.
+  The storage sizes a ``.pt`` declares are checked against the file before anything is allocated
+  (a 1 MB file cannot make the loader allocate 1 GB).
+- :func:`check_tensors` (run on every file :func:`load_state_file` reads) refuses NaN/Inf and complex
+  tensors, and with a reference state_dict integer-stored float weights.
+- :func:`state_digest` / :func:`file_sha256` identify a model / a file.
+
+Models are loaded through :mod:`advtrain.modelfile`, which calls these; nothing else unpickles.
 
 Example::
 
-    from advtrain.io import atomic_save, load_weights
-    atomic_save({"model": model.state_dict(), "epoch": 3}, "runs/x/last.pt")
-    load_weights(model, "checkpoints/cifar10/Linf/Cui2023Decoupled_WRN-34-10.pt")
+    from advtrain.safeload import load_state_file
+    state = load_state_file("runs/x/last.pt")
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
 import pickle
 import pickletools
-import re
-import tempfile
-import threading
 import warnings
 import zipfile
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
-from torch import nn
 
-from advtrain.errors import CheckpointError, InputError
+from advtrain.errors import CheckpointError
 
-__all__ = [
-    "atomic_save",
-    "atomic_write_text",
-    "check_model_name",
-    "check_outputs",
-    "check_path",
-    "check_tensors",
-    "check_writable_dir",
-    "file_sha256",
-    "filter_state_dict",
-    "load_state_file",
-    "load_weights",
-    "save_safetensors",
-    "state_digest",
-]
-
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-_SHOW = 3  # how many offending keys a mismatch message lists per category
+__all__ = ["check_tensors", "file_sha256", "load_state_file", "state_digest"]
 
 
 # --------------------------------------------------------------------------- reading
@@ -330,236 +301,3 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------- output names and paths
-#: a name that becomes a file name (card, export, run): RobustBench ids such as
-#: ``Cui2023Decoupled_WRN-34-10``; no separators, no leading dot, bounded length
-MODEL_NAME_RE = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")
-MODEL_NAME_MAX = 128
-
-
-def check_model_name(name: Any, what: str = "--name") -> str:
-    """Return ``name`` if it is a safe file-name id, else raise a one-line :class:`InputError`.
-
-    Allowed: 1 to 128 characters from ``A-Z a-z 0-9 . _ + -``, not starting with a dot (so no
-    ``..``, no hidden file, no path separator, no NUL byte). ``what`` names the option in the message
-    (``"--name"``, ``"run.name"``, ...).
-    """
-    text = name if isinstance(name, str) else str(name)
-    if isinstance(name, str) and len(text) <= MODEL_NAME_MAX and MODEL_NAME_RE.fullmatch(text):
-        return text
-    shown = repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
-    if not isinstance(name, str):
-        why = f"is a {type(name).__name__}, not a string"
-    elif not text:
-        why = "is empty"
-    elif len(text) > MODEL_NAME_MAX:
-        why = f"is {len(text)} characters long (at most {MODEL_NAME_MAX})"
-    elif any(not re.fullmatch(r"[A-Za-z0-9._+\-]", c) for c in text):
-        bad = sorted({c for c in text if not re.fullmatch(r"[A-Za-z0-9._+\-]", c)})
-        why = "contains " + ", ".join(repr(c) for c in bad[:5])
-    else:
-        why = "starts with a dot"
-    raise InputError(f"{what} {shown} {why}; use 1-{MODEL_NAME_MAX} characters from A-Z a-z 0-9 . _ + - "
-                     "not starting with a dot, e.g. Author2024Word_WRN-34-10")
-
-
-def check_path(path: Any, what: str) -> None:
-    """A user-given path must not contain a NUL byte (the OS cannot represent it); None passes."""
-    if path is not None and "\0" in str(os.fspath(path)):
-        raise InputError(f"{what} {str(os.fspath(path))!r} contains a NUL byte; give a valid path")
-
-
-def check_writable_dir(path: str | os.PathLike) -> None:
-    """Fail now, before hours of work, if ``path`` (a directory, created later) cannot be one.
-
-    The nearest existing ancestor must be a writable directory; raises the ``OSError`` (ENOTDIR,
-    EACCES) the later ``mkdir``/write would raise, which the CLI prints as one line. Creates nothing.
-    """
-    path = os.path.abspath(os.fspath(path))
-    probe = path
-    while not os.path.lexists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if os.path.exists(probe) and not os.path.isdir(probe):
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-    if os.path.isdir(probe) and not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
-
-
-def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
-    """Refuse an output path that is an input (same path, a symlink to it or a hard link of it) or
-    another output. ``outputs``/``inputs`` map a label (``"--save-adv"``) to a path or None."""
-    seen: list = []
-    ins = [(label, os.fspath(p)) for label, p in inputs.items() if p is not None]
-    for label, out in outputs.items():
-        if out is None:
-            continue
-        out = os.fspath(out)
-        for other_label, other in ins + seen:
-            if _same_file(out, other):
-                raise InputError(f"{label} {out} is the same file as {other_label} {other}; writing "
-                                 f"{label} would destroy it: choose another path for {label}")
-        seen.append((label, out))
-
-
-def _same_file(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)  # hard links, bind mounts
-    except (OSError, ValueError):
-        return False
-
-
-# --------------------------------------------------------------------------- writing
-_UMASK_LOCK = threading.Lock()
-
-
-def _file_mode() -> int:
-    """``0o666`` minus the process umask: the mode ``open(path, "w")`` would give a new file."""
-    with _UMASK_LOCK:  # os.umask can only be read by setting it
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call ``write(fh)`` on a temp file next to ``path``, fsync, then ``os.replace`` it onto ``path``.
-
-    The file gets the mode a plain ``open`` would give it (0o666 minus the umask, e.g. 0644), not the
-    0600 of :func:`tempfile.mkstemp`.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
-            os.fchmod(fh.fileno(), _file_mode())
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
-            exc.filename = path  # a failed write (e.g. disk full) names the file it was writing
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
-    """Persist the rename itself (best effort: not every platform allows opening a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` atomically: an existing ``path`` is intact if anything fails."""
-    _atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (JSON, CSV, YAML, ...) to ``path`` atomically, UTF-8."""
-    _atomic_write(path, lambda fh: fh.write(text), mode="w")
-
-
-def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Save a flat ``{name: tensor}`` dict as safetensors, atomically (tensors made contiguous, on CPU)."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    data = save(tensors, metadata=meta or None)
-    _atomic_write(path, lambda fh: fh.write(data))
-
-
-# --------------------------------------------------------------------------- converting
-def filter_state_dict(obj: Mapping[str, Any], model_keys=None) -> dict[str, torch.Tensor]:
-    """Turn a reference checkpoint into a plain state_dict (SPEC §8 "Checkpoint loading").
-
-    1. unwrap ``obj['state_dict']`` / ``obj['model_state_dict']`` / ``obj['model']`` when present;
-    2. strip a leading ``module.0.`` (DM ``DataParallel(Sequential(backbone))``) else ``module.``;
-    3. when ``model_keys`` is given and has no ``sub_block`` key, drop keys containing ``sub_block``;
-    4. keep only tensor values.
-    """
-    sd = _unwrap(obj)
-    keys = list(sd)
-    prefix = ""
-    if keys and all(k.startswith("module.0.") for k in keys):
-        prefix = "module.0."
-    elif keys and all(k.startswith("module.") for k in keys):
-        prefix = "module."
-    out = {k[len(prefix):]: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    if model_keys is not None and not any("sub_block" in k for k in model_keys):
-        out = {k: v for k, v in out.items() if "sub_block" not in k}
-    return out
-
-
-def _unwrap(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"expected a state_dict (dict of tensors), found {type(obj).__name__}")
-    for key in _WRAPPER_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
-            return inner
-    return obj
-
-
-def load_weights(model: nn.Module, source, *, strict: bool = True, name: str | None = None) -> nn.Module:
-    """Load ``source`` (a path or a dict) into ``model`` after checking keys and shapes; returns ``model``.
-
-    With ``strict=True`` any missing/unexpected key or shape mismatch raises one-line
-    :class:`CheckpointError`; with ``strict=False`` only shape mismatches are fatal.
-    """
-    if name is None:  # how the message names a dict source (e.g. the file it was read from)
-        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "checkpoint"
-    raw = load_state_file(source) if isinstance(source, (str, os.PathLike)) else source
-    own = model.state_dict()
-    sd = filter_state_dict(raw, own.keys())
-    problem = _mismatch(sd, own, strict)
-    if problem:
-        raise CheckpointError(f"{name}: does not fit {_arch(model)}: {problem}; wrong --arch or --dataset/num_classes?")
-    check_tensors(sd, name, reference=own)
-    model.load_state_dict(sd, strict=strict)
-    return model
-
-
-def _mismatch(sd: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], strict: bool) -> str:
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    parts = []
-    if strict and missing:
-        parts.append(f"{len(missing)} missing keys ({_head(missing)})")
-    if strict and unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys ({_head(unexpected)})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches ({_head(shapes)})")
-    return "; ".join(parts)
-
-
-def _head(items: list[str]) -> str:
-    shown = ", ".join(items[:_SHOW])
-    return shown + (", ..." if len(items) > _SHOW else "")
-
-
-def _arch(model: nn.Module) -> str:
-    return getattr(model, "arch_name", None) or type(model).__name__

@@ -1,0 +1,68 @@
+"""What every ``advtrain eval`` run shares, whatever it measures (AutoAttack in :mod:`eval_cmd`,
+common corruptions in :mod:`advtrain.corruptions`): argument checks, the card name and the model."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from advtrain.errors import InputError
+
+
+def check_args(args) -> None:
+    """The arguments every evaluation (attack or corruptions) checks before any work."""
+    if args.n_ex is not None and args.n_ex < 1:  # None: a whole ImageFolder val/
+        raise InputError(f"--n-ex {args.n_ex} must be >= 1")
+    if args.arch is not None:
+        from advtrain.models.registry import get_spec
+        from advtrain.models.timm_models import is_timm, timm_name
+
+        # unknown -> one line naming the registry's models and patterns (or close timm names)
+        (timm_name if is_timm(args.arch) else get_spec)(args.arch)
+    if args.robustbench_name is None and args.checkpoint is None:
+        raise InputError("give a CHECKPOINT file, or --robustbench-name NAME --model-dir DIR")
+
+
+def card_name(args) -> str:
+    """--name, else the RobustBench name or the checkpoint file stem; validated as a file name."""
+    from advtrain.names import check_model_name
+
+    if args.name is not None:
+        return check_model_name(args.name, "--name")
+    default = args.robustbench_name or Path(args.checkpoint).stem
+    return check_model_name(default, "card name (default: the checkpoint file stem; pass --name)")
+
+
+def load_model(args, device):
+    """``(model, meta)`` from CHECKPOINT or --robustbench-name, through :mod:`advtrain.modelfile`."""
+    from advtrain import export
+    from advtrain.cards import display_arch
+    from advtrain.modelfile import load_model_file, load_zoo
+
+    if args.robustbench_name:
+        loaded = load_zoo(args.robustbench_name, dataset=args.dataset, threat_model=args.norm,
+                          model_dir=args.model_dir, device=device)
+        path = export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
+        own = loaded.recorded.get("arch")  # an advtrain export: its sidecar names the architecture
+        arch = own or type(loaded.model).__name__
+        display = display_arch(own) if own else zoo_display(args.robustbench_name, arch)
+        return loaded.model, {"arch": arch, "display": display, "checkpoint": path,
+                              "weights": "model", "name": args.robustbench_name, "recorded": {}}
+    loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
+                             weights=args.weights, device=device)
+    model, info = loaded.model, {"arch": loaded.arch, "weights": loaded.weights,
+                                 "recorded": loaded.recorded}
+    if args.weights is None and info["weights"] == "ema":
+        print(f"note: {args.checkpoint}'s best epoch was chosen on its EMA weights; evaluating "
+              "those (--weights model for the raw weights)", file=sys.stderr)
+    return model, {"arch": info["arch"], "display": display_arch(info["arch"]),
+                   "checkpoint": args.checkpoint, "weights": info["weights"],
+                   "name": Path(args.checkpoint).stem, "recorded": info["recorded"],
+                   "test_data": info["recorded"].get("test_data")}
+
+
+def zoo_display(name: str, fallback: str) -> str:
+    """``Cui2023Decoupled_WRN-34-10 -> WideResNet-34-10`` (the architecture part of a zoo id)."""
+    _, _, tail = name.partition("_")
+    if tail.startswith("WRN-"):
+        return "WideResNet-" + "-".join(tail[4:].split("-")[:2]).split("_")[0]
+    return tail or fallback
