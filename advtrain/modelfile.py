@@ -130,7 +130,8 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
     model = build_checked(entry["model"], load_state_file(path), str(path))
     model.arch_name = name
     own = _sidecar(str(path))  # an advtrain export: its sidecar names our architecture
-    return LoadedModel(model.to(device).eval(), name, str(path), recorded={"arch": own["arch"]} if own else {})
+    return LoadedModel(model.to(device).eval(), name, str(path),
+                       recorded={"arch": own["arch"]} if own else {})
 
 
 def build_checked(build: Callable[[], nn.Module], state: Mapping[str, Any], name: str) -> nn.Module:

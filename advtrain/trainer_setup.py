@@ -28,6 +28,8 @@ from advtrain import config as C
 from advtrain import distributed as D
 from advtrain.errors import CheckpointError, InputError
 from advtrain.atomic import atomic_write_text
+from advtrain.data.imagefolder import folder_options
+from advtrain.models.timm_models import model_options
 from advtrain.parts import Parts
 from advtrain.runlock import holder, holds_run, in_use_error
 
@@ -140,7 +142,8 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
     device = D.local_device(resolve_device(cfg.run.device), D.local_rank())  # cuda:LOCAL_RANK
     d = cfg.data
     n_cls = num_classes(d.dataset, d.num_classes)
-    model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls, **model_options(cfg)).to(device)
+    model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls,
+                         **model_options(cfg)).to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = _teacher(cfg, device)
@@ -177,27 +180,6 @@ def _check_teacher(cfg: C.Config, teacher: Dict[str, Any], n_cls: int, test, dev
         return f"teacher {what}: outputs {n_cls} logits per image (accuracy not measured)"
     return (f"teacher {what}: clean {100 * acc:.2f}% on the test subset of {len(test[1])} images "
             f"(chance {100 / n_cls:.2f}%): check passed")
-
-
-def model_options(cfg: C.Config) -> Dict[str, Any]:
-    """timm models: image size and local weights (advtrain.models.timm_models); else nothing."""
-    from advtrain.models.timm_models import is_timm
-
-    if not is_timm(cfg.model.arch):
-        return {}
-    from advtrain.data.imagefolder import image_size_of
-
-    return {"image_size": image_size_of(cfg.data), "weights": cfg.model.weights}
-
-
-def folder_options(d) -> Dict[str, Any]:
-    """ImageFolder datasets: class count and image size for the loaders; else nothing."""
-    from advtrain.data import num_classes
-    from advtrain.data.imagefolder import image_size_of, is_folder_dataset
-
-    if not is_folder_dataset(d.dataset):
-        return {}
-    return {"num_classes": num_classes(d.dataset, d.num_classes), "image_size": image_size_of(d)}
 
 
 def _check_steps(loader, d) -> None:

@@ -104,8 +104,8 @@ def read_sidecar(path) -> Dict[str, str]:
 
 
 def _check_options(path, options: Any, fix: str) -> None:
-    ok = isinstance(options, dict) and all(
-        k in OPTIONS and isinstance(v, int) and not isinstance(v, bool) and v >= 1 for k, v in options.items())
+    ok = isinstance(options, dict) and all(k in OPTIONS and isinstance(v, int) and not isinstance(v, bool)
+                                           and v >= 1 for k, v in options.items())
     if not ok:
         raise InputError(f"{path}: options must map {' / '.join(OPTIONS)} to positive integers, found "
                          f"{options!r}; {fix}")

@@ -50,6 +50,15 @@ def image_size_of(d) -> int:
     return DEFAULT_IMAGE_SIZE if d.image_size is None else d.image_size
 
 
+def folder_options(d) -> dict:
+    """The loaders' ImageFolder arguments of a ``DataConfig`` (class count, image size); {} for others."""
+    from advtrain.data.names import num_classes
+
+    if not is_folder_dataset(d.dataset):
+        return {}
+    return {"num_classes": num_classes(d.dataset, d.num_classes), "image_size": image_size_of(d)}
+
+
 def check_data_section(d) -> None:
     """Validate the ImageFolder keys of a ``DataConfig`` (once, at config load; defaults are
     applied where read: :func:`image_size_of`, ``names.num_classes(dataset, data.num_classes)``)."""

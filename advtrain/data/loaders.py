@@ -85,7 +85,8 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                                          image_size=image_size, augment=augment, batch_size=batch_size,
                                          workers=workers, seed=seed, drop_last=drop_last, subset=subset,
                                          rank=rank, world_size=world_size, device=device,
-                                         pin_memory=device.type == "cuda" if pin_memory is None else pin_memory)
+                                         pin_memory=(device.type == "cuda" if pin_memory is None
+                                                     else pin_memory))
     two_view = augment == "autoaugment"
     images, labels = load_arrays(dataset, "train", root=root, npz=train_npz)
     indices = _train_indices(len(labels), holdout, subset)

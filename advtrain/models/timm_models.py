@@ -106,6 +106,15 @@ def load_timm_weights(model: TimmClassifier, path: str) -> None:
     load_weights(model.model, state, strict=True, name=str(path))
 
 
+def model_options(cfg) -> dict:
+    """``create_model`` options of a config's timm model (image size, local weights); {} for others."""
+    if not is_timm(cfg.model.arch):
+        return {}
+    from advtrain.data.imagefolder import image_size_of
+
+    return {"image_size": image_size_of(cfg.data), "weights": cfg.model.weights}
+
+
 def check_model_section(m) -> bool:
     """Validate ``model.arch``/``model.weights`` of a config; True when the arch is a timm model."""
     if not is_timm(m.arch):
