@@ -137,6 +137,16 @@ def test_folder_config_mistakes_are_one_line_errors(data, match):
         C.from_dict({"data": data, "model": {"arch": TINY_TIMM}})
 
 
+def test_lbgat_natural_arch_may_be_a_timm_model_and_is_checked_at_load():
+    folder = {"dataset": "imagefolder", "root": "x", "num_classes": 10}
+    cfg = C.from_dict({"data": folder, "model": {"arch": TINY_TIMM},
+                       "objective": {"name": "lbgat", "natural_arch": TINY_TIMM}})
+    assert cfg.objective["natural_arch"] == TINY_TIMM
+    with pytest.raises(InputError, match="unknown timm architecture 'timm:no_such_net'"):
+        C.from_dict({"data": folder, "model": {"arch": TINY_TIMM},
+                     "objective": {"name": "lbgat", "natural_arch": "timm:no_such_net"}})
+
+
 def test_folder_config_defaults_image_size_and_timm_weights_rule():
     from advtrain.data import num_classes
     from advtrain.data.imagefolder import image_size_of
