@@ -194,3 +194,26 @@ def test_ddp_all_reduces_once_per_optimizer_step(tmp_path):
         assert ddp.require_backward_grad_sync
     finally:
         dist.destroy_process_group()
+
+
+def test_awp_perturbs_per_micro_batch_and_restores_every_one(tmp_path):
+    """With lr 0 the step moves nothing, so the weights after a step of 3 micro-batches with AWP
+    on are the starting weights up to add/sub rounding: each perturbation was removed."""
+    raw = tiny_config(tmp_path, awp={"enabled": True, "warmup": 1, "gamma": 0.01},
+                      data={"test_subset": 0, "batch_size": 4},
+                      optim={"epochs": 1, "accum_steps": 3, "momentum": 0.0, "weight_decay": 0.0})
+    trainer = Trainer(C.from_dict(raw), str(tmp_path / "run"), None)
+    trainer._set_epoch_hparams(1)
+    p = trainer.parts
+    for group in p.optimizer.param_groups:
+        group["lr"] = 0.0
+    calls, perturb = [], p.awp.perturb
+    p.awp.perturb = lambda *a: calls.append(perturb(*a)) or calls[-1]
+    before = {k: v.clone() for k, v in p.model.named_parameters()}
+    it = iter(p.loader)
+    assert trainer.stepper.step([next(it) for _ in range(3)], 1) is not None
+    assert len(calls) == 3
+    for name, w in p.model.named_parameters():
+        moved = max(d[name].abs().max().item() for d in calls) if name in calls[0] else 0.0
+        assert (w - before[name]).abs().max().item() <= 1e-3 * moved + 1e-7, name
+    assert max(d.abs().max().item() for d in calls[0].values()) > 1e-3  # AWP moved the weights
