@@ -32,15 +32,17 @@ def _threads():
 def _bn_free(seed=0):
     """Conv-ReLU-pool-linear, float64: no BatchNorm, so a sample's logits ignore its batch."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).double()
+    return nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(6, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 10)).double()
 
 
 def _trainer(tmp_path, name, accum, batch, model):
     """A trainer on the tiny npz data whose model is ``model`` (float64, BN-free)."""
     from advtrain.trainer_setup import make_optimizer
 
-    raw = tiny_config(tmp_path, objective={"name": name, **OPTIONS[name]}, data={"test_subset": 0, "batch_size": batch},
+    raw = tiny_config(tmp_path, objective={"name": name, **OPTIONS[name]},
+                      data={"test_subset": 0, "batch_size": batch},
                       optim={"epochs": 1, "lr": LR, "momentum": MOM, "weight_decay": WD,
                              "accum_steps": accum},
                       attack={"schedule": "fixed", "steps": 2, "step_size": "2/255", "ramp": False})
@@ -52,14 +54,18 @@ def _trainer(tmp_path, name, accum, batch, model):
     return trainer
 
 
+def _double_batches(loader, n):
+    it = iter(loader)
+    return [(x.double(), y) for x, y in (next(it) for _ in range(n))]
+
+
 @pytest.mark.parametrize("name", ["pgd_at", "trades"])
 def test_two_micro_batches_make_the_big_batch_step(tmp_path, name):
     big = _bn_free()
     acc = _trainer(tmp_path, name, accum=2, batch=4, model=copy.deepcopy(big))
     one = _trainer(tmp_path, name, accum=1, batch=8, model=copy.deepcopy(big))
     ref = copy.deepcopy(big).train()
-    it = iter(acc.parts.loader)
-    batches = [tuple(t.double() if t.is_floating_point() else t for t in next(it)) for _ in range(2)]
+    batches = _double_batches(acc.parts.loader, 2)
     made = []
     perturb = acc.parts.objective.perturb
     acc.parts.objective.perturb = lambda m, xx, yy: made.append(perturb(m, xx, yy)) or made[-1]
@@ -183,8 +189,7 @@ def test_ddp_all_reduces_once_per_optimizer_step(tmp_path):
 
         ddp.register_comm_hook(None, hook)
         p.model = ddp
-        it = iter(p.loader)
-        batches = [tuple(t.double() if t.is_floating_point() else t for t in next(it)) for _ in range(2)]
+        batches = _double_batches(p.loader, 2)
         assert trainer.stepper.step(batches, 1) is not None
         assert len(reduces) == 1
         wrapped = nn.Module()
