@@ -108,6 +108,9 @@ class OptimConfig:
     # per-epoch lr table: a list (one lr per epoch 1..E, replaces the schedule) or a mapping
     # {epoch: lr} for the epochs that differ from the schedule (LBGAT: {1: 0.02})
     lr_table: Any = None
+    # micro-batches per optimizer step (gradient accumulation, advtrain.train_step): the loss of
+    # each is divided by the group size, so one step sees data.batch_size * accum_steps images
+    accum_steps: int = 1
 
 
 @dataclass(frozen=True)

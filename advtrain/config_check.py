@@ -115,6 +115,7 @@ def check_ranges(cfg) -> None:
     if any(m < 1 for m in o.milestones) or len(set(o.milestones)) != len(o.milestones) or \
             list(o.milestones) != sorted(o.milestones):
         raise InputError(f"optim.milestones {o.milestones} must be increasing epochs >= 1 (each once)")
+    _at_least("optim.accum_steps", o.accum_steps, 1)
     if o.nesterov and o.momentum <= 0:
         raise InputError("optim.nesterov needs optim.momentum > 0")
     _at_least("awp.gamma", cfg.awp.gamma, 0)

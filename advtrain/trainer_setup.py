@@ -32,6 +32,7 @@ from advtrain.data.imagefolder import folder_options
 from advtrain.models.timm_models import model_options
 from advtrain.parts import Parts
 from advtrain.runlock import holder, holds_run, in_use_error
+from advtrain.train_step import steps_per_epoch
 
 #: resolved-config entries that may change between an interrupted run and its resumption
 RESUME_FREE = {"run.name", "run.out_dir", "run.device", "run.progress", "data.workers", "notes",
@@ -162,7 +163,8 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
     checked = _check_teacher(cfg, teacher, n_cls, test, device)
     return Parts(device=device, model=model, objective=objective, num_classes=n_cls, loader=loader,
                  optimizer=make_optimizer(cfg, model, objective), test=test,
-                 holdout=_holdout_set(cfg), awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
+                 holdout=_holdout_set(cfg), awp=_awp(cfg, model),
+                 ema=_ema(cfg, model, steps_per_epoch(len(loader), cfg.optim.accum_steps)),
                  autocast=_autocast(cfg, device), teacher_check=checked)
 
 
