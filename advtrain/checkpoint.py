@@ -131,13 +131,14 @@ def load(path: str) -> Dict[str, Any]:
     is built from it; the trainer's strict load then checks the key sets.
     """
     from advtrain.models.convert import check_fits
-    from advtrain.modelfile import skeleton
+    from advtrain.modelfile import recorded_options, skeleton
 
     ckpt = load_state_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an advtrain training checkpoint (no format "
                               f"{FORMAT!r}); give the run directory written by 'advtrain train'")
-    model = skeleton(ckpt.get("arch"), ckpt.get("dataset"), ckpt.get("num_classes"))
+    model = skeleton(ckpt.get("arch"), ckpt.get("dataset"), ckpt.get("num_classes"),
+                     recorded_options(ckpt))
     for key in ("model", "ema"):  # NaN/Inf were refused by load_state_file; now keys/shapes/dtypes
         if isinstance(ckpt.get(key), dict):
             if model is not None:

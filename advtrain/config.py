@@ -59,12 +59,16 @@ class DataConfig:
     train_subset: Optional[int] = None
     test_subset: int = 1000  # fixed random (seed 0) test subset for the per-epoch clean / PGD accuracy
     holdout: int = 0
+    # ImageFolder datasets (imagefolder, imagenet; advtrain.data.imagefolder): class count, pixels
+    num_classes: Optional[int] = None
+    image_size: Optional[int] = None  # None -> 224 for ImageFolder datasets
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "wrn-34-10"
+    arch: str = "wrn-34-10"  # or timm:<name> (advtrain.models.timm_models)
     channels_last: bool = False
+    weights: Optional[str] = None  # timm models: local initial weights (tensors only)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,9 @@ class OptimConfig:
     # per-epoch lr table: a list (one lr per epoch 1..E, replaces the schedule) or a mapping
     # {epoch: lr} for the epochs that differ from the schedule (LBGAT: {1: 0.02})
     lr_table: Any = None
+    # micro-batches per optimizer step (gradient accumulation, advtrain.train_step): the loss of
+    # each is divided by the group size, so one step sees data.batch_size * accum_steps images
+    accum_steps: int = 1
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ def check_ranges(cfg) -> None:
     if any(m < 1 for m in o.milestones) or len(set(o.milestones)) != len(o.milestones) or \
             list(o.milestones) != sorted(o.milestones):
         raise InputError(f"optim.milestones {o.milestones} must be increasing epochs >= 1 (each once)")
+    _at_least("optim.accum_steps", o.accum_steps, 1)
     if o.nesterov and o.momentum <= 0:
         raise InputError("optim.nesterov needs optim.momentum > 0")
     _at_least("awp.gamma", cfg.awp.gamma, 0)
@@ -147,6 +148,9 @@ def _check_data(d) -> None:
         _at_least("data.train_subset", d.train_subset, 1)
     _at_least("data.test_subset", d.test_subset, 0)
     _at_least("data.holdout", d.holdout, 0)
+    from advtrain.data.imagefolder import check_data_section
+
+    check_data_section(d)
 
 
 def check_lr_table(table: Any, E: int):
@@ -198,14 +202,20 @@ def _check_average(av, E: int) -> None:
 def _check_names(cfg) -> None:
     """Dataset and architecture names against their registries."""
     from advtrain.data import num_classes
+    from advtrain.models.timm_models import check_model_section
 
-    num_classes(cfg.data.dataset)
-    _check_arch("model.arch", cfg.model.arch)
+    num_classes(cfg.data.dataset, cfg.data.num_classes)
+    if not check_model_section(cfg.model):  # timm:<name> archs are checked against timm
+        _check_arch("model.arch", cfg.model.arch)
 
 
 def _check_arch(key: str, arch: str) -> None:
     from advtrain.models import model_names
+    from advtrain.models.timm_models import is_timm, timm_name
 
+    if is_timm(arch):
+        timm_name(arch)
+        return
     names = list(model_names())
     if arch not in names and not re.fullmatch(r"wrn-\d+-\d+", arch):
         raise unknown("architecture" if key == "model.arch" else f"architecture ({key})", arch, names)

@@ -19,6 +19,7 @@ import torch
 
 from advtrain.atomic import commit_files, safetensors_bytes, tensor_bytes
 from advtrain.errors import CheckpointError, InputError, unknown
+from advtrain.models.timm_models import build_options, probe_input
 from advtrain.zoo import (LOCAL_ONLY, THREAT_MODELS, ZOO_DATASETS, _is_ours, meta_path,  # noqa: F401
                           register_model_dir, register_robustbench, sidecar_text, zoo_entry, zoo_path)
 
@@ -33,13 +34,16 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     """
     if dataset not in ZOO_DATASETS:
         raise unknown("dataset", dataset, ZOO_DATASETS)
+    if dataset == "imagenet" and "Standard" in name:  # load_model returns those without weights
+        raise InputError(f"RobustBench loads no weights for ImageNet models named *Standard* "
+                         f"({name!r}); choose a name without 'Standard'")
     if threat_model not in THREAT_MODELS:
         raise unknown("threat model", threat_model, THREAT_MODELS)
     path = zoo_path(model_dir, name, dataset, threat_model)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; remove it or pass --overwrite")
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-    mangled = [k for k in state if "module." in k or "model." in k]
+    mangled = [k for k in state if "module." in k or "model." in _unprefixed(k, dataset)]
     if mangled:
         raise CheckpointError(f"keys {mangled[:3]} contain 'module.'/'model.', which "
                               "robustbench.utils.load_model strips; rename those submodules")
@@ -48,14 +52,14 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     entry = zoo_entry(name, dataset, threat_model)
     ours = (entry is None or _is_ours(entry)) and arch
     if ours:  # outside the zoo: the description lets register_model_dir() teach RobustBench
-        files[meta_path(model_dir, name, dataset, threat_model)] = sidecar_text(name, arch, dataset,
-                                                                                threat_model)
+        files[meta_path(model_dir, name, dataset, threat_model)] = sidecar_text(
+            name, arch, dataset, threat_model, build_options(model))
     if safetensors:
         files[path.with_suffix(".safetensors")] = safetensors_bytes(state, {"arch": arch or "",
                                                                             "dataset": dataset})
     commit_files(files, primary=path, size_hint=tensor_bytes(state))
     if ours:
-        register_robustbench(name, arch, dataset, threat_model)
+        register_robustbench(name, arch, dataset, threat_model, build_options(model))
     if verify and zoo_entry(name, dataset, threat_model) is not None:
         try:
             verify_roundtrip(model, name, dataset, threat_model, model_dir)
@@ -64,6 +68,12 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
                 Path(written).unlink(missing_ok=True)
             raise
     return path
+
+
+def _unprefixed(key: str, dataset: str) -> str:
+    """RobustBench strips then re-adds one leading ``model.`` on ImageNet checkpoints (the timm
+    wrappers keep their network there); any other ``model.`` would be mangled."""
+    return key[len("model."):] if dataset == "imagenet" and key.startswith("model.") else key
 
 
 @torch.no_grad()
@@ -80,7 +90,7 @@ def verify_roundtrip(model, name: str, dataset: str, threat_model: str, model_di
         raise CheckpointError(f"RobustBench cannot load the export as {name!r} (wrong "
                               f"architecture for this zoo name?): {first}") from None
     device = next(model.parameters()).device
-    x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
+    x = probe_input(model, n).to(device)
     was_training = model.training
     model.eval()
     try:

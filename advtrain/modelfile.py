@@ -36,10 +36,12 @@ from torch import nn
 from advtrain import zoo
 from advtrain.errors import CheckpointError, InputError, unknown
 from advtrain.models.convert import check_fits, load_weights
+from advtrain.models.timm_models import recorded_options
 from advtrain.names import SIDECAR_SUFFIX
 from advtrain.safeload import file_sha256, load_state_file
 
-__all__ = ["LoadedModel", "WEIGHTS", "freeze", "load_model_file", "load_zoo", "skeleton"]
+__all__ = ["LoadedModel", "WEIGHTS", "freeze", "load_model_file", "load_zoo", "recorded_options",
+           "skeleton"]
 
 WEIGHTS = ("model", "ema")
 
@@ -85,20 +87,25 @@ def load_model_file(path, *, dataset: str, arch: Optional[str] = None,
     if weights not in WEIGHTS:
         raise unknown("weights", weights, WEIGHTS)
     state, recorded = select_weights(raw, weights, path)
-    arch = arch or recorded.get("arch") or _sidecar_arch(path)
+    side = _sidecar(path)
+    if side and not recorded:  # an advtrain export: its sidecar names the architecture and options
+        recorded = {"arch": side["arch"], "options": side.get("options", {})}
+    arch = arch or recorded.get("arch")
     if arch and not isinstance(arch, str):
         raise CheckpointError(f"{what}{path} records architecture {arch!r}, not a name; pass --arch")
     if not arch:
         from advtrain.models import list_models
         raise InputError(f"{what}{path} records no architecture; pass --arch (for a teacher: "
                          f"set teacher.arch; choices: {', '.join(list_models())})")
-    if recorded.get("dataset") and recorded["dataset"] != dataset:
+    if recorded.get("dataset") and recorded["dataset"] != dataset and not _folder_pair(recorded["dataset"],
+                                                                                       dataset):
         raise InputError(f"{what}{path} was trained on {recorded['dataset']!r} but the dataset is "
                          f"{dataset!r}; pass --dataset {recorded['dataset']} or use a model trained "
                          f"on {dataset}")
     from advtrain.models import create_model
 
-    model = build_checked(lambda: create_model(arch, dataset=dataset), state, path)
+    options = recorded.get("options", {}) if arch == recorded.get("arch") else {}
+    model = build_checked(lambda: create_model(arch, dataset=dataset, **options), state, path)
     return LoadedModel(model.to(device).eval(), arch, path, weights, recorded)
 
 
@@ -123,8 +130,9 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
                               "there (downloading is not attempted offline)")
     model = build_checked(entry["model"], load_state_file(path), str(path))
     model.arch_name = name
-    own = _sidecar_arch(str(path))  # an advtrain export: its sidecar names our architecture
-    return LoadedModel(model.to(device).eval(), name, str(path), recorded={"arch": own} if own else {})
+    own = _sidecar(str(path))  # an advtrain export: its sidecar names our architecture
+    return LoadedModel(model.to(device).eval(), name, str(path),
+                       recorded={"arch": own["arch"]} if own else {})
 
 
 def build_checked(build: Callable[[], nn.Module], state: Mapping[str, Any], name: str) -> nn.Module:
@@ -135,9 +143,11 @@ def build_checked(build: Callable[[], nn.Module], state: Mapping[str, Any], name
     return load_weights(build(), state, strict=True, name=name)
 
 
-def skeleton(arch: Any, dataset: Any = None, num_classes: Any = None) -> Optional[nn.Module]:
+def skeleton(arch: Any, dataset: Any = None, num_classes: Any = None,
+             options: Optional[Mapping[str, Any]] = None) -> Optional[nn.Module]:
     """A recorded architecture built on the meta device (names, shapes, dtypes, no memory); None
-    when the record names no buildable architecture (whoever builds the model reports that)."""
+    when the record names no buildable architecture (whoever builds the model reports that).
+    ``options``: recorded ``create_model`` options (:func:`recorded_options`)."""
     from advtrain.errors import AdvtrainError
     from advtrain.models import create_model
 
@@ -145,7 +155,7 @@ def skeleton(arch: Any, dataset: Any = None, num_classes: Any = None) -> Optiona
         return None
     try:
         with torch.device("meta"):
-            return create_model(arch, dataset=dataset, num_classes=num_classes)
+            return create_model(arch, dataset=dataset, **{"num_classes": num_classes, **(options or {})})
     except (AdvtrainError, TypeError, ValueError, RuntimeError, NotImplementedError):
         return None
 
@@ -158,6 +168,7 @@ def select_weights(raw: Mapping, weights: str, path) -> tuple:
             raise CheckpointError(f"{os.fspath(path)} has no {weights!r} weights; use "
                                   "--weights model")
         recorded = {k: raw[k] for k in ("arch", "dataset", "num_classes") if k in raw}
+        recorded["options"] = recorded_options(raw)
         data = raw.get("config", {}).get("data", {}) if isinstance(raw.get("config"), Mapping) else {}
         if isinstance(data, Mapping) and (data.get("root") or data.get("test_npz")):
             recorded["test_data"] = {"root": data.get("root"), "npz": data.get("test_npz")}
@@ -170,7 +181,14 @@ def select_weights(raw: Mapping, weights: str, path) -> tuple:
     return raw, {}
 
 
-def _sidecar_arch(path: str) -> Optional[str]:
-    """The architecture in the validated ``NAME.advtrain.json`` beside an export, if there is one."""
+def _sidecar(path: str) -> Optional[Dict[str, Any]]:
+    """The validated ``NAME.advtrain.json`` beside an export (architecture, options), if there is one."""
     meta = Path(path).with_suffix(SIDECAR_SUFFIX)
-    return zoo.read_sidecar(meta)["arch"] if meta.is_file() else None
+    return zoo.read_sidecar(meta) if meta.is_file() else None
+
+
+def _folder_pair(a: str, b: str) -> bool:
+    """A model trained on an ImageFolder tree may be evaluated/exported as RobustBench's imagenet."""
+    from advtrain.data.imagefolder import is_folder_dataset
+
+    return is_folder_dataset(a) and is_folder_dataset(b)

@@ -1,6 +1,7 @@
 """The training loop: ``fit(config) -> run_dir`` (exported as ``advtrain.fit``).
 
-One iteration (SPEC 2.5, order matters)::
+One optimizer step (SPEC 2.5, order matters; :mod:`advtrain.train_step`, which also owns gradient
+accumulation over ``optim.accum_steps`` micro-batches and its exact semantics)::
 
     eps_t, eta, K = attack_budget(epoch)            # AttackBudget, set once per epoch with the lr
     x_adv = objective.perturb(model, x, y)          # inner maximisation (attack switches modes)
@@ -14,10 +15,11 @@ final ``attack.eps`` in ``attack.norm``), ``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/l
 ``metrics.csv`` row and ``curves.png``. With ``data.holdout`` images held out, every
 ``eval.holdout_every`` epochs the EMA weights (the model's without EMA) are scored by PGD-CW on them
 (DM recipe, SPEC 6) and ``RUN_DIR/best.pt`` keeps the best epoch (ties: the later one).
-``last.pt`` is also written every ``run.checkpoint_every_steps`` steps with the loader position, so
-a run killed at any instant resumes (``resume=True``) to bit-identical weights on CPU. A non-finite
-loss or weight stops the run with one line (``nan_policy: stop``) or skips the batch (``skip``);
-an epoch in which every batch was skipped stops the run (it trained nothing). Each epoch prints one
+``last.pt`` is also written every ``run.checkpoint_every_steps`` optimizer steps with the loader
+position, so a run killed at any instant resumes (``resume=True``) to bit-identical weights on CPU.
+A non-finite loss or weight stops the run with one line (``nan_policy: stop``) or skips the
+optimizer step (``skip``); an epoch in which every step was skipped stops the run (it trained
+nothing). Each epoch prints one
 line (:mod:`advtrain.runlog`), the end of the run the summary table.
 """
 from __future__ import annotations
@@ -36,12 +38,12 @@ from advtrain import distributed as D
 from advtrain import metrics as M
 from advtrain.atomic import atomic_write_text
 from advtrain.runlock import RunLock, lock_new_run_dir
-from advtrain.nonfinite import (NonFiniteError, decided_together, finite_params, first_nonfinite,
-                                restore_buffers, snapshot_buffers)
+from advtrain.nonfinite import NonFiniteError
 from advtrain.parts import Progress, RNGState, load_states, save_states, stateful
 from advtrain.runlog import RunLog
 from advtrain.schedules import AttackBudget, attack_budget, lr_at, momentum_at
 from advtrain.teacher import identity as teacher_identity
+from advtrain.train_step import Stepper, steps_per_epoch
 from advtrain.trainer_setup import build_parts, prepare_run_dir, resolve_device, start_run_dir
 from advtrain.utils import git_commit, package_versions
 
@@ -115,6 +117,9 @@ class Trainer:
         self.parts = p = build_parts(cfg, fresh=state is None)
         self.E = cfg.optim.epochs
         self.progress, self.rng = Progress(batches_per_epoch=len(p.loader)), RNGState()
+        self.accum = cfg.optim.accum_steps  # micro-batches per optimizer step
+        self.steps_per_epoch = steps_per_epoch(len(p.loader), self.accum)
+        self.stepper = Stepper(p, cfg, self._nan_message)
         self.budget: Optional[AttackBudget] = None  # the running epoch's training attack
         self.log = RunLog(cfg, run_dir, p.test, D.is_main(), self.resolved["attack"]["norm"])
         self.meta = {"arch": cfg.model.arch, "dataset": cfg.data.dataset,
@@ -166,32 +171,53 @@ class Trainer:
         cfg, p, pr = self.cfg, self.parts, self.progress
         self._set_epoch_hparams(e)
         it = self._epoch_batches(e)
-        bar = _progress(len(p.loader), pr.batch, f"epoch {e}/{self.E}",
-                        cfg.run.progress and D.is_main())
-        start, every = time.time(), max(1, len(p.loader) // 100)  # <= ~100 curve points per epoch
+        n_batches, n = len(p.loader), cfg.run.checkpoint_every_steps
+        bar = _progress(n_batches, pr.batch, f"epoch {e}/{self.E}", cfg.run.progress and D.is_main())
+        every = max(1, self.steps_per_epoch // 100)  # <= ~100 curve points per epoch
+        start, group = time.time(), None
         for x, y in it:
-            terms = self._train_step(x, y, e)
+            if group is None:
+                group = self.stepper.group(pr.batch, n_batches)
+            self.stepper.micro_batch(group, x, y, e)
             pr.batch += 1
-            if terms is not None:
-                pr.step += 1
-                _accumulate(pr.running, terms)
-                lr = p.optimizer.param_groups[0]["lr"]
-                pr.add_trace(terms, lr, self.budget.eps, every)
-                self.log.step(pr.step, terms, lr, self.budget.eps)
-                bar.set_postfix(loss=f"{terms['loss']:.3f}", acc=f"{terms.get('acc_adv', 0):.3f}")
             bar.update(1)
-            n = cfg.run.checkpoint_every_steps
-            if n and pr.batch < len(p.loader) and pr.batch % n == 0:
+            if not group.complete:
+                continue
+            self._after_step(self.stepper.finish(group, e), group.size, every, bar)
+            group = None
+            # only between groups: a resumed run starts at a group boundary
+            if n and pr.batch < n_batches and steps_per_epoch(pr.batch, self.accum) % n == 0:
                 pr.running["seconds"] += time.time() - start
                 start = time.time()
                 self._save(epoch_file=False)
         bar.close()
         pr.running["seconds"] += time.time() - start
         pr.flush_trace(p.optimizer.param_groups[0]["lr"], self.budget.eps)
-        if pr.running["count"] == 0:  # every batch skipped: nothing was trained
+        if pr.running["count"] == 0:  # every step skipped: nothing was trained
             raise NonFiniteError(
-                f"epoch {e} made no update: all {pr.batch} batches had a non-finite loss and were "
-                f"skipped (nan_policy: skip); lower optim.lr, check the data and the teacher")
+                f"epoch {e} made no update: every optimizer step had a non-finite loss and was "
+                f"skipped ({pr.batch} batches, nan_policy: skip); lower optim.lr, check the data "
+                f"and the teacher")
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, e: int) -> Optional[Dict[str, float]]:
+        """One optimizer step on the one batch ``(x, y)`` (tests and bench/); None when skipped."""
+        terms = self.stepper.step([(x, y)], e)
+        if terms is None:
+            self.progress.running["skipped_batches"] += 1
+        return terms
+
+    def _after_step(self, terms: Optional[Dict[str, float]], size: int, every: int, bar) -> None:
+        """Count and log one optimizer step (``terms`` None: skipped, its ``size`` batches too)."""
+        pr = self.progress
+        if terms is None:
+            pr.running["skipped_batches"] += size
+            return
+        pr.step += 1
+        _accumulate(pr.running, terms)
+        lr = self.parts.optimizer.param_groups[0]["lr"]
+        pr.add_trace(terms, lr, self.budget.eps, every)
+        self.log.step(pr.step, terms, lr, self.budget.eps)
+        bar.set_postfix(loss=f"{terms['loss']:.3f}", acc=f"{terms.get('acc_adv', 0):.3f}")
 
     def _set_epoch_hparams(self, e: int) -> None:
         o, a = self.cfg.optim, self.resolved["attack"]  # resolved: objective defaults filled in
@@ -201,41 +227,6 @@ class Trainer:
         self.budget = attack_budget(e, self.E, a["eps"], a["schedule"], steps=a["steps"],
                                     step_size=a["step_size"], ramp=a["ramp"])
         self.parts.objective.set_attack_budget(*self.budget)
-
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, e: int) -> Optional[Dict[str, float]]:
-        p = self.parts
-        x, y = x.to(p.device, non_blocking=True), y.to(p.device, non_blocking=True)
-        if self.cfg.model.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with p.autocast():
-            x_adv = p.objective.perturb(D.unwrap(p.model), x, y)
-        p.model.train()
-        saved = snapshot_buffers(p.model, p.objective) if self.cfg.nan_policy == "skip" else None
-        with p.autocast():  # AWP's proxy forwards and backward in the main step's precision
-            diff = p.awp.perturb(p.objective, x, x_adv, y) if p.awp and p.awp.active(e) else None
-            loss, terms = p.objective.loss(p.model, x, x_adv, y)
-        bad = decided_together(first_nonfinite(loss, terms))  # DDP: skip/stop on every rank
-        if bad is None:
-            p.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            D.average_grads_(p.objective.extra_parameters())  # e.g. LBGAT's natural model
-            p.optimizer.step()
-        if diff is not None:
-            p.awp.restore(diff)
-        if bad is not None:
-            return self._non_finite(e, bad, saved)
-        if not finite_params(p.optimizer):
-            raise NonFiniteError(self._nan_message(e, "weights after the optimizer step"))
-        if p.ema is not None:
-            p.ema.update(D.unwrap(p.model), e)
-        return {k: float(v) for k, v in terms.items()}
-
-    def _non_finite(self, e: int, term: str, saved) -> None:
-        if self.cfg.nan_policy == "stop":
-            raise NonFiniteError(self._nan_message(e, term))
-        restore_buffers(saved)
-        self.progress.running["skipped_batches"] += 1
-        return None
 
     def _nan_message(self, e: int, what: str) -> str:
         last = ck.latest(self.run_dir) or "none yet"

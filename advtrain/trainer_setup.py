@@ -28,8 +28,11 @@ from advtrain import config as C
 from advtrain import distributed as D
 from advtrain.errors import CheckpointError, InputError
 from advtrain.atomic import atomic_write_text
+from advtrain.data.imagefolder import folder_options
+from advtrain.models.timm_models import model_options
 from advtrain.parts import Parts
 from advtrain.runlock import holder, holds_run, in_use_error
+from advtrain.train_step import steps_per_epoch
 
 #: resolved-config entries that may change between an interrupted run and its resumption
 RESUME_FREE = {"run.name", "run.out_dir", "run.device", "run.progress", "data.workers", "notes",
@@ -139,8 +142,9 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
     seed_everything(cfg.run.seed)
     device = D.local_device(resolve_device(cfg.run.device), D.local_rank())  # cuda:LOCAL_RANK
     d = cfg.data
-    n_cls = num_classes(d.dataset)
-    model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls).to(device)
+    n_cls = num_classes(d.dataset, d.num_classes)
+    model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls,
+                         **model_options(cfg)).to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = _teacher(cfg, device)
@@ -150,15 +154,17 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
         synthetic_fraction=d.synthetic_fraction, augment=d.augment,
         batch_size=D.per_rank_batch(d.batch_size), rank=D.rank(), world_size=D.world_size(),
         workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
-        holdout=d.holdout, device=device)  # batches arrive augmented, on the device
+        holdout=d.holdout, device=device, **folder_options(d))  # batches arrive augmented, on the device
     _check_steps(loader, d)
     test = None
     if d.test_subset > 0:
-        test = _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset)
+        test = (_folder_test_subset(d, load_test_arrays) if folder_options(d) else
+                _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset))
     checked = _check_teacher(cfg, teacher, n_cls, test, device)
     return Parts(device=device, model=model, objective=objective, num_classes=n_cls, loader=loader,
                  optimizer=make_optimizer(cfg, model, objective), test=test,
-                 holdout=_holdout_set(cfg), awp=_awp(cfg, model), ema=_ema(cfg, model, len(loader)),
+                 holdout=_holdout_set(cfg), awp=_awp(cfg, model),
+                 ema=_ema(cfg, model, steps_per_epoch(len(loader), cfg.optim.accum_steps)),
                  autocast=_autocast(cfg, device), teacher_check=checked)
 
 
@@ -201,11 +207,21 @@ def _teacher(cfg: C.Config, device: torch.device) -> Dict[str, Any]:
 def _test_subset(arrays, n: int):
     """A fixed random subset of ``n`` test images (seed 0): test files may be sorted by class."""
     x, y = arrays
-    if n > len(y):
-        raise InputError(f"data.test_subset = {n} but the test set has {len(y)} images; "
-                         f"use data.test_subset <= {len(y)} (0 disables the per-epoch test)")
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    idx = _subset_indices(len(y), n)
     return x[idx].contiguous(), y[idx].contiguous()
+
+
+def _folder_test_subset(d, load_test_arrays):
+    """:func:`_test_subset` of an ImageFolder ``val/``, decoding only the chosen images."""
+    return load_test_arrays(d.dataset, root=d.root, **folder_options(d),
+                            indices=lambda total: _subset_indices(total, d.test_subset))
+
+
+def _subset_indices(total: int, n: int) -> torch.Tensor:
+    if n > total:
+        raise InputError(f"data.test_subset = {n} but the test set has {total} images; "
+                         f"use data.test_subset <= {total} (0 disables the per-epoch test)")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:n].sort().values
 
 
 def _holdout_set(cfg: C.Config):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -23,10 +23,12 @@ from advtrain.names import SIDECAR_SUFFIX, check_model_name
 from attacks import NORMS as THREAT_MODELS  # the norms' one owner
 
 #: the datasets whose RobustBench zoo tables advtrain exports to and loads from
-ZOO_DATASETS = ("cifar10", "cifar100")
+ZOO_DATASETS = ("cifar10", "cifar100", "imagenet")
 #: ``gdrive_id`` of entries we add: RobustBench only needs it to be set; the file is local
 LOCAL_ONLY = "advtrain-local-export"
 SIDECAR_FIELDS = ("name", "arch", "dataset", "threat_model")
+#: optional sidecar field: ``create_model`` options beyond the name (timm: class count, image size)
+OPTIONS = ("num_classes", "image_size")
 
 
 def zoo_entry(name: str, dataset: str, threat_model: str) -> Optional[dict]:
@@ -65,10 +67,12 @@ def meta_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
     return Path(model_dir) / dataset / threat_model / f"{name}{SIDECAR_SUFFIX}"
 
 
-def sidecar_text(name: str, arch: str, dataset: str, threat_model: str) -> str:
-    """The sidecar ``advtrain export`` writes (what :func:`read_sidecar` accepts)."""
-    return json.dumps({"name": name, "arch": arch, "dataset": dataset,
-                       "threat_model": threat_model}, indent=1) + "\n"
+def sidecar_text(name: str, arch: str, dataset: str, threat_model: str,
+                 options: Optional[Dict[str, int]] = None) -> str:
+    """The sidecar ``advtrain export`` writes (what :func:`read_sidecar` accepts); ``options``
+    (:func:`advtrain.models.timm_models.build_options`) only when there are any."""
+    info = {"name": name, "arch": arch, "dataset": dataset, "threat_model": threat_model}
+    return json.dumps({**info, **({"options": options} if options else {})}, indent=1) + "\n"
 
 
 def read_sidecar(path) -> Dict[str, str]:
@@ -82,7 +86,7 @@ def read_sidecar(path) -> Dict[str, str]:
     if not isinstance(info, dict):
         raise InputError(f"{path}: an export description is a JSON object, found "
                          f"{type(info).__name__}; {fix}")
-    extra = sorted(set(info) - set(SIDECAR_FIELDS))
+    extra = sorted(set(info) - set(SIDECAR_FIELDS) - {"options"})
     missing = [k for k in SIDECAR_FIELDS if k not in info]
     bad = [k for k in SIDECAR_FIELDS if k in info and not isinstance(info[k], str)]
     if extra or missing or bad:
@@ -90,12 +94,21 @@ def read_sidecar(path) -> Dict[str, str]:
                                      f"missing {missing}" if missing else "",
                                      f"not strings: {bad}" if bad else "") if x)
         raise InputError(f"{path}: not an advtrain export description ({what}); {fix}")
+    _check_options(path, info.get("options", {}), fix)
     _choice(path, "dataset", info["dataset"], ZOO_DATASETS)
     _choice(path, "threat_model", info["threat_model"], THREAT_MODELS)
     check_model_name(info["name"], f"{path}: name")
     if Path(path).name != f"{info['name']}{SIDECAR_SUFFIX}":
         raise InputError(f"{path}: describes {info['name']!r}, not the file beside it; {fix}")
     return info
+
+
+def _check_options(path, options: Any, fix: str) -> None:
+    ok = isinstance(options, dict) and all(k in OPTIONS and isinstance(v, int) and not isinstance(v, bool)
+                                           and v >= 1 for k, v in options.items())
+    if not ok:
+        raise InputError(f"{path}: options must map {' / '.join(OPTIONS)} to positive integers, found "
+                         f"{options!r}; {fix}")
 
 
 def _choice(path, key: str, value: str, choices) -> None:
@@ -108,26 +121,29 @@ def _is_ours(entry) -> bool:
     return isinstance(entry, dict) and entry.get("gdrive_id") == LOCAL_ONLY
 
 
-def register_robustbench(name: str, arch: str, dataset: str, threat_model: str = "Linf") -> None:
+def register_robustbench(name: str, arch: str, dataset: str, threat_model: str = "Linf",
+                         options: Optional[Dict[str, int]] = None) -> None:
     """Add ``name`` (built by advtrain's ``arch``) to RobustBench's zoo table in this process, so
     ``robustbench.utils.load_model(name, model_dir=...)`` builds it and loads the local file.
 
     RobustBench's real zoo names are never replaced. The architecture is tried on the meta device
-    (no memory), so a sidecar naming a huge or unknown architecture costs nothing.
+    (no memory), so a sidecar naming a huge or unknown architecture costs nothing. ``options``: the
+    sidecar's recorded ``create_model`` options (a timm model's class count and image size).
     """
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
     from advtrain.models import create_model
 
+    options = dict(options or {})
     with torch.device("meta"):
-        create_model(arch, dataset=dataset)  # unknown arch / dataset -> one-line error now
+        create_model(arch, dataset=dataset, **options)  # unknown arch / dataset -> one-line error now
     # RobustBench has no table for some pairs (e.g. cifar100/L2): create it, load_model reads it
     table = model_dicts[BenchmarkDataset(dataset)].setdefault(ThreatModel(threat_model), {})
     if name in table and not _is_ours(table[name]):
         raise InputError(f"{name!r} is already a RobustBench {dataset}/{threat_model} zoo model; "
                          "choose another name for your export")
-    table[name] = {"model": lambda: create_model(arch, dataset=dataset).eval(),
+    table[name] = {"model": lambda: create_model(arch, dataset=dataset, **options).eval(),
                    "gdrive_id": LOCAL_ONLY}
 
 
@@ -139,6 +155,7 @@ def register_model_dir(model_dir="checkpoints") -> list:
         if (meta.parent.parent.name, meta.parent.name) != (info["dataset"], info["threat_model"]):
             raise InputError(f"{meta}: describes a {info['dataset']}/{info['threat_model']} export but "
                              "lies elsewhere; delete it and export again")
-        register_robustbench(info["name"], info["arch"], info["dataset"], info["threat_model"])
+        register_robustbench(info["name"], info["arch"], info["dataset"], info["threat_model"],
+                             info.get("options"))
         names.append(info["name"])
     return names

@@ -20,6 +20,12 @@ counting an input-backward as 1 forward and a full backward as 2::
 ``--peak-tflops``). Without CUDA the script prints "no CUDA" and exits 0. Example::
 
     python bench/bench_gpu.py --batches 128,256,512 --repeats 20 --warmup 5 [--compile]
+    python bench/bench_gpu.py --arch timm:resnet50 --batches 128,256 --precisions bf16
+    python bench/bench_gpu.py --arch timm:vit_small_patch16_224 --batches 128,256 --precisions bf16
+
+timm models train on a generated 224 px ImageFolder (``--image-size``); their attention matmuls are
+in the FLOPs (``advtrain.models.flops``). The "loader" rows of timm models still read the 32 px CIFAR-style
+loader (their image rate, not the ImageFolder decode rate: see bench/bench_imagefolder.py).
 """
 from __future__ import annotations
 
@@ -122,7 +128,8 @@ def run_one(args, batch: int, precision: str) -> dict:
 
     set_precision(precision)
     with tempfile.TemporaryDirectory() as folder:
-        trainer = make_trainer(args.arch, "gkl_at", True, batch, args.steps, "cuda", folder)
+        trainer = make_trainer(args.arch, "gkl_at", True, batch, args.steps, "cuda", folder,
+                               args.image_size)
         set_precision(precision)  # again: building the trainer applied its own tf32 setting
         if precision == "bf16":
             trainer.cfg = dataclasses.replace(trainer.cfg, precision="bf16")  # the config is frozen
@@ -132,7 +139,8 @@ def run_one(args, batch: int, precision: str) -> dict:
         x, y = next(iter(trainer.parts.loader))
         x, y = x.to(trainer.parts.device), y.to(trainer.parts.device)
         passes = count_passes(trainer, x, y)  # before compiling: the hook matches the model class
-        flops_fwd = count_flops(unwrap(trainer.parts.model), (batch, 3, 32, 32))
+        size = getattr(unwrap(trainer.parts.model), "image_size", 32)  # timm models: --image-size
+        flops_fwd = count_flops(unwrap(trainer.parts.model), (batch, 3, size, size))
         if args.compile:
             trainer.parts.model = torch.compile(trainer.parts.model)
         t_res = steady_seconds(lambda: trainer._train_step(x, y, 1), args.warmup, args.repeats)
@@ -162,6 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--loader-images", type=int, default=8192)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in warm-up)")
     p.add_argument("--peak-tflops", type=float, default=0.0)
+    p.add_argument("--image-size", type=int, default=224, help="timm:<name> archs: pixels")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_gpu: no CUDA GPU on this machine; nothing to measure (exit 0)")

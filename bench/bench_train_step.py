@@ -17,6 +17,11 @@ Examples::
     python bench/bench_train_step.py                          # wrn-10-1, batch 32, CPU, K=5
     python bench/bench_train_step.py --arch wrn-34-10 --batch 128 --device cuda --steps 5
     python bench/bench_train_step.py --objectives rslad,gkl_kd,ard       # robust distillation
+    python bench/bench_train_step.py --arch timm:resnet50 --batch 4 --objectives gkl_at,trades
+    python bench/bench_train_step.py --arch timm:vit_small_patch16_224 --batch 4 --objectives trades
+
+``timm:<name>`` architectures train on a generated ImageFolder of ``--image-size`` px JPEGs (224 by
+default): the real decode + RandomResizedCrop path, with the loader outside the timed step as above.
 """
 from __future__ import annotations
 
@@ -33,27 +38,43 @@ import torch.nn.functional as F
 from bench_attack import input_grad_pass, timed
 
 
-def make_trainer(arch, objective, awp, batch, steps, device, folder):
-    """A real :class:`advtrain.trainer.Trainer` on a generated npz (nothing is written)."""
+def _data(arch, batch, folder, image_size):
+    """The data section: a generated npz (CIFAR zoo) or ImageFolder (timm models)."""
+    rng = np.random.default_rng(0)
+    if not arch.startswith("timm:"):
+        path = os.path.join(folder, "train.npz")
+        np.savez(path, image=rng.integers(0, 256, (2 * batch, 32, 32, 3), dtype=np.uint8),
+                 label=(np.arange(2 * batch) % 10).astype(np.int64))
+        return {"dataset": "cifar10", "train_npz": path}
+    from PIL import Image
+
+    for i in range(2 * batch):
+        sub = os.path.join(folder, "images", "train", f"c{i % 10}")
+        os.makedirs(sub, exist_ok=True)
+        img = rng.integers(0, 256, (image_size * 8 // 7, image_size * 8 // 7, 3), dtype=np.uint8)
+        Image.fromarray(img).save(os.path.join(sub, f"{i}.jpg"), quality=90)
+    return {"dataset": "imagefolder", "root": os.path.join(folder, "images"),
+            "num_classes": min(10, 2 * batch), "image_size": image_size}
+
+
+def make_trainer(arch, objective, awp, batch, steps, device, folder, image_size=224):
+    """A real :class:`advtrain.trainer.Trainer` on generated data (nothing is written)."""
     from advtrain import config as C
     from advtrain.trainer import Trainer
 
-    rng = np.random.default_rng(0)
-    path = os.path.join(folder, "train.npz")
-    np.savez(path, image=rng.integers(0, 256, (2 * batch, 32, 32, 3), dtype=np.uint8),
-             label=(np.arange(2 * batch) % 10).astype(np.int64))
+    data = _data(arch, batch, folder, image_size)
     from advtrain.models import create_model
     from advtrain.objectives import DISTILLATION
 
     extra = {}
     if objective in DISTILLATION:  # a teacher of the same architecture: its forward is counted
         teacher = os.path.join(folder, "teacher.pt")
-        torch.save(create_model(arch, dataset="cifar10").state_dict(), teacher)
+        torch.save(create_model(arch, dataset=data["dataset"], num_classes=data.get("num_classes"),
+                                **({"image_size": image_size} if "num_classes" in data else {})).state_dict(), teacher)
         extra["teacher"] = {"checkpoint": teacher, "arch": arch}
     cfg = C.from_dict({**extra,
         "run": {"name": "bench", "device": device, "out_dir": folder, "progress": False},
-        "data": {"dataset": "cifar10", "train_npz": path, "batch_size": batch, "test_subset": 0,
-                 "augment": "none"},
+        "data": {**data, "batch_size": batch, "test_subset": 0, "augment": "none"},
         "model": {"arch": arch}, "objective": {"name": objective},
         "attack": {"schedule": "fixed", "steps": steps, "step_size": "2/255", "ramp": False},
         "awp": {"enabled": awp, "warmup": 1}, "optim": {"epochs": 1}})
@@ -99,9 +120,9 @@ def unit_costs(model, x, y, repeats, warmup) -> dict:
     return out
 
 
-def bench(arch, objective, awp, batch, steps, device, repeats, warmup) -> dict:
+def bench(arch, objective, awp, batch, steps, device, repeats, warmup, image_size=224) -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        trainer = make_trainer(arch, objective, awp, batch, steps, device, folder)
+        trainer = make_trainer(arch, objective, awp, batch, steps, device, folder, image_size)
         x, y = next(iter(trainer.parts.loader))
         x, y = x.to(trainer.parts.device), y.to(trainer.parts.device)
         passes = count_passes(trainer, x, y)
@@ -128,6 +149,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=224, help="timm:<name> archs: pixels (default 224)")
+    p.add_argument("--no-awp", action="store_true", help="only the runs without AWP")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,9 +158,9 @@ def main(argv=None) -> int:
           f"device={args.device} torch={torch.__version__}; {args.arch} batch {args.batch} "
           f"K={args.steps}")
     for objective in args.objectives.split(","):
-        for awp in (False, True):
+        for awp in (False,) if args.no_awp else (False, True):
             r = bench(args.arch, objective, awp, args.batch, args.steps, args.device,
-                      args.repeats, args.warmup)
+                      args.repeats, args.warmup, args.image_size)
             print(f"{objective:7s} awp={str(awp):5s} passes {r['passes']} "
                   f"({r['forward_equivalents']} fwd-eq)  step {r['t_step'] * 1e3:8.1f} ms  "
                   f"ideal {r['ideal'] * 1e3:8.1f} ms  ratio {r['ratio']:.3f} "

@@ -146,7 +146,7 @@ def test_constants_have_one_owner():
         for copy, owner in owners.items():
             assert module == owner or copy not in text, f"{module} copies {copy}; import it from {owner}"
     assert not hasattr(evaluation, "NORMS") and not hasattr(evaluation, "VERSIONS")
-    assert set(DATASETS) == {"cifar10", "cifar100"}
+    assert set(DATASETS) == {"cifar10", "cifar100", "imagenet", "imagefolder"}
     from advtrain import checks
     assert not hasattr(checks, "sanity_ok")
 

@@ -157,7 +157,10 @@ def _bad_sidecar(folder: Path, name="Me2026Side_WRN-10-1", **fields) -> Path:
 
 
 SIDECARS = {
-    "case": ({"dataset": "CIFAR10"}, "dataset 'CIFAR10' is not one of cifar10, cifar100 (case matters)"),
+    "case": ({"dataset": "CIFAR10"},
+             "dataset 'CIFAR10' is not one of cifar10, cifar100, imagenet (case matters)"),
+    "options": ({"options": {"image_size": "224"}},
+                "options must map num_classes / image_size to positive integers"),
     "type": ({"arch": 34}, "not strings: ['arch']"),
     "unknown-field": ({"epochs": "3"}, "unknown fields ['epochs']"),
     "huge-arch": ({"arch": HUGE}, None),  # refused by the shape check: see below

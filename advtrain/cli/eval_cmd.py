@@ -27,22 +27,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="AutoAttack evaluation and RobustBench card",
                               description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pt / .safetensors)")
-    p.add_argument("--dataset", required=True, choices=tuple(DATASETS))
+    p.add_argument("--dataset", required=True, choices=tuple(DATASETS),
+                   help="imagenet/imagefolder: --data-root DIR with val/<class>/ images "
+                        "(advtrain.cli.folder_eval)")
     p.add_argument("--arch", help="architecture: " + ", ".join(list_models()) + ", or "
                    "wrn-<depth>-<width>[-silu] such as wrn-16-2 (default: the one recorded in the "
                    "checkpoint or in the sidecar of an advtrain export)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data-root", help="directory with the CIFAR test set")
+    src.add_argument("--data-root", help="directory with the CIFAR test set (ImageFolder: with val/)")
     src.add_argument("--data-npz", help="npz file with 'image' (N,32,32,3 uint8) and 'label'")
-    p.add_argument("--n-ex", type=int, default=TEST_IMAGES,
-                   help=f"first N test images (default {TEST_IMAGES})")
+    p.add_argument("--n-ex", type=int, help=f"first N test images (default {TEST_IMAGES}; imagenet: "
+                                            "RobustBench's 5000; imagefolder: all)")
     p.add_argument("--subset", default="first", choices=("first", "random"),
                    help="which N images: the first N (RobustBench's protocol, default) or a fixed "
                         "random N (seeded by --subset-seed; for class-sorted files and quick runs)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of --subset random (default 0)")
     p.add_argument("--norm", default="Linf", help=" or ".join(NORMS) + " (default Linf)")
-    p.add_argument("--eps", default="8/255", help="radius, e.g. 8/255 or 0.0314 (default 8/255); "
-                   "the card writes k/255 as RobustBench does")
+    p.add_argument("--eps", help="radius, e.g. 8/255 or 0.0314 (default 8/255; imagenet and "
+                   "imagefolder: 4/255); the card writes k/255 as RobustBench does")
     p.add_argument("--version", default="standard", help="|".join(VERSIONS))
     p.add_argument("--attacks", help="comma-separated attacks for --version custom")
     p.add_argument("--batch-size", type=int, default=500)
@@ -98,6 +100,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from advtrain import corruptions, sweep  # ux: new options, checked first
+    from advtrain.cli.folder_eval import resolve_defaults
+
+    resolve_defaults(args)  # --eps / --n-ex left unset: the dataset's protocol values
     sweep.check_args(args)
     if corruptions.requested(args):
         return corruptions.cli_run(args)
@@ -120,7 +125,7 @@ def run(args) -> int:
     from advtrain.cli import eval_data
     from advtrain.evaluation import evaluate
 
-    x, y, data = eval_data.load(args)
+    x, y, data = eval_data.load(args, model)
     result = evaluate(model, x, y, settings, device=device, state_path=args.state_path,
                       return_adv=bool(args.save_adv))
     result.flags += eval_data.flags(data, meta.get("recorded", {}))

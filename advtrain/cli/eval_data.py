@@ -20,9 +20,14 @@ from advtrain.errors import InputError
 _KIND = {"npz": "npz", "binary": "binary folder", "torchvision": "python folder"}
 
 
-def load(args) -> tuple:
-    """``(x, y, provenance)`` of ``--n-ex`` test images chosen by ``--subset``."""
+def load(args, model=None) -> tuple:
+    """``(x, y, provenance)`` of ``--n-ex`` test images chosen by ``--subset`` (ImageFolder datasets:
+    :func:`advtrain.cli.folder_eval.load`, at ``model``'s image size)."""
+    from advtrain.cli import folder_eval
     from advtrain.data import load_test_arrays, num_classes, resolve_source
+
+    if folder_eval.is_folder_dataset(args.dataset):
+        return folder_eval.load(args, model)
 
     source = resolve_source(args.dataset, "test", root=args.data_root, npz=args.data_npz)
     x, y = load_test_arrays(args.dataset, root=args.data_root, npz=args.data_npz)

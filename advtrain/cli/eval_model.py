@@ -10,12 +10,14 @@ from advtrain.errors import InputError
 
 def check_args(args) -> None:
     """The arguments every evaluation (attack or corruptions) checks before any work."""
-    if args.n_ex < 1:
+    if args.n_ex is not None and args.n_ex < 1:  # None: a whole ImageFolder val/
         raise InputError(f"--n-ex {args.n_ex} must be >= 1")
     if args.arch is not None:
         from advtrain.models.registry import get_spec
+        from advtrain.models.timm_models import is_timm, timm_name
 
-        get_spec(args.arch)  # unknown -> one line naming the registry's models and patterns
+        # unknown -> one line naming the registry's models and patterns (or close timm names)
+        (timm_name if is_timm(args.arch) else get_spec)(args.arch)
     if args.robustbench_name is None and args.checkpoint is None:
         raise InputError("give a CHECKPOINT file, or --robustbench-name NAME --model-dir DIR")
 

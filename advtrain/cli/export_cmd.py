@@ -19,7 +19,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="checkpoint file (.pt / .safetensors)")
     p.add_argument("--name", required=True, help="RobustBench id, e.g. Cui2023Decoupled_WRN-34-10")
-    p.add_argument("--dataset", required=True, choices=ZOO_DATASETS)
+    p.add_argument("--dataset", required=True, choices=ZOO_DATASETS,
+                   help="RobustBench dataset (a model trained on an ImageFolder exports as imagenet)")
     p.add_argument("--threat-model", default="Linf", choices=NORMS)
     p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
     p.add_argument("--arch", help="architecture (default: the one recorded in the checkpoint)")

@@ -25,7 +25,9 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from advtrain.data.augment import DeviceLoader
 from advtrain.data.datasets import ArrayDataset, ConcatArrays, EpochBatches, check_augment
-from advtrain.data.names import check_dataset, num_classes
+from advtrain.data.imagefolder import build_folder_train_loader, is_folder_dataset, load_folder_test
+from advtrain.data.names import check_dataset
+from advtrain.data.names import num_classes as num_classes_of  # build_train_loader's num_classes: a count
 from advtrain.data.npz import read_npz
 from advtrain.data.sampling import MixedSampler
 from advtrain.data.sources import load_arrays
@@ -63,7 +65,8 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                        synthetic_npz: Union[str, Sequence[str]] = (), synthetic_fraction: float = 0.7,
                        augment: str = "basic", batch_size: int = 128, workers: int = 0, seed: int = 0,
                        drop_last: bool = False, subset=None, holdout: int = 0, rank: int = 0,
-                       world_size: int = 1, device="cpu", pin_memory: Optional[bool] = None) -> DeviceLoader:
+                       world_size: int = 1, device="cpu", pin_memory: Optional[bool] = None,
+                       num_classes: Optional[int] = None, image_size: Optional[int] = None) -> DeviceLoader:
     """Training loader yielding float batches on ``device``; ``batch_size`` is per rank.
 
     See the module docstring for the batch layout. ``holdout`` drops the first ``holdout`` real images
@@ -77,13 +80,20 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
     if batch_size < 1 or workers < 0:
         raise InputError(f"need batch_size >= 1 and workers >= 0, got {batch_size} and {workers}")
     device = torch.device(device)
+    if is_folder_dataset(dataset):  # ImageFolder trees: decoded and cropped in the workers
+        return build_folder_train_loader(root, num_classes=num_classes_of(dataset, num_classes),
+                                         image_size=image_size, augment=augment, batch_size=batch_size,
+                                         workers=workers, seed=seed, drop_last=drop_last, subset=subset,
+                                         rank=rank, world_size=world_size, device=device,
+                                         pin_memory=(device.type == "cuda" if pin_memory is None
+                                                     else pin_memory))
     two_view = augment == "autoaugment"
     images, labels = load_arrays(dataset, "train", root=root, npz=train_npz)
     indices = _train_indices(len(labels), holdout, subset)
     real = ArrayDataset(images, labels, indices, two_view=two_view, seed=seed)
     paths = [synthetic_npz] if isinstance(synthetic_npz, str) else list(synthetic_npz)
     if paths:
-        gens = [ArrayDataset(*read_npz(p, num_classes(dataset)), two_view=two_view, seed=seed, part=k + 1)
+        gens = [ArrayDataset(*read_npz(p, num_classes_of(dataset)), two_view=two_view, seed=seed, part=k + 1)
                 for k, p in enumerate(paths)]
         epoch_images = len(labels) if subset is None else len(real)
         sampler = MixedSampler(len(real), sum(len(g) for g in gens), batch_size, synthetic_fraction,
@@ -110,8 +120,13 @@ def _to_tensors(images, labels, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_test_arrays(dataset: str, *, root: Optional[str] = None, npz: Optional[str] = None,
-                     n_ex: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n_ex`` test images as (x float32 in [0,1] N×3×32×32, y int64 N); all when None."""
+                     n_ex: Optional[int] = None, **folder) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_ex`` test images as (x float32 in [0,1] N×3×32×32, y int64 N); all when None.
+
+    ImageFolder datasets: ``root/val`` at ``folder["image_size"]`` (see
+    :func:`~advtrain.data.imagefolder.load_folder_test` for the other ``folder`` keys)."""
+    if is_folder_dataset(check_dataset(dataset)):
+        return load_folder_test(root, n_ex=n_ex, **folder)
     images, labels = load_arrays(dataset, "test", root=root, npz=npz)
     if len(labels) == 0:
         raise DataError(f"the {dataset} test data ({npz or root or 'default location'}) holds no "

@@ -5,10 +5,11 @@ model when its recipe needs it (e.g. the DeepMind WRN-28-10-SiLU, SPEC §8), usi
 """
 from __future__ import annotations
 
-from advtrain.errors import unknown
+from advtrain.errors import InputError, unknown
 
-#: dataset name -> number of classes
-DATASETS = {"cifar10": 10, "cifar100": 100}
+#: dataset name -> number of classes (None: an ImageFolder tree whose count is data.num_classes,
+#: see :mod:`advtrain.data.imagefolder`)
+DATASETS = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "imagefolder": None}
 
 #: splits every source provides
 SPLITS = ("train", "test")
@@ -40,6 +41,10 @@ def check_split(split: str) -> str:
     return split
 
 
-def num_classes(dataset: str) -> int:
-    """Number of classes of ``dataset`` ('cifar10' -> 10, 'cifar100' -> 100)."""
-    return DATASETS[check_dataset(dataset)]
+def num_classes(dataset: str, given: "int | None" = None) -> int:
+    """Number of classes of ``dataset`` ('cifar10' -> 10, 'cifar100' -> 100); ``imagefolder`` takes
+    ``given`` (config ``data.num_classes``)."""
+    fixed = DATASETS[check_dataset(dataset)]
+    if fixed is None and given is None:
+        raise InputError(f"dataset {dataset} needs its number of classes (config data.num_classes)")
+    return fixed if fixed is not None else int(given)

@@ -1,7 +1,11 @@
 """Forward FLOPs of a model: 2 x multiply-adds of every Conv2d and Linear, counted with forward hooks.
 
 ``FLOPs = 2 * sum_conv(N * C_out * H_out * W_out * C_in/groups * k_h * k_w) + 2 * sum_linear(N * in * out)``.
-BatchNorm, activations, pooling and additions are ignored (they are < 1 % for ResNets/WRNs).
+Attention blocks (any module with a ``qkv`` Linear and ``num_heads``: timm's ViT/DeiT/Swin/XCiT-style
+``Attention``) add their two batched matmuls, ``softmax(Q K^T) V``: ``2 * 2 * B * N^2 * C`` for an
+input of B sequences of N tokens and C = q/k width (``qkv.out_features / 3``), whether timm runs them
+fused (``scaled_dot_product_attention``) or not. BatchNorm, LayerNorm, activations, softmax, pooling
+and additions are ignored (they are < 1 % for ResNets/WRNs, a few % for ViTs).
 
 Example::
 
@@ -28,8 +32,17 @@ def count_flops(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) 
         nonlocal total
         total += 2 * (inp[0].numel() // module.in_features) * module.in_features * module.out_features
 
+    def attention_hook(module: nn.Module, inp, _out) -> None:
+        nonlocal total
+        x = inp[0]
+        if x.dim() == 3:  # (B, N, C_in)
+            width = module.qkv.out_features // 3
+            total += 2 * 2 * x.shape[0] * x.shape[1] ** 2 * width
+
     handles = []
     for m in model.modules():
+        if isinstance(getattr(m, "qkv", None), nn.Linear) and hasattr(m, "num_heads"):
+            handles.append(m.register_forward_hook(attention_hook))
         if isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):

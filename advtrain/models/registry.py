@@ -21,7 +21,7 @@ import fnmatch
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from torch import nn
 
@@ -31,6 +31,7 @@ from advtrain.errors import InputError, unknown
 from advtrain.models.dm_wideresnet import DMWideResNet
 from advtrain.models.preact_resnet import PreActResNet18
 from advtrain.models.resnet import LBGAT_STRIDES, ResNet
+from advtrain.models.timm_models import create_timm_model, is_timm
 from advtrain.models.wideresnet import WideResNet
 
 
@@ -117,7 +118,11 @@ def create_model(name: str, *, dataset: str | None = None, num_classes: int | No
     The model gets ``arch_name`` (canonical registry name) and ``num_classes`` attributes.
     Raises :class:`UnknownNameError` for an unknown name or dataset and :class:`InputError` for an
     inconsistent ``num_classes``, an invalid WRN depth or an override the builder does not take.
+    ``timm:<name>`` builds a timm model (:mod:`advtrain.models.timm_models`; overrides
+    ``image_size``, ``weights``).
     """
+    if is_timm(name):
+        return _create_timm(name, dataset, num_classes, overrides)
     spec = get_spec(name)
     info = _dataset_info(dataset)
     n = _num_classes(info, num_classes, dataset)
@@ -132,10 +137,29 @@ def create_model(name: str, *, dataset: str | None = None, num_classes: int | No
     return model
 
 
+def _create_timm(name: str, dataset: Optional[str], num_classes: Optional[int],
+                 overrides: Mapping[str, Any]) -> nn.Module:
+    bad = sorted(set(overrides) - {"image_size", "weights"})
+    if bad:
+        raise InputError(f"model {name!r} does not take option(s) {', '.join(bad)}; valid options: "
+                         "image_size, weights")
+    if num_classes is None:
+        num_classes = CLASSES.get(str(dataset or "").strip().lower())
+        if num_classes is None:
+            raise InputError(f"model {name!r} on dataset {dataset!r} needs num_classes (config "
+                             "data.num_classes)")
+    n = _num_classes(_dataset_info(dataset), num_classes, dataset)
+    return create_timm_model(name, num_classes=n, **overrides)
+
+
 def _dataset_info(dataset: str | None) -> DatasetInfo | None:
     if dataset is None:
         return None
     key = str(dataset).strip().lower()
+    from advtrain.data.imagefolder import is_folder_dataset
+
+    if is_folder_dataset(key):  # ImageFolder data: classes from num_classes, no CIFAR statistics
+        return None
     if key not in DATASETS:
         raise unknown("dataset", dataset, DATASETS)
     return DATASETS[key]

@@ -1,0 +1,294 @@
+"""ImageFolder datasets: ``root/train/<class>/*.jpg`` and ``root/val/<class>/*.jpg`` (ImageNet,
+ImageNet-100, Tiny-ImageNet, any such tree), config ``data: {dataset: imagefolder, root: DIR,
+num_classes: N, image_size: 224}`` (``dataset: imagenet``: 1000 classes).
+
+Classes are the sorted sub-folder names (torchvision's ``ImageFolder`` order, which for ImageNet is
+RobustBench's ``imagenet_class_to_id_map``). Images are decoded in the DataLoader workers (PIL):
+
+- training (``augment: basic``): RandomResizedCrop(image_size, scale 0.08-1, ratio 3/4-4/3) +
+  horizontal flip w.p. 1/2, the draws of sample ``i`` in epoch ``e`` taken from a ``torch.Generator``
+  seeded by :func:`~advtrain.data.augment.derive_seed` ``(seed, e, i)`` -- no global RNG is touched,
+  so batches are identical for any number of workers or ranks, as on the CIFAR path;
+- evaluation (and ``augment: none``): Resize(round(image_size * 256/224)) + CenterCrop(image_size),
+  RobustBench's ``Res256Crop224`` at 224 px.
+
+DDP sharding uses the same ``DistributedSampler`` (seeded, reshuffled by ``set_loader_epoch``) as the
+CIFAR path. :func:`imagenet_protocol_files` gives RobustBench's 5,000 ImageNet evaluation images.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from advtrain.data.augment import derive_seed
+from advtrain.data.names import DATASETS
+from advtrain.errors import DataError, InputError
+
+#: datasets read from an ImageFolder tree, and their fixed class counts (None: data.num_classes)
+FOLDER_DATASETS = {name: DATASETS[name] for name in ("imagenet", "imagefolder")}
+#: split name -> sub-folder
+SPLIT_DIRS = {"train": "train", "test": "val"}
+#: RobustBench's Res256Crop224 resize/crop ratio
+RESIZE_RATIO = 256 / 224
+#: RandomResizedCrop area and aspect-ratio ranges (torchvision's defaults, as in timm and ARES)
+RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+#: the number of images in RobustBench's ImageNet evaluation
+IMAGENET_PROTOCOL_N = 5000
+#: image side when data.image_size is not given (ImageNet's 224 px)
+DEFAULT_IMAGE_SIZE = 224
+
+
+def is_folder_dataset(dataset: object) -> bool:
+    return dataset in FOLDER_DATASETS
+
+
+def image_size_of(d) -> int:
+    """``data.image_size`` with its default (a config section is not rewritten: it may be frozen)."""
+    return DEFAULT_IMAGE_SIZE if d.image_size is None else d.image_size
+
+
+def folder_options(d) -> dict:
+    """The loaders' ImageFolder arguments of a ``DataConfig`` (class count, image size); {} for others."""
+    from advtrain.data.names import num_classes
+
+    if not is_folder_dataset(d.dataset):
+        return {}
+    return {"num_classes": num_classes(d.dataset, d.num_classes), "image_size": image_size_of(d)}
+
+
+def check_data_section(d) -> None:
+    """Validate the ImageFolder keys of a ``DataConfig`` (once, at config load; defaults are
+    applied where read: :func:`image_size_of`, ``names.num_classes(dataset, data.num_classes)``)."""
+    if not is_folder_dataset(d.dataset):
+        for key in ("num_classes", "image_size"):
+            if getattr(d, key) is not None:
+                raise InputError(f"config key 'data.{key}' applies to the imagefolder/imagenet datasets "
+                                 f"only; remove it for {d.dataset}")
+        return
+    fixed = FOLDER_DATASETS[d.dataset]
+    if fixed is not None and d.num_classes not in (None, fixed):
+        raise InputError(f"data.num_classes = {d.num_classes} but {d.dataset} has {fixed} classes; "
+                         "drop data.num_classes or use dataset: imagefolder")
+    if fixed is None and (d.num_classes is None or d.num_classes < 2):
+        raise InputError(f"dataset {d.dataset} needs data.num_classes >= 2 (the number of class "
+                         "folders under data.root/train)")
+    if image_size_of(d) < 8:
+        raise InputError(f"data.image_size = {d.image_size} must be >= 8 pixels, e.g. 224")
+    unsupported = [k for k, bad in (("synthetic_npz", bool(d.synthetic_npz)), ("holdout", d.holdout > 0),
+                                    ("train_npz", d.train_npz), ("test_npz", d.test_npz)) if bad]
+    if unsupported:
+        raise InputError(f"data.{unsupported[0]} is not supported with dataset {d.dataset}; remove it")
+    if d.augment not in ("basic", "none"):
+        raise InputError(f"data.augment = {d.augment!r} is not supported with dataset {d.dataset}; "
+                         "use basic (RandomResizedCrop + flip) or none")
+
+
+def scan(root: str, split: str, num_classes: Optional[int] = None) -> Tuple[List[str], List[Tuple[str, int]]]:
+    """(sorted class names, [(path, label), ...] sorted) of ``root/<train|val>``."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if not root:  # not at config load: a recipe may name its data only on the command line
+        raise InputError("an ImageFolder dataset needs data.root (eval: --data-root): a directory with "
+                         "train/ and val/ folders of class sub-folders")
+    folder = os.path.join(os.fspath(root), SPLIT_DIRS[split])
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder} not found; an ImageFolder dataset needs {SPLIT_DIRS[split]}/ with "
+                        "one sub-folder of images per class under data.root / --data-root")
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    if num_classes is not None and len(classes) != num_classes:
+        raise DataError(f"{folder} has {len(classes)} class folders but num_classes is {num_classes}; "
+                        "set data.num_classes to the number of class folders")
+    samples = []
+    for label, name in enumerate(classes):
+        for dirpath, _, files in sorted(os.walk(os.path.join(folder, name))):
+            samples += [(os.path.join(dirpath, f), label) for f in sorted(files)
+                        if f.lower().endswith(IMG_EXTENSIONS)]
+    if not samples:
+        raise DataError(f"{folder} holds no images ({', '.join(IMG_EXTENSIONS)}) in class sub-folders")
+    return classes, samples
+
+
+def rrc_params(h: int, w: int, generator: torch.Generator) -> Tuple[int, int, int, int]:
+    """RandomResizedCrop's (top, left, height, width), drawn from ``generator`` (torchvision's rule)."""
+    area = h * w
+    log_ratio = (math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1]))
+    for _ in range(10):
+        u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
+        target = area * (RRC_SCALE[0] + u[0] * (RRC_SCALE[1] - RRC_SCALE[0]))
+        aspect = math.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0]))
+        cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+            return top, left, ch, cw
+    ratio = w / h  # fallback: the central crop of the clamped aspect ratio
+    if ratio < RRC_RATIO[0]:
+        cw, ch = w, int(round(w / RRC_RATIO[0]))
+    elif ratio > RRC_RATIO[1]:
+        cw, ch = int(round(h * RRC_RATIO[1])), h
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def eval_transform(image_size: int):
+    """Resize(round(size * 256/224)) + CenterCrop(size) + ToTensor: Res256Crop224 at 224 px."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize(int(round(image_size * RESIZE_RATIO))),
+                               transforms.CenterCrop(image_size), transforms.ToTensor()])
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    """``[(path, label)]`` -> ``(x float32 in [0,1] 3×S×S, label)``; ``train`` = RRC + flip."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]], image_size: int, train: bool, seed: int = 0):
+        self.samples, self.image_size, self.train, self.seed, self.epoch = list(samples), image_size, train, seed, 0
+        self.eval = None if train else eval_transform(image_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        from torchvision.transforms import functional as TF
+
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except OSError as e:
+            raise DataError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
+        if not self.train:
+            return self.eval(img), label
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, i))
+        top, left, h, w = rrc_params(img.height, img.width, gen)
+        img = TF.resized_crop(img, top, left, h, w, [self.image_size, self.image_size])
+        if float(torch.rand((), generator=gen)) < 0.5:
+            img = TF.hflip(img)
+        return TF.to_tensor(img), label
+
+
+class _StartSampler(DistributedSampler):
+    """The rank's shuffled indices from position ``start`` on (a mid-epoch resume skips unread)."""
+
+    start = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+
+class FolderLoader:
+    """A ``DataLoader`` over a :class:`FolderDataset` with the trainer's loader interface:
+    ``set_epoch``, ``len``, ``iter_from(batch)`` (the epoch's batches from ``batch`` on, the earlier
+    ones neither decoded nor augmented) and batches moved to ``device`` (when given)."""
+
+    two_view = False
+
+    def __init__(self, loader: DataLoader, device=None):
+        self.loader, self.device = loader, None if device is None else torch.device(device)
+        self.dataset, self.sampler, self.batch_size = loader.dataset, loader.sampler, loader.batch_size
+        self.batch_sampler = loader.batch_sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return self.iter_from(0)
+
+    def iter_from(self, start: int):
+        self.sampler.start = int(start) * self.batch_size  # read when the iterator draws indices
+        return self._moved(iter(self.loader))
+
+    def _moved(self, batches):
+        for x, y in batches:
+            if self.device is not None:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield x, y
+
+
+def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, augment: str = "basic",
+                              batch_size: int = 128, workers: int = 0, seed: int = 0,
+                              drop_last: bool = False, subset: Optional[int] = None, rank: int = 0,
+                              world_size: int = 1, pin_memory: bool = False, device=None) -> FolderLoader:
+    """Training loader over ``root/train`` (``subset``: the first N images of the sorted list)."""
+    _, samples = scan(root, "train", num_classes)
+    if subset is not None:
+        if not 1 <= subset <= len(samples):
+            raise InputError(f"subset={subset} but {root}/train has {len(samples)} images; "
+                             f"use 1 <= subset <= {len(samples)}")
+        samples = samples[:subset]
+    data = FolderDataset(samples, image_size, train=augment == "basic", seed=seed)
+    sampler = _StartSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                        num_workers=workers,  # no global RNG is used: nothing to seed per worker
+                        generator=torch.Generator().manual_seed(int(seed)), pin_memory=bool(pin_memory))
+    return FolderLoader(loader, device)
+
+
+def load_folder_test(root: str, *, image_size: int, num_classes: Optional[int] = None,
+                     n_ex: Optional[int] = None, indices=None, files: Optional[Sequence[str]] = None,
+                     workers: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation tensors of ``root/val``: all images, the first ``n_ex``, ``indices`` (or a
+    callable ``total -> indices``) of the sorted list, or the relative paths ``files``
+    (``<wnid>/<file>``, labelled by RobustBench's ImageNet class map) in that order."""
+    if files is not None:
+        samples = _pick_files(root, files)
+    else:
+        samples = scan(root, "test", num_classes)[1]
+    if callable(indices):
+        samples = [samples[int(k)] for k in indices(len(samples))]
+    elif indices is not None:
+        samples = [samples[int(k)] for k in indices]
+    if n_ex is not None:
+        if not 1 <= n_ex <= len(samples):
+            raise InputError(f"n_ex={n_ex} but {root}/val gives {len(samples)} images; "
+                             f"use 1 <= n_ex <= {len(samples)}")
+        samples = samples[:n_ex]
+    data = FolderDataset(samples, image_size, train=False)
+    loader = DataLoader(data, batch_size=256, shuffle=False, num_workers=workers)
+    xs, ys = zip(*loader)
+    return torch.cat(xs).contiguous(), torch.cat(ys).to(torch.int64)
+
+
+def _pick_files(root: str, files: Sequence[str]) -> List[Tuple[str, int]]:
+    if not root:
+        raise InputError("the ImageNet protocol needs --data-root DIR with DIR/val/<wnid>/ images")
+    index = imagenet_class_ids()
+    folder = os.path.join(os.fspath(root), SPLIT_DIRS["test"])
+    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise DataError(f"{folder} lacks {len(missing)} of the {len(files)} protocol images (e.g. "
+                        f"{missing[0]}); give the full ImageNet validation set in class folders, or "
+                        "evaluate it as --dataset imagefolder")
+    return [(os.path.join(folder, f), index[f.split("/")[0]]) for f in files]
+
+
+def imagenet_class_ids() -> dict:
+    """RobustBench's ImageNet ``wnid -> label`` map (``helper_files/imagenet_class_to_id_map.json``;
+    the sorted wnids, as ImageFolder numbers a full ImageNet ``val/``)."""
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files("robustbench").joinpath("helper_files/imagenet_class_to_id_map.json")
+                      .read_text())
+
+
+def imagenet_protocol_files() -> List[str]:
+    """RobustBench's ImageNet evaluation list (``class/ILSVRC2012_val_*.JPEG``, 5,000 lines), from
+    the installed robustbench package's ``helper_files/imagenet_test_image_ids.txt``."""
+    from importlib import resources
+
+    text = resources.files("robustbench").joinpath("helper_files/imagenet_test_image_ids.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
