@@ -590,7 +590,7 @@ CASES = [
     Case("sidecar-case", "an export's description beside it with `\"dataset\": \"CIFAR10\"`",
          lambda W: eval_args(W, ckpt=_export_in(
              W.case / "md", "Me2026Side_WRN-10-1", dataset="CIFAR10")),
-         "is not one of cifar10, cifar100 (case matters)", "delete the description and export again"),
+         "is not one of cifar10, cifar100, imagenet (case matters)", "delete the description and export again"),
     Case("sidecar-type", "an export's description with `\"arch\": 34` (eval without --arch)",
          lambda W: eval_args(W, ckpt=_export_in(W.case / "md", "Me2026Type_WRN-10-1", arch=34)),
          "not strings: ['arch']", "delete the description and export again"),

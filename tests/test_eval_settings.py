@@ -142,7 +142,7 @@ def test_constants_have_one_owner():
         assert '("Linf", "L2")' not in text and '"standard", "plus"' not in text, module
         assert '("cifar10", "cifar100")' not in text, module
     assert not hasattr(evaluation, "NORMS") and not hasattr(evaluation, "VERSIONS")
-    assert set(DATASETS) == {"cifar10", "cifar100"}
+    assert set(DATASETS) == {"cifar10", "cifar100", "imagenet", "imagefolder"}
     from advtrain import checks
     assert not hasattr(checks, "sanity_ok")
 
