@@ -107,8 +107,9 @@ def average_run(run_dir: str, tau: float = 0.9, start: int = 1, end: Optional[in
     if not epochs:
         raise InputError(f"{run_dir!r} holds no epoch_<e>.pt checkpoints; train first")
     end = epochs[-1] if end is None else end
-    missing = [e for e in range(start, end + 1) if e not in epochs]
-    if start < 1 or end < start or missing:
+    inside = 1 <= start <= end <= epochs[-1]  # checked first: --end 10**12 lists no range
+    missing = [e for e in range(start, end + 1) if e not in epochs] if inside else []
+    if not inside or missing:
         raise InputError(f"cannot average epochs {start}..{end} of {run_dir!r}: available epochs "
                          f"{epochs[0]}..{epochs[-1]}" + (f", missing {missing[:5]}" if missing else ""))
     holder = {}

@@ -173,6 +173,9 @@ def select_weights(raw: Mapping, weights: str, path) -> tuple:
             recorded["test_data"] = {"root": data.get("root"), "npz": data.get("test_npz")}
         if isinstance(data, Mapping) and (data.get("root") or data.get("train_npz")):
             recorded["train_data"] = {"root": data.get("root"), "npz": data.get("train_npz")}
+        teacher = raw.get("teacher")  # {"file", "sha256"} of a distillation run's teacher
+        if isinstance(teacher, Mapping):
+            recorded["teacher"] = {k: str(teacher[k]) for k in ("file", "sha256") if k in teacher}
         return state, recorded
     if weights != "model":
         raise CheckpointError(f"{os.fspath(path)} is a plain state_dict without EMA weights; "

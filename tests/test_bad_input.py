@@ -599,6 +599,66 @@ CASES = [
                     "--model-dir", str(W.case / "md")], "No space left on device",
          "free space and rerun (nothing was written; no --overwrite needed)", rc=1,
          patch=_zip_disk_full),
+    # ---- round 3 (issue 16, "every input path"): directories, link loops, wrong fields ----
+    Case("eval-ckpt-dir", "`advtrain eval DIR` (a directory where the checkpoint file goes)",
+         lambda W: eval_args(W, ckpt=W.run), "is a directory, expected a checkpoint file",
+         "give the checkpoint file, e.g. RUN_DIR/last.pt"),
+    Case("eval-ckpt-link-loop", "`advtrain eval LOOP.pt`, a symbolic link loop",
+         lambda W: eval_args(W, ckpt=_loop(W, "loop.pt")), "checkpoint file not found",
+         "check the path"),
+    Case("export-ckpt-link-loop", "`advtrain export LOOP.pt`, a symbolic link loop",
+         lambda W: ["export", str(_loop(W, "loop.pt")), "--name", "X", "--dataset", "cifar10",
+                    "--model-dir", str(W.case / "zoo")], "checkpoint file not found",
+         "check the path"),
+    Case("eval-npz-dir", "`advtrain eval --data-npz DIR`",
+         lambda W: eval_args(W, npz=W.data), "no such npz file", "give the npz file"),
+    Case("eval-state-garbage", "`advtrain eval --state-path S` where S is random bytes",
+         lambda W: eval_args(W, "--state-path", str(_write_bytes(W.case / "s.pt", b"junk" * 99))),
+         "AutoAttack state file", "delete the state file (the evaluation recreates it)"),
+    Case("eval-state-foreign", "`advtrain eval --state-path S` where S is a tensor file of "
+         "another kind", lambda W: eval_args(W, "--state-path", str(_saved(W.case / "s.pt", {
+             "a": torch.zeros(1)}))), "not an AutoAttack state file", "delete the state file"),
+    Case("teacher-dir", "config `teacher.checkpoint: DIR`",
+         lambda W: ["train", config(W, objective={"name": "ard"},
+                                    teacher={"checkpoint": str(W.run)})],
+         "is a directory, expected a checkpoint file", "the teacher's checkpoint file"),
+    Case("resume-config-corrupt", "`train --resume RUN` whose config.yaml is not YAML",
+         lambda W: _resume_copy(W, edit=lambda r: _write(r / "config.yaml", "optim: {epochs: [\n")),
+         "is not valid YAML", "restore RUN/config.yaml or pass the config file"),
+    Case("resume-last-dir", "`train --resume RUN` where RUN/last.pt is a directory",
+         lambda W: _resume_copy(W, edit=lambda r: _in_the_way(r / "last.pt")),
+         "last.pt is a directory, where the run writes its last.pt", "move it away"),
+    Case("resume-metrics-dir", "`train --resume RUN` where RUN/metrics.csv is a directory",
+         lambda W: _resume_copy(W, edit=lambda r: _in_the_way(r / "metrics.csv")),
+         "metrics.csv is a directory, where the run writes its metrics.csv", "move it away"),
+    Case("resume-last-link-loop", "`train --resume RUN` where RUN/last.pt is a link to itself",
+         lambda W: _resume_copy(W, edit=lambda r: _loop(W, r / "last.pt")),
+         "last.pt is not a regular file (a broken link?)", "move it away"),
+    Case("resume-lock-link-loop", "`train --resume RUN` where RUN/train.lock is a link to itself",
+         lambda W: _resume_copy(W, edit=lambda r: _loop(W, r / "train.lock")),
+         "train.lock: Too many levels of symbolic links", "remove the link", rc=1),
+    Case("resume-lock-dir", "`train --resume RUN` where RUN/train.lock is a directory",
+         lambda W: _resume_copy(W, edit=lambda r: _in_the_way(r / "train.lock")),
+         "train.lock: Is a directory; a directory is where this file must be",
+         "move the directory away", rc=1),
+    Case("resume-epoch-text", "`train --resume RUN` whose last.pt records `epoch: \"one\"`",
+         lambda W: _resume_copy(W, edit=lambda r: _edit_last(r, epoch="one")),
+         "epoch must be a count >= 0, got 'one' (str)", "move last.pt away (the message names "
+         "the intact epoch_N.pt)"),
+    Case("resume-epoch-beyond", "`train --resume RUN` whose last.pt records epoch 10^30 of 2",
+         lambda W: _resume_copy(W, edit=lambda r: _edit_last(r, epoch=10 ** 30)),
+         "is beyond the 2 epochs of its recorded config", "move last.pt away"),
+    Case("average-config-bad", "`advtrain average RUN` whose config.yaml has `average.tau: abc`",
+         lambda W: ["average", str(_run_copy(W, lambda r: _write(
+             r / "config.yaml", "average: {tau: abc}\n")))],
+         "'average.tau' must be a number, got 'abc'", "fix RUN/config.yaml or pass --tau"),
+    Case("average-end-huge", "`advtrain average RUN --end 10^12`",
+         lambda W: ["average", str(_run_copy(W)), "--end", str(10 ** 12)],
+         "cannot average epochs 1..1000000000000", "an --end among the run's epochs"),
+    Case("average-out-dir", "`advtrain average RUN` where the output name is a directory",
+         lambda W: ["average", str(_run_copy(W, lambda r: _in_the_way(
+             r / "average_tau0.9_1_1.pt"))), "--tau", "0.9", "--end", "1"],
+         "average_tau0.9_1_1.pt: Is a directory", "move the directory away", rc=1),
 ]
 
 
@@ -677,10 +737,39 @@ def _with(argv: List[str], flag: str, value: str) -> List[str]:
     return argv
 
 
-def _run_copy(W) -> Path:
+def _run_copy(W, edit=None) -> Path:
     copy = W.case / "run"
     shutil.copytree(W.run, copy)
+    if edit is not None:
+        edit(copy)
     return copy
+
+
+def _loop(W, name) -> Path:
+    """A symbolic link to itself (``name`` relative to the case folder, or a path)."""
+    link = W.case / name
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(link, link)
+    return link
+
+
+def _in_the_way(path: Path) -> None:
+    """A directory where the run writes ``path``."""
+    if path.exists():
+        path.unlink()
+    path.mkdir()
+
+
+def _edit_last(run: Path, **fields) -> None:
+    ck = torch.load(run / "last.pt", weights_only=True)
+    ck.update(fields)
+    torch.save(ck, run / "last.pt")
+
+
+def _saved(path: Path, obj) -> Path:
+    torch.save(obj, path)
+    return path
 
 
 def _average_nan(W) -> List[str]:

@@ -230,7 +230,8 @@ def _write(args, result, meta, data):
 
     info = _card_info(args, meta["display"], data["test_images"])
     extra = {"arch": meta["arch"], "weights": meta["weights"],
-             "robustbench_name": args.robustbench_name, "data": data}
+             "robustbench_name": args.robustbench_name, "data": data,
+             "teacher": meta["recorded"].get("teacher")}
     extra.update({k: meta[k] for k in ("eps_sweep",) if k in meta})  # ux: sweep record
     return write_card(result, info, out_dir=args.out, overwrite=args.overwrite,
                       command=["advtrain"] + sys.argv[1:] if sys.argv else None,
