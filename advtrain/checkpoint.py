@@ -155,10 +155,9 @@ def load(path: str) -> Dict[str, Any]:
 
 
 def _check_progress(ckpt: Dict[str, Any], path: str) -> None:
-    """``epoch`` (required), ``batch`` and ``step`` are counts, and ``epoch`` is within the recorded
-    ``optim.epochs``: a resume would otherwise fail on a comparison or report a finished run."""
-    if "epoch" not in ckpt:
-        raise CheckpointError(f"{path} records no epoch; it is not a complete training checkpoint")
+    """``epoch``, ``batch`` and ``step`` (where present) are counts, and ``epoch`` is within the
+    recorded ``optim.epochs``: a resume would otherwise fail on a comparison or report a finished
+    run that never trained."""
     for key in ("epoch", "batch", "step"):
         value = ckpt.get(key, 0)
         if type(value) is not int or value < 0:
@@ -166,7 +165,7 @@ def _check_progress(ckpt: Dict[str, Any], path: str) -> None:
                                   f"({type(value).__name__}); the file was not written by advtrain")
     optim = ckpt.get("config", {}).get("optim") if isinstance(ckpt.get("config"), dict) else None
     epochs = optim.get("epochs") if isinstance(optim, dict) else None
-    if type(epochs) is int and ckpt["epoch"] > epochs:
+    if type(epochs) is int and ckpt.get("epoch", 0) > epochs:
         raise CheckpointError(f"{path}: epoch {ckpt['epoch']} is beyond the {epochs} epochs of its "
                               "recorded config; the file was not written by this run")
 

@@ -600,6 +600,12 @@ CASES = [
          "free space and rerun (nothing was written; no --overwrite needed)", rc=1,
          patch=_zip_disk_full),
     # ---- round 3 (issue 16, "every input path"): directories, link loops, wrong fields ----
+    Case("npz-header-garbled", "`--data-npz` whose `image.npy` header is cut mid-literal",
+         _npz_file("hdr.npz", lambda p: _npz_header(p, b"{'descr':\n")), "is not a valid .npy",
+         "re-create it with np.savez"),
+    Case("npz-header-huge", "`--data-npz` whose `image.npy` header declares 2^26 images (holds 8)",
+         _npz_file("big.npz", lambda p: _npz_header(p, shape=(2 ** 26, 32, 32, 3))),
+         "is corrupt (header does not match its size)", "re-copy or re-create the file"),
     Case("eval-ckpt-dir", "`advtrain eval DIR` (a directory where the checkpoint file goes)",
          lambda W: eval_args(W, ckpt=W.run), "is a directory, expected a checkpoint file",
          "give the checkpoint file, e.g. RUN_DIR/last.pt"),
@@ -765,6 +771,25 @@ def _edit_last(run: Path, **fields) -> None:
     ck = torch.load(run / "last.pt", weights_only=True)
     ck.update(fields)
     torch.save(ck, run / "last.pt")
+
+
+def _npz_header(path: Path, text: bytes = b"", shape=None) -> None:
+    """An npz of 8 zero images whose ``image.npy`` header is ``text`` or declares ``shape``."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    if shape is not None:
+        buf = io.BytesIO()
+        npy.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        header = buf.getvalue()
+    else:
+        header = npy.magic(1, 0) + len(text).to_bytes(2, "little") + text
+    label = io.BytesIO()
+    np.save(label, np.arange(8) % 10)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("image.npy", header + bytes(8 * 32 * 32 * 3))
+        z.writestr("label.npy", label.getvalue())
 
 
 def _saved(path: Path, obj) -> Path:
