@@ -202,3 +202,35 @@ def test_sigterm_between_epoch_file_and_last_pt_resumes_to_the_same_weights(stop
     rows = [(run / "metrics.csv").read_text().splitlines() for run in (cut, whole)]
     assert len(rows[0]) == len(rows[1]) == 3  # header, epoch 1, epoch 2 (once, not twice)
     assert temp_files(cut) == []
+
+
+# ----------------------------------------------------------------------------- read-only folders
+@pytest.fixture
+def read_only(small_fs, stopped_run):
+    """The small tmpfs holding a copy of the stopped run, then remounted read-only (root cannot
+    write there either, unlike a chmod'ed folder)."""
+    shutil.copytree(stopped_run, small_fs / "run")
+    if subprocess.run(["mount", "-o", "remount,ro", str(small_fs)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot remount the tmpfs read-only here")
+    return small_fs
+
+
+@pytest.mark.parametrize("command", ["train-resume", "train-new", "average", "eval", "export"])
+def test_a_read_only_output_folder_is_one_line_and_changes_nothing(read_only, tmp_path, command):
+    run = read_only / "run"
+    before = snapshot(read_only)
+    ckpt, npz = tiny_checkpoint(tmp_path / "c.pt"), make_npz(tmp_path / "t.npz")
+    config = tmp_path / "config.yaml"
+    config.write_text((run / "config.yaml").read_text())
+    argv = {"train-resume": ["train", "--resume", run],
+            "train-new": ["train", config, "--run-dir", read_only / "new"],
+            "average": ["average", run, "--end", "1"],
+            "eval": _eval_argv(ckpt, npz, read_only / "cards"),
+            "export": ["export", ckpt, "--name", "Me2026Tiny_WRN-10-1", "--dataset", "cifar10",
+                       "--model-dir", read_only / "md"]}[command]
+    rc, err = cli(argv)
+    lines = [ln for ln in err.splitlines() if ln.startswith("advtrain ")]
+    assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert "Read-only file system" in lines[0] and str(read_only) in lines[0], lines[0]
+    assert snapshot(read_only) == before
