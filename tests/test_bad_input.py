@@ -606,6 +606,27 @@ CASES = [
     Case("npz-header-huge", "`--data-npz` whose `image.npy` header declares 2^26 images (holds 8)",
          _npz_file("big.npz", lambda p: _npz_header(p, shape=(2 ** 26, 32, 32, 3))),
          "is corrupt (header does not match its size)", "re-copy or re-create the file"),
+    Case("report-card-nan", "`advtrain report DIR`, a card with `\"clean_acc\": NaN`",
+         lambda W: ["report", _card_dir(W, '{"clean_acc": NaN, "autoattack_acc": "50.00"}')],
+         "clean_acc = 'nan' is not a percentage in [0, 100]", "fix or remove the card"),
+    Case("report-card-link-loop", "`advtrain report DIR`, a card that is a link to itself",
+         lambda W: ["report", _card_dir(W, None)], "Too many levels of symbolic links",
+         "remove the link", rc=1),
+    Case("report-curve-elsewhere", "`advtrain report DIR`, a sidecar naming a curve outside the "
+         "card's folder (`eps_sweep.files.png: /abs/secret`)",
+         lambda W: ["report", _card_dir(W, side={"eps_sweep": {"files": {
+             "png": _write(W.case / "secret.png", "not for the page")}}})],
+         "is not a .png file name beside the card", "remove the entry or the sidecar"),
+    Case("report-curve-files-list", "`advtrain report DIR`, a sidecar with `eps_sweep.files` a list",
+         lambda W: ["report", _card_dir(W, side={"eps_sweep": {"files": ["x.png"]}})],
+         "eps_sweep.files must map kinds to file names", "write the sidecar again, or remove it"),
+    Case("corruptions-npy-header", "`--threat-model corruptions`, a CIFAR-10-C file whose .npy "
+         "header is garbled", lambda W: _corruptions(W, "fog.npy", b"\x93NUMPY\x01\x00\x0a\x00"
+                                                  b"{'descr':\n"),
+         "fog.npy is not a readable .npy array", "re-extract CIFAR-10-C"),
+    Case("corruptions-labels-range", "`--threat-model corruptions`, labels.npy holding 10 (cifar10)",
+         lambda W: _corruptions(W, "labels.npy", np.full(15, 10, np.int64)),
+         "expected integer labels in [0, 10)", "re-extract CIFAR-10-C"),
     Case("train-config-dir", "`advtrain train DIR` (a directory where the config goes)",
          lambda W: ["train", str(W.data)], "data' is a directory", "give the path of a YAML file"),
     Case("train-config-link-loop", "`advtrain train LOOP.yaml`, a symbolic link loop",
@@ -849,6 +870,39 @@ def _write_dir(folder: Path, name: str, text: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(text)
     return str(folder.parents[1])
+
+
+def _card_dir(W, card: Optional[str] = '{"clean_acc": "90", "autoattack_acc": "50"}',
+              side: Optional[dict] = None) -> str:
+    """A model_info folder with card X (None: a link to itself) and, given ``side``, its sidecar."""
+    import json
+
+    folder = W.case / "mi" / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    if card is None:
+        os.symlink(folder / "X.json", folder / "X.json")
+    else:
+        (folder / "X.json").write_text(card)
+    if side is not None:
+        (folder / "X.advtrain.json").write_text(json.dumps(side))
+    return str(W.case / "mi")
+
+
+def _corruptions(W, name: str, content) -> List[str]:
+    """A CIFAR-10-C folder of 3 images per severity (all files well-formed but ``name``)."""
+    from advtrain.corruptions import corruption_names
+
+    folder = W.case / "c" / "CIFAR-10-C"
+    folder.mkdir(parents=True)
+    for c in corruption_names():
+        np.save(folder / f"{c}.npy", np.zeros((15, 32, 32, 3), np.uint8))
+    np.save(folder / "labels.npy", np.zeros(15, np.int64))
+    if isinstance(content, bytes):
+        (folder / name).write_bytes(content)
+    else:
+        np.save(folder / name, content)
+    shutil.copy(W.test_npz, W.case / "c" / "test.npz")
+    return eval_args(W, "--threat-model", "corruptions", data=["--data-root", str(W.case / "c")])
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:

@@ -137,3 +137,20 @@ def test_two_averages_whose_tau_print_alike_do_not_replace_each_other(distilled,
     for out, tau in ((out_a, 0.9), (out_b, 0.9000001)):
         written = out.split("wrote ")[1].strip()
         assert torch.load(written, weights_only=True)["average"]["tau"] == tau
+
+
+def test_report_marks_a_sidecar_without_a_true_verdict_partial(tmp_path):
+    """``full_standard: "no"`` (text, truthy) is not advtrain's verdict: the row is partial, never
+    shown as a full standard evaluation."""
+    folder = tmp_path / "mi" / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    for name, verdict in (("Text", "no"), ("Real", True)):
+        (folder / f"{name}.json").write_text(json.dumps({"clean_acc": "90.00",
+                                                         "autoattack_acc": "50.00"}))
+        (folder / f"{name}.advtrain.json").write_text(json.dumps({"full_standard": verdict}))
+    rc, _, err = cli(["report", tmp_path / "mi"])
+    assert rc == 0, err
+    rows = {ln.split("|")[1].strip(): ln for ln in (tmp_path / "mi" / "report.md").read_text()
+            .splitlines() if ln.startswith("| Text") or ln.startswith("| Real")}
+    assert rows["Text"].rstrip(" |").endswith("partial: not full standard")
+    assert rows["Real"].rstrip(" |").endswith("full")
