@@ -234,3 +234,42 @@ def test_a_read_only_output_folder_is_one_line_and_changes_nothing(read_only, tm
     assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
     assert "Read-only file system" in lines[0] and str(read_only) in lines[0], lines[0]
     assert snapshot(read_only) == before
+
+
+# ----------------------------------------------------------------------------- the --eps-sweep files
+def test_sweep_files_and_card_are_one_output(tmp_path, small_fs):
+    """CSV, two PNGs, sidecar and card: a full disk leaves none of them, a SIGTERM after the CSV
+    leaves no card, and the rerun (no --overwrite) writes all five."""
+    ckpt, npz = tiny_checkpoint(tmp_path / "c.pt"), make_npz(tmp_path / "t.npz")
+    sweep = ("--eps-sweep", "0,8/255", "--sweep-steps", "1", "--sweep-restarts", "1")
+    out = small_fs / "cards"
+    filler = fill(small_fs, leave=4096)  # less than the two PNGs need
+    rc, err = cli(_eval_argv(ckpt, npz, out, *sweep))
+    folder = out / "cifar10" / "Linf"
+    lines = [ln for ln in err.splitlines() if ln.startswith("advtrain ")]
+    assert rc == 1 and len(lines) == 1 and "No space left on device" in lines[0], err
+    assert [p for p in folder.iterdir()] == [] and temp_files(small_fs) == []
+    filler.unlink()
+    killed = _killed_after(".eps_sweep.csv", _eval_argv(ckpt, npz, out, *sweep))
+    assert killed.returncode == -signal.SIGTERM, killed.stderr
+    assert not (folder / "Me2026Tiny.json").exists()
+    rc, err = cli(_eval_argv(ckpt, npz, out, *sweep))
+    assert rc == 0, err
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "Me2026Tiny.advtrain.json", "Me2026Tiny.convergence.png", "Me2026Tiny.eps_sweep.csv",
+        "Me2026Tiny.eps_sweep.png", "Me2026Tiny.json"]
+    side = json.loads((folder / "Me2026Tiny.advtrain.json").read_text())
+    assert side["eps_sweep"]["files"]["csv"] == "Me2026Tiny.eps_sweep.csv"
+
+
+def test_a_refused_card_leaves_no_sweep_files(tmp_path):
+    """Logits that overflow block the card; the sweep's CSV and PNGs belong to it and are not
+    written either (before, they were written first and stayed without a card)."""
+    ck = torch.load(tiny_checkpoint(tmp_path / "c.pt"), weights_only=True)
+    ck["model"]["fc.weight"].fill_(3e38)  # finite weights, logits overflow to Inf
+    torch.save(ck, tmp_path / "huge.pt")
+    npz, out = make_npz(tmp_path / "t.npz"), tmp_path / "cards"
+    rc, err = cli(_eval_argv(tmp_path / "huge.pt", npz, out, "--eps-sweep", "0,8/255",
+                             "--sweep-steps", "1", "--sweep-restarts", "1"))
+    assert rc == 2 and "card not written: [non-finite-logits]" in err, err
+    assert not out.exists() or list(out.rglob("*.*")) == []
