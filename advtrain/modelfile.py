@@ -117,6 +117,9 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
                          f"{dataset!r}; load a checkpoint file instead")
     if Path(model_dir).is_dir():
         zoo.register_model_dir(model_dir)  # advtrain exports (e.g. the quickstart's)
+    elif os.path.lexists(model_dir):  # else "unknown model" would send the user to the wrong fix
+        raise InputError(f"{what}model_dir {os.fspath(model_dir)} is not a directory; give the "
+                         "folder holding <dataset>/<threat_model>/<name>.pt")
     entry = zoo.zoo_entry(name, dataset, threat_model)
     if entry is None:
         raise zoo.unknown_zoo(name, dataset, threat_model)
