@@ -135,11 +135,20 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _rename(tmp: str, path: str) -> None:
+    """``os.replace(tmp, path)``; a refusal (a directory in the way: EISDIR) names ``path``, the
+    file the user knows, not the temporary."""
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+
+
 def _atomic_write(path: str | os.PathLike, content: Content, size_hint: int = 0) -> None:
     path = os.fspath(path)
     tmp = _write_temp(path, content, size_hint)
     try:
-        os.replace(tmp, path)
+        _rename(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
@@ -176,7 +185,7 @@ def commit_files(files: Mapping[str | os.PathLike, Content], primary: str | os.P
             temps[path] = _write_temp(path, content, size_hint=known)
         _remove(primary)  # from here until the last rename the output reads as incomplete
         for path in sorted(temps, key=lambda p: p == primary):
-            os.replace(temps[path], path)
+            _rename(temps[path], path)
             del temps[path]  # only once renamed: a failed rename leaves its temporary to remove
     finally:
         for tmp in temps.values():

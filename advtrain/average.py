@@ -18,6 +18,7 @@ Example::
 """
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, Dict, Optional, Tuple
 
@@ -107,10 +108,11 @@ def average_run(run_dir: str, tau: float = 0.9, start: int = 1, end: Optional[in
     if not epochs:
         raise InputError(f"{run_dir!r} holds no epoch_<e>.pt checkpoints; train first")
     end = epochs[-1] if end is None else end
-    missing = [e for e in range(start, end + 1) if e not in epochs]
+    have = set(epochs)  # the first five missing only: --end 10**12 must not list a range
+    missing = list(itertools.islice((e for e in range(max(start, 1), end + 1) if e not in have), 5))
     if start < 1 or end < start or missing:
         raise InputError(f"cannot average epochs {start}..{end} of {run_dir!r}: available epochs "
-                         f"{epochs[0]}..{epochs[-1]}" + (f", missing {missing[:5]}" if missing else ""))
+                         f"{epochs[0]}..{epochs[-1]}" + (f", missing {missing}" if missing else ""))
     holder = {}
 
     def stream():

@@ -181,8 +181,10 @@ def card_paths(out_dir, info: CardInfo) -> tuple:
 
 def write_card(result: EvalResult, info: CardInfo, *, out_dir="model_info",
                command: Optional[Sequence[str]] = None, checkpoint=None,
-               extra: Optional[dict] = None, overwrite: bool = True) -> tuple:
-    """Write the RobustBench card and its sidecar as one; returns ``(card_path, sidecar_path)``.
+               extra: Optional[dict] = None, overwrite: bool = True,
+               files: Optional[dict] = None) -> tuple:
+    """Write the RobustBench card and its sidecar as one (with ``files``, ``{path: content}`` of
+    further files beside them, e.g. the ``--eps-sweep`` curves); returns ``(card_path, sidecar_path)``.
 
     Refused (:class:`InputError`, nothing written) when the result carries a flag that makes its
     numbers meaningless (:data:`advtrain.checks.BLOCKING`, e.g. non-finite logits), or, with
@@ -204,7 +206,7 @@ def write_card(result: EvalResult, info: CardInfo, *, out_dir="model_info",
                          "--overwrite")
     card_path.parent.mkdir(parents=True, exist_ok=True)
     side = sidecar_fields(result, info, command=command, checkpoint=checkpoint, extra=extra)
-    commit_files({side_path: json.dumps(side, indent=2, default=_jsonable) + "\n",
+    commit_files({**(files or {}), side_path: json.dumps(side, indent=2, default=_jsonable) + "\n",
                   card_path: json.dumps(card_fields(result, info), indent=2) + "\n"},
                  primary=card_path)
     return card_path, side_path

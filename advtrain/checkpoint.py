@@ -137,6 +137,7 @@ def load(path: str) -> Dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an advtrain training checkpoint (no format "
                               f"{FORMAT!r}); give the run directory written by 'advtrain train'")
+    _check_progress(ckpt, path)
     model = skeleton(ckpt.get("arch"), ckpt.get("dataset"), ckpt.get("num_classes"),
                      recorded_options(ckpt))
     for key in ("model", "ema"):  # NaN/Inf were refused by load_state_file; now keys/shapes/dtypes
@@ -146,6 +147,22 @@ def load(path: str) -> Dict[str, Any]:
             else:
                 check_tensors(ckpt[key], f"{path} [{key}]")
     return ckpt
+
+
+def _check_progress(ckpt: Dict[str, Any], path: str) -> None:
+    """``epoch``, ``batch`` and ``step`` (where present) are counts, and ``epoch`` is within the
+    recorded ``optim.epochs``: a resume would otherwise fail on a comparison or report a finished
+    run that never trained."""
+    for key in ("epoch", "batch", "step"):
+        value = ckpt.get(key, 0)
+        if type(value) is not int or value < 0:
+            raise CheckpointError(f"{path}: {key} must be a count >= 0, got {str(value)[:40]!r} "
+                                  f"({type(value).__name__}); the file was not written by advtrain")
+    optim = ckpt.get("config", {}).get("optim") if isinstance(ckpt.get("config"), dict) else None
+    epochs = optim.get("epochs") if isinstance(optim, dict) else None
+    if type(epochs) is int and ckpt.get("epoch", 0) > epochs:
+        raise CheckpointError(f"{path}: epoch {ckpt['epoch']} is beyond the {epochs} epochs of its "
+                              "recorded config; the file was not written by this run")
 
 
 def latest(run_dir: str) -> Optional[str]:

@@ -235,7 +235,8 @@ def load(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> Config
 
 def read_yaml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     if not os.path.isfile(path):
-        raise InputError(f"config file {str(path)!r} not found; give the path of a YAML file (see configs/)")
+        what = "is a directory" if os.path.isdir(path) else "not found"
+        raise InputError(f"config file {str(path)!r} {what}; give the path of a YAML file (see configs/)")
     with open(path, "rb") as f:
         text = _decode(f.read(), str(path))
     try:

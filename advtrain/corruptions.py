@@ -30,6 +30,7 @@ import torch
 
 from advtrain.cards import CORRUPTIONS as THREAT_MODEL
 from advtrain.cards import TEST_IMAGES, THREAT_MODELS, card_files
+from advtrain.data.names import num_classes
 from advtrain.errors import DataError, InputError
 from attacks import NORMS
 
@@ -60,15 +61,22 @@ def corruption_folder(root, dataset: str) -> Path:
 
 
 def _open(path: Path) -> np.ndarray:
+    from advtrain.data.npz import BAD_HEADER
+
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except (*BAD_HEADER, OSError) as e:
         raise DataError(f"{path} is not a readable .npy array ({e}); re-extract it") from None
 
 
-def block_size(folder: Path) -> int:
-    """N, the images per severity, checked against every file's shape and the labels."""
+def block_size(folder: Path, classes: int) -> int:
+    """N, the images per severity, checked against every file's shape and the labels (integers
+    in [0, classes): a label no class can match would lower the accuracy silently)."""
     labels = _open(folder / "labels.npy")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or not len(labels) \
+            or int(labels.min()) < 0 or int(labels.max()) >= classes:
+        raise DataError(f"{folder / 'labels.npy'}: expected integer labels in [0, {classes}) "
+                        f"(one per image), got {labels.dtype} {labels.shape}; re-extract it")
     sizes = set()
     for name in corruption_names():
         arr = _open(folder / f"{name}.npy")
@@ -117,7 +125,7 @@ def evaluate_corruptions(model, root, dataset: str, *, n_ex: int, batch_size: in
     import time
 
     folder = corruption_folder(root, dataset)
-    n_block = block_size(folder)
+    n_block = block_size(folder, num_classes(dataset))
     n = min(n_ex, n_block)
     table: Dict[str, Dict[str, float]] = {}
     names = corruption_names()
@@ -166,7 +174,7 @@ def cli_run(args) -> int:
                          f"{FOLDERS[args.dataset]}/ (and the clean test set); pass --data-root")
     name = eval_model.card_name(args)
     paths = _check_outputs(args, name)
-    block_size(corruption_folder(args.data_root, args.dataset))  # the data, before the model
+    block_size(corruption_folder(args.data_root, args.dataset), num_classes(args.dataset))  # data first
     device = resolve_device(args.device)
     model, meta = eval_model.load_model(args, device)
     clean_acc, n_clean = _clean_accuracy(model, args, device)

@@ -43,6 +43,18 @@ def user_errors():
         raise InputError(str(e)) from None
 
 
+def load_state_file(path) -> dict:
+    """An AutoAttack ``--state-path`` file through the one safe loader; an unreadable one is named
+    as a state file, with its fix (delete it: the evaluation recreates it), not a checkpoint's."""
+    from advtrain import safeload
+
+    try:
+        return safeload.load_state_file(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"AutoAttack state file {str(e).split('; ')[0]}; delete it (the "
+                              "evaluation then starts afresh) or pass another --state-path") from None
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """Every setting of one evaluation, validated on construction (see the module docstring).

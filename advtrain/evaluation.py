@@ -116,7 +116,7 @@ def run_autoattack(model, x, y, settings: EvalSettings, *, device, state_path=No
 
         return run_autoattack_sharded(model, x, y, settings, device=device, state_path=state_path)
     from advtrain.atomic import atomic_save
-    from advtrain.safeload import load_state_file
+    from advtrain.eval_settings import load_state_file
     from attacks import AutoAttackAdapter
 
     key = settings.bind(model, x, y) if state_path is not None else None

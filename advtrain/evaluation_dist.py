@@ -100,7 +100,7 @@ def load_state(path, key) -> Optional[dict]:
     naming the settings that differ (the adapter's own check)."""
     if path is None or not os.path.exists(path):
         return None
-    from advtrain.safeload import load_state_file
+    from advtrain.eval_settings import load_state_file
     from attacks.autoattack import check_state_key
 
     state = load_state_file(path)

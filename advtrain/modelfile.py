@@ -118,6 +118,9 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
                          f"{dataset!r}; load a checkpoint file instead")
     if Path(model_dir).is_dir():
         zoo.register_model_dir(model_dir)  # advtrain exports (e.g. the quickstart's)
+    elif os.path.lexists(model_dir):  # else "unknown model" would send the user to the wrong fix
+        raise InputError(f"{what}model_dir {os.fspath(model_dir)} is not a directory; give the "
+                         "folder holding <dataset>/<threat_model>/<name>.pt")
     entry = zoo.zoo_entry(name, dataset, threat_model)
     if entry is None:
         raise zoo.unknown_zoo(name, dataset, threat_model)
@@ -174,6 +177,9 @@ def select_weights(raw: Mapping, weights: str, path) -> tuple:
             recorded["test_data"] = {"root": data.get("root"), "npz": data.get("test_npz")}
         if isinstance(data, Mapping) and (data.get("root") or data.get("train_npz")):
             recorded["train_data"] = {"root": data.get("root"), "npz": data.get("train_npz")}
+        teacher = raw.get("teacher")  # {"file", "sha256"} of a distillation run's teacher
+        if isinstance(teacher, Mapping):
+            recorded["teacher"] = {k: str(teacher[k]) for k in ("file", "sha256") if k in teacher}
         return state, recorded
     if weights != "model":
         raise CheckpointError(f"{os.fspath(path)} is a plain state_dict without EMA weights; "

@@ -51,11 +51,41 @@ def read_json(path: Path) -> dict:
     return data
 
 
-def _float(value) -> Optional[float]:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
+def _percent(card: dict, key: str, path: Path) -> Optional[float]:
+    """``card[key]`` as a percentage; None when absent; a value that is not one (NaN, 1e999, -5,
+    text) is refused in one line rather than put in the table as a number."""
+    value = card.get(key)
+    if value is None:
         return None
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not 0.0 <= number <= 100.0:  # NaN fails both comparisons
+        raise InputError(f"{path}: {key} = {str(value)[:40]!r} is not a percentage in [0, 100]; "
+                         "fix or remove the card")
+    return number
+
+
+def _curves(side: Optional[dict], side_path: Path) -> dict:
+    """The ``--eps-sweep`` images a sidecar names: plain ``.png`` file names beside the card (a
+    path elsewhere would embed any readable file in a page meant to be mailed)."""
+    sweep = (side or {}).get("eps_sweep")
+    files = sweep.get("files") if isinstance(sweep, dict) else None
+    if sweep is None or files is None:
+        return {}
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise InputError(f"{side_path}: eps_sweep.files must map kinds to file names; write the "
+                         "sidecar again with advtrain eval --eps-sweep, or remove it")
+    images = {}
+    for kind, name in files.items():
+        if not str(kind).endswith("png"):
+            continue
+        if Path(name).name != name or name in ("", ".", "..") or not name.endswith(".png"):
+            raise InputError(f"{side_path}: eps_sweep.files[{kind!r}] = {name[:60]!r} is not a "
+                             ".png file name beside the card; remove the entry or the sidecar")
+        images[kind] = side_path.parent / name
+    return images
 
 
 def partial_reason(side: Optional[dict], threat_model: str) -> str:
@@ -66,11 +96,13 @@ def partial_reason(side: Optional[dict], threat_model: str) -> str:
         n = side.get("n_per_block")
         return "" if n == FULL_N else f"{n} images per corruption and severity"
     if "full_standard" in side:  # the sidecar's own verdict and description (advtrain.cards)
-        return "" if side["full_standard"] else str(side.get("evaluation") or "not full standard")
+        if side["full_standard"] is True:  # "no" or 1 is not advtrain's verdict: partial
+            return ""
+        return str(side.get("evaluation") or "not full standard")
     why = []
     if side.get("version") not in (None, "standard"):
         attacks = side.get("attacks")
-        why.append(", ".join(attacks) if isinstance(attacks, list) else str(side.get("version")))
+        why.append(", ".join(map(str, attacks)) if isinstance(attacks, list) else str(side.get("version")))
     n = side.get("n_ex")
     if isinstance(n, int) and n < FULL_N:
         why.append(f"{n} images")
@@ -84,17 +116,15 @@ def card_row(path: Path, root: Path) -> dict:
     side = read_json(side_path) if side_path.is_file() else None
     threat = (side or {}).get("threat_model") or path.parent.name
     acc_key = "corruptions_acc" if "corruptions_acc" in card else "autoattack_acc"
-    robust = _float(card.get(acc_key))
-    if robust is None and _float(card.get("clean_acc")) is None:
+    robust, clean = _percent(card, acc_key, path), _percent(card, "clean_acc", path)
+    if robust is None and clean is None:
         raise InputError(f"{path} has neither clean_acc nor {acc_key}; it is not a RobustBench "
                          "card (remove it or point report at the cards' folder)")
-    sweep = (side or {}).get("eps_sweep") or {}
-    images = {k: side_path.parent / v for k, v in (sweep.get("files") or {}).items()
-              if k.endswith("png")}
+    images = _curves(side, side_path)
     return {"card": str(path.relative_to(root)), "name": path.stem,
             "dataset": card.get("dataset") or (side or {}).get("dataset", ""),
             "threat_model": threat, "eps": str(card.get("eps") or ""),
-            "architecture": card.get("architecture", ""), "clean": _float(card.get("clean_acc")),
+            "architecture": card.get("architecture", ""), "clean": clean,
             "robust": robust, "metric": acc_key, "partial": partial_reason(side, threat),
             "footnote": card.get("footnote") or "", "images": images}
 

@@ -122,15 +122,10 @@ def run_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[float],
             "convergence": {"eps": headline_eps, "loss_per_iteration": convergence}}
 
 
-def write_sweep(sweep: dict, stem) -> dict:
-    """Write ``<stem>.eps_sweep.csv``, ``.eps_sweep.png`` and ``.convergence.png`` as one output
-    (all three or none); return their paths."""
-    from advtrain.atomic import commit_files
-
+def sweep_files(sweep: dict, stem) -> dict:
+    """``{path: bytes}`` of ``<stem>.eps_sweep.csv``, ``.eps_sweep.png`` and ``.convergence.png``:
+    the caller commits them with the card and its sidecar as one output (all or none)."""
     stem = Path(stem)
-    paths = {k: str(stem.with_name(stem.name + suffix)) for k, suffix in
-             (("csv", ".eps_sweep.csv"), ("png", ".eps_sweep.png"),
-              ("convergence_png", ".convergence.png"))}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["eps", "eps_str", "pgd_acc", "autoattack_acc"])
@@ -138,10 +133,9 @@ def write_sweep(sweep: dict, stem) -> dict:
         aa = p.get("autoattack_acc")
         writer.writerow([f"{p['eps']:.8g}", p["eps_str"], f"{p['pgd_acc']:.6f}",
                          "" if aa is None else f"{aa:.6f}"])
-    commit_files({paths["csv"]: buf.getvalue(), paths["png"]: png_bytes(plot_accuracy(sweep)),
-                  paths["convergence_png"]: png_bytes(plot_convergence(sweep))},
-                 primary=paths["csv"])
-    return paths
+    return {str(stem.with_name(stem.name + ".eps_sweep.csv")): buf.getvalue().encode("utf-8"),
+            str(stem.with_name(stem.name + ".eps_sweep.png")): png_bytes(plot_accuracy(sweep)),
+            str(stem.with_name(stem.name + ".convergence.png")): png_bytes(plot_convergence(sweep))}
 
 
 def plot_accuracy(sweep: dict):
@@ -223,8 +217,9 @@ def check_args(args) -> None:
         args.eps_sweep = parse_eps_list(args.eps_sweep)
 
 
-def cli_sweep(args, model, x, y, result: dict, device, stem) -> dict:
-    """Run the sweep of ``advtrain eval`` and write its files beside the card ``stem``."""
+def cli_sweep(args, model, x, y, result: dict, device, stem) -> tuple:
+    """Run the sweep of ``advtrain eval``: ``(record for the sidecar, {path: bytes} of its files
+    beside the card ``stem``)``, written by the card's commit."""
     import sys
 
     sweep = run_sweep(model, x, y, args.eps_sweep, norm=result["norm"],
@@ -232,6 +227,7 @@ def cli_sweep(args, model, x, y, result: dict, device, stem) -> dict:
                       steps=args.sweep_steps, restarts=args.sweep_restarts,
                       batch_size=args.batch_size, seed=args.seed, device=device,
                       log=lambda line: print(line, file=sys.stderr))
+    files = sweep_files(sweep, stem)
     # names relative to the card's folder, so the record survives moving the folder
-    sweep["files"] = {k: Path(v).name for k, v in write_sweep(sweep, stem).items()}
-    return sweep
+    sweep["files"] = {k: Path(v).name for k, v in zip(("csv", "png", "convergence_png"), files)}
+    return sweep, files

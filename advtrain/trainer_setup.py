@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -61,6 +62,7 @@ def prepare_run_dir(config, run_dir: Optional[str], resume: bool, force: bool
             config = stored
         cfg = _as_config(config)
         _remove_stale_temp_files(run_dir)
+        _check_outputs_are_files(run_dir)
         last, state = ck.resume_point(run_dir)
         if last is not None and os.path.basename(last) != ck.LAST and D.is_main():
             print(f"advtrain: {ck.last_path(run_dir)} is missing; resuming from {last} "
@@ -93,6 +95,20 @@ def _remove_stale_temp_files(run_dir: str) -> None:
     for name in os.listdir(run_dir):
         if name.startswith(".") and name.endswith(".tmp"):
             os.remove(os.path.join(run_dir, name))
+
+
+#: files the trainer replaces in a run directory: something else in their place (a directory, a
+#: link loop) would only surface after an epoch of work, when the write fails
+_OUTPUTS = re.compile(r"(last|best|epoch_\d+)\.pt|metrics\.csv|curves\.png")
+
+
+def _check_outputs_are_files(run_dir: str) -> None:
+    for name in sorted(os.listdir(run_dir)):
+        path = os.path.join(run_dir, name)
+        if _OUTPUTS.fullmatch(name) and not os.path.isfile(path):
+            what = "a directory" if os.path.isdir(path) else "not a regular file (a broken link?)"
+            raise InputError(f"cannot resume: {path} is {what}, where the run writes its {name}; "
+                             "move it away and resume again")
 
 
 def start_run_dir(cfg: C.Config, run_dir: str) -> None:

@@ -599,6 +599,106 @@ CASES = [
                     "--model-dir", str(W.case / "md")], "No space left on device",
          "free space and rerun (nothing was written; no --overwrite needed)", rc=1,
          patch=_zip_disk_full),
+    # ---- round 3 (issue 16, "every input path"): directories, link loops, wrong fields ----
+    Case("npz-header-garbled", "`--data-npz` whose `image.npy` header is cut mid-literal",
+         _npz_file("hdr.npz", lambda p: _npz_header(p, b"{'descr':\n")), "is not a valid .npy",
+         "re-create it with np.savez"),
+    Case("npz-header-huge", "`--data-npz` whose `image.npy` header declares 2^26 images (holds 8)",
+         _npz_file("big.npz", lambda p: _npz_header(p, shape=(2 ** 26, 32, 32, 3))),
+         "is corrupt (header does not match its size)", "re-copy or re-create the file"),
+    Case("report-card-nan", "`advtrain report DIR`, a card with `\"clean_acc\": NaN`",
+         lambda W: ["report", _card_dir(W, '{"clean_acc": NaN, "autoattack_acc": "50.00"}')],
+         "clean_acc = 'nan' is not a percentage in [0, 100]", "fix or remove the card"),
+    Case("report-card-link-loop", "`advtrain report DIR`, a card that is a link to itself",
+         lambda W: ["report", _card_dir(W, None)], "Too many levels of symbolic links",
+         "remove the link", rc=1),
+    Case("report-curve-elsewhere", "`advtrain report DIR`, a sidecar naming a curve outside the "
+         "card's folder (`eps_sweep.files.png: /abs/secret`)",
+         lambda W: ["report", _card_dir(W, side={"eps_sweep": {"files": {
+             "png": _write(W.case / "secret.png", "not for the page")}}})],
+         "is not a .png file name beside the card", "remove the entry or the sidecar"),
+    Case("report-curve-files-list", "`advtrain report DIR`, a sidecar with `eps_sweep.files` a list",
+         lambda W: ["report", _card_dir(W, side={"eps_sweep": {"files": ["x.png"]}})],
+         "eps_sweep.files must map kinds to file names", "write the sidecar again, or remove it"),
+    Case("corruptions-npy-header", "`--threat-model corruptions`, a CIFAR-10-C file whose .npy "
+         "header is garbled", lambda W: _corruptions(W, "fog.npy", b"\x93NUMPY\x01\x00\x0a\x00"
+                                                  b"{'descr':\n"),
+         "fog.npy is not a readable .npy array", "re-extract CIFAR-10-C"),
+    Case("corruptions-labels-range", "`--threat-model corruptions`, labels.npy holding 10 (cifar10)",
+         lambda W: _corruptions(W, "labels.npy", np.full(15, 10, np.int64)),
+         "expected integer labels in [0, 10)", "re-extract CIFAR-10-C"),
+    Case("teacher-model-dir-file", "config `teacher: {robustbench: NAME, model_dir: FILE}`",
+         lambda W: ["train", config(W, objective={"name": "ard"}, teacher={
+             "robustbench": "Me2026Teacher_WRN-10-1", "model_dir": str(W.file)})],
+         "file.txt is not a directory; give the folder holding", "the model_dir folder"),
+    Case("eval-model-dir-file", "`advtrain eval --robustbench-name NAME --model-dir FILE`",
+         lambda W: ["eval", "--robustbench-name", "Me2026X_WRN-10-1", "--model-dir", str(W.file),
+                    *eval_args(W)[2:]], "file.txt is not a directory; give the folder holding",
+         "the model_dir folder"),
+    Case("train-config-dir", "`advtrain train DIR` (a directory where the config goes)",
+         lambda W: ["train", str(W.data)], "data' is a directory", "give the path of a YAML file"),
+    Case("train-config-link-loop", "`advtrain train LOOP.yaml`, a symbolic link loop",
+         lambda W: ["train", str(_loop(W, "loop.yaml"))], "loop.yaml' not found",
+         "give the path of a YAML file"),
+    Case("eval-ckpt-dir", "`advtrain eval DIR` (a directory where the checkpoint file goes)",
+         lambda W: eval_args(W, ckpt=W.run), "is a directory, expected a checkpoint file",
+         "give the checkpoint file, e.g. RUN_DIR/last.pt"),
+    Case("eval-ckpt-link-loop", "`advtrain eval LOOP.pt`, a symbolic link loop",
+         lambda W: eval_args(W, ckpt=_loop(W, "loop.pt")), "checkpoint file not found",
+         "check the path"),
+    Case("export-ckpt-link-loop", "`advtrain export LOOP.pt`, a symbolic link loop",
+         lambda W: ["export", str(_loop(W, "loop.pt")), "--name", "X", "--dataset", "cifar10",
+                    "--model-dir", str(W.case / "zoo")], "checkpoint file not found",
+         "check the path"),
+    Case("eval-npz-dir", "`advtrain eval --data-npz DIR`",
+         lambda W: eval_args(W, npz=W.data), "no such npz file", "give the npz file"),
+    Case("eval-state-garbage", "`advtrain eval --state-path S` where S is random bytes",
+         lambda W: eval_args(W, "--state-path", str(_write_bytes(W.case / "s.pt", b"junk" * 99))),
+         "AutoAttack state file", "delete the state file (the evaluation recreates it)"),
+    Case("eval-state-foreign", "`advtrain eval --state-path S` where S is a tensor file of "
+         "another kind", lambda W: eval_args(W, "--state-path", str(_saved(W.case / "s.pt", {
+             "a": torch.zeros(1)}))), "not an AutoAttack state file", "delete the state file"),
+    Case("teacher-dir", "config `teacher.checkpoint: DIR`",
+         lambda W: ["train", config(W, objective={"name": "ard"},
+                                    teacher={"checkpoint": str(W.run)})],
+         "is a directory, expected a checkpoint file", "the teacher's checkpoint file"),
+    Case("resume-config-corrupt", "`train --resume RUN` whose config.yaml is not YAML",
+         lambda W: _resume_copy(W, edit=lambda r: _write(r / "config.yaml", "optim: {epochs: [\n")),
+         "is not valid YAML", "restore RUN/config.yaml or pass the config file"),
+    Case("resume-last-dir", "`train --resume RUN` where RUN/last.pt is a directory",
+         lambda W: _resume_copy(W, edit=lambda r: _in_the_way(r / "last.pt")),
+         "last.pt is a directory, where the run writes its last.pt", "move it away"),
+    Case("resume-metrics-dir", "`train --resume RUN` where RUN/metrics.csv is a directory",
+         lambda W: _resume_copy(W, edit=lambda r: _in_the_way(r / "metrics.csv")),
+         "metrics.csv is a directory, where the run writes its metrics.csv", "move it away"),
+    Case("resume-last-link-loop", "`train --resume RUN` where RUN/last.pt is a link to itself",
+         lambda W: _resume_copy(W, edit=lambda r: _loop(W, r / "last.pt")),
+         "last.pt is not a regular file (a broken link?)", "move it away"),
+    Case("resume-lock-link-loop", "`train --resume RUN` where RUN/train.lock is a link to itself",
+         lambda W: _resume_copy(W, edit=lambda r: _loop(W, r / "train.lock")),
+         "train.lock: Too many levels of symbolic links", "remove the link", rc=1),
+    Case("resume-lock-dir", "`train --resume RUN` where RUN/train.lock is a directory",
+         lambda W: _resume_copy(W, edit=lambda r: _in_the_way(r / "train.lock")),
+         "train.lock: Is a directory; a directory is where this file must be",
+         "move the directory away", rc=1),
+    Case("resume-epoch-text", "`train --resume RUN` whose last.pt records `epoch: \"one\"`",
+         lambda W: _resume_copy(W, edit=lambda r: _edit_last(r, epoch="one")),
+         "epoch must be a count >= 0, got 'one' (str)", "move last.pt away (the message names "
+         "the intact epoch_N.pt)"),
+    Case("resume-epoch-beyond", "`train --resume RUN` whose last.pt records epoch 10^30 of 2",
+         lambda W: _resume_copy(W, edit=lambda r: _edit_last(r, epoch=10 ** 30)),
+         "is beyond the 2 epochs of its recorded config", "move last.pt away"),
+    Case("average-config-bad", "`advtrain average RUN` whose config.yaml has `average.tau: abc`",
+         lambda W: ["average", str(_run_copy(W, lambda r: _write(
+             r / "config.yaml", "average: {tau: abc}\n")))],
+         "'average.tau' must be a number, got 'abc'", "fix RUN/config.yaml or pass --tau"),
+    Case("average-end-huge", "`advtrain average RUN --end 10^12`",
+         lambda W: ["average", str(_run_copy(W)), "--end", str(10 ** 12)],
+         "cannot average epochs 1..1000000000000", "an --end among the run's epochs"),
+    Case("average-out-dir", "`advtrain average RUN` where the output name is a directory",
+         lambda W: ["average", str(_run_copy(W, lambda r: _in_the_way(
+             r / "average_tau0.9_1_1.pt"))), "--tau", "0.9", "--end", "1"],
+         "average_tau0.9_1_1.pt: Is a directory", "move the directory away", rc=1),
 ]
 
 
@@ -677,10 +777,58 @@ def _with(argv: List[str], flag: str, value: str) -> List[str]:
     return argv
 
 
-def _run_copy(W) -> Path:
+def _run_copy(W, edit=None) -> Path:
     copy = W.case / "run"
     shutil.copytree(W.run, copy)
+    if edit is not None:
+        edit(copy)
     return copy
+
+
+def _loop(W, name) -> Path:
+    """A symbolic link to itself (``name`` relative to the case folder, or a path)."""
+    link = W.case / name
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(link, link)
+    return link
+
+
+def _in_the_way(path: Path) -> None:
+    """A directory where the run writes ``path``."""
+    if path.exists():
+        path.unlink()
+    path.mkdir()
+
+
+def _edit_last(run: Path, **fields) -> None:
+    ck = torch.load(run / "last.pt", weights_only=True)
+    ck.update(fields)
+    torch.save(ck, run / "last.pt")
+
+
+def _npz_header(path: Path, text: bytes = b"", shape=None) -> None:
+    """An npz of 8 zero images whose ``image.npy`` header is ``text`` or declares ``shape``."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    if shape is not None:
+        buf = io.BytesIO()
+        npy.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        header = buf.getvalue()
+    else:
+        header = npy.magic(1, 0) + len(text).to_bytes(2, "little") + text
+    label = io.BytesIO()
+    np.save(label, np.arange(8) % 10)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("image.npy", header + bytes(8 * 32 * 32 * 3))
+        z.writestr("label.npy", label.getvalue())
+
+
+def _saved(path: Path, obj) -> Path:
+    torch.save(obj, path)
+    return path
 
 
 def _average_nan(W) -> List[str]:
@@ -730,6 +878,39 @@ def _write_dir(folder: Path, name: str, text: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(text)
     return str(folder.parents[1])
+
+
+def _card_dir(W, card: Optional[str] = '{"clean_acc": "90", "autoattack_acc": "50"}',
+              side: Optional[dict] = None) -> str:
+    """A model_info folder with card X (None: a link to itself) and, given ``side``, its sidecar."""
+    import json
+
+    folder = W.case / "mi" / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    if card is None:
+        os.symlink(folder / "X.json", folder / "X.json")
+    else:
+        (folder / "X.json").write_text(card)
+    if side is not None:
+        (folder / "X.advtrain.json").write_text(json.dumps(side))
+    return str(W.case / "mi")
+
+
+def _corruptions(W, name: str, content) -> List[str]:
+    """A CIFAR-10-C folder of 3 images per severity (all files well-formed but ``name``)."""
+    from advtrain.corruptions import corruption_names
+
+    folder = W.case / "c" / "CIFAR-10-C"
+    folder.mkdir(parents=True)
+    for c in corruption_names():
+        np.save(folder / f"{c}.npy", np.zeros((15, 32, 32, 3), np.uint8))
+    np.save(folder / "labels.npy", np.zeros(15, np.int64))
+    if isinstance(content, bytes):
+        (folder / name).write_bytes(content)
+    else:
+        np.save(folder / name, content)
+    shutil.copy(W.test_npz, W.case / "c" / "test.npz")
+    return eval_args(W, "--threat-model", "corruptions", data=["--data-root", str(W.case / "c")])
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:

@@ -95,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 #: errno values that mean "the file system refused", not "advtrain has a bug"
 _SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
-                  errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG}
+                  errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def _prints_errors() -> bool:
@@ -115,8 +115,12 @@ def _os_message(e: OSError, command: str) -> str:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free disk space and run again (files written before are intact"
         fix += "; continue with advtrain train --resume RUN_DIR)" if command == "train" else ")"
-    elif e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
         fix = "a component of this path is a file, not a directory; choose another output path"
+    elif e.errno == errno.EISDIR:
+        fix = "a directory is where this file must be; move the directory away"
+    elif e.errno == errno.ELOOP:
+        fix = "a symbolic link here points back to itself; remove the link"
     else:
         fix = "the location is not writable; choose another output path"
     return f"{where}{reason}; {fix}"

@@ -133,7 +133,7 @@ def run(args) -> int:
         return 0
     if args.eps_sweep:  # ux: robustness curve beside the card, recorded in the sidecar
         stem = card_files(args.out, args.dataset, args.norm, card_name(args))[0].with_suffix("")
-        meta["eps_sweep"] = sweep.cli_sweep(args, model, x, y, result, device, stem)
+        meta["eps_sweep"], meta["files"] = sweep.cli_sweep(args, model, x, y, result, device, stem)
     card, side = _write(args, result, meta, data)  # first: a blocking flag leaves no file at all
     if args.save_adv:
         _save_adv(args.save_adv, result, y)
@@ -232,11 +232,12 @@ def _write(args, result, meta, data):
 
     info = _card_info(args, meta["display"], data["test_images"])
     extra = {"arch": meta["arch"], "weights": meta["weights"],
-             "robustbench_name": args.robustbench_name, "data": data}
+             "robustbench_name": args.robustbench_name, "data": data,
+             "teacher": meta["recorded"].get("teacher")}
     extra.update({k: meta[k] for k in ("eps_sweep",) if k in meta})  # ux: sweep record
     return write_card(result, info, out_dir=args.out, overwrite=args.overwrite,
                       command=["advtrain"] + sys.argv[1:] if sys.argv else None,
-                      checkpoint=meta["checkpoint"], extra=extra)
+                      checkpoint=meta["checkpoint"], extra=extra, files=meta.get("files"))
 
 
 def _summary(result, card, side) -> None:

@@ -20,7 +20,7 @@ def check_writable_dir(path: str | os.PathLike) -> None:
     """Fail now, before hours of work, if ``path`` (a directory, created later) cannot be one.
 
     The nearest existing ancestor must be a writable directory; raises the ``OSError`` (ENOTDIR,
-    EACCES) the later ``mkdir``/write would raise, which the CLI prints as one line. Creates nothing.
+    EACCES, EROFS) the later ``mkdir``/write would raise, which the CLI prints as one line. Creates nothing.
     """
     path = os.path.abspath(os.fspath(path))
     probe = path
@@ -32,6 +32,8 @@ def check_writable_dir(path: str | os.PathLike) -> None:
     if os.path.exists(probe) and not os.path.isdir(probe):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
     if os.path.isdir(probe) and not os.access(probe, os.W_OK | os.X_OK):
+        if os.statvfs(probe).f_flag & os.ST_RDONLY:  # say why: no chmod will help here
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
 

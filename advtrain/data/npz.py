@@ -21,6 +21,7 @@ import os
 import shutil
 import struct
 import sys
+import tokenize
 import zipfile
 import zlib
 from typing import Optional, Tuple
@@ -53,6 +54,10 @@ def _member_data_offset(f, info: zipfile.ZipInfo, path: str) -> int:
     return info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
 
 
+#: what numpy raises for a garbled ``.npy`` header (it parses the header text as a Python literal)
+BAD_HEADER = (ValueError, SyntaxError, tokenize.TokenError)
+
+
 def _map_stored(path: str, info: zipfile.ZipInfo) -> np.memmap:
     """np.memmap over the array data of an uncompressed ``.npy`` member."""
     with open(path, "rb") as f:
@@ -64,7 +69,7 @@ def _map_stored(path: str, info: zipfile.ZipInfo) -> np.memmap:
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        except ValueError as e:
+        except BAD_HEADER as e:
             raise DataError(f"{path}: member {info.filename!r} is not a valid .npy ({e}); {_fix()}") from None
         data_offset = f.tell()
     if dtype.hasobject:
@@ -87,7 +92,7 @@ def _load_compressed(path: str, key: str) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as z:
             return z[key]
-    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+    except (*BAD_HEADER, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: cannot read member {key!r} ({e}); re-copy the file or {_fix()}") from None
 
 
