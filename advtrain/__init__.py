@@ -22,8 +22,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "create_model": ("advtrain.models", "create_model"),
     "list_models": ("advtrain.models", "list_models"),
-    "evaluate": ("advtrain.evaluation", "evaluate"),
-    "fit": ("advtrain.trainer", "fit"),
+    "evaluate": ("advtrain.eval.evaluator", "evaluate"),
+    "fit": ("advtrain.train.loop", "fit"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Optional, Union
 
@@ -82,3 +83,23 @@ def git_commit() -> Optional[str]:
     if head.returncode != 0:
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+_EPS_FIX = "give a number like 0.0314 or a fraction like 8/255"
+
+
+def parse_eps(value: Union[str, float, int]) -> float:
+    """``"8/255"`` / ``"0.0314"`` / ``0.0314`` -> float in [0, 1]; anything else -> InputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InputError(f"invalid eps {value!r}; {_EPS_FIX}")
+    try:
+        if isinstance(value, str) and "/" in value:
+            num, den = value.strip().split("/", 1)
+            out = float(num) / float(den)
+        else:
+            out = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise InputError(f"invalid eps {value!r}; {_EPS_FIX}") from None
+    if not math.isfinite(out) or out < 0 or out > 1:
+        raise InputError(f"eps {value!r} = {out:g} is outside [0, 1]; images live in [0, 1] (e.g. 8/255)")
+    return out

@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(config: str, objective: str, seed: int, overrides, folder: str) -> dict:
     from advtrain import config as C
-    from advtrain.trainer import fit
+    from advtrain.train.loop import fit
 
     extra = [f"objective={{name: {objective}}}", f"run.seed={seed}", "run.progress=false",
              f"run.out_dir={folder}", f"run.name={objective}-{seed}"]

@@ -133,7 +133,7 @@ def run_one(args, batch: int, precision: str) -> dict:
         set_precision(precision)  # again: building the trainer applied its own tf32 setting
         if precision == "bf16":
             trainer.cfg = dataclasses.replace(trainer.cfg, precision="bf16")  # the config is frozen
-            from advtrain.trainer_setup import _autocast
+            from advtrain.train.setup import _autocast
 
             trainer.parts.autocast = _autocast(trainer.cfg, trainer.parts.device)
         x, y = next(iter(trainer.parts.loader))

@@ -58,9 +58,9 @@ def _data(arch, batch, folder, image_size):
 
 
 def make_trainer(arch, objective, awp, batch, steps, device, folder, image_size=224):
-    """A real :class:`advtrain.trainer.Trainer` on generated data (nothing is written)."""
+    """A real :class:`advtrain.train.loop.Trainer` on generated data (nothing is written)."""
     from advtrain import config as C
-    from advtrain.trainer import Trainer
+    from advtrain.train.loop import Trainer
 
     data = _data(arch, batch, folder, image_size)
     from advtrain.models import create_model

@@ -98,7 +98,7 @@ def child_resume(folder: str) -> int:
     torch.use_deterministic_algorithms(True)
     import advtrain
     from advtrain import config as C
-    from advtrain.safeload import load_state_file
+    from advtrain.io.safeload import load_state_file
 
     cfg = C.load(CONFIG, FEW)  # 2 epochs
     a, b = os.path.join(folder, "straight"), os.path.join(folder, "resumed")

@@ -101,8 +101,8 @@ def test_subset(args):
 
 def train(objective: str, args) -> tuple:
     from advtrain import fit
-    from advtrain.checkpoint import last_path
-    from advtrain.modelfile import load_model_file
+    from advtrain.train.checkpoint import last_path
+    from advtrain.hub.loader import load_model_file
 
     run_dir = os.path.join(args.out, "runs", objective)
     t0 = time.time()
@@ -113,7 +113,7 @@ def train(objective: str, args) -> tuple:
 
 
 def evaluate(model, x, y, args) -> dict:
-    from advtrain.evaluation import evaluate as aa_evaluate
+    from advtrain.eval.evaluator import evaluate as aa_evaluate
 
     t0 = time.time()
     r = aa_evaluate(model, x, y, eps="8/255", version="custom", attacks=["apgd-ce", "apgd-t"],
@@ -266,7 +266,7 @@ def merge(args) -> int:
 
 def save(results: dict, args, wall: float, cpu: float) -> None:
     """``table.md`` and ``results.json`` under ``--out`` (atomic writes)."""
-    from advtrain.atomic import atomic_write_text
+    from advtrain.io.atomic import atomic_write_text
 
     atomic_write_text(os.path.join(args.out, "table.md"), table(results, args) + "\n")
     atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(

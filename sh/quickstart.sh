@@ -66,10 +66,10 @@ echo "[quickstart] 3/4 export for RobustBench -> checkpoints/"
 echo "[quickstart] 4/4 load the export with robustbench.utils.load_model"
 "$PY" - "$NAME" <<'PYEOF'
 import sys, torch
-import advtrain.export
+import advtrain.hub.export
 from robustbench.utils import load_model
 name = sys.argv[1]
-advtrain.export.register_model_dir("checkpoints")   # teaches RobustBench our architecture
+advtrain.hub.export.register_model_dir("checkpoints")   # teaches RobustBench our architecture
 model = load_model(name, model_dir="checkpoints", dataset="cifar10", threat_model="Linf")
 x = torch.rand(4, 3, 32, 32)
 with torch.no_grad():

@@ -2,7 +2,7 @@
 # Run the test suite once per CPU kernel set this machine offers (ATEN_CPU_CAPABILITY = default,
 # avx2, avx512 as /proc/cpuinfo allows) x intra-op threads (ADVTRAIN_TEST_THREADS = 1, 2).
 # No result may depend on SIMD width or thread count; exits non-zero if any run fails.
-# Extra args go to pytest, e.g. `bash sh/test_matrix.sh -x tests/test_objectives_spec.py`.
+# Extra args go to pytest, e.g. `bash sh/test_matrix.sh -x tests/objectives/test_objectives_spec.py`.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash sh/setup.sh || exit 1

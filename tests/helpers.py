@@ -105,7 +105,7 @@ def small_disk(monkeypatch, limit: int = 1024) -> None:
     bytes with ENOSPC, as a full disk does (torch's zip writer then raises its RuntimeError)."""
     import errno
 
-    import advtrain.atomic as atomic
+    import advtrain.io.atomic as atomic
 
     real = os.fdopen
 

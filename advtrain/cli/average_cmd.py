@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from advtrain.modelfile import WEIGHTS
+from advtrain.hub.loader import WEIGHTS
 
 
 def add_parser(subparsers) -> None:
@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advtrain.average import average_run, run_average_settings
+    from advtrain.train.average import average_run, run_average_settings
 
     recipe, source = run_average_settings(args.run_dir)
     given = {"tau": args.tau, "start": args.start, "end": args.end}

@@ -12,12 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-from advtrain.cards import TEST_IMAGES, card_files
+from advtrain.eval.cards import TEST_IMAGES, card_files
 from advtrain.cli.eval_model import card_name, check_args, load_model
 from advtrain.data.names import DATASETS
 from advtrain.errors import InputError
-from advtrain.eval_settings import PRECISIONS
-from advtrain.modelfile import WEIGHTS
+from advtrain.eval.settings import PRECISIONS
+from advtrain.hub.loader import WEIGHTS
 from advtrain.models import list_models
 from attacks import NORMS
 from attacks.autoattack import VERSIONS
@@ -91,7 +91,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-restarts", type=int, help="APGD/FAB/Square restarts (default: the version's)")
     p.add_argument("--n-queries", type=int, help="Square queries (AutoAttack: 5000)")
     p.add_argument("--n-targets", type=int, help="APGD-T/FAB-T target classes (AutoAttack: 9)")
-    from advtrain import corruptions, sweep  # ux: --eps-sweep, --threat-model corruptions
+    from advtrain.cli import eval_corruptions as corruptions, eval_sweep as sweep
     sweep.add_arguments(p)
     corruptions.add_arguments(p)
     p.set_defaults(func=run)
@@ -99,7 +99,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from advtrain import corruptions, sweep  # ux: new options, checked first
+    from advtrain.cli import eval_corruptions as corruptions, eval_sweep as sweep
     from advtrain.cli.folder_eval import resolve_defaults
 
     resolve_defaults(args)  # --eps / --n-ex left unset: the dataset's protocol values
@@ -123,7 +123,7 @@ def run(args) -> int:
     _data_from_checkpoint(args, meta)
     _check_outputs(args)  # again: the test data may now come from the checkpoint's config
     from advtrain.cli import eval_data
-    from advtrain.evaluation import evaluate
+    from advtrain.eval.evaluator import evaluate
 
     x, y, data = eval_data.load(args, model)
     result = evaluate(model, x, y, settings, device=device, state_path=args.state_path,
@@ -143,7 +143,7 @@ def run(args) -> int:
 
 def _settings(args):
     """The one :class:`EvalSettings` of this run (eps as typed: a note when it is not k/255)."""
-    from advtrain.eval_settings import EvalSettings, eps_note
+    from advtrain.eval.settings import EvalSettings, eps_note
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     settings = EvalSettings(
@@ -167,9 +167,9 @@ def _check_outputs(args) -> None:
     """Refuse, before any work, outputs that cannot be written or would destroy an input: the card
     and sidecar, --save-adv and --state-path must be writable, must not be (or link to) the
     checkpoint, the data or each other; an existing card needs --overwrite."""
-    from advtrain import export
-    from advtrain.cli.paths import check_outputs, check_path, check_writable_dir
-    from advtrain.names import check_model_name
+    from advtrain.hub import export as export
+    from advtrain.io.paths import check_outputs, check_path, check_writable_dir
+    from advtrain.io.names import check_model_name
 
     check_path(args.checkpoint, "CHECKPOINT")
     if args.robustbench_name is not None:
@@ -200,7 +200,7 @@ def _data_from_checkpoint(args, meta) -> None:
     recorded = meta.get("test_data")
     if args.data_root or args.data_npz or not recorded:
         return
-    from advtrain.config_check import recorded_test_data
+    from advtrain.config.check import recorded_test_data
 
     recorded = recorded_test_data(recorded, meta["checkpoint"])
     args.data_root, args.data_npz = recorded["root"], recorded["npz"]
@@ -210,7 +210,7 @@ def _data_from_checkpoint(args, meta) -> None:
 
 
 def _save_adv(path, result, y) -> None:
-    from advtrain.atomic import atomic_save
+    from advtrain.io.atomic import atomic_save
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"x_adv": result.x_adv, "y_adv": result.y_adv, "y": y.cpu(),
@@ -218,7 +218,7 @@ def _save_adv(path, result, y) -> None:
 
 
 def _card_info(args, architecture: str, test_images=None):
-    from advtrain.cards import CardInfo
+    from advtrain.eval.cards import CardInfo
 
     return CardInfo(name=card_name(args), dataset=args.dataset, threat_model=args.norm,
                     architecture=architecture, title=args.title, venue=args.venue, link=args.link,
@@ -228,7 +228,7 @@ def _card_info(args, architecture: str, test_images=None):
 
 
 def _write(args, result, meta, data):
-    from advtrain.cards import write_card
+    from advtrain.eval.cards import write_card
 
     info = _card_info(args, meta["display"], data["test_images"])
     extra = {"arch": meta["arch"], "weights": meta["weights"],

@@ -54,14 +54,14 @@ def load(args, model=None) -> tuple:
 
 
 def _sha(path: str) -> Optional[str]:
-    from advtrain.safeload import file_sha256
+    from advtrain.io.safeload import file_sha256
 
     return file_sha256(path) if os.path.isfile(path) else None
 
 
 def flags(record: dict, recorded: dict) -> list:
     """Provenance flags for the sidecar (see the module docstring)."""
-    from advtrain.checks import flag
+    from advtrain.eval.sanity import flag
 
     out = []
     train = _recorded_file(recorded.get("train_data"))

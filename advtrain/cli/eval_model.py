@@ -1,5 +1,5 @@
 """What every ``advtrain eval`` run shares, whatever it measures (AutoAttack in :mod:`eval_cmd`,
-common corruptions in :mod:`advtrain.corruptions`): argument checks, the card name and the model."""
+common corruptions in :mod:`advtrain.eval.corruptions`): argument checks, the card name and the model."""
 from __future__ import annotations
 
 import sys
@@ -24,7 +24,7 @@ def check_args(args) -> None:
 
 def card_name(args) -> str:
     """--name, else the RobustBench name or the checkpoint file stem; validated as a file name."""
-    from advtrain.names import check_model_name
+    from advtrain.io.names import check_model_name
 
     if args.name is not None:
         return check_model_name(args.name, "--name")
@@ -33,10 +33,10 @@ def card_name(args) -> str:
 
 
 def load_model(args, device):
-    """``(model, meta)`` from CHECKPOINT or --robustbench-name, through :mod:`advtrain.modelfile`."""
-    from advtrain import export
-    from advtrain.cards import display_arch
-    from advtrain.modelfile import load_model_file, load_zoo
+    """``(model, meta)`` from CHECKPOINT or --robustbench-name, through :mod:`advtrain.hub.loader`."""
+    from advtrain.hub import export as export
+    from advtrain.eval.cards import display_arch
+    from advtrain.hub.loader import load_model_file, load_zoo
 
     if args.robustbench_name:
         loaded = load_zoo(args.robustbench_name, dataset=args.dataset, threat_model=args.norm,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from advtrain.modelfile import WEIGHTS
-from advtrain.zoo import ZOO_DATASETS
+from advtrain.hub.loader import WEIGHTS
+from advtrain.hub.zoo import ZOO_DATASETS
 from attacks import NORMS
 
 
@@ -32,8 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from advtrain import export
-    from advtrain.modelfile import load_model_file
+    from advtrain.hub import export as export
+    from advtrain.hub.loader import load_model_file
 
     _check_outputs(args)  # before loading anything
     loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
@@ -60,10 +60,10 @@ def _check_outputs(args) -> None:
     link to it), and the export (its .pt: the files are committed as one, the .pt last, so the
     others without it are leftovers of an interrupted export and are replaced) does not exist
     unless --overwrite."""
-    from advtrain import export
+    from advtrain.hub import export as export
     from advtrain.errors import InputError
-    from advtrain.cli.paths import check_outputs, check_path, check_writable_dir
-    from advtrain.names import check_model_name
+    from advtrain.io.paths import check_outputs, check_path, check_writable_dir
+    from advtrain.io.names import check_model_name
 
     check_path(args.checkpoint, "CHECKPOINT")
     check_path(args.model_dir, "--model-dir")

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from advtrain.cards import TEST_IMAGES
+from advtrain.eval.cards import TEST_IMAGES
 from advtrain.data.imagefolder import (IMAGENET_PROTOCOL_N, imagenet_protocol_files, is_folder_dataset,
                                        load_folder_test, scan)
 from advtrain.errors import InputError

@@ -2,7 +2,7 @@
 
 Writes ``PREFIX.md`` (sorted by robust accuracy) and ``PREFIX.html`` (self-contained: click a header
 to sort, the ``--eps-sweep`` curves embedded); PREFIX defaults to ``DIR/report``. Partial
-evaluations (not standard AutoAttack on the full test set) are marked. See advtrain/report.py.
+evaluations (not standard AutoAttack on the full test set) are marked. See advtrain/eval/report.py.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from advtrain.cli.paths import check_path, check_writable_dir
-    from advtrain.report import write_report
+    from advtrain.io.paths import check_path, check_writable_dir
+    from advtrain.eval.report import write_report
 
     check_path(args.dir, "DIR")
     check_path(args.out, "--out")

@@ -49,7 +49,7 @@ def _intermixed(cls):
 
 def run(args: argparse.Namespace) -> int:
     from advtrain import config as C
-    from advtrain.trainer import fit
+    from advtrain.train.loop import fit
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not os.path.isfile(config):

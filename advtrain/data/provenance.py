@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from advtrain.data.sources import Source, source_files, resolve_source
-from advtrain.safeload import file_sha256
+from advtrain.io.safeload import file_sha256
 
 #: Source.kind -> the name recorded in the provenance
 SOURCE_NAMES = {"npz": "npz", "binary": "binary folder", "torchvision": "python-pickle folder"}

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from advtrain.errors import CheckpointError
-from advtrain.safeload import check_tensors, load_state_file
+from advtrain.io.safeload import check_tensors, load_state_file
 
 __all__ = ["check_fits", "filter_state_dict", "load_weights"]
 

@@ -98,7 +98,7 @@ def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] 
 def load_timm_weights(model: TimmClassifier, path: str) -> None:
     """Strictly load a local file (tensors only) into the timm network of ``model``."""
     from advtrain.models.convert import filter_state_dict, load_weights
-    from advtrain.safeload import load_state_file
+    from advtrain.io.safeload import load_state_file
 
     state = filter_state_dict(load_state_file(path))  # unwraps a trainer checkpoint's "model"
     if state and all(isinstance(k, str) and k.startswith("model.") for k in state):

@@ -34,7 +34,7 @@ Terms = Dict[str, torch.Tensor]
 
 def opt(default: Any, **rule: Any) -> Any:
     """An option field with its default and its value rule, read by the config validator
-    (:func:`advtrain.config_check.check_objective`): ``min``/``max`` (inclusive), ``gt``/``lt``
+    (:func:`advtrain.config.check.check_objective`): ``min``/``max`` (inclusive), ``gt``/``lt``
     (exclusive), ``choices`` (a tuple), ``arch`` (a model name)."""
     return field(default=default, metadata=rule)
 
@@ -100,7 +100,7 @@ class Objective(nn.Module):
     Subclasses set ``name`` and ``Options`` (their :class:`ObjectiveOptions` subclass), build
     ``self.attack`` via :meth:`make_attack` and implement :meth:`loss`. They receive resolved
     values (``options``: an ``Options`` instance; ``attack``: the resolved ``attack:`` section) and
-    check nothing: the config validator did (:func:`advtrain.objectives.build_objective` runs the
+    check nothing: the config validator did (:func:`advtrain.config.build_objective` runs the
     same validator for library callers).
     """
 
@@ -127,7 +127,7 @@ class Objective(nn.Module):
 
     def set_attack_budget(self, eps: float, step_size: float, steps: int) -> None:
         """Radius, step size and number of steps of the inner maximisation (set per epoch from a
-        :class:`advtrain.schedules.AttackBudget`: ``set_attack_budget(*budget)``)."""
+        :class:`advtrain.config.schedules.AttackBudget`: ``set_attack_budget(*budget)``)."""
         self.attack.eps, self.attack.alpha, self.attack.steps = float(eps), float(step_size), int(steps)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

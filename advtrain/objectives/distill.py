@@ -36,7 +36,7 @@ KD_ATTACK = {**DKL_ATTACK, "schedule": "fixed", "steps": 10, "step_size": 2 / 25
 RSLAD_OPTIM = {"lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "schedule": "piecewise",
                "milestones": [216, 261, 286], "lr_gamma": 0.1, "epochs": 300}
 
-#: config section that supplies the teacher (see :mod:`advtrain.teacher`)
+#: config section that supplies the teacher (see :mod:`advtrain.train.teacher`)
 TEACHER_HINT = ("teacher: {robustbench: NAME, model_dir: checkpoints} or teacher: {checkpoint: PATH, "
                 "arch: ARCH}")
 
@@ -50,7 +50,7 @@ def teacher_kl(logits_student: Tensor, logits_teacher: Tensor, temperature: floa
 
 def freeze(teacher: nn.Module) -> nn.Module:
     """The teacher in eval mode with every parameter's ``requires_grad`` off (the one ``freeze``)."""
-    from advtrain.modelfile import freeze as frozen
+    from advtrain.hub.loader import freeze as frozen
 
     if not isinstance(teacher, nn.Module):
         raise InputError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")

@@ -1,0 +1,44 @@
+"""``advtrain eval --eps-sweep``: the eval command's part for robustness curves (the sweep itself:
+:mod:`advtrain.eval.sweep`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from advtrain.errors import InputError
+from advtrain.eval.sweep import parse_eps_list, run_sweep, sweep_files
+
+
+def add_arguments(parser) -> None:
+    """``advtrain eval`` options of the sweep (validated by :func:`check_args`)."""
+    g = parser.add_argument_group("robustness curve (advtrain/eval/sweep.py)")
+    g.add_argument("--eps-sweep", metavar="LIST",
+                   help="comma-separated eps, e.g. 0,1/255,2/255,4/255,8/255,16/255: PGD "
+                        "accuracy per eps -> <name>.eps_sweep.csv/.png + <name>.convergence.png")
+    g.add_argument("--sweep-steps", type=int, default=20, help="K of the sweep's PGD-K (20)")
+    g.add_argument("--sweep-restarts", type=int, default=2, help="random restarts per eps (2)")
+
+
+def check_args(args) -> None:
+    """Resolve ``args.eps_sweep`` to a list of floats; check K and restarts."""
+    for flag, value in (("--sweep-steps", args.sweep_steps),
+                        ("--sweep-restarts", args.sweep_restarts)):
+        if value < 1:
+            raise InputError(f"{flag} {value} must be >= 1")
+    if args.eps_sweep is not None:
+        args.eps_sweep = parse_eps_list(args.eps_sweep)
+
+
+def cli_sweep(args, model, x, y, result: dict, device, stem) -> tuple:
+    """Run the sweep of ``advtrain eval``: ``(record for the sidecar, {path: bytes} of its files
+    beside the card ``stem``)``, written by the card's commit."""
+    import sys
+
+    sweep = run_sweep(model, x, y, args.eps_sweep, norm=result["norm"],
+                      headline_eps=result["eps"], autoattack_acc=result["robust_acc"],
+                      steps=args.sweep_steps, restarts=args.sweep_restarts,
+                      batch_size=args.batch_size, seed=args.seed, device=device,
+                      log=lambda line: print(line, file=sys.stderr))
+    files = sweep_files(sweep, stem)
+    # names relative to the card's folder, so the record survives moving the folder
+    sweep["files"] = {k: Path(v).name for k, v in zip(("csv", "png", "convergence_png"), files)}
+    return sweep, files

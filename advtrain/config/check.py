@@ -1,0 +1,325 @@
+"""Validation of :mod:`advtrain.config`: value ranges and choices, objective options against their
+field rules, the attack settings (types and key names: :mod:`advtrain.config.types`).
+
+Kept apart from the dataclasses so that ``config.py`` reads as the list of knobs. Every check raises
+a one-line :class:`~advtrain.errors.InputError` (bad type or range) or
+:class:`~advtrain.errors.UnknownNameError` (unknown key or choice, with close matches).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Dict, Optional
+
+from advtrain.config.types import build_section, coerce, short, to_float
+from advtrain.errors import AdvtrainError, InputError, unknown
+from attacks import NORMS
+
+#: numpy's seed range (torch accepts more); the trainer seeds both with run.seed
+MAX_SEED = 2**32 - 1
+#: a larger SGD learning rate is a typo, not a recipe (the paper rows use 0.1-0.2)
+MAX_LR = 10.0
+
+
+# ----------------------------------------------------------------------------- objective / attack
+
+def check_objective(options_cls, name: str, given: Dict[str, Any], dataset: Optional[str],
+                    attack_keys=(), implied: Optional[Dict[str, Any]] = None):
+    """The resolved options (an ``options_cls`` instance) of objective ``name``: ``given`` (its
+    ``objective:`` keys; None keeps a default) over ``implied`` (defaults another setting implies,
+    e.g. two_view under AutoAugment) over the objective's defaults for ``dataset``."""
+    defaults = options_cls.defaults(dataset)
+    for key in given:
+        if key in attack_keys:
+            raise InputError(f"config key 'objective.{key}' belongs to the attack section; "
+                             f"set attack.{key} instead")
+        if key not in defaults:
+            raise unknown(f"option of objective {name!r}:", f"objective.{key}",
+                          ["objective." + k for k in defaults])
+    set_ = {k: v for k, v in given.items() if v is not None}
+    raw = {**defaults, **{k: v for k, v in (implied or {}).items() if k in defaults}, **set_}
+    options = build_section(options_cls, raw, "objective.")
+    for f in dataclasses.fields(options_cls):
+        _check_rule(f"objective.{f.name}", getattr(options, f.name), f.metadata)
+    return options
+
+
+def _check_rule(key: str, value: Any, rule) -> None:
+    """An option against the rule of its field (see :func:`advtrain.objectives.base.opt`)."""
+    if "choices" in rule:
+        _choice(key.split(".")[-1], key, value, rule["choices"])
+    if rule.get("arch"):
+        _check_arch(key, value)
+    if "min" in rule:
+        _at_least(key, value, rule["min"])
+    if "max" in rule:
+        _at_most(key, value, rule["max"])
+    if "gt" in rule and not value > rule["gt"]:
+        raise InputError(f"config key {key!r} = {short(value)} must be > {rule['gt']}")
+    if "lt" in rule and not value < rule["lt"]:
+        raise InputError(f"config key {key!r} = {short(value)} must be < {rule['lt']}")
+
+
+def check_attack(a) -> None:
+    """The resolved ``attack:`` section: choices named by the attack library, then the library's
+    own check of the PGD it will build."""
+    from attacks import BN_MODES, PGD
+    from attacks.pgd import INITS
+
+    from advtrain.config.schedules import ATTACK_SCHEDULES
+
+    _choice("norm", "attack.norm", a.norm, NORMS)
+    _choice("attack schedule", "attack.schedule", a.schedule, ATTACK_SCHEDULES)
+    _choice("attack init", "attack.init", a.init, INITS)
+    _choice("bn_mode", "attack.bn_mode", a.bn_mode, BN_MODES)
+    _at_least("attack.steps", a.steps, 0)
+    try:  # the attack library's own check (it raises attacks.AttackError, a ValueError)
+        PGD(eps=a.eps, alpha=a.step_size, steps=a.steps, norm=a.norm, init=a.init, bn_mode=a.bn_mode)
+    except AdvtrainError:
+        raise
+    except ValueError as e:  # attacks.AttackError
+        raise InputError(f"config section 'attack': {e}") from None
+
+
+# ----------------------------------------------------------------------------- ranges / choices
+
+def check_ranges(cfg) -> None:
+    """Refuse out-of-range values and unknown choices before anything is built (``optim.lr_table``
+    is checked by :func:`check_lr_table`, which also normalises it)."""
+    E = cfg.optim.epochs
+    _at_least("optim.epochs", E, 1)
+    from advtrain.utils import parse_device  # the device rule's owner (no GPU needed)
+
+    parse_device(cfg.run.device, "config key 'run.device' =")
+    _at_least("run.seed", cfg.run.seed, 0)
+    _at_most("run.seed", cfg.run.seed, MAX_SEED)
+    check_run_name(cfg.run.name)
+    _at_least("run.checkpoint_every_steps", cfg.run.checkpoint_every_steps, 0)
+    _check_data(cfg.data)
+    _check_names(cfg)
+    check_attack(cfg.attack)
+    o = cfg.optim
+    _check_lr("optim.lr", o.lr)
+    _unit("optim.momentum", o.momentum, closed_right=False)
+    _at_least("optim.weight_decay", o.weight_decay, 0)
+    _at_most("optim.weight_decay", o.weight_decay, 1)
+    from advtrain.config.schedules import LR_SCHEDULES
+
+    _choice("lr schedule", "optim.schedule", o.schedule, LR_SCHEDULES)
+    _at_least("optim.warmup_epochs", o.warmup_epochs, 0)
+    if o.warmup_epochs > E:
+        raise InputError(f"optim.warmup_epochs = {o.warmup_epochs} exceeds optim.epochs = {E}")
+    _positive("optim.lr_gamma", o.lr_gamma)
+    _at_most("optim.lr_gamma", o.lr_gamma, 1)
+    if any(m < 1 for m in o.milestones) or len(set(o.milestones)) != len(o.milestones) or \
+            list(o.milestones) != sorted(o.milestones):
+        raise InputError(f"optim.milestones {o.milestones} must be increasing epochs >= 1 (each once)")
+    _at_least("optim.accum_steps", o.accum_steps, 1)
+    if o.nesterov and o.momentum <= 0:
+        raise InputError("optim.nesterov needs optim.momentum > 0")
+    _at_least("awp.gamma", cfg.awp.gamma, 0)
+    _at_least("awp.warmup", cfg.awp.warmup, 0)
+    _unit("ema.decay", cfg.ema.decay)
+    _at_least("ema.start_epoch", cfg.ema.start_epoch, 1)
+    _check_average(cfg.average, E)
+    _at_least("eval.test_pgd_steps", cfg.eval.test_pgd_steps, 0)
+    _at_least("eval.every", cfg.eval.every, 1)
+    _at_least("eval.holdout_every", cfg.eval.holdout_every, 0)
+    _at_least("eval.holdout_pgd_steps", cfg.eval.holdout_pgd_steps, 1)
+    _choice("nan policy", "nan_policy", cfg.nan_policy, ("stop", "skip"))
+    from advtrain.eval.settings import PRECISIONS  # training runs in the precisions eval does
+    from advtrain.config.paper_rows import PAPER_ROWS
+
+    _choice("precision", "precision", cfg.precision, PRECISIONS)
+
+    if cfg.paper_row is not None and cfg.paper_row not in PAPER_ROWS:
+        raise InputError(f"paper_row = {cfg.paper_row} must be one of {min(PAPER_ROWS)}..{max(PAPER_ROWS)} "
+                         "(advtrain.config.paper_rows.PAPER_ROWS) or null")
+
+
+def _check_data(d) -> None:
+    from advtrain.data.datasets import AUGMENTATIONS
+
+    check_synthetic(d.synthetic_npz)
+    _choice("augmentation", "data.augment", d.augment, AUGMENTATIONS)
+    _unit("data.synthetic_fraction", d.synthetic_fraction)
+    _at_least("data.batch_size", d.batch_size, 1)
+    _at_least("data.workers", d.workers, 0)
+    if d.train_subset is not None:
+        _at_least("data.train_subset", d.train_subset, 1)
+    _at_least("data.test_subset", d.test_subset, 0)
+    _at_least("data.holdout", d.holdout, 0)
+    from advtrain.data.imagefolder import check_data_section
+
+    check_data_section(d)
+
+
+def check_lr_table(table: Any, E: int):
+    """``optim.lr_table``: None, a list of E lrs, or {epoch: lr} for epochs 1..E (keys may be strings,
+    as in a dumped config; ``1`` and ``"1"`` together are refused); every lr obeys the rules of
+    ``optim.lr``. Returns the normalised table (floats, int keys, sorted)."""
+    fix = "give a list with one lr per epoch or a mapping {epoch: lr}, e.g. {1: 0.02}"
+    if table is None:
+        return None
+    if isinstance(table, (list, tuple)):
+        if len(table) != E:
+            raise InputError(f"optim.lr_table has {len(table)} entries but optim.epochs = {E}; {fix}")
+        return [_check_lr(f"optim.lr_table[{i}]", to_float(v, f"optim.lr_table[{i}]"))
+                for i, v in enumerate(table)]
+    if not isinstance(table, dict):
+        raise InputError(f"optim.lr_table = {short(table)} is neither a list nor a mapping; {fix}")
+    out, given = {}, {}
+    for key, v in table.items():
+        epoch = int(key) if isinstance(key, str) and key.strip().isdigit() else key
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= E:
+            raise InputError(f"optim.lr_table key {short(key)} is not an epoch >= 1 and <= "
+                             f"optim.epochs = {E} (epochs are 1-indexed); {fix}")
+        if epoch in given:
+            raise InputError(f"optim.lr_table keys {given[epoch]!r} and {key!r} name the same epoch "
+                             f"{epoch}; keep one of them")
+        given[epoch] = key
+        name = f"optim.lr_table[{epoch}]"
+        out[epoch] = _check_lr(name, to_float(v, name))
+    return dict(sorted(out.items()))
+
+
+def _check_lr(key: str, lr: float) -> float:
+    """The rule of every learning rate (``optim.lr`` and each ``optim.lr_table`` entry)."""
+    if not lr > 0:
+        raise InputError(f"config key {key!r} = {short(lr)} must be > 0 (a finite lr > 0, at most {MAX_LR})")
+    _at_most(key, lr, MAX_LR)
+    return lr
+
+
+def _check_average(av, E: int) -> None:
+    _unit("average.tau", av.tau, closed_right=False)
+    _at_least("average.start", av.start, 1)
+    end = E if av.end is None else av.end
+    if not av.start <= end <= E:
+        raise InputError(f"average.start/end = {av.start}/{end} must satisfy 1 <= start <= end <= "
+                         f"optim.epochs = {E}")
+
+
+def _check_names(cfg) -> None:
+    """Dataset and architecture names against their registries."""
+    from advtrain.data import num_classes
+    from advtrain.models.timm_models import check_model_section
+
+    num_classes(cfg.data.dataset, cfg.data.num_classes)
+    if not check_model_section(cfg.model):  # timm:<name> archs are checked against timm
+        _check_arch("model.arch", cfg.model.arch)
+
+
+def _check_arch(key: str, arch: str) -> None:
+    from advtrain.models import model_names
+    from advtrain.models.timm_models import is_timm, timm_name
+
+    if is_timm(arch):
+        timm_name(arch)
+        return
+    names = list(model_names())
+    if arch not in names and not re.fullmatch(r"wrn-\d+-\d+", arch):
+        raise unknown("architecture" if key == "model.arch" else f"architecture ({key})", arch, names)
+
+
+def check_synthetic(paths) -> None:
+    """``data.synthetic_npz``: each file once (a repeated file would silently double its weight)."""
+    seen: Dict[str, int] = {}
+    for i, path in enumerate(paths):
+        if path in seen:
+            raise InputError(f"data.synthetic_npz[{seen[path]}] and [{i}] are both {path!r}; list each "
+                             "file once")
+        seen[path] = i
+
+
+def _choice(kind: str, key: str, value: Any, choices, pattern: str = "") -> None:
+    if value in choices or (pattern and isinstance(value, str) and re.fullmatch(pattern, value)):
+        return
+    raise unknown(f"{kind} ({key})", value, choices)
+
+
+def _at_least(key: str, value, low) -> None:
+    if value < low:
+        raise InputError(f"config key {key!r} = {short(value)} must be >= {low}")
+
+
+def _at_most(key: str, value, high) -> None:
+    if value > high:
+        raise InputError(f"config key {key!r} = {short(value)} must be <= {high}")
+
+
+def _positive(key: str, value) -> None:
+    if not value > 0:
+        raise InputError(f"config key {key!r} = {short(value)} must be > 0")
+
+
+def _unit(key: str, value, closed_right: bool = True) -> None:
+    ok = 0 <= value <= 1 if closed_right else 0 <= value < 1
+    if not ok:
+        rng = "[0, 1]" if closed_right else "[0, 1)"
+        raise InputError(f"config key {key!r} = {value} must be in {rng}")
+
+
+def check_run_name(name: str, key: str = "run.name") -> str:
+    """A run name is one directory below ``run.out_dir``: letters, digits, ``. _ + -``, no leading
+    dot (``..``, ``/abs`` and hidden names could escape or hide the run): the rule of
+    :func:`advtrain.io.names.check_model_name` (RobustBench model names), with a run-specific message."""
+    from advtrain.io.names import MODEL_NAME_MAX, MODEL_NAME_RE
+
+    if not isinstance(name, str) or len(name) > MODEL_NAME_MAX or not MODEL_NAME_RE.fullmatch(name):
+        raise InputError(f"config key {key!r} = {name!r} is not a valid run name; use 1-{MODEL_NAME_MAX} "
+                         "characters from A-Z a-z 0-9 . _ + - not starting with '.' (e.g. "
+                         "gkl_at_cifar10); put the run elsewhere with run.out_dir or --run-dir")
+    return name
+
+
+def recorded_test_data(recorded: dict, where: str) -> dict:
+    """``{"root", "npz"}`` as recorded in checkpoint ``where`` (``data.root`` / ``data.test_npz`` of
+    its training config), checked like a user config: a damaged or hand-edited value gives one line."""
+    try:
+        return {"root": coerce(recorded.get("root"), Optional[str], "data.root"),
+                "npz": coerce(recorded.get("npz"), Optional[str], "data.test_npz")}
+    except InputError as e:
+        raise InputError(f"{where}: the training config recorded in this checkpoint is invalid ({e}); "
+                         "pass the test data with --data-root / --data-npz") from None
+
+
+# ----------------------------------------------------------------------------- teacher
+
+#: the two forms of a config's ``teacher:`` section and their defaults (advtrain.train.teacher loads it)
+TEACHER_FORMS = {"robustbench": {"robustbench": None, "model_dir": "checkpoints", "threat_model": "Linf"},
+         "checkpoint": {"checkpoint": None, "arch": None}}
+
+
+def check_teacher_section(cfg) -> Optional[Dict[str, Any]]:
+    """``cfg.teacher`` validated against ``cfg.objective``, with its defaults filled in."""
+    from advtrain.objectives import DISTILLATION, OBJECTIVES
+
+    name, section = cfg.objective.get("name"), cfg.teacher
+    if name not in OBJECTIVES:  # check_objective reports it
+        return section
+    if section is None:
+        if name in DISTILLATION:
+            raise InputError(f"objective {name!r} distils from a teacher; add teacher: {{robustbench: "
+                             "NAME, model_dir: checkpoints}} or teacher: {checkpoint: PATH} to the config")
+        return None
+    if name not in DISTILLATION:
+        raise InputError(f"config section 'teacher' is only used by the distillation objectives "
+                         f"({', '.join(DISTILLATION)}); remove it or set objective.name")
+    if not isinstance(section, dict):
+        raise InputError("config section 'teacher' must be a mapping, e.g. teacher: {robustbench: NAME}")
+    forms = [f for f in TEACHER_FORMS if f in section]
+    if len(forms) != 1:
+        raise InputError("config section 'teacher' needs exactly one of 'robustbench: NAME' or "
+                         "'checkpoint: PATH'")
+    allowed = TEACHER_FORMS[forms[0]]
+    for key, value in section.items():
+        if key not in allowed:
+            raise unknown(f"key of teacher ({forms[0]} form)", f"teacher.{key}",
+                          [f"teacher.{k}" for k in allowed])
+        optional = value is None and key != forms[0]
+        if not optional and (not isinstance(value, str) or not value):
+            raise InputError(f"config key 'teacher.{key}' must be a non-empty string, got {value!r}")
+    if section.get("threat_model", "Linf") not in NORMS:
+        raise unknown("teacher threat model (teacher.threat_model)", section["threat_model"], NORMS)
+    return {**allowed, **section}

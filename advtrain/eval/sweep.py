@@ -1,0 +1,196 @@
+"""Robustness curves: accuracy against eps (PGD-K with restarts) and the attack-convergence curve.
+
+``advtrain eval ... --eps-sweep 0,1/255,2/255,4/255,8/255,16/255`` runs, for every eps, PGD-K
+(``--sweep-steps``, ``--sweep-restarts``, step size 2.5*eps/K as in Madry et al.'s robustness
+library) on the evaluation images, and writes beside the card
+
+- ``<name>.eps_sweep.csv``: eps, PGD-K accuracy, and AutoAttack's accuracy at the headline eps
+  (taken from the card's own evaluation, not run twice);
+- ``<name>.eps_sweep.png``: accuracy against eps, the AutoAttack point marked;
+- ``<name>.convergence.png``: mean cross-entropy per PGD iteration, one line per restart, at the
+  headline eps. A curve that climbs and flattens is a working attack; one that stays flat or
+  jumps between restarts is the signature of gradient masking (Athalye et al., 2018).
+
+The values and paths go into the sidecar under ``eps_sweep``. An example counts as broken when
+any iterate of any restart misclassifies it: every iterate lies in the eps-ball, so it is a valid
+adversarial example.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advtrain.utils import parse_eps
+from advtrain.errors import InputError
+from advtrain.utils import format_eps
+
+#: PGD-K of the sweep: K steps of size STEP_FACTOR * eps / K (Madry et al.'s robustness library)
+STEP_FACTOR = 2.5
+
+
+def parse_eps_list(text: str, flag: str = "--eps-sweep") -> List[float]:
+    """``"0,1/255,8/255"`` -> sorted distinct floats, each through the one eps parser."""
+    items = [t for t in (s.strip() for s in str(text).split(",")) if t]
+    if not items:
+        raise InputError(f"{flag} {text!r} names no eps; give a list like 0,2/255,4/255,8/255")
+    values = sorted({parse_eps(t) for t in items})
+    return values
+
+
+def pgd_restart(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str, steps: int,
+                generator_seed: int) -> tuple:
+    """One PGD-K run from a random start: ``(broken mask, summed CE per iteration)``.
+
+    The CE sum is taken before each step (iteration 0 is the random start) and after the last.
+    """
+    from attacks import PGD
+
+    attack = PGD(eps=eps, alpha=STEP_FACTOR * eps / steps, steps=steps, norm=norm)
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):  # caller's RNG untouched
+        torch.manual_seed(generator_seed)
+        x_adv = attack.initial_point(x)
+    losses, broken = [], torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    for it in range(steps + 1):
+        x_adv = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x_adv)
+            loss = F.cross_entropy(logits, y, reduction="sum")
+            grad = None if it == steps else torch.autograd.grad(loss, x_adv)[0]
+        losses.append(float(loss.detach()))
+        broken |= logits.detach().argmax(1) != y
+        if grad is not None:
+            from attacks.base import project
+
+            x_adv = project(x_adv.detach() + attack.alpha * attack.direction(grad), x, eps, norm)
+    return broken, losses
+
+
+def pgd_curve(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str, steps: int,
+              restarts: int, batch_size: int, seed: int, device) -> tuple:
+    """PGD-K accuracy at ``eps`` and the mean CE per iteration for each restart.
+
+    eps = 0 is the clean accuracy (no attack; its loss curve is empty)."""
+    from attacks import model_mode
+
+    n, correct = len(y), 0
+    curves = [[0.0] * (steps + 1) for _ in range(restarts)]
+    with model_mode(model, "eval"):
+        for start in range(0, n, batch_size):
+            xb = x[start:start + batch_size].to(device)
+            yb = y[start:start + batch_size].to(device)
+            with torch.no_grad():
+                broken = model(xb).argmax(1) != yb
+            for r in range(restarts if eps > 0 else 0):
+                hit, losses = pgd_restart(model, xb, yb, eps, norm=norm, steps=steps,
+                                          generator_seed=seed + 1000 * r + start)
+                broken |= hit
+                curves[r] = [c + v / n for c, v in zip(curves[r], losses)]
+            correct += int((~broken).sum())
+    return correct / n, (curves if eps > 0 else [])
+
+
+def run_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[float], *, norm: str,
+              headline_eps: float, autoattack_acc: Optional[float], steps: int = 20,
+              restarts: int = 2, batch_size: int = 500, seed: int = 0, device="cpu",
+              log=print) -> dict:
+    """Accuracy against eps and the convergence curve at ``headline_eps`` (added if missing)."""
+    import time
+
+    eps_all = sorted(set(eps_list) | {headline_eps})
+    points, convergence = [], []
+    for i, eps in enumerate(eps_all):
+        t0 = time.perf_counter()
+        acc, curves = pgd_curve(model, x, y, eps, norm=norm, steps=steps, restarts=restarts,
+                                batch_size=batch_size, seed=seed, device=device)
+        point = {"eps": eps, "eps_str": format_eps(eps), "pgd_acc": acc}
+        if eps == headline_eps:
+            convergence = curves
+            point["autoattack_acc"] = autoattack_acc
+        points.append(point)
+        took = time.perf_counter() - t0
+        log(f"eps sweep {i + 1}/{len(eps_all)}: {norm} eps {format_eps(eps)} PGD-{steps}x{restarts}"
+            f" {acc:.2%} ({took:.0f}s; ETA {took * (len(eps_all) - i - 1):.0f}s)")
+    return {"norm": norm, "attack": f"PGD-{steps}", "steps": steps, "restarts": restarts,
+            "step_size": f"{STEP_FACTOR} * eps / {steps}", "n_ex": len(y), "seed": seed,
+            "headline_eps": headline_eps, "points": points,
+            "convergence": {"eps": headline_eps, "loss_per_iteration": convergence}}
+
+
+def sweep_files(sweep: dict, stem) -> dict:
+    """``{path: bytes}`` of ``<stem>.eps_sweep.csv``, ``.eps_sweep.png`` and ``.convergence.png``:
+    the caller commits them with the card and its sidecar as one output (all or none)."""
+    stem = Path(stem)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["eps", "eps_str", "pgd_acc", "autoattack_acc"])
+    for p in sweep["points"]:
+        aa = p.get("autoattack_acc")
+        writer.writerow([f"{p['eps']:.8g}", p["eps_str"], f"{p['pgd_acc']:.6f}",
+                         "" if aa is None else f"{aa:.6f}"])
+    return {str(stem.with_name(stem.name + ".eps_sweep.csv")): buf.getvalue().encode("utf-8"),
+            str(stem.with_name(stem.name + ".eps_sweep.png")): png_bytes(plot_accuracy(sweep)),
+            str(stem.with_name(stem.name + ".convergence.png")): png_bytes(plot_convergence(sweep))}
+
+
+def plot_accuracy(sweep: dict):
+    """Accuracy (%) against eps (x 255 for Linf), PGD line and the AutoAttack point."""
+    plt = _pyplot()
+    scale, unit = (255, "eps x 255") if sweep["norm"] == "Linf" else (1, "eps (L2)")
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    pts = sweep["points"]
+    ax.plot([p["eps"] * scale for p in pts], [100 * p["pgd_acc"] for p in pts], marker="o",
+            label=f"{sweep['attack']} x{sweep['restarts']} restarts")
+    aa = [p for p in pts if p.get("autoattack_acc") is not None]
+    if aa:
+        ax.plot([p["eps"] * scale for p in aa], [100 * p["autoattack_acc"] for p in aa], "r*",
+                markersize=11, label="AutoAttack")
+    ax.set_xlabel(unit)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{sweep['norm']} robustness curve, n={sweep['n_ex']}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_convergence(sweep: dict):
+    """Mean CE per PGD iteration, one line per restart (flat or erratic: gradient masking)."""
+    plt = _pyplot()
+    conv = sweep["convergence"]
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    for r, curve in enumerate(conv["loss_per_iteration"]):
+        ax.plot(range(len(curve)), curve, label=f"restart {r + 1}")
+    ax.set_xlabel("PGD iteration")
+    ax.set_ylabel("mean cross-entropy")
+    ax.set_title(f"attack convergence, {sweep['norm']} eps {format_eps(conv['eps'])}", fontsize=9)
+    if conv["loss_per_iteration"]:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes (written by the caller's atomic commit); the figure is closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=80)
+    finally:
+        _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

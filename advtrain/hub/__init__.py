@@ -1,0 +1,1 @@
+"""Model files: the one loader, the RobustBench zoo, export."""

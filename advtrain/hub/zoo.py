@@ -1,0 +1,161 @@
+"""RobustBench's model zoo as advtrain sees it: entries, file locations, and our exports' sidecars.
+
+- :func:`zoo_entry` / :func:`zoo_path`: RobustBench's table entry of a name and where its
+  ``model_dir`` file lives (``<model_dir>/<dataset>/<threat_model>/<name>.pt``);
+- :func:`read_sidecar`: the ``<name>.advtrain.json`` an ``advtrain export`` writes beside its file
+  (the advtrain architecture that builds it), validated field by field: a wrong type, case or an
+  unknown field is one line, never a traceback;
+- :func:`register_model_dir` / :func:`register_robustbench`: teach RobustBench's table (in this
+  process) to build our exports, so ``robustbench.utils.load_model`` loads them too.
+
+Loading a file goes through :mod:`advtrain.hub.loader`, never through RobustBench's loader.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from advtrain.errors import InputError, unknown
+from advtrain.io.names import SIDECAR_SUFFIX, check_model_name
+from attacks import NORMS as THREAT_MODELS  # the norms' one owner
+
+#: the datasets whose RobustBench zoo tables advtrain exports to and loads from
+ZOO_DATASETS = ("cifar10", "cifar100", "imagenet")
+#: ``gdrive_id`` of entries we add: RobustBench only needs it to be set; the file is local
+LOCAL_ONLY = "advtrain-local-export"
+SIDECAR_FIELDS = ("name", "arch", "dataset", "threat_model")
+#: optional sidecar field: ``create_model`` options beyond the name (timm: class count, image size)
+OPTIONS = ("num_classes", "image_size")
+
+
+def zoo_entry(name: str, dataset: str, threat_model: str) -> Optional[dict]:
+    """RobustBench's zoo entry (``{"model": constructor, "gdrive_id": ...}``) or None."""
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    try:
+        table = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+    except (ValueError, KeyError):
+        return None
+    return table.get(name)
+
+
+def unknown_zoo(name, dataset, threat_model):
+    """The one-line 'unknown RobustBench model' error, with close matches."""
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    try:
+        names = list(model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)])
+    except (ValueError, KeyError):
+        names = []
+    return unknown(f"RobustBench {dataset}/{threat_model} model", name, names)
+
+
+def zoo_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
+    """Where RobustBench looks for a local checkpoint (``name`` must be a safe file-name id)."""
+    check_model_name(name, "--name")
+    return Path(model_dir) / dataset / threat_model / f"{name}.pt"
+
+
+def meta_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
+    """``<name>.advtrain.json`` beside an export: the advtrain architecture that builds it."""
+    check_model_name(name, "--name")
+    return Path(model_dir) / dataset / threat_model / f"{name}{SIDECAR_SUFFIX}"
+
+
+def sidecar_text(name: str, arch: str, dataset: str, threat_model: str,
+                 options: Optional[Dict[str, int]] = None) -> str:
+    """The sidecar ``advtrain export`` writes (what :func:`read_sidecar` accepts); ``options``
+    (:func:`advtrain.models.timm_models.build_options`) only when there are any."""
+    info = {"name": name, "arch": arch, "dataset": dataset, "threat_model": threat_model}
+    return json.dumps({**info, **({"options": options} if options else {})}, indent=1) + "\n"
+
+
+def read_sidecar(path) -> Dict[str, str]:
+    """The validated fields of an export's ``.advtrain.json``; one-line :class:`InputError` if not."""
+    fix = "delete it and export again"
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not an advtrain export description ({type(exc).__name__}); "
+                         f"{fix}") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: an export description is a JSON object, found "
+                         f"{type(info).__name__}; {fix}")
+    extra = sorted(set(info) - set(SIDECAR_FIELDS) - {"options"})
+    missing = [k for k in SIDECAR_FIELDS if k not in info]
+    bad = [k for k in SIDECAR_FIELDS if k in info and not isinstance(info[k], str)]
+    if extra or missing or bad:
+        what = "; ".join(x for x in (f"unknown fields {extra}" if extra else "",
+                                     f"missing {missing}" if missing else "",
+                                     f"not strings: {bad}" if bad else "") if x)
+        raise InputError(f"{path}: not an advtrain export description ({what}); {fix}")
+    _check_options(path, info.get("options", {}), fix)
+    _choice(path, "dataset", info["dataset"], ZOO_DATASETS)
+    _choice(path, "threat_model", info["threat_model"], THREAT_MODELS)
+    check_model_name(info["name"], f"{path}: name")
+    if Path(path).name != f"{info['name']}{SIDECAR_SUFFIX}":
+        raise InputError(f"{path}: describes {info['name']!r}, not the file beside it; {fix}")
+    return info
+
+
+def _check_options(path, options: Any, fix: str) -> None:
+    ok = isinstance(options, dict) and all(k in OPTIONS and isinstance(v, int) and not isinstance(v, bool)
+                                           and v >= 1 for k, v in options.items())
+    if not ok:
+        raise InputError(f"{path}: options must map {' / '.join(OPTIONS)} to positive integers, found "
+                         f"{options!r}; {fix}")
+
+
+def _choice(path, key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise InputError(f"{path}: {key} {value!r} is not one of {', '.join(choices)} (case "
+                         "matters); delete it and export again")
+
+
+def _is_ours(entry) -> bool:
+    return isinstance(entry, dict) and entry.get("gdrive_id") == LOCAL_ONLY
+
+
+def register_robustbench(name: str, arch: str, dataset: str, threat_model: str = "Linf",
+                         options: Optional[Dict[str, int]] = None) -> None:
+    """Add ``name`` (built by advtrain's ``arch``) to RobustBench's zoo table in this process, so
+    ``robustbench.utils.load_model(name, model_dir=...)`` builds it and loads the local file.
+
+    RobustBench's real zoo names are never replaced. The architecture is tried on the meta device
+    (no memory), so a sidecar naming a huge or unknown architecture costs nothing. ``options``: the
+    sidecar's recorded ``create_model`` options (a timm model's class count and image size).
+    """
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from advtrain.models import create_model
+
+    options = dict(options or {})
+    with torch.device("meta"):
+        create_model(arch, dataset=dataset, **options)  # unknown arch / dataset -> one-line error now
+    # RobustBench has no table for some pairs (e.g. cifar100/L2): create it, load_model reads it
+    table = model_dicts[BenchmarkDataset(dataset)].setdefault(ThreatModel(threat_model), {})
+    if name in table and not _is_ours(table[name]):
+        raise InputError(f"{name!r} is already a RobustBench {dataset}/{threat_model} zoo model; "
+                         "choose another name for your export")
+    table[name] = {"model": lambda: create_model(arch, dataset=dataset, **options).eval(),
+                   "gdrive_id": LOCAL_ONLY}
+
+
+def register_model_dir(model_dir="checkpoints") -> list:
+    """Register every advtrain export found in a RobustBench ``model_dir``; returns their names."""
+    names = []
+    for meta in sorted(Path(model_dir).glob("*/*/*" + SIDECAR_SUFFIX)):
+        info = read_sidecar(meta)
+        if (meta.parent.parent.name, meta.parent.name) != (info["dataset"], info["threat_model"]):
+            raise InputError(f"{meta}: describes a {info['dataset']}/{info['threat_model']} export but "
+                             "lies elsewhere; delete it and export again")
+        register_robustbench(info["name"], info["arch"], info["dataset"], info["threat_model"],
+                             info.get("options"))
+        names.append(info["name"])
+    return names

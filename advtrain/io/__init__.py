@@ -1,0 +1,1 @@
+"""Files in and out: the safe loader, atomic writers, names that become files."""

@@ -1,0 +1,343 @@
+"""The training loop: ``fit(config) -> run_dir`` (exported as ``advtrain.fit``).
+
+One optimizer step (SPEC 2.5, order matters; :mod:`advtrain.train.step`, which also owns gradient
+accumulation over ``optim.accum_steps`` micro-batches and its exact semantics)::
+
+    eps_t, eta, K = attack_budget(epoch)            # AttackBudget, set once per epoch with the lr
+    x_adv = objective.perturb(model, x, y)          # inner maximisation (attack switches modes)
+    model.train(); diff = awp.perturb(...)          # AWP from epoch awp.warmup on
+    loss, terms = objective.loss(model, x, x_adv, y)  # these three under one autocast (bf16)
+    zero_grad; loss.backward(); optimizer.step()    # SGD over model + objective.extra_parameters()
+    awp.restore(diff); ema.update(model)
+
+Per epoch: ``objective.on_epoch_end()``, clean and PGD accuracy on a fixed test subset (PGD at the
+final ``attack.eps`` in ``attack.norm``), ``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/last.pt``, a
+``metrics.csv`` row and ``curves.png``. With ``data.holdout`` images held out, every
+``eval.holdout_every`` epochs the EMA weights (the model's without EMA) are scored by PGD-CW on them
+(DM recipe, SPEC 6) and ``RUN_DIR/best.pt`` keeps the best epoch (ties: the later one).
+``last.pt`` is also written every ``run.checkpoint_every_steps`` optimizer steps with the loader
+position, so a run killed at any instant resumes (``resume=True``) to bit-identical weights on CPU.
+A non-finite loss or weight stops the run with one line (``nan_policy: stop``) or skips the
+optimizer step (``skip``); an epoch in which every step was skipped stops the run (it trained
+nothing). Each epoch prints one
+line (:mod:`advtrain.train.runlog`), the end of the run the summary table.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Any, Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from advtrain.train import checkpoint as ck
+from advtrain import config as C
+from advtrain import distributed as D
+from advtrain.train import metrics as M
+from advtrain.io.atomic import atomic_write_text
+from advtrain.train.runlock import RunLock, lock_new_run_dir
+from advtrain.train.nonfinite import NonFiniteError
+from advtrain.train.parts import Progress, RNGState, load_states, save_states, stateful
+from advtrain.train.runlog import RunLog
+from advtrain.config.schedules import AttackBudget, attack_budget, lr_at, momentum_at
+from advtrain.train.teacher import identity as teacher_identity
+from advtrain.train.step import Stepper, steps_per_epoch
+from advtrain.train.setup import build_parts, prepare_run_dir, resolve_device, start_run_dir
+from advtrain.utils import git_commit, package_versions
+
+
+BEST = "best.pt"  # weights of the epoch with the best held-out PGD accuracy (data.holdout > 0)
+
+
+def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir: Optional[str] = None,
+        resume: bool = False, force: bool = False, stop_after: Optional[int] = None) -> str:
+    """Train from ``config`` (Config, dict or YAML path); returns the run directory.
+
+    ``resume=True`` continues ``run_dir`` from its ``last.pt``, else its newest intact ``epoch_N.pt``
+    (config from ``RUN_DIR/config.yaml`` when ``config`` is None; a different config is refused unless
+    ``force``). ``stop_after=e`` returns after epoch ``e`` (used to test interruption). The run
+    directory is locked (``RUN_DIR/train.lock``) until this returns: a second ``fit`` on it is refused.
+    """
+    new_dir, locks = False, []
+    if D.launched():  # torchrun: rank 0 prepares the run directory, the other ranks follow
+        D.init_from_env(resolve_device(_peek(config, run_dir).run.device))
+
+        def on_main():
+            if resume and run_dir and os.path.isdir(run_dir):
+                locks.append(RunLock(run_dir).acquire())
+            out = prepare_run_dir(config, run_dir, resume, force)
+            if not resume:
+                locks.append(lock_new_run_dir(out[1]))
+                start_run_dir(out[0], out[1])
+            return out
+
+        try:
+            cfg, run_dir, state = D.prepare_on_main(
+                on_main, lambda rd: prepare_run_dir(config, rd, True, True))
+        except BaseException:
+            _release(locks)
+            raise
+    try:
+        if not D.launched():
+            if resume and run_dir and os.path.isdir(run_dir):  # before any file is touched
+                locks.append(RunLock(run_dir).acquire())
+            cfg, run_dir, state = prepare_run_dir(config, run_dir, resume, force)
+            new_dir = not resume
+        trainer = Trainer(cfg, run_dir, state)
+        if new_dir:  # only now: a mistake found while building the parts leaves no directory behind
+            locks.append(lock_new_run_dir(run_dir))
+            start_run_dir(cfg, run_dir)
+        out = trainer.train(stop_after)
+        D.barrier()  # rank 0 has written its files before any rank returns
+    finally:
+        _release(locks)
+    return out
+
+
+def _release(locks) -> None:
+    for lock in locks:
+        lock.release()
+
+
+def _peek(config, run_dir) -> C.Config:
+    """The config as given (or stored in ``run_dir``), only to choose the DDP backend."""
+    from advtrain.train.setup import _as_config
+
+    return _as_config(config if config is not None else os.path.join(run_dir, "config.yaml"))
+
+
+class Trainer:
+    """The loop over the :class:`~advtrain.train.parts.Parts` of one run (``self.parts``); :meth:`train`."""
+
+    def __init__(self, cfg: C.Config, run_dir: str, state: Optional[Dict[str, Any]]):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.resolved = C.resolve(cfg)
+        self.parts = p = build_parts(cfg, fresh=state is None)
+        self.E = cfg.optim.epochs
+        self.progress, self.rng = Progress(batches_per_epoch=len(p.loader)), RNGState()
+        self.accum = cfg.optim.accum_steps  # micro-batches per optimizer step
+        self.steps_per_epoch = steps_per_epoch(len(p.loader), self.accum)
+        self.stepper = Stepper(p, cfg, self._nan_message)
+        self.budget: Optional[AttackBudget] = None  # the running epoch's training attack
+        self.log = RunLog(cfg, run_dir, p.test, D.is_main(), self.resolved["attack"]["norm"])
+        self.meta = {"arch": cfg.model.arch, "dataset": cfg.data.dataset,
+                     "num_classes": p.num_classes, "config": self.resolved,
+                     "versions": package_versions(), "git_commit": git_commit()}
+        if cfg.teacher is not None:  # the teacher's identity, checked on resume
+            self.meta["teacher"] = teacher_identity(cfg.teacher, cfg.data.dataset)
+        if state is not None:
+            named = stateful(p, self.progress, self.rng)
+            load_states(named, ck.unpack(state, named))
+        if p.teacher_check and D.is_main():
+            print(f"advtrain: {p.teacher_check}")
+        # DDP after loading (it broadcasts rank 0's weights), compile last; no-ops by default
+        p.model = D.maybe_compile(D.wrap_ddp(p.model, p.device, cfg.sync_bn), cfg.compile, p.device)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, stop_after: Optional[int] = None) -> str:
+        try:
+            while self.progress.epoch < self.E:
+                e = self.progress.epoch + 1
+                started = time.time()
+                self._train_epoch(e)
+                self._end_epoch(e)
+                self.log.epoch_done(self.progress.history[-1], self.E, time.time() - started)
+                if stop_after is not None and e >= stop_after and e < self.E:
+                    return self.run_dir
+            self._finish()
+        finally:
+            self.log.close()
+        return self.run_dir
+
+    def _epoch_batches(self, e: int):
+        """The loader's iterator for epoch ``e``, at the saved position when resuming mid-epoch."""
+        pr = self.progress
+        from advtrain.data import set_loader_epoch
+
+        set_loader_epoch(self.parts.loader, e)
+        mid_epoch = pr.batch > 0
+        if mid_epoch:  # the loader resumes at the saved position; then the saved RNG state
+            ck.set_rng_state(pr.epoch_rng)
+        else:
+            pr.epoch_rng = ck.rng_state()
+        it = self.parts.loader.iter_from(pr.batch)  # the skipped batches are not read
+        if mid_epoch:
+            ck.set_rng_state(self.rng.saved)
+        return it
+
+    def _train_epoch(self, e: int) -> None:
+        cfg, p, pr = self.cfg, self.parts, self.progress
+        self._set_epoch_hparams(e)
+        it = self._epoch_batches(e)
+        n_batches, n = len(p.loader), cfg.run.checkpoint_every_steps
+        bar = _progress(n_batches, pr.batch, f"epoch {e}/{self.E}", cfg.run.progress and D.is_main())
+        every = max(1, self.steps_per_epoch // 100)  # <= ~100 curve points per epoch
+        start, group = time.time(), None
+        for x, y in it:
+            if group is None:
+                group = self.stepper.group(pr.batch, n_batches)
+            self.stepper.micro_batch(group, x, y, e)
+            pr.batch += 1
+            bar.update(1)
+            if not group.complete:
+                continue
+            self._after_step(self.stepper.finish(group, e), group.size, every, bar)
+            group = None
+            # only between groups: a resumed run starts at a group boundary
+            if n and pr.batch < n_batches and steps_per_epoch(pr.batch, self.accum) % n == 0:
+                pr.running["seconds"] += time.time() - start
+                start = time.time()
+                self._save(epoch_file=False)
+        bar.close()
+        pr.running["seconds"] += time.time() - start
+        pr.flush_trace(p.optimizer.param_groups[0]["lr"], self.budget.eps)
+        if pr.running["count"] == 0:  # every step skipped: nothing was trained
+            raise NonFiniteError(
+                f"epoch {e} made no update: every optimizer step had a non-finite loss and was "
+                f"skipped ({pr.batch} batches, nan_policy: skip); lower optim.lr, check the data "
+                f"and the teacher")
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, e: int) -> Optional[Dict[str, float]]:
+        """One optimizer step on the one batch ``(x, y)`` (tests and bench/); None when skipped."""
+        terms = self.stepper.step([(x, y)], e)
+        if terms is None:
+            self.progress.running["skipped_batches"] += 1
+        return terms
+
+    def _after_step(self, terms: Optional[Dict[str, float]], size: int, every: int, bar) -> None:
+        """Count and log one optimizer step (``terms`` None: skipped, its ``size`` batches too)."""
+        pr = self.progress
+        if terms is None:
+            pr.running["skipped_batches"] += size
+            return
+        pr.step += 1
+        _accumulate(pr.running, terms)
+        lr = self.parts.optimizer.param_groups[0]["lr"]
+        pr.add_trace(terms, lr, self.budget.eps, every)
+        self.log.step(pr.step, terms, lr, self.budget.eps)
+        bar.set_postfix(loss=f"{terms['loss']:.3f}", acc=f"{terms.get('acc_adv', 0):.3f}")
+
+    def _set_epoch_hparams(self, e: int) -> None:
+        o, a = self.cfg.optim, self.resolved["attack"]  # resolved: objective defaults filled in
+        for group in self.parts.optimizer.param_groups:
+            group["lr"] = lr_at(e, o)
+            group["momentum"] = momentum_at(e, o)
+        self.budget = attack_budget(e, self.E, a["eps"], a["schedule"], steps=a["steps"],
+                                    step_size=a["step_size"], ramp=a["ramp"])
+        self.parts.objective.set_attack_budget(*self.budget)
+
+    def _nan_message(self, e: int, what: str) -> str:
+        last = ck.latest(self.run_dir) or "none yet"
+        pr = self.progress
+        return (f"non-finite {what} at epoch {e} step {pr.batch + 1} (global step {pr.step + 1}); "
+                f"training stopped, last good checkpoint: {last}; lower optim.lr or set nan_policy: skip")
+
+    # ------------------------------------------------------------------ epoch end
+    def _end_epoch(self, e: int) -> None:
+        p, pr = self.parts, self.progress
+        p.objective.on_epoch_end(reduce=D.all_reduce_sum_)  # class prior summed over ranks
+        row = {"epoch": e, "lr": p.optimizer.param_groups[0]["lr"], "eps_t": self.budget.eps,
+               "step_size": self.budget.step_size, "steps": self.budget.steps}
+        n = max(pr.running["count"], 1)
+        row.update({k: v / n for k, v in pr.running["sums"].items()})
+        ev = self.cfg.eval
+        if p.test is not None and (e % ev.every == 0 or e == self.E):
+            from advtrain.train.setup import clean_and_pgd
+
+            kw = dict(steps=ev.test_pgd_steps, seed=self.cfg.run.seed, **self._threat())
+            row["test_clean"], row["test_pgd"] = clean_and_pgd(D.unwrap(p.model), *p.test, **kw)
+            ema_model = self._ema_model()
+            if ema_model is not None:
+                row["test_clean_ema"], row["test_pgd_ema"] = clean_and_pgd(ema_model, *p.test, **kw)
+        if p.holdout is not None and ev.holdout_every and (e % ev.holdout_every == 0 or e == self.E):
+            self._score_holdout(e, row)
+        row["seconds"] = round(pr.running["seconds"], 3)
+        row["skipped_batches"] = pr.running["skipped_batches"]
+        pr.history.append(row)
+        pr.end_epoch(e)
+        self._save(epoch_file=True)
+        if D.is_main():
+            M.write_csv(pr.history, os.path.join(self.run_dir, "metrics.csv"))
+            M.plot_curves(pr.history, os.path.join(self.run_dir, "curves.png"), pr.trace)
+
+    def _threat(self) -> Dict[str, Any]:
+        """Norm and final radius of the training attack: what the per-epoch PGD measures."""
+        a = self.resolved["attack"]
+        return {"eps": a["eps"], "norm": a["norm"]}
+
+    def _score_holdout(self, e: int, row: Dict[str, Any]) -> None:
+        """PGD-CW accuracy on the held-out training images; a new best (>=, as DM) writes best.pt
+        before last.pt records it, so a crash in between only repeats the epoch."""
+        from advtrain.train.setup import clean_and_pgd
+
+        ema_model = self._ema_model()
+        scored = ema_model if ema_model is not None else D.unwrap(self.parts.model)
+        clean, robust = clean_and_pgd(scored, *self.parts.holdout, seed=self.cfg.run.seed,
+                                      steps=self.cfg.eval.holdout_pgd_steps, loss="cw",
+                                      **self._threat())
+        row["holdout_clean"], row["holdout_pgd"] = clean, robust
+        best = self.progress.best
+        if best is None or robust >= best["holdout_pgd"]:
+            self.progress.best = {"epoch": e, "holdout_pgd": robust, "holdout_clean": clean,
+                                  "weights": "ema" if ema_model is not None else "model"}
+            self._save_best()
+        row["best_epoch"] = self.progress.best["epoch"]
+
+    def _save_best(self) -> None:
+        """``RUN_DIR/best.pt``: weights (model, and ema when on) of the best epoch for ``advtrain eval``."""
+        if not D.is_main():
+            return
+        named = stateful(self.parts, self.progress, self.rng)
+        weights = ck.pack(save_states({k: named[k] for k in ("model", "ema") if k in named}))
+        payload = dict(self.meta, **weights, epoch=self.progress.best["epoch"],
+                       best=dict(self.progress.best))
+        ck.save(payload, os.path.join(self.run_dir, BEST))
+
+    def _ema_model(self) -> Optional[nn.Module]:
+        """A copy of the model holding the EMA weights (None before the first EMA update)."""
+        ema = self.parts.ema
+        if ema is None or ema.shadow is None:
+            return None
+        if getattr(self, "_ema_copy", None) is None:
+            self._ema_copy = copy.deepcopy(D.unwrap(self.parts.model))
+        ema.copy_to(self._ema_copy)
+        return self._ema_copy
+
+    def _finish(self) -> None:
+        if not D.is_main():
+            return
+        table = M.summary(self.progress.history, self.cfg.paper_row, self.log.subset)
+        text = table.to_string()
+        atomic_write_text(os.path.join(self.run_dir, "summary.txt"), text + "\n")
+        print(text)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, epoch_file: bool) -> None:
+        """Every part's state (:func:`advtrain.train.parts.stateful`) in the checkpoint layout."""
+        if not D.is_main():  # one writer under DDP; every rank holds the same weights
+            return
+        states = save_states(stateful(self.parts, self.progress, self.rng))
+        payload = dict(self.meta, **ck.pack(states))
+        if epoch_file:
+            ck.save(payload, ck.epoch_path(self.run_dir, self.progress.epoch))
+        ck.save(payload, ck.last_path(self.run_dir))
+
+
+# ---------------------------------------------------------------------- small helpers
+
+def _accumulate(running: Dict[str, Any], terms: Dict[str, float]) -> None:
+    for k, v in terms.items():
+        running["sums"][k] = running["sums"].get(k, 0.0) + v
+    running["count"] += 1
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
+__all__ = ["fit", "Trainer", "NonFiniteError"]

@@ -1,0 +1,343 @@
+"""Building a run for :mod:`advtrain.train.loop`: run directory rules, parts, the per-epoch test metric.
+
+- ``prepare_run_dir``: a new run never overwrites an existing run directory (one without a checkpoint
+  yet may be reused) nor one in use; ``resume`` continues one from ``last.pt`` (else the newest intact
+  ``epoch_N.pt``) and refuses a config that differs from the stored one unless ``force``.
+- ``build_parts``: the :class:`advtrain.train.parts.Parts` of a run: device, model, objective (with its
+  frozen teacher, if any), SGD optimiser (model + objective extra parameters, optional no weight
+  decay on BN parameters), loader, AWP, EMA, test subset, autocast; and the GPU math policy
+  (:func:`_math_policy`).
+- ``clean_and_pgd``: clean and PGD accuracy through :func:`advtrain.eval.evaluator.accuracy` (given norm
+  and eps, step eps/4 -- the DM recipe's PGD-40 step, used for every per-epoch PGD-K whatever K --,
+  CE or CW, uniform start from a fixed seed so it neither varies between epochs nor disturbs the
+  training RNG).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from advtrain.train import checkpoint as ck
+from advtrain import config as C
+from advtrain import distributed as D
+from advtrain.errors import CheckpointError, InputError
+from advtrain.io.atomic import atomic_write_text
+from advtrain.data.imagefolder import folder_options
+from advtrain.models.timm_models import model_options
+from advtrain.train.parts import Parts
+from advtrain.train.runlock import holder, holds_run, in_use_error
+from advtrain.train.step import steps_per_epoch
+
+#: resolved-config entries that may change between an interrupted run and its resumption
+RESUME_FREE = {"run.name", "run.out_dir", "run.device", "run.progress", "data.workers", "notes",
+               "log.tensorboard"}
+
+
+def _as_config(config) -> C.Config:
+    if isinstance(config, C.Config):
+        return config
+    if isinstance(config, dict):
+        return C.from_dict(config)
+    return C.load(config)
+
+
+def prepare_run_dir(config, run_dir: Optional[str], resume: bool, force: bool
+                    ) -> Tuple[C.Config, str, Optional[Dict[str, Any]]]:
+    """(config, run directory, checkpoint state or None) after the overwrite / resume checks."""
+    if resume:
+        if not run_dir or not os.path.isdir(run_dir):
+            raise InputError(f"cannot resume: run directory {run_dir!r} not found; give the RUN_DIR "
+                             "of an earlier 'advtrain train'")
+        stored = os.path.join(run_dir, "config.yaml")
+        if config is None:
+            if not os.path.isfile(stored):
+                raise InputError(f"cannot resume: {stored} missing; pass the config file too")
+            config = stored
+        cfg = _as_config(config)
+        _remove_stale_temp_files(run_dir)
+        _check_outputs_are_files(run_dir)
+        last, state = ck.resume_point(run_dir)
+        if last is not None and os.path.basename(last) != ck.LAST and D.is_main():
+            print(f"advtrain: {ck.last_path(run_dir)} is missing; resuming from {last} "
+                  f"(epoch {state['epoch']})", file=sys.stderr)
+        if state is not None and not force:
+            if not isinstance(state.get("config"), dict):
+                raise CheckpointError(f"{last} records no training config to compare with; pass "
+                                      "--force to resume anyway")
+            _check_same(C.resolve(cfg), state["config"], run_dir)
+        if state is not None:
+            from advtrain.train.teacher import check_identity
+
+            check_identity(state.get("teacher"), cfg.teacher, cfg.data.dataset, last)
+        return cfg, run_dir, state
+    if config is None:
+        raise InputError("no config given; pass a YAML file such as configs/cpu/tiny_trades.yaml")
+    cfg = _as_config(config)
+    run_dir = run_dir or os.path.join(cfg.run.out_dir, cfg.run.name)
+    pid = holder(run_dir)
+    if pid is not None:
+        raise in_use_error(run_dir, pid)
+    if holds_run(run_dir):  # a directory with only config.yaml (no epoch finished) may be reused
+        raise InputError(f"run directory {run_dir!r} already exists; continue it with --resume "
+                         f"{run_dir}, or choose another run.name / --run-dir")
+    return cfg, run_dir, None
+
+
+def _remove_stale_temp_files(run_dir: str) -> None:
+    """Temp files of an atomic write cut short by a crash (``.NAME.XXXX.tmp``); never read."""
+    for name in os.listdir(run_dir):
+        if name.startswith(".") and name.endswith(".tmp"):
+            os.remove(os.path.join(run_dir, name))
+
+
+#: files the trainer replaces in a run directory: something else in their place (a directory, a
+#: link loop) would only surface after an epoch of work, when the write fails
+_OUTPUTS = re.compile(r"(last|best|epoch_\d+)\.pt|metrics\.csv|curves\.png")
+
+
+def _check_outputs_are_files(run_dir: str) -> None:
+    for name in sorted(os.listdir(run_dir)):
+        path = os.path.join(run_dir, name)
+        if _OUTPUTS.fullmatch(name) and not os.path.isfile(path):
+            what = "a directory" if os.path.isdir(path) else "not a regular file (a broken link?)"
+            raise InputError(f"cannot resume: {path} is {what}, where the run writes its {name}; "
+                             "move it away and resume again")
+
+
+def start_run_dir(cfg: C.Config, run_dir: str) -> None:
+    """Create a new run directory with its ``config.yaml`` (after every part was built, so a
+    mistake found while building leaves nothing behind)."""
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write_text(os.path.join(run_dir, "config.yaml"), C.dump(cfg))
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_same(new: Dict[str, Any], old: Dict[str, Any], run_dir: str) -> None:
+    """Refuse a changed setting; a key the stored config lacks (added by a later release, e.g.
+    ``tf32``) counts as unchanged while it keeps its default."""
+    a, b = _flatten(new), _flatten(old)
+    default = _flatten(C.to_dict(C.Config()))
+    b.update({k: default[k] for k in a if k not in b and k in default})
+    diff = [k for k in sorted(set(a) | set(b)) if k not in RESUME_FREE and a.get(k) != b.get(k)]
+    if diff:
+        shown = ", ".join(f"{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in diff[:4])
+        raise InputError(f"config differs from the one {run_dir!r} was trained with ({shown}"
+                         f"{', ...' if len(diff) > 4 else ''}); pass --force to resume anyway")
+
+
+# ----------------------------------------------------------------------------- parts
+
+def resolve_device(name: str) -> torch.device:
+    from advtrain.utils import resolve_device as resolve
+
+    return resolve(name, flag="run.device")
+
+
+def build_parts(cfg: C.Config, fresh: bool) -> Parts:
+    """Everything the loop needs; seeds first so a fresh run's initial weights are reproducible."""
+    from advtrain.data import build_train_loader, load_test_arrays, num_classes, seed_everything
+    from advtrain.models import create_model
+
+    _math_policy(cfg)
+    seed_everything(cfg.run.seed)
+    device = D.local_device(resolve_device(cfg.run.device), D.local_rank())  # cuda:LOCAL_RANK
+    d = cfg.data
+    n_cls = num_classes(d.dataset, d.num_classes)
+    model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls,
+                         **model_options(cfg)).to(device)
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    teacher = _teacher(cfg, device)
+    objective = make_objective(cfg, n_cls, **teacher).to(device)
+    loader = build_train_loader(
+        d.dataset, root=d.root, train_npz=d.train_npz, synthetic_npz=d.synthetic_npz,
+        synthetic_fraction=d.synthetic_fraction, augment=d.augment,
+        batch_size=D.per_rank_batch(d.batch_size), rank=D.rank(), world_size=D.world_size(),
+        workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
+        holdout=d.holdout, device=device, **folder_options(d))  # batches arrive augmented, on the device
+    _check_steps(loader, d)
+    test = None
+    if d.test_subset > 0:
+        test = (_folder_test_subset(d, load_test_arrays) if folder_options(d) else
+                _test_subset(load_test_arrays(d.dataset, root=d.root, npz=d.test_npz), d.test_subset))
+    checked = _check_teacher(cfg, teacher, n_cls, test, device)
+    return Parts(device=device, model=model, objective=objective, num_classes=n_cls, loader=loader,
+                 optimizer=make_optimizer(cfg, model, objective), test=test,
+                 holdout=_holdout_set(cfg), awp=_awp(cfg, model),
+                 ema=_ema(cfg, model, steps_per_epoch(len(loader), cfg.optim.accum_steps)),
+                 autocast=_autocast(cfg, device), teacher_check=checked)
+
+
+def _check_teacher(cfg: C.Config, teacher: Dict[str, Any], n_cls: int, test, device
+                   ) -> Optional[str]:
+    """Before training: the teacher's classes, logits and input range against this dataset;
+    returns the line that reports the result (None without a teacher)."""
+    if not teacher:
+        return None
+    from advtrain.train.teacher import check_teacher, describe
+
+    what = describe(cfg.teacher)
+    acc = check_teacher(teacher["teacher"], n_cls, what, test, device)
+    if acc is None:
+        return f"teacher {what}: outputs {n_cls} logits per image (accuracy not measured)"
+    return (f"teacher {what}: clean {100 * acc:.2f}% on the test subset of {len(test[1])} images "
+            f"(chance {100 / n_cls:.2f}%): check passed")
+
+
+def _check_steps(loader, d) -> None:
+    """A loader with no batch would train nothing and still report "done"."""
+    if len(loader) > 0:
+        return
+    sampler = loader.batch_sampler if loader.batch_size is None else loader.sampler
+    n = len(sampler) if hasattr(sampler, "__len__") else len(loader.dataset)
+    raise InputError(f"the training data gives 0 optimizer steps per epoch ({n} images per process, "
+                     f"data.batch_size {d.batch_size}, data.drop_last {str(d.drop_last).lower()}); "
+                     f"use data.batch_size <= {n} or data.drop_last: false")
+
+
+def _teacher(cfg: C.Config, device: torch.device) -> Dict[str, Any]:
+    """``{"teacher": model}`` for the distillation objectives (config ``teacher:``), else ``{}``."""
+    if cfg.teacher is None:
+        return {}
+    from advtrain.train.teacher import load_teacher
+
+    return {"teacher": load_teacher(cfg.teacher, cfg.data.dataset, device)}
+
+
+def _test_subset(arrays, n: int):
+    """A fixed random subset of ``n`` test images (seed 0): test files may be sorted by class."""
+    x, y = arrays
+    idx = _subset_indices(len(y), n)
+    return x[idx].contiguous(), y[idx].contiguous()
+
+
+def _folder_test_subset(d, load_test_arrays):
+    """:func:`_test_subset` of an ImageFolder ``val/``, decoding only the chosen images."""
+    return load_test_arrays(d.dataset, root=d.root, **folder_options(d),
+                            indices=lambda total: _subset_indices(total, d.test_subset))
+
+
+def _subset_indices(total: int, n: int) -> torch.Tensor:
+    if n > total:
+        raise InputError(f"data.test_subset = {n} but the test set has {total} images; "
+                         f"use data.test_subset <= {total} (0 disables the per-epoch test)")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:n].sort().values
+
+
+def _holdout_set(cfg: C.Config):
+    """The ``data.holdout`` images the loader leaves out (None when there are none or no scoring)."""
+    d = cfg.data
+    if d.holdout == 0 or cfg.eval.holdout_every == 0:
+        return None
+    from advtrain.data import load_holdout_arrays
+
+    return load_holdout_arrays(d.dataset, d.holdout, root=d.root, npz=d.train_npz)
+
+
+def make_objective(cfg: C.Config, num_classes: int, **objects: Any) -> nn.Module:
+    """The objective from the resolved config (nothing re-checked or re-defaulted here)."""
+    from advtrain.objectives import OBJECTIVES
+
+    options = {k: v for k, v in cfg.objective.items() if k != "name"}
+    cls = OBJECTIVES[cfg.objective["name"]]
+    return cls(cls.Options(**options), cfg.attack, dataset=cfg.data.dataset, num_classes=num_classes,
+               **objects)
+
+
+def make_optimizer(cfg: C.Config, model: nn.Module, objective: nn.Module) -> torch.optim.SGD:
+    """SGD over model + objective extra parameters; BN parameters without wd if asked."""
+    o = cfg.optim
+    decay, no_decay = [], []
+    for module in [model] + ([objective] if objective.extra_parameters() else []):
+        extra = {id(p) for p in objective.extra_parameters()} if module is objective else None
+        for sub in module.modules():
+            for p in sub.parameters(recurse=False):
+                if not p.requires_grad or (extra is not None and id(p) not in extra):
+                    continue
+                bn = isinstance(sub, nn.modules.batchnorm._BatchNorm)
+                (no_decay if (bn and o.wd_exclude_bn) else decay).append(p)
+    groups: List[Dict[str, Any]] = [{"params": decay, "weight_decay": o.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def _awp(cfg: C.Config, model: nn.Module):
+    if not cfg.awp.enabled:
+        return None
+    from advtrain.train.awp import AWP
+
+    return AWP(model, gamma=cfg.awp.gamma, warmup=cfg.awp.warmup)
+
+
+def _ema(cfg: C.Config, model: nn.Module, steps_per_epoch: int):
+    if not cfg.ema.enabled:
+        return None
+    from advtrain.train.ema import EMA
+
+    warm = int(0.025 * cfg.optim.epochs * steps_per_epoch) if cfg.ema.dm_warmup else None
+    return EMA(model, decay=cfg.ema.decay, start_epoch=cfg.ema.start_epoch, dm_warmup_steps=warm)
+
+
+def _autocast(cfg: C.Config, device: torch.device):
+    if cfg.precision == "bf16":
+        if device.type != "cuda":
+            raise InputError("precision bf16 needs a CUDA device; use precision=fp32 on CPU")
+        return functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _math_policy(cfg: C.Config) -> None:
+    """GPU math settings of a run (no effect on CPU).
+
+    - TF32 for fp32 matmuls and convolutions (``tf32``, default on: ~8x the fp32 rate on an A100 or
+      H100 at 10 mantissa bits, which SGD training does not notice); ``precision: bf16`` keeps it,
+      so whatever stays outside autocast is not run in true fp32;
+    - ``cudnn.benchmark`` (fastest convolution algorithm per input shape; training shapes are
+      fixed) unless ``run.deterministic``, which asks cudnn for deterministic algorithms instead.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.deterministic = cfg.run.deterministic
+    torch.backends.cudnn.benchmark = not cfg.run.deterministic
+
+
+# ----------------------------------------------------------------------------- test metric
+
+def clean_and_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int,
+                  eps: float = 8 / 255, norm: str = "Linf", loss: str = "ce",
+                  batch_size: int = 256) -> Tuple[float, Optional[float]]:
+    """(clean accuracy, PGD-``steps`` accuracy in the ``norm`` ball of radius ``eps``, step eps/4)
+    on ``(x, y)``; PGD None if steps 0."""
+    from attacks import PGD
+    from advtrain.eval.evaluator import accuracy
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x, y = x.to(device), y.to(device)
+    clean = accuracy(model, x, y, batch_size=batch_size, progress=False)
+    robust = None
+    if steps:
+        attack = PGD(eps=eps, alpha=eps / 4, steps=steps, norm=norm, loss=loss, init="uniform")
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            robust = accuracy(model, x, y, batch_size=batch_size, attack=attack, progress=False)
+    model.train(was_training)
+    return clean, robust
