@@ -63,6 +63,10 @@ class DataConfig:
     # ImageFolder datasets (imagefolder, imagenet; advtrain.data.imagefolder): class count, pixels
     num_classes: Optional[int] = None
     image_size: Optional[int] = None  # None -> 224 for ImageFolder datasets
+    # ImageFolder datasets: list files of 'relative/path label' lines under data.root instead of the
+    # train/ and val/ class folders (ImageNet-LT's ImageNet_LT_train.txt / ImageNet_LT_test.txt)
+    train_list: Optional[str] = None
+    val_list: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@ RobustBench's ``imagenet_class_to_id_map``). Images are decoded in the DataLoade
 
 DDP sharding uses the same ``DistributedSampler`` (seeded, reshuffled by ``set_loader_epoch``) as the
 CIFAR path. :func:`imagenet_protocol_files` gives RobustBench's 5,000 ImageNet evaluation images.
+
+List files (ImageNet-LT's ``ImageNet_LT_train.txt`` / ``ImageNet_LT_test.txt``): ``data.train_list`` /
+``data.val_list`` replace the scan of ``train/`` / ``val/`` by the images a list names, one
+``relative/path label`` line each, relative to ``data.root`` (:func:`read_list`: size bounded, paths
+kept inside the root, labels in range, every file present). A run on a training list reports its
+per-class counts and the many / medium / few-shot accuracies (:func:`shot_group`).
 """
 from __future__ import annotations
 
@@ -40,6 +46,12 @@ RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 IMAGENET_PROTOCOL_N = 5000
 #: image side when data.image_size is not given (ImageNet's 224 px)
 DEFAULT_IMAGE_SIZE = 224
+#: the config key of each split's list file (ImageNet-LT: ImageNet_LT_train.txt / _test.txt)
+LIST_KEYS = {"train": "data.train_list", "test": "data.val_list"}
+#: the largest list file read (ImageNet-1k's full training list is about 40 MiB)
+MAX_LIST_BYTES = 256 * 2 ** 20
+#: long-tail groups by training images per class: many > SHOT_MANY, few < SHOT_FEW, else medium
+SHOT_MANY, SHOT_FEW = 100, 20
 
 
 def is_folder_dataset(dataset: object) -> bool:
@@ -51,20 +63,23 @@ def image_size_of(d) -> int:
     return DEFAULT_IMAGE_SIZE if d.image_size is None else d.image_size
 
 
-def folder_options(d) -> dict:
-    """The loaders' ImageFolder arguments of a ``DataConfig`` (class count, image size); {} for others."""
+def folder_options(d, split: str = "train") -> dict:
+    """The loaders' ImageFolder arguments of a ``DataConfig`` for ``split`` (class count, image size,
+    the split's list file: ``data.train_list`` / ``data.val_list``, None to scan the folder); {} for
+    other datasets."""
     from advtrain.data.names import num_classes
 
     if not is_folder_dataset(d.dataset):
         return {}
-    return {"num_classes": num_classes(d.dataset, d.num_classes), "image_size": image_size_of(d)}
+    return {"num_classes": num_classes(d.dataset, d.num_classes), "image_size": image_size_of(d),
+            "list_file": getattr(d, LIST_KEYS[split].split(".")[1])}
 
 
 def check_data_section(d) -> None:
     """Validate the ImageFolder keys of a ``DataConfig`` (once, at config load; defaults are
     applied where read: :func:`image_size_of`, ``names.num_classes(dataset, data.num_classes)``)."""
     if not is_folder_dataset(d.dataset):
-        for key in ("num_classes", "image_size"):
+        for key in ("num_classes", "image_size", "train_list", "val_list"):
             if getattr(d, key) is not None:
                 raise InputError(f"config key 'data.{key}' applies to the imagefolder/imagenet datasets "
                                  f"only; remove it for {d.dataset}")
@@ -110,6 +125,89 @@ def scan(root: str, split: str, num_classes: Optional[int] = None) -> Tuple[List
     if not samples:
         raise DataError(f"{folder} holds no images ({', '.join(IMG_EXTENSIONS)}) in class sub-folders")
     return classes, samples
+
+
+def read_list(root: str, list_file: str, num_classes: int, key: str = "data.train_list"
+              ) -> List[Tuple[str, int]]:
+    """``[(path, label), ...]`` of a list file (ImageNet-LT's ``ImageNet_LT_train.txt``): one
+    ``relative/path label`` line per image, the path relative to ``root``, in the file's order.
+
+    The file is untrusted: its size is bounded (:data:`MAX_LIST_BYTES`) before it is read; every
+    line must be a relative path with an image extension that stays under ``root`` (no absolute
+    path, no ``..``, no symlink resolving outside ``root``) and names an existing file, and a label
+    in ``[0, num_classes)``. Any violation is one :class:`DataError` naming the file, the line and
+    the fix."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if not root:
+        raise InputError(f"{key} needs data.root (the directory its relative paths start from, e.g. "
+                         "the ImageNet root holding train/ and val/)")
+    path = os.fspath(list_file)
+    if not os.path.isfile(path):
+        raise DataError(f"{key} {path} not found; give the list file (lines 'relative/path label')")
+    size = os.path.getsize(path)
+    if size > MAX_LIST_BYTES:
+        raise DataError(f"{key} {path} is {size / 2**20:.1f} MiB, over the {MAX_LIST_BYTES / 2**20:.0f} "
+                        "MiB limit for a list file; give the image list (lines 'relative/path label')")
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_LIST_BYTES + 1).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{key} {path} is not UTF-8 text; give a list of 'relative/path label' "
+                        "lines") from None
+    base = os.path.realpath(os.fspath(root))
+    if not os.path.isdir(base):
+        raise DataError(f"data.root {root} not found; {key} paths are relative to it")
+    samples, missing = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        where = f"{key} {path} line {n}"
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            raise DataError(f"{where}: expected 'relative/path label', got {line[:80]!r}")
+        rel, label_text = parts
+        try:
+            label = int(label_text)
+        except ValueError:
+            raise DataError(f"{where}: label {label_text[:20]!r} is not an integer") from None
+        if not 0 <= label < num_classes:
+            raise DataError(f"{where}: label {label} is outside [0, {num_classes}); set "
+                            "data.num_classes to the list's class count")
+        if os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in rel.replace("\\", "/").split("/"):
+            raise DataError(f"{where}: path {rel[:80]!r} leaves data.root; list paths must be "
+                            "relative to data.root, without '..'")
+        if not rel.lower().endswith(IMG_EXTENSIONS):
+            raise DataError(f"{where}: {rel[:80]!r} is not an image file ({', '.join(IMG_EXTENSIONS)})")
+        full = os.path.join(base, rel)
+        real = os.path.realpath(full)
+        if os.path.commonpath([real, base]) != base:
+            raise DataError(f"{where}: {rel[:80]!r} resolves to {real}, outside data.root (a symlink); "
+                            "list only files inside data.root")
+        if not os.path.isfile(real):
+            missing.append(rel)
+        samples.append((full, label))
+    if missing:
+        raise DataError(f"{len(missing)} of the {len(samples)} images of {key} {path} are missing "
+                        f"under data.root {root} (e.g. {missing[0]}); check data.root or the list")
+    if not samples:
+        raise DataError(f"{key} {path} lists no images; give 'relative/path label' lines")
+    return samples
+
+
+def class_counts(samples: Sequence[Tuple[str, int]], num_classes: int) -> List[int]:
+    """Images per class of ``samples``."""
+    counts = [0] * num_classes
+    for _, label in samples:
+        counts[label] += 1
+    return counts
+
+
+def shot_group(count: int) -> str:
+    """The long-tail group of a class with ``count`` training images: many (> 100), medium
+    (20-100), few (< 20) (the LT literature's split; PaCo ``utils.shot_acc``)."""
+    return "many" if count > SHOT_MANY else "few" if count < SHOT_FEW else "medium"
 
 
 def rrc_params(h: int, w: int, generator: torch.Generator) -> Tuple[int, int, int, int]:
@@ -188,9 +286,12 @@ class _StartSampler(DistributedSampler):
 class FolderLoader:
     """A ``DataLoader`` over a :class:`FolderDataset` with the trainer's loader interface:
     ``set_epoch``, ``len``, ``iter_from(batch)`` (the epoch's batches from ``batch`` on, the earlier
-    ones neither decoded nor augmented) and batches moved to ``device`` (when given)."""
+    ones neither decoded nor augmented) and batches moved to ``device`` (when given);
+    ``class_counts``: training images per class (of every rank), ``from_list``: read from a list."""
 
     two_view = False
+    class_counts: Optional[List[int]] = None
+    from_list = False
 
     def __init__(self, loader: DataLoader, device=None):
         self.loader, self.device = loader, None if device is None else torch.device(device)
@@ -221,9 +322,14 @@ class FolderLoader:
 def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, augment: str = "basic",
                               batch_size: int = 128, workers: int = 0, seed: int = 0,
                               drop_last: bool = False, subset: Optional[int] = None, rank: int = 0,
-                              world_size: int = 1, pin_memory: bool = False, device=None) -> FolderLoader:
-    """Training loader over ``root/train`` (``subset``: the first N images of the sorted list)."""
-    _, samples = scan(root, "train", num_classes)
+                              world_size: int = 1, pin_memory: bool = False, device=None,
+                              list_file: Optional[str] = None) -> FolderLoader:
+    """Training loader over ``root/train``, or the images of ``list_file`` (:func:`read_list`)
+    (``subset``: the first N images of the sorted folder or of the list)."""
+    if list_file is not None:
+        samples = read_list(root, list_file, num_classes, LIST_KEYS["train"])
+    else:
+        _, samples = scan(root, "train", num_classes)
     if subset is not None:
         if not 1 <= subset <= len(samples):
             raise InputError(f"subset={subset} but {root}/train has {len(samples)} images; "
@@ -234,17 +340,24 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                         num_workers=workers,  # no global RNG is used: nothing to seed per worker
                         generator=torch.Generator().manual_seed(int(seed)), pin_memory=bool(pin_memory))
-    return FolderLoader(loader, device)
+    out = FolderLoader(loader, device)
+    out.class_counts, out.from_list = class_counts(samples, num_classes), list_file is not None
+    return out
 
 
 def load_folder_test(root: str, *, image_size: int, num_classes: Optional[int] = None,
                      n_ex: Optional[int] = None, indices=None, files: Optional[Sequence[str]] = None,
-                     workers: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Evaluation tensors of ``root/val``: all images, the first ``n_ex``, ``indices`` (or a
-    callable ``total -> indices``) of the sorted list, or the relative paths ``files``
-    (``<wnid>/<file>``, labelled by RobustBench's ImageNet class map) in that order."""
+                     workers: int = 0, list_file: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation tensors of ``root/val`` (or of the images of ``list_file``, :func:`read_list`,
+    which needs ``num_classes``): all images, the first ``n_ex``, ``indices`` (or a callable
+    ``total -> indices``) of the sorted list, or the relative paths ``files`` (``<wnid>/<file>``,
+    labelled by RobustBench's ImageNet class map) in that order."""
     if files is not None:
         samples = _pick_files(root, files)
+    elif list_file is not None:
+        if num_classes is None:
+            raise InputError(f"{LIST_KEYS['test']} needs the number of classes (data.num_classes)")
+        samples = read_list(root, list_file, num_classes, LIST_KEYS["test"])
     else:
         samples = scan(root, "test", num_classes)[1]
     if callable(indices):

@@ -66,14 +66,16 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                        augment: str = "basic", batch_size: int = 128, workers: int = 0, seed: int = 0,
                        drop_last: bool = False, subset=None, holdout: int = 0, rank: int = 0,
                        world_size: int = 1, device="cpu", pin_memory: Optional[bool] = None,
-                       num_classes: Optional[int] = None, image_size: Optional[int] = None) -> DeviceLoader:
+                       num_classes: Optional[int] = None, image_size: Optional[int] = None,
+                       list_file: Optional[str] = None) -> DeviceLoader:
     """Training loader yielding float batches on ``device``; ``batch_size`` is per rank.
 
     See the module docstring for the batch layout. ``holdout`` drops the first ``holdout`` real images
     (DM's 1,024-image validation set, see :func:`load_holdout_arrays`); ``subset`` (int or indices) then
     keeps part of the rest. With ``synthetic_npz`` the batches come from :class:`MixedSampler`
     (``drop_last`` is then moot: every batch is full); otherwise from a ``DistributedSampler``
-    (``world_size`` 1 included). ``pin_memory`` defaults to "the device is CUDA".
+    (``world_size`` 1 included). ``pin_memory`` defaults to "the device is CUDA". ``list_file``
+    (ImageFolder datasets only): the training images of a ``relative/path label`` list under ``root``.
     """
     check_dataset(dataset)
     check_augment(augment)
@@ -85,6 +87,7 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                                          image_size=image_size, augment=augment, batch_size=batch_size,
                                          workers=workers, seed=seed, drop_last=drop_last, subset=subset,
                                          rank=rank, world_size=world_size, device=device,
+                                         list_file=list_file,
                                          pin_memory=(device.type == "cuda" if pin_memory is None
                                                      else pin_memory))
     two_view = augment == "autoaugment"

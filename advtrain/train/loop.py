@@ -132,11 +132,16 @@ class Trainer:
             load_states(named, ck.unpack(state, named))
         if p.teacher_check and D.is_main():
             print(f"advtrain: {p.teacher_check}")
+        if getattr(p.loader, "from_list", False) and D.is_main():  # data.train_list: long-tail groups
+            print(f"advtrain: {M.counts_line(p.loader.class_counts)}")
         # DDP after loading (it broadcasts rank 0's weights), compile last; no-ops by default
         p.model = D.maybe_compile(D.wrap_ddp(p.model, p.device, cfg.sync_bn), cfg.compile, p.device)
 
     # ------------------------------------------------------------------ the loop
     def train(self, stop_after: Optional[int] = None) -> str:
+        counts = getattr(self.parts.loader, "class_counts", None)
+        if getattr(self.parts.loader, "from_list", False) and D.is_main():
+            M.write_class_counts(counts, os.path.join(self.run_dir, "class_counts.csv"))
         try:
             while self.progress.epoch < self.E:
                 e = self.progress.epoch + 1
@@ -248,6 +253,11 @@ class Trainer:
 
             kw = dict(steps=ev.test_pgd_steps, seed=self.cfg.run.seed, **self._threat())
             row["test_clean"], row["test_pgd"] = clean_and_pgd(D.unwrap(p.model), *p.test, **kw)
+            if getattr(p.loader, "from_list", False):  # many / medium / few-shot clean accuracy
+                from advtrain.train.setup import predictions
+
+                row.update(M.shot_accuracy(predictions(D.unwrap(p.model), p.test[0]), p.test[1],
+                                           p.loader.class_counts))
             ema_model = self._ema_model()
             if ema_model is not None:
                 row["test_clean_ema"], row["test_pgd_ema"] = clean_and_pgd(ema_model, *p.test, **kw)

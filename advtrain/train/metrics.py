@@ -3,7 +3,8 @@
 ``metrics.csv`` has one row per epoch: epoch, lr, eps_t, step_size, steps, every loss term of the
 objective (epoch means), ``acc_adv`` (train adversarial accuracy), ``test_clean`` and ``test_pgd``
 (fixed test subset; empty in epochs without evaluation), the same for the EMA weights when EMA is on
-(``test_clean_ema``, ``test_pgd_ema``), the held-out images' ``holdout_clean`` / ``holdout_pgd`` and the
+(``test_clean_ema``, ``test_pgd_ema``), on a ``data.train_list`` the long-tail groups' clean accuracies
+(``test_many``, ``test_medium``, ``test_few``, :func:`shot_accuracy`), the held-out images' ``holdout_clean`` / ``holdout_pgd`` and the
 epoch of ``best.pt`` (``best_epoch``) when ``data.holdout`` > 0, ``seconds`` and ``skipped_batches``.
 ``PAPER_ROWS`` holds the reported clean / AutoAttack accuracies of SPEC section 7 (rows 1-13, AA-log
 or RobustBench values) and of the baselines the paper compares with (rows 14-18), keyed by the
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from advtrain.config.paper_rows import PAPER_ROWS
 from advtrain.io.atomic import atomic_write_text
@@ -21,14 +22,56 @@ from advtrain.io.atomic import atomic_write_text
 FIRST = ["epoch", "lr", "eps_t", "step_size", "steps"]
 LAST = ["acc_adv", "test_clean", "test_pgd", "test_clean_ema", "test_pgd_ema", "holdout_clean",
         "holdout_pgd", "best_epoch", "seconds", "skipped_batches"]
+#: clean test-subset accuracy of the long-tail groups (runs on a data.train_list; mean per-class
+#: accuracy of the classes with > 100, 20-100, < 20 training images), after test_clean when present
+SHOTS = ["test_many", "test_medium", "test_few"]
 
 
 def columns(rows: List[dict]) -> List[str]:
     """Fixed columns first, then every loss term in order of appearance, then the accuracies."""
     terms = []
     for row in rows:
-        terms += [k for k in row if k not in FIRST + LAST and k not in terms]
-    return FIRST + terms + LAST
+        terms += [k for k in row if k not in FIRST + LAST + SHOTS and k not in terms]
+    shots = SHOTS if any(k in row for row in rows for k in SHOTS) else []
+    at = LAST.index("test_pgd") + 1
+    return FIRST + terms + LAST[:at] + shots + LAST[at:]
+
+
+def shot_accuracy(pred, y, counts: Sequence[int]) -> Dict[str, Optional[float]]:
+    """``{test_many, test_medium, test_few}``: each group's mean of the per-class accuracies of
+    ``pred`` against ``y`` over the classes of the group present in ``y`` (None: no such class);
+    groups by ``counts`` (training images per class, :func:`advtrain.data.imagefolder.shot_group`)."""
+    from advtrain.data.imagefolder import shot_group
+
+    per_group: Dict[str, List[float]] = {"many": [], "medium": [], "few": []}
+    correct = (pred == y).tolist()
+    hits: Dict[int, List[int]] = {}
+    for label, ok in zip(y.tolist(), correct):
+        hits.setdefault(int(label), [0, 0])
+        hits[int(label)][0] += int(ok)
+        hits[int(label)][1] += 1
+    for label, (good, total) in sorted(hits.items()):
+        per_group[shot_group(counts[label])].append(good / total)
+    return {f"test_{g}": (sum(v) / len(v) if v else None) for g, v in per_group.items()}
+
+
+def counts_line(counts: Sequence[int]) -> str:
+    """One line on the training list's per-class image counts and long-tail groups."""
+    from advtrain.data.imagefolder import SHOT_FEW, SHOT_MANY, shot_group
+
+    groups = [shot_group(c) for c in counts]
+    return (f"training list: {sum(counts)} images in {len(counts)} classes ({min(counts)} to "
+            f"{max(counts)} per class): {groups.count('many')} many-shot (> {SHOT_MANY} images), "
+            f"{groups.count('medium')} medium-shot, {groups.count('few')} few-shot (< {SHOT_FEW}); "
+            "per class in class_counts.csv")
+
+
+def write_class_counts(counts: Sequence[int], path: str) -> None:
+    """``class_counts.csv``: label, training images, long-tail group (atomic)."""
+    from advtrain.data.imagefolder import shot_group
+
+    lines = ["label,train_images,group"] + [f"{k},{c},{shot_group(c)}" for k, c in enumerate(counts)]
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def write_csv(rows: List[dict], path: str) -> None:

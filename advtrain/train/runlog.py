@@ -105,6 +105,10 @@ class RunLog:
             test = f"{self.subset}: clean {_pct(row['test_clean'])}"
             if row.get("test_pgd") is not None:
                 test += f", PGD-{self.pgd_steps} {_pct(row['test_pgd'])}"
+            shots = [(g, row.get(f"test_{g}")) for g in ("many", "medium", "few")]
+            if any(v is not None for _, v in shots):  # data.train_list: long-tail groups
+                test += " (" + ", ".join(f"{g}-shot {_pct(v) if v is not None else 'n/a'}"
+                                         for g, v in shots) + ")"
             if row.get("test_clean_ema") is not None:
                 test += f"; EMA clean {_pct(row['test_clean_ema'])}"
                 if row.get("test_pgd_ema") is not None:

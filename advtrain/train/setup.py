@@ -229,7 +229,7 @@ def _test_subset(arrays, n: int):
 
 def _folder_test_subset(d, load_test_arrays):
     """:func:`_test_subset` of an ImageFolder ``val/``, decoding only the chosen images."""
-    return load_test_arrays(d.dataset, root=d.root, **folder_options(d),
+    return load_test_arrays(d.dataset, root=d.root, **folder_options(d, "test"),
                             indices=lambda total: _subset_indices(total, d.test_subset))
 
 
@@ -319,6 +319,17 @@ def _math_policy(cfg: C.Config) -> None:
 
 
 # ----------------------------------------------------------------------------- test metric
+
+@torch.no_grad()
+def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``model``'s eval-mode argmax labels of ``x`` (on the CPU; the model's mode is restored)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
 
 def clean_and_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int,
                   eps: float = 8 / 255, norm: str = "Linf", loss: str = "ce",
