@@ -93,6 +93,17 @@ def config(W: World, **sections) -> str:
     return str(path)
 
 
+def _list_config(W: World, line: str) -> str:
+    """A tiny ImageFolder config whose training list holds ``line``."""
+    from folder_helpers import make_image_folder
+
+    root = make_image_folder(W.case / "tree", n_classes=3, per_class=(1, 1), size=16)
+    (W.case / "train.txt").write_text(line + "\n")
+    return config(W, data={"dataset": "imagefolder", "root": root, "num_classes": 3, "image_size": 16,
+                           "train_list": str(W.case / "train.txt"), "train_npz": None,
+                           "test_npz": None})
+
+
 # ----------------------------------------------------------------------------- the cases
 @dataclass
 class Case:
@@ -292,6 +303,13 @@ CASES = [
                                              "num_classes": 3, "train_npz": None, "test_npz": None})],
          "train not found; an ImageFolder dataset needs train/",
          "point data.root at the folder holding train/ and val/"),
+    Case("list-escapes-root", "`data.train_list` line `../../etc/passwd.jpg 0` (a path leaving data.root)",
+         lambda W: ["train", _list_config(W, "../../etc/passwd.jpg 0")],
+         "leaves data.root; list paths must be relative to data.root",
+         "list paths relative to data.root, without `..`, absolute paths or symlinks out of it"),
+    Case("list-label-range", "`data.train_list` line `train/c00/0.jpg 3` with `data.num_classes: 3`",
+         lambda W: ["train", _list_config(W, "train/c00/0.jpg 3")],
+         "label 3 is outside [0, 3)", "set data.num_classes to the list's class count"),
     Case("no-data-offline", "training with no local data and ADVTRAIN_OFFLINE=1",
          lambda W: ["train", _no_data(W)],
          "config data.train_npz) with keys image, label, or set ADVTRAIN_DATA",
