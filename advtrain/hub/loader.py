@@ -105,6 +105,10 @@ def load_model_file(path, *, dataset: str, arch: Optional[str] = None,
     from advtrain.models import create_model
 
     options = recorded.get("options", {}) if arch == recorded.get("arch") else {}
+    from advtrain.models.timm_models import as_classifier_state, is_timm
+
+    if is_timm(arch):  # timm's / torchvision's weights of the bare network load too
+        state = as_classifier_state(state)
     model = build_checked(lambda: create_model(arch, dataset=dataset, **options), state, path)
     return LoadedModel(model.to(device).eval(), arch, path, weights, recorded)
 

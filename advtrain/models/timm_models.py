@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -103,7 +103,33 @@ def load_timm_weights(model: TimmClassifier, path: str) -> None:
     state = filter_state_dict(load_state_file(path))  # unwraps a trainer checkpoint's "model"
     if state and all(isinstance(k, str) and k.startswith("model.") for k in state):
         state = {k[len("model."):]: v for k, v in state.items()}
-    load_weights(model.model, state, strict=True, name=str(path))
+    load_weights(model.model, with_bn_counters(state), strict=True, name=str(path))
+
+
+def with_bn_counters(state: Dict[str, Any]) -> Dict[str, Any]:
+    """``state`` with a 0 ``num_batches_tracked`` for every BatchNorm that lacks one (torchvision's
+    first ImageNet weights, e.g. ``resnet34-333f7ec4.pth``, predate the counter; torch's own
+    ``load_state_dict`` fills it in the same way). Nothing else changes."""
+    extra = {}
+    for key in state:
+        if isinstance(key, str) and key.endswith(".running_var"):
+            counter = key[:-len("running_var")] + "num_batches_tracked"
+            if counter not in state:
+                extra[counter] = torch.tensor(0, dtype=torch.long)
+    return {**state, **extra} if extra else state
+
+
+def as_classifier_state(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A state_dict of a bare timm network (timm's or torchvision's ImageNet weights, keys
+    ``conv1.weight``...) as one of :class:`TimmClassifier` (``model.conv1.weight``...); a
+    classifier's own state (every key under ``model.``) passes through unchanged."""
+    from advtrain.models.convert import filter_state_dict
+
+    state = filter_state_dict(state)  # unwraps state_dict / model, strips module.
+    if state and all(isinstance(k, str) and k.startswith("model.") for k in state):
+        return state
+    return with_bn_counters({f"model.{k}": v for k, v in state.items()})
+
 
 
 def model_options(cfg) -> dict:
