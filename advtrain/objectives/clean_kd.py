@@ -103,6 +103,12 @@ class KLKDOptions(ObjectiveOptions):
     OPTIM = MDISTILLER_OPTIM
 
 
+def at_least_float32(logits):
+    """Student logits in float32 (or float64) for the KD terms: under bf16 autocast the wMSE's pair
+    weights and differences would otherwise be rounded to bf16."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 class CleanDistillObjective(DistillObjective):
     """A distillation objective without an attack: ``perturb`` is the identity."""
 
@@ -163,7 +169,7 @@ class IKLKD(CleanDistillObjective):
 
         o = self.options
         t = self.teacher_logits(x)
-        s = model(x_adv)  # x_adv is x: perturb is the identity
+        s = at_least_float32(model(x_adv))  # x_adv is x: perturb is the identity
         ce = self.ce(s, y)
         soft_ce = soft_cross_entropy(s, t, o.loss_T)
         wmse = self.wmse(s, t, y)
@@ -197,7 +203,7 @@ class KLKD(CleanDistillObjective):
     def loss(self, model, x, x_adv, y, *, update_state=True):
         o = self.options
         t = self.teacher_logits(x)
-        s = model(x_adv)
+        s = at_least_float32(model(x_adv))
         ce = self.ce(s, y)
         kl = teacher_kl(s, t, o.loss_T)
         loss = o.ce_weight * ce + o.kd_weight * o.loss_T ** 2 * kl

@@ -205,3 +205,19 @@ def test_trains_one_epoch_without_an_attack_from_a_checkpoint_teacher(tmp_path):
     assert int(state["objective"]["epoch"]) == 2
     assert not torch.equal(state["objective"]["prior.weight"], torch.full((10, 10), 0.1))
     assert state["config"]["attack"]["steps"] == 0
+
+
+def test_bf16_student_logits_are_scored_in_float32():
+    """Under bf16 autocast the student's logits arrive in bf16; the KD terms are computed from them
+    in float32 (emulated on CPU by a bf16 model)."""
+    s, t, x, y = setup()
+    student = Logits(s.to(torch.bfloat16))
+    obj = build_objective("gkl_kd_clean", dataset="cifar10", num_classes=NCLS,
+                          teacher=Table(t.float()), gamma=0.5, warmup=1)
+    obj.prior.weight.copy_(random_prior().float())
+    loss, _ = obj.loss(student, x.float(), x.float(), y)
+    assert loss.dtype == torch.float32
+    s32 = student.S.detach().double()  # the bf16 values, exactly
+    value = reference("gkl_kd_clean", {"gamma": 0.5, "warmup": 1}, s32, t.float().double(), y,
+                      random_prior().float().double(), 1)[0]
+    assert loss.item() == pytest.approx(value.item(), rel=1e-5)
