@@ -357,6 +357,11 @@ KD_ROWS = {
         "objective.use_prior": True, "objective.prior_T": 1.0, "objective.warmup": 1,
         "model.arch": "timm:mobilenetv1_100", "teacher.arch": "timm:resnet50",
         "teacher.checkpoint": "checkpoints/torchvision/resnet50-19c8e357.pth"}),
+    "gkl_kd_clean_r50_to_mobilenetv1_imagenet.yaml": (72.92, {
+        **MDIST_IMAGENET, "objective.name": "gkl_kd_clean", "objective.alpha": 4.0,
+        "objective.beta": 1.0, "objective.gamma": 0.5, "objective.use_prior": True,
+        "objective.prior_T": 1.0, "objective.warmup": 5, "model.arch": "timm:mobilenetv1_100",
+        "teacher.arch": "timm:resnet50", "teacher.checkpoint": "checkpoints/torchvision/resnet50-19c8e357.pth"}),
     "ikl_kd_x101_to_r18_imagenet_lt.yaml": (44.88, {
         **LT_IKL, **X101, "objective.alpha": 3.0, "objective.beta": 4.0, "model.arch": "timm:resnet18"}),
     "ikl_kd_x101_to_r50_imagenet_lt.yaml": (49.224, {
