@@ -25,13 +25,15 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
-from advtrain.config.check import check_attack, check_lr_table, check_objective, check_ranges
-from advtrain.config.types import build_section
+from attacks import TRAINING_ATTACKS
+from attacks.options import option_names
+
+from advtrain.config.check import check_lr_table, check_objective, check_ranges
+from advtrain.config.types import EPS, build_section  # noqa: F401  (EPS re-exported)
 from advtrain.utils import parse_eps  # noqa: F401  (re-exported)
 from advtrain.errors import InputError, unknown
 
-#: marker in field metadata: the value is an eps-like float that also accepts "8/255"
-EPS = {"eps": True}
+from advtrain.config.attack import ATTACK_COMMON, AttackConfig, resolve_attack
 
 
 @dataclass(frozen=True)
@@ -70,25 +72,6 @@ class ModelConfig:
     arch: str = "wrn-34-10"  # or timm:<name> (advtrain.models.timm_models)
     channels_last: bool = False
     weights: Optional[str] = None  # timm models: local initial weights (tensors only)
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Training attack. ``schedule``: executed (reference: K=5, eta=eps_t/2), staged, fixed.
-
-    An entry left out (or ``null``) is the objective's (``OBJECTIVES[name].Options.ATTACK``, the one
-    source of attack defaults); :func:`from_dict` fills every one, so the config, and the
-    ``config.yaml`` of a run, show the attack the run actually used.
-    """
-
-    eps: Optional[float] = field(default=None, metadata=EPS)
-    norm: Optional[str] = None
-    schedule: Optional[str] = None  # executed | staged | fixed
-    ramp: Optional[bool] = None  # eps_t = eps*e/E; left out: on for executed/staged, off for fixed
-    steps: Optional[int] = None  # used by the fixed schedule
-    step_size: Optional[float] = field(default=None, metadata=EPS)  # used by the fixed schedule
-    init: Optional[str] = None  # uniform | normal | none
-    bn_mode: Optional[str] = None  # eval | train | train_frozen
 
 
 @dataclass(frozen=True)
@@ -182,23 +165,20 @@ def from_dict(raw: Optional[Dict[str, Any]]) -> Config:
     if not isinstance(raw, dict):
         raise InputError("a config must be a mapping of sections (run:, data:, optim:, ...)")
     raw = _deepcopy(raw)
-    given = build_section(Config, raw, "")  # types and key names of everything as written
+    written_attack = raw.pop("attack", None)  # its keys depend on attack.name: resolve_attack
+    given = build_section(Config, raw, "")  # types and key names of everything else as written
     options_cls, options = _objective(given)
-    for section, recipe in (("attack", options_cls.ATTACK), ("optim", options_cls.OPTIM)):
-        written = {k: v for k, v in (raw.get(section) or {}).items() if v is not None}
-        raw[section] = {**recipe, **written}
+    written = {k: v for k, v in (raw.get("optim") or {}).items() if v is not None}
+    raw["optim"] = {**options_cls.OPTIM, **written}
     raw["objective"] = {"name": given.objective["name"], **dataclasses.asdict(options)}
-    cfg = build_section(Config, raw, "")
-    attack = cfg.attack
-    if attack.ramp is None:
-        attack = dataclasses.replace(attack, ramp=attack.schedule != "fixed")
-    check_attack(attack)
+    cfg = dataclasses.replace(build_section(Config, raw, ""),
+                              attack=resolve_attack(written_attack, options_cls.ATTACK))
     check_ranges(cfg)
     average = cfg.average
     if average.end is None:
         average = dataclasses.replace(average, end=cfg.optim.epochs)
     cfg = dataclasses.replace(
-        cfg, attack=attack, average=average,
+        cfg, average=average,
         optim=dataclasses.replace(cfg.optim, lr_table=check_lr_table(cfg.optim.lr_table, cfg.optim.epochs)))
     from advtrain.config.check import check_teacher_section
 
@@ -219,7 +199,7 @@ def _objective(given: Config):
     options_cls = OBJECTIVES[name].Options
     implied = {"two_view": True} if given.data.augment == "autoaugment" else {}  # [basic; AutoAug]
     rest = {k: v for k, v in obj.items() if k != "name"}
-    attack_keys = [f.name for f in dataclasses.fields(AttackConfig)]
+    attack_keys = set(ATTACK_COMMON).union(*(option_names(c.Options) for c in TRAINING_ATTACKS.values()))
     options = check_objective(options_cls, name, rest, given.data.dataset, attack_keys, implied)
     if implied and getattr(options, "two_view", True) is False:
         raise InputError("data.augment: autoaugment gives [basic; AutoAug] batches but objective.two_view "
@@ -361,8 +341,12 @@ def _clip(item: str) -> str:
 
 
 def to_dict(cfg: Config) -> Dict[str, Any]:
-    """Plain nested dict of a (resolved) config."""
-    return dataclasses.asdict(cfg)
+    """Plain nested dict of a (resolved) config; the attack's options are written flat in its section
+    (``attack: {name, eps, ..., norm, init, bn_mode}``), as a config is written."""
+    out = dataclasses.asdict(cfg)
+    attack = out["attack"]
+    out["attack"] = {**{k: v for k, v in attack.items() if k != "options"}, **(attack["options"] or {})}
+    return out
 
 
 #: the plain dict of a config is its resolved form: :func:`from_dict` resolved everything
@@ -403,7 +387,7 @@ def _plain(x):
 __all__ = [
     "Config", "RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "OptimConfig", "AWPConfig",
     "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict", "apply_overrides",
-    "resolve", "dump", "to_dict", "read_yaml", "build_objective",
+    "resolve", "dump", "to_dict", "read_yaml", "build_objective", "resolve_attack",
 ]
 
 
