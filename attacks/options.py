@@ -74,13 +74,6 @@ def check_setting(options_cls, name: str, value: Any, key: str = "") -> Any:
     return value
 
 
-def check_options(options) -> Any:
-    """Every field of an options dataclass instance against its rule; returns it."""
-    for f in dataclasses.fields(options):
-        check_setting(type(options), f.name, getattr(options, f.name))
-    return options
-
-
 def check_nonnegative(name: str, value, *, integer: bool = False) -> None:
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):

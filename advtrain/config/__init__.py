@@ -75,6 +75,24 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ObjectiveConfig:
+    """Training objective: ``name`` (a key of :data:`advtrain.objectives.OBJECTIVES`) and ``options``,
+    an instance of its ``Options`` dataclass (every option resolved: written, implied or the
+    objective's default for the dataset), written flat in the YAML (``objective: {name: trades,
+    beta: 6}``) and read as ``cfg.objective.options.beta`` (or ``cfg.objective.beta``)."""
+
+    name: str = "gkl_at"
+    options: Any = None  # OBJECTIVES[name].Options(...), resolved by from_dict
+
+    def __getattr__(self, key: str):
+        """``cfg.objective.beta``: the objective's options read through (typed, resolved)."""
+        options = self.__dict__.get("options")
+        if key.startswith("__") or options is None or key not in {f.name for f in dataclasses.fields(options)}:
+            raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+        return getattr(options, key)
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     """Trainer-wide defaults: DKL's optimiser (SPEC 5.1); an objective whose paper trains otherwise
     names its own in ``Options.OPTIM``, used for every entry a config leaves out."""
@@ -138,7 +156,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    objective: Dict[str, Any] = field(default_factory=lambda: {"name": "gkl_at"})  # name + options
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)
@@ -165,14 +183,15 @@ def from_dict(raw: Optional[Dict[str, Any]]) -> Config:
     if not isinstance(raw, dict):
         raise InputError("a config must be a mapping of sections (run:, data:, optim:, ...)")
     raw = _deepcopy(raw)
-    written_attack = raw.pop("attack", None)  # its keys depend on attack.name: resolve_attack
+    # sections whose keys depend on a name (objective.name, attack.name) are resolved apart
+    written_objective, written_attack = raw.pop("objective", None), raw.pop("attack", None)
     given = build_section(Config, raw, "")  # types and key names of everything else as written
-    options_cls, options = _objective(given)
+    objective = _objective(written_objective, given.data)
+    recipe = type(objective.options)
     written = {k: v for k, v in (raw.get("optim") or {}).items() if v is not None}
-    raw["optim"] = {**options_cls.OPTIM, **written}
-    raw["objective"] = {"name": given.objective["name"], **dataclasses.asdict(options)}
-    cfg = dataclasses.replace(build_section(Config, raw, ""),
-                              attack=resolve_attack(written_attack, options_cls.ATTACK))
+    raw["optim"] = {**recipe.OPTIM, **written}
+    cfg = dataclasses.replace(build_section(Config, raw, ""), objective=objective,
+                              attack=resolve_attack(written_attack, recipe.ATTACK))
     check_ranges(cfg)
     average = cfg.average
     if average.end is None:
@@ -185,27 +204,31 @@ def from_dict(raw: Optional[Dict[str, Any]]) -> Config:
     return dataclasses.replace(cfg, teacher=check_teacher_section(cfg))
 
 
-def _objective(given: Config):
-    """(options class, resolved options) of the ``objective:`` section; the objective's defaults
-    are computed here, once per config."""
+def _objective(obj: Any, data: DataConfig) -> ObjectiveConfig:
+    """The resolved ``objective:`` section (its options checked against their rules); the objective's
+    defaults are computed here, once per config."""
     from advtrain.objectives import OBJECTIVES
 
-    obj = given.objective
-    name = obj.get("name")
+    if obj is None:
+        obj = {}
+    if not isinstance(obj, dict):
+        raise InputError(f"config key 'objective' must be a mapping, got {type(obj).__name__}; e.g. "
+                         "objective: {name: gkl_at}")
+    name = obj.get("name") if obj else ObjectiveConfig.name  # a section without a name is refused
     if not isinstance(name, str):
         raise InputError("config key 'objective.name' is missing; e.g. objective: {name: gkl_at}")
     if name not in OBJECTIVES:
         raise unknown("objective", name, OBJECTIVES)
     options_cls = OBJECTIVES[name].Options
-    implied = {"two_view": True} if given.data.augment == "autoaugment" else {}  # [basic; AutoAug]
+    implied = {"two_view": True} if data.augment == "autoaugment" else {}  # [basic; AutoAug]
     rest = {k: v for k, v in obj.items() if k != "name"}
     attack_keys = set(ATTACK_COMMON).union(*(option_names(c.Options) for c in TRAINING_ATTACKS.values()))
-    options = check_objective(options_cls, name, rest, given.data.dataset, attack_keys, implied)
+    options = check_objective(options_cls, name, rest, data.dataset, attack_keys, implied)
     if implied and getattr(options, "two_view", True) is False:
         raise InputError("data.augment: autoaugment gives [basic; AutoAug] batches but objective.two_view "
                          "is false; set objective.two_view: true (a run's config.yaml from an earlier "
                          "release may record false for a run that trained two-view: edit it so)")
-    return options_cls, options
+    return ObjectiveConfig(name=name, options=options)
 
 
 def load(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> Config:
@@ -344,8 +367,9 @@ def to_dict(cfg: Config) -> Dict[str, Any]:
     """Plain nested dict of a (resolved) config; the attack's options are written flat in its section
     (``attack: {name, eps, ..., norm, init, bn_mode}``), as a config is written."""
     out = dataclasses.asdict(cfg)
-    attack = out["attack"]
-    out["attack"] = {**{k: v for k, v in attack.items() if k != "options"}, **(attack["options"] or {})}
+    for section in ("objective", "attack"):  # name + the named class's options, one flat mapping
+        d = out[section]
+        out[section] = {**{k: v for k, v in d.items() if k != "options"}, **(d["options"] or {})}
     return out
 
 
@@ -385,7 +409,7 @@ def _plain(x):
 
 
 __all__ = [
-    "Config", "RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "OptimConfig", "AWPConfig",
+    "Config", "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "AttackConfig", "OptimConfig", "AWPConfig",
     "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict", "apply_overrides",
     "resolve", "dump", "to_dict", "read_yaml", "build_objective", "resolve_attack",
 ]

@@ -293,11 +293,9 @@ TEACHER_FORMS = {"robustbench": {"robustbench": None, "model_dir": "checkpoints"
 
 def check_teacher_section(cfg) -> Optional[Dict[str, Any]]:
     """``cfg.teacher`` validated against ``cfg.objective``, with its defaults filled in."""
-    from advtrain.objectives import DISTILLATION, OBJECTIVES
+    from advtrain.objectives import DISTILLATION
 
-    name, section = cfg.objective.get("name"), cfg.teacher
-    if name not in OBJECTIVES:  # check_objective reports it
-        return section
+    name, section = cfg.objective.name, cfg.teacher
     if section is None:
         if name in DISTILLATION:
             raise InputError(f"objective {name!r} distils from a teacher; add teacher: {{robustbench: "

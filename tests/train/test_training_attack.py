@@ -110,7 +110,10 @@ def test_the_schedule_drives_the_budget_of_the_none_attack(tmp_path):
     del raw["attack"]["step_size"], raw["attack"]["steps"]
     cfg, run_dir, state = prepare_run_dir(raw, None, False, False)
     trainer = Trainer(cfg, run_dir, state)
-    attack = trainer.parts.objective.attack
+    objective = trainer.parts.objective
+    # typed end to end: the objective holds the config's own resolved sections, not rebuilt copies
+    assert objective.options is cfg.objective.options and objective.attack_settings is cfg.attack
+    attack = objective.attack
     assert isinstance(attack, NoAttack)
     seen = []
     original = attack.set_budget
