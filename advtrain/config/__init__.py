@@ -87,7 +87,7 @@ class ObjectiveConfig:
     def __getattr__(self, key: str):
         """``cfg.objective.beta``: the objective's options read through (typed, resolved)."""
         options = self.__dict__.get("options")
-        if key.startswith("__") or options is None or key not in {f.name for f in dataclasses.fields(options)}:
+        if key.startswith("__") or options is None or key not in option_names(type(options)):
             raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
         return getattr(options, key)
 
@@ -409,7 +409,8 @@ def _plain(x):
 
 
 __all__ = [
-    "Config", "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "AttackConfig", "OptimConfig", "AWPConfig",
+    "Config", "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "AttackConfig", "OptimConfig",
+    "AWPConfig",
     "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict", "apply_overrides",
     "resolve", "dump", "to_dict", "read_yaml", "build_objective", "resolve_attack",
 ]

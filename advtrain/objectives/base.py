@@ -45,12 +45,13 @@ def opt(default: Any, **rule: Any) -> Any:
 NONNEG = {"min": 0}
 POSITIVE = {"gt": 0}
 
-#: the trainer-wide attack: PGD under DKL's executed schedule (SPEC §3: K = 5, eta = eps_t/2, eps ramp) at
-#: 8/255 in Linf, from x + 0.001 N(0, I), model in eval mode (DKL ``train_trades_*.py``);
-#: steps / step_size act only under ``schedule: fixed``. No recipe sets ``ramp``: left out, it follows
-#: the schedule the config ends up with (on for executed/staged, off for fixed)
-DKL_ATTACK: Dict[str, Any] = {"name": "pgd", "eps": 8 / 255, "norm": "Linf", "schedule": "executed", "steps": 10,
-                              "step_size": 2 / 255, "init": "normal", "bn_mode": "eval"}
+#: the trainer-wide attack: PGD (``attacks.TRAINING_ATTACKS["pgd"]``) under DKL's executed schedule
+#: (SPEC §3: K = 5, eta = eps_t/2, eps ramp) at 8/255 in Linf, from x + 0.001 N(0, I), model in eval
+#: mode (DKL ``train_trades_*.py``); steps / step_size act only under ``schedule: fixed``. No recipe
+#: sets ``ramp``: left out, it follows the schedule the config ends up with
+#: (``advtrain.config.schedules.default_ramp``: on for executed/staged, off for fixed)
+DKL_ATTACK: Dict[str, Any] = {"name": "pgd", "eps": 8 / 255, "norm": "Linf", "schedule": "executed",
+                              "steps": 10, "step_size": 2 / 255, "init": "normal", "bn_mode": "eval"}
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,8 @@ def test_unknown_attack_name_is_one_line_with_the_choices():
      r"config key 'attack.init' is an option of attack 'pgd', not of attack 'none'; remove it or set "
      r"attack.name: pgd", InputError),
     ({"name": "none", "bn_mode": "train"}, r"'attack.bn_mode' is an option of attack 'pgd'", InputError),
-    ({"initt": "normal"}, r"unknown config key 'attack.initt'; did you mean 'attack.init'.*choices: attack.bn_mode, ", UnknownNameError),
+    ({"initt": "normal"}, r"unknown config key 'attack.initt'; did you mean 'attack.init'.*choices: "
+                          r"attack.bn_mode, ", UnknownNameError),
     ({"options": {"init": "normal"}}, r"unknown config key 'attack.options'", UnknownNameError),
     ({"name": 3}, r"'attack.name' must be a string", InputError),
     ({"init": "gauss"}, r"unknown attack init \(attack.init\) 'gauss'", UnknownNameError),

@@ -134,7 +134,7 @@ def test_paper_recipes_match_spec():
     dm = C.load(os.path.join(REPO, "configs", "ikl_at_cifar10_20m.yaml"))
     assert (dm.model.arch, dm.optim.schedule, dm.attack.bn_mode, dm.ema.decay) == (
         "wrn-28-10-silu", "onecycle", "train_frozen", 0.995)
-    assert (dm.data.synthetic_fraction, dm.data.holdout, dm.objective.options.label_smoothing) == (0.7, 1024, 0.1)
+    assert (dm.data.synthetic_fraction, dm.data.holdout, dm.objective.label_smoothing) == (0.7, 1024, 0.1)
     intended = C.load(os.path.join(REPO, "configs", "gkl_at_cifar10_gamma02_intended.yaml"))
     executed = C.load(os.path.join(REPO, "configs", "gkl_at_cifar10_gamma02_executed.yaml"))
     assert (intended.objective.prior_T, executed.objective.prior_T) == (1.0, 4.0)
