@@ -262,13 +262,6 @@ CASES = [
     Case("config-eps-string", "override `attack.eps=abc`",
          lambda W: ["train", str(W.config), "attack.eps=abc"], "invalid eps 'abc'",
          "a number (0.0314) or a fraction (8/255)"),
-    Case("config-unknown-attack", "config `attack.name: pdg`",
-         lambda W: ["train", config(W, attack={"name": "pdg"})], "did you mean 'pgd'? choices: none, pgd",
-         "use one of the listed training attacks (attacks.TRAINING_ATTACKS)"),
-    Case("config-attack-option-of-another", "config `attack: {name: none, init: normal}`",
-         lambda W: ["train", config(W, attack={"name": "none", "init": "normal"})],
-         "'attack.init' is an option of attack 'pgd', not of attack 'none'",
-         "remove the key, or set attack.name to the attack that takes it"),
     Case("eval-eps-negative", "`advtrain eval --eps -1`",
          lambda W: eval_args(W, "--eps=-1"), "eps '-1' = -1 is outside [0, 1]",
          "eps in [0, 1], e.g. 8/255"),
@@ -706,6 +699,13 @@ CASES = [
          lambda W: ["average", str(_run_copy(W, lambda r: _in_the_way(
              r / "average_tau0.9_1_1.pt"))), "--tau", "0.9", "--end", "1"],
          "average_tau0.9_1_1.pt: Is a directory", "move the directory away", rc=1),
+    Case("config-unknown-attack", "config `attack.name: pdg`",
+         lambda W: ["train", config(W, attack={"name": "pdg"})], "did you mean 'pgd'? choices: none, pgd",
+         "use one of the listed training attacks (attacks.TRAINING_ATTACKS)"),
+    Case("config-attack-option-of-another", "config `attack: {name: none, init: normal}`",
+         lambda W: ["train", config(W, attack={"name": "none", "init": "normal"})],
+         "'attack.init' is an option of attack 'pgd', not of attack 'none'",
+         "remove the key, or set attack.name to the attack that takes it"),
 ]
 
 
