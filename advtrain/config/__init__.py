@@ -410,9 +410,8 @@ def _plain(x):
 
 __all__ = [
     "Config", "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "AttackConfig", "OptimConfig",
-    "AWPConfig",
-    "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict", "apply_overrides",
-    "resolve", "dump", "to_dict", "read_yaml", "build_objective", "resolve_attack",
+    "AWPConfig", "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict",
+    "apply_overrides", "resolve", "dump", "to_dict", "read_yaml", "build_objective", "resolve_attack",
 ]
 
 

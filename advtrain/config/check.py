@@ -12,7 +12,7 @@ import re
 from typing import Any, Dict, Optional
 
 from advtrain.config.types import build_section, coerce, short, to_float
-from advtrain.errors import AdvtrainError, InputError, unknown
+from advtrain.errors import InputError, unknown
 from attacks import NORMS
 
 #: numpy's seed range (torch accepts more); the trainer seeds both with run.seed

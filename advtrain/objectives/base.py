@@ -104,9 +104,8 @@ class Objective(nn.Module):
     Subclasses set ``name`` and ``Options`` (their :class:`ObjectiveOptions` subclass), build
     ``self.attack`` via :meth:`make_attack` and implement :meth:`loss`. They receive resolved
     values (``options``: an ``Options`` instance; ``attack``: the resolved ``attack:`` section, an
-    :class:`advtrain.config.AttackConfig`) and
-    check nothing: the config validator did (:func:`advtrain.config.build_objective` runs the
-    same validator for library callers).
+    :class:`advtrain.config.AttackConfig`) and check nothing: the config validator did
+    (:func:`advtrain.config.build_objective` runs the same validator for library callers).
     """
 
     name: str = ""
