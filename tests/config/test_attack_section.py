@@ -103,3 +103,19 @@ def test_check_attack_runs_once_per_config(monkeypatch):
     monkeypatch.setattr(A, "check_attack", lambda a: (calls.append(a), original(a)))
     C.from_dict({"objective": {"name": "trades"}})
     assert len(calls) == 1
+
+
+def test_every_objectives_attack_recipe_names_a_training_attack_and_only_its_keys():
+    """A recipe key the attack it names does not take would be dropped without a word."""
+    from attacks import TRAINING_ATTACKS
+    from attacks.options import option_names
+
+    from advtrain.config.attack import ATTACK_COMMON
+    from advtrain.objectives import OBJECTIVES
+
+    for name, cls in OBJECTIVES.items():
+        recipe = cls.Options.ATTACK
+        attack = recipe.get("name", "pgd")
+        assert attack in TRAINING_ATTACKS, name
+        extra = set(recipe) - set(ATTACK_COMMON) - set(option_names(TRAINING_ATTACKS[attack].Options))
+        assert not extra, (name, extra)
