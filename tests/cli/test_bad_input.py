@@ -1028,7 +1028,8 @@ def write_doc(path: str) -> None:
 def _untrusted_rows(folder: Path, tmp: str) -> List[str]:
     """The refusals of tests/io/test_untrusted_files.py, run in-process; the payload must not run."""
     from advtrain.cli import main
-    from test_untrusted_files import _cases
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "io"))
+    from test_untrusted_files import _cases  # tests/io/
 
     folder.mkdir()
     rows = []
