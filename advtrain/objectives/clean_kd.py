@@ -34,9 +34,9 @@ Defaults are each reference's own config defaults (``mdistiller/engine/cfg.py``)
 Names: ``gkl_kd`` is already the robust GKL distillation of SPEC §12 (RSLAD's structure with an
 attack), so the clean v2 loss is ``gkl_kd_clean``; ``ikl_kd`` has no robust namesake.
 
-The objectives train without an attack: ``perturb`` returns ``x`` (no forward), there is no
-``attack`` object, the attack budget the trainer sets each epoch is ignored, and the recommended
-``attack:`` section (``Options.ATTACK``) is a fixed 0-step one so the run's config says so.
+The objectives train without an attack: their recommended ``attack:`` section (``Options.ATTACK``)
+names the training attack ``none`` (``attacks.TRAINING_ATTACKS``; ``perturb`` returns a copy of ``x``
+without a forward) with a fixed 0-step budget, so the run's config says so.
 The epoch for the warm-up factor is counted by the objective itself (a buffer: 1 at the start,
 +1 at every :meth:`on_epoch_end`), so it resumes with the objective's state.
 
@@ -54,11 +54,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from advtrain.objectives.base import DKL_ATTACK, NONNEG, POSITIVE, ObjectiveOptions, finish_terms, opt
+from advtrain.objectives.base import NONNEG, POSITIVE, ObjectiveOptions, finish_terms, opt
 from advtrain.objectives.distill import DistillObjective, teacher_kl
 
-#: no attack: a fixed schedule of 0 steps (``perturb`` returns the clean batch unattacked)
-NO_ATTACK = {**DKL_ATTACK, "schedule": "fixed", "steps": 0, "ramp": False}
+#: no attack: the training attack ``none`` (``x_adv = x``), a fixed 0-step budget; eps and norm only
+#: name the threat model of the per-epoch PGD test (the configs switch that off: eval.test_pgd_steps 0)
+NO_ATTACK = {"name": "none", "eps": 8 / 255, "norm": "Linf", "schedule": "fixed", "steps": 0,
+             "step_size": 2 / 255, "ramp": False}
 #: mdistiller's SOLVER defaults (v1 = v2, ``mdistiller/engine/cfg.py:39-48``): SGD lr 0.05, momentum
 #: 0.9, wd 1e-4, 240 epochs, lr x0.1 once the epoch exceeds 150, 180, 210 (``adjust_learning_rate``:
 #: 1-indexed epochs 151, 181, 211 run the lower lr), no nesterov, no lr warm-up
@@ -110,21 +112,14 @@ def at_least_float32(logits):
 
 
 class CleanDistillObjective(DistillObjective):
-    """A distillation objective without an attack: ``perturb`` is the identity."""
-
-    clean = True
+    """A distillation objective of the clean regime: its recipe's training attack is ``none``
+    (``perturb`` returns a copy of ``x``, no forward); another ``attack.name`` in a config is run
+    as written (distilling on its inputs, the teacher still on ``x``)."""
 
     def __init__(self, options, attack, **kwargs):
         super().__init__(options, attack, **kwargs)
-        self.attack = None
+        self.attack = self.make_attack(None)  # none: no attack loss
         self.register_buffer("epoch", torch.ones((), dtype=torch.long))
-
-    def perturb(self, model, x, y):
-        """The clean batch itself (no attack, no forward)."""
-        return x
-
-    def set_attack_budget(self, eps, step_size, steps):
-        """Nothing to set: these objectives train without an attack."""
 
     def kd_factor(self) -> float:
         """``min(epoch / warmup, 1)`` (the reference's KD warm-up, 1-indexed epochs)."""
@@ -169,7 +164,7 @@ class IKLKD(CleanDistillObjective):
 
         o = self.options
         t = self.teacher_logits(x)
-        s = at_least_float32(model(x_adv))  # x_adv is x: perturb is the identity
+        s = at_least_float32(model(x_adv))  # attack none: x_adv equals x
         ce = self.ce(s, y)
         soft_ce = soft_cross_entropy(s, t, o.loss_T)
         wmse = self.wmse(s, t, y)

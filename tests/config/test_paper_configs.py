@@ -317,7 +317,7 @@ def test_ard_lr_every_epoch_matches_the_reference():
 # weight 1, no KD ramp, GI off with T2 100 (v1 scripts pass neither flag), T 1, bs 128, 90 epochs,
 # lr 0.05 with a 10-epoch linear warm-up then cosine, wd 5e-4, drop_last.
 KD_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "kd", "*.yaml")))
-NO_ATTACK = {"attack.steps": 0, "attack.schedule": "fixed", "eval.test_pgd_steps": 0}
+NO_ATTACK = {"attack.name": "none", "attack.steps": 0, "attack.schedule": "fixed", "eval.test_pgd_steps": 0}
 MDIST_IMAGENET = {
     **NO_ATTACK, "data.dataset": "imagenet", "data.image_size": 224, "data.batch_size": 512,
     "data.augment": "basic", "data.drop_last": False, "data.train_list": None, "data.val_list": None,
