@@ -226,3 +226,28 @@ def test_bf16_student_logits_are_scored_in_float32():
     value = reference("gkl_kd_clean", {"gamma": 0.5, "warmup": 1}, s32, t.float().double(), y,
                       random_prior().float().double(), 1)[0]
     assert loss.item() == pytest.approx(value.item(), rel=1e-5)
+
+
+def test_resumed_run_keeps_the_warm_up_epoch_and_the_prior(tmp_path):
+    """An interrupted gkl_kd_clean run (warm-up 5: the KD factor changes every epoch, prior per epoch)
+    resumed from epoch 1 ends bit-identical to the uninterrupted run."""
+    from advtrain.models import create_model
+    from advtrain.train.loop import fit
+
+    teacher_path = str(tmp_path / "teacher.pt")
+    torch.save(create_model("wrn-10-1", dataset="cifar10").state_dict(), teacher_path)
+
+    def cfg(folder):
+        return tiny_config(folder, objective={"name": "gkl_kd_clean", "gamma": 0.5}, optim={"epochs": 2},
+                           eval={"test_pgd_steps": 0}, teacher={"checkpoint": teacher_path, "arch": "wrn-10-1"})
+
+    with one_thread():
+        whole = fit(cfg(tmp_path / "a"))
+        part = fit(cfg(tmp_path / "b"), stop_after=1)
+        resumed = fit(None, run_dir=part, resume=True)
+    a, b = (torch.load(os.path.join(d, "last.pt"), weights_only=True) for d in (whole, resumed))
+    assert int(b["objective"]["epoch"]) == 3
+    for key in ("model", "objective"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert [r["kd_factor"] for r in a["history"]] == pytest.approx([0.2, 0.4], rel=1e-6)
