@@ -27,7 +27,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from advtrain.eval.accuracy import correct
+from advtrain.eval import accuracy as loop  # the one accuracy loop
 
 DOC = "docs/FLAGS.md"
 
@@ -87,7 +87,7 @@ def check_randomness(model, x: torch.Tensor, batch_size: int, tol: float = 1e-5)
 
 def _attack_correct(model, attack: Callable, x, y, batch_size: int) -> torch.Tensor:
     """Per-example bool: still classified correctly after ``attack`` (the one accuracy loop)."""
-    return correct(model, x, y, batch_size=batch_size, attack=attack)
+    return loop.correct(model, x, y, batch_size=batch_size, attack=attack)
 
 
 def _attack_acc(model, attack: Callable, x, y, batch_size: int) -> float:

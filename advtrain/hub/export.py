@@ -20,7 +20,7 @@ import torch
 from advtrain.io.atomic import commit_files, safetensors_bytes, tensor_bytes
 from advtrain.errors import CheckpointError, InputError, unknown
 from advtrain.models.timm_models import build_options, probe_input
-from advtrain.hub.zoo import (LOCAL_ONLY, THREAT_MODELS, ZOO_DATASETS, _is_ours, meta_path,  # noqa: F401
+from advtrain.hub.zoo import (LOCAL_ONLY, ZOO_THREAT_MODELS, ZOO_DATASETS, _is_ours, meta_path,  # noqa: F401
                           register_model_dir, register_robustbench, sidecar_text, zoo_entry, zoo_path)
 
 
@@ -37,8 +37,8 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     if dataset == "imagenet" and "Standard" in name:  # load_model returns those without weights
         raise InputError(f"RobustBench loads no weights for ImageNet models named *Standard* "
                          f"({name!r}); choose a name without 'Standard'")
-    if threat_model not in THREAT_MODELS:
-        raise unknown("threat model", threat_model, THREAT_MODELS)
+    if threat_model not in ZOO_THREAT_MODELS:
+        raise unknown("threat model", threat_model, ZOO_THREAT_MODELS)
     path = zoo_path(model_dir, name, dataset, threat_model)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; remove it or pass --overwrite")

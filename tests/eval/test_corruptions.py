@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from advtrain.cli import main
-from advtrain.eval.corruptions import PUBLISHED_N, corruption_names, load_block
+from advtrain.eval.corruptions import corruption_names, load_block, published_n
+
+PUBLISHED_N = published_n("cifar10")
 
 N = 4  # images per severity
 
