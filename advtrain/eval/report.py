@@ -206,13 +206,29 @@ def to_html(rows: List[dict], title: str) -> str:
             f"<tbody>{''.join(body)}</tbody></table></body></html>\n")
 
 
+def report_files(root, out_prefix=None) -> tuple:
+    """``(<out_prefix>.md, <out_prefix>.html)``, default prefix ``<root>/report``."""
+    prefix = Path(out_prefix) if out_prefix else Path(root) / "report"
+    return prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".html")
+
+
+def report_inputs(root) -> dict:
+    """``{label: path}`` of every card and sidecar the report reads (for the output-path check)."""
+    out = {}
+    for card in find_cards(root):
+        out[f"card {card}"] = card
+        side = card.with_name(card.stem + SIDECAR_SUFFIX)
+        if side.is_file():
+            out[f"sidecar {side}"] = side
+    return out
+
+
 def write_report(root, out_prefix=None) -> tuple:
     """Write ``<out_prefix>.md`` and ``.html`` (default ``<root>/report``); return their paths."""
     from advtrain.io.atomic import commit_files
 
     rows = collect(root)
-    prefix = Path(out_prefix) if out_prefix else Path(root) / "report"
-    md, page = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".html")
+    md, page = report_files(root, out_prefix)
     commit_files({md: to_markdown(rows), page: to_html(rows, f"advtrain report: {root}")},
                  primary=page)
     return md, page, rows
