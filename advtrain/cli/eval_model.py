@@ -23,8 +23,8 @@ def resolve_defaults(args, *, corruptions: bool = False) -> None:
     row = facts(args.dataset)
     if args.eps is None and not corruptions and args.norm in NORMS:  # a bad --norm: named later
         if args.norm not in row.eps:
-            raise InputError(f"--dataset {args.dataset} has no default eps for {args.norm}; give "
-                             "--eps (e.g. --eps 0.5)")
+            raise InputError(f"--dataset {args.dataset} has no default eps for {args.norm} (no "
+                             f"RobustBench {args.norm} leaderboard); give --eps")
         args.eps = row.eps[args.norm]
     if args.n_ex is None:
         args.n_ex = row.test_images

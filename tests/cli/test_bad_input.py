@@ -414,6 +414,14 @@ CASES = [
          "CIFAR-10-C/", lambda W: eval_args(W, "--threat-model", "corruptions",
                                             data=["--data-root", str(W.data)]),
          "lacks labels.npy", "unpack CIFAR-10-C.tar (Zenodo 2535967) into DIR"),
+    Case("eval-l2-no-default-eps", "`advtrain eval --dataset imagenet --norm L2` without --eps",
+         lambda W: eval_args(W, "--dataset", "imagenet", "--norm", "L2",
+                             data=["--data-root", str(W.data)]),
+         "has no default eps for L2", "give --eps (RobustBench has no ImageNet L2 radius)"),
+    Case("eval-corruptions-no-release", "`--dataset imagenet --threat-model corruptions`",
+         lambda W: eval_args(W, "--dataset", "imagenet", "--threat-model", "corruptions",
+                             data=["--data-root", str(W.data)]),
+         "imagenet has no common-corruptions release", "--dataset cifar10 or cifar100"),
     Case("report-missing-dir", "`advtrain report DIR`, DIR missing",
          lambda W: ["report", str(W.case / "nope")], "is not a directory",
          "give the folder of the cards, e.g. model_info"),
@@ -1021,6 +1029,8 @@ def write_doc(path: str) -> None:
 def _untrusted_rows(folder: Path, tmp: str) -> List[str]:
     """The refusals of tests/io/test_untrusted_files.py, run in-process; the payload must not run."""
     from advtrain.cli import main
+
+    sys.path.insert(0, str(REPO / "tests" / "io"))  # tests mirror the packages: it lives in tests/io
     from test_untrusted_files import _cases
 
     folder.mkdir()
