@@ -34,7 +34,7 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     """
     if dataset not in ZOO_DATASETS:
         raise unknown("dataset", dataset, ZOO_DATASETS)
-    if dataset == "imagenet" and "Standard" in name:  # load_model returns those without weights
+    if ZOO_DATASETS[dataset] == "imagenet" and "Standard" in name:  # RobustBench's ImageNet: loaded without weights
         raise InputError(f"RobustBench loads no weights for ImageNet models named *Standard* "
                          f"({name!r}); choose a name without 'Standard'")
     if threat_model not in ZOO_THREAT_MODELS:
@@ -73,7 +73,8 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
 def _unprefixed(key: str, dataset: str) -> str:
     """RobustBench strips then re-adds one leading ``model.`` on ImageNet checkpoints (the timm
     wrappers keep their network there); any other ``model.`` would be mangled."""
-    return key[len("model."):] if dataset == "imagenet" and key.startswith("model.") else key
+    imagenet = ZOO_DATASETS.get(dataset) == "imagenet"  # RobustBench's name of the facts row
+    return key[len("model."):] if imagenet and key.startswith("model.") else key
 
 
 @torch.no_grad()
