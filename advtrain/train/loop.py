@@ -41,7 +41,8 @@ from advtrain.train.runlock import RunLock, lock_new_run_dir
 from advtrain.train.nonfinite import NonFiniteError
 from advtrain.train.parts import Progress, RNGState, load_states, save_states, stateful
 from advtrain.train.runlog import RunLog
-from advtrain.config.schedules import AttackBudget, attack_budget, lr_at, momentum_at
+from advtrain.config.schedules import (PER_UPDATE, AttackBudget, attack_budget, lr_at, lr_at_update,
+                                      momentum_at)
 from advtrain.train.teacher import identity as teacher_identity
 from advtrain.train.step import Stepper, steps_per_epoch
 from advtrain.train.setup import build_parts, prepare_run_dir, resolve_device, start_run_dir
@@ -178,6 +179,7 @@ class Trainer:
         for x, y in it:
             if group is None:
                 group = self.stepper.group(pr.batch, n_batches)
+                self._set_update_lr(e, steps_per_epoch(pr.batch, self.accum))
             self.stepper.micro_batch(group, x, y, e)
             pr.batch += 1
             bar.update(1)
@@ -223,10 +225,20 @@ class Trainer:
         o, a = self.cfg.optim, self.resolved["attack"]  # resolved: objective defaults filled in
         for group in self.parts.optimizer.param_groups:
             group["lr"] = lr_at(e, o)
-            group["momentum"] = momentum_at(e, o)
+            if o.name == "sgd":
+                group["momentum"] = momentum_at(e, o)
         self.budget = attack_budget(e, self.E, a["eps"], a["schedule"], steps=a["steps"],
                                     step_size=a["step_size"], ramp=a["ramp"])
         self.parts.objective.set_attack_budget(*self.budget)
+
+    def _set_update_lr(self, e: int, j: int) -> None:
+        """The lr of update ``j`` of epoch ``e`` (per-update schedules; others keep the epoch's)."""
+        o = self.cfg.optim
+        if o.schedule not in PER_UPDATE:
+            return
+        lr = lr_at_update((e - 1) * self.steps_per_epoch + j, self.steps_per_epoch, o)
+        for group in self.parts.optimizer.param_groups:
+            group["lr"] = lr
 
     def _nan_message(self, e: int, what: str) -> str:
         last = ck.latest(self.run_dir) or "none yet"
