@@ -70,6 +70,7 @@ class ModelConfig:
     arch: str = "wrn-34-10"  # or timm:<name> (advtrain.models.timm_models)
     channels_last: bool = False
     weights: Optional[str] = None  # timm models: local initial weights (tensors only)
+    new_head: bool = False  # fine-tuning: load model.weights but the classifier head (fresh, any class count)
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,9 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
     n_cls = num_classes(d.dataset, d.num_classes)
     model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls,
                          **model_options(cfg)).to(device)
+    note = getattr(model, "weights_note", None)
+    if note and fresh and D.is_main():  # fine-tuning: which head keys were left out
+        print(f"advtrain: {note}", file=sys.stderr)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = _teacher(cfg, device)
