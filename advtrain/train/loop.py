@@ -10,7 +10,8 @@ accumulation over ``optim.accum_steps`` micro-batches and its exact semantics)::
     zero_grad; loss.backward(); optimizer.step()    # SGD over model + objective.extra_parameters()
     awp.restore(diff); ema.update(model)
 
-Per epoch: ``objective.on_epoch_end()``, clean and PGD accuracy on a fixed test subset (PGD at the
+Per epoch: ``objective.on_epoch_end()``, the BN running statistics averaged over the ranks
+(``dist_bn: reduce``), clean and PGD accuracy on a fixed test subset (PGD at the
 final ``attack.eps`` in ``attack.norm``), ``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/last.pt``, a
 ``metrics.csv`` row and ``curves.png``. With ``data.holdout`` images held out, every
 ``eval.holdout_every`` epochs the EMA weights (the model's without EMA) are scored by PGD-CW on them
@@ -250,6 +251,8 @@ class Trainer:
     def _end_epoch(self, e: int) -> None:
         p, pr = self.parts, self.progress
         p.objective.on_epoch_end(reduce=D.all_reduce_sum_)  # class prior summed over ranks
+        if self.cfg.dist_bn == "reduce":  # ARES: BN running statistics averaged over the ranks
+            D.reduce_bn_stats_(p.model, p.ema.shadow if p.ema is not None else None)
         row = {"epoch": e, "lr": p.optimizer.param_groups[0]["lr"], "eps_t": self.budget.eps,
                "step_size": self.budget.step_size, "steps": self.budget.steps}
         n = max(pr.running["count"], 1)
