@@ -63,6 +63,16 @@ class DataConfig:
     # ImageFolder datasets (imagefolder, imagenet; advtrain.data.imagefolder): class count, pixels
     num_classes: Optional[int] = None
     image_size: Optional[int] = None  # None -> 224 for ImageFolder datasets
+    # ImageFolder training augmentation (advtrain.data.folder_augment; timm's order and semantics)
+    interpolation: str = "bilinear"  # bilinear | bicubic: RandomResizedCrop's resize (training)
+    randaugment: int = 0  # torchvision RandAugment ops per image (0: off)
+    randaugment_magnitude: int = 9  # of torchvision's 31 bins (0..30)
+    color_jitter: float = 0.0  # ColorJitter(b=c=s=value); off while RandAugment is on (timm)
+    reprob: float = 0.0  # random erasing probability (timm mode 'pixel', one box)
+    mixup: float = 0.0  # Mixup alpha (timm Mixup, mode 'batch'; soft targets)
+    cutmix: float = 0.0  # CutMix alpha
+    mixup_prob: float = 1.0  # probability that a batch is mixed
+    mixup_switch_prob: float = 0.5  # CutMix instead of Mixup when both alphas are on
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,13 @@ def check_ranges(cfg) -> None:
     if o.nesterov and o.momentum <= 0:
         raise InputError("optim.nesterov needs optim.momentum > 0")
     _check_optimizer(o)
+    if (cfg.data.mixup > 0 or cfg.data.cutmix > 0) and cfg.objective.get("name") not in SOFT_TARGETS:
+        raise InputError(f"data.mixup/cutmix give soft targets, which objective "
+                         f"{cfg.objective.get('name')!r} does not take; use objective "
+                         f"{' or '.join(SOFT_TARGETS)}, or set data.mixup: 0 and data.cutmix: 0")
+    if (cfg.data.mixup > 0 or cfg.data.cutmix > 0) and cfg.objective.get("attack_loss", "ce") not in ("ce", "kl"):
+        raise InputError(f"data.mixup/cutmix: the attack loss {cfg.objective['attack_loss']!r} needs hard "
+                         "labels; use objective.attack_loss: ce (soft-target CE)")
     _at_least("awp.gamma", cfg.awp.gamma, 0)
     _at_least("awp.warmup", cfg.awp.warmup, 0)
     _unit("ema.decay", cfg.ema.decay)
@@ -141,6 +148,9 @@ def check_ranges(cfg) -> None:
                          "(advtrain.config.paper_rows.PAPER_ROWS) or null")
 
 
+#: objectives whose losses take mixup/cutmix soft targets (y only through F.cross_entropy, which
+#: reads a B×K float target as class probabilities: soft-target CE, as ARES / revisiting-at)
+SOFT_TARGETS = ("pgd_at", "trades")
 #: optimisers of ``optim.name`` and the keys that only one of them reads
 OPTIMIZERS = {"sgd": ("momentum", "nesterov"), "adamw": ("betas", "eps")}
 #: ``optim.wd_exclude``: which parameters get no weight decay (advtrain.train.setup.make_optimizer)

@@ -29,7 +29,7 @@ from advtrain import config as C
 from advtrain import distributed as D
 from advtrain.errors import CheckpointError, InputError
 from advtrain.io.atomic import atomic_write_text
-from advtrain.data.imagefolder import folder_options
+from advtrain.data.imagefolder import folder_options, train_augment_options
 from advtrain.models.timm_models import model_options
 from advtrain.train.parts import Parts
 from advtrain.train.runlock import holder, holds_run, in_use_error
@@ -173,7 +173,8 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
         synthetic_fraction=d.synthetic_fraction, augment=d.augment,
         batch_size=D.per_rank_batch(d.batch_size), rank=D.rank(), world_size=D.world_size(),
         workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
-        holdout=d.holdout, device=device, **folder_options(d))  # batches arrive augmented, on the device
+        holdout=d.holdout, device=device, **folder_options(d),
+        **({"augment_options": train_augment_options(d)} if folder_options(d) else {}))  # augmented, on the device
     _check_steps(loader, d)
     test = None
     if d.test_subset > 0:
