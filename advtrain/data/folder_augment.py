@@ -14,7 +14,8 @@ colour jitter -> ToTensor -> [Normalize] -> RandomErasing):
   2%-1/3 of the area, aspect 0.3-3.3, filled with N(0, 1) noise per pixel. timm erases the
   *normalised* tensor; advtrain's images are [0, 1] pixels (the model normalises inside), so the
   noise is N(0, 1) in pixel units -- what revisiting-at executes (its models see [0, 1] pixels:
-  mean 0, std 1).
+  mean 0, std 1) -- and the dataset clamps the image to [0, 1] afterwards (an attack input must be
+  an image; revisiting-at's APGD clamps its iterates to [0, 1] the same way).
 
 Per batch (:func:`mix_batch`, in the loader, a ``numpy.random.RandomState`` seeded by
 ``derive_seed(seed, epoch, batch, rank)``): timm's ``Mixup`` in ``mode='batch'`` -- with probability

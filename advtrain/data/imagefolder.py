@@ -245,6 +245,7 @@ class FolderDataset(torch.utils.data.Dataset):
             from advtrain.data.folder_augment import random_erase
 
             x = random_erase(x, a["reprob"], random.Random(derive_seed(self.seed, self.epoch, i, 1)), gen)
+            x = x.clamp_(0.0, 1.0)  # an image for the attack; revisiting-at's APGD clamps the same way
         return x, label
 
 
