@@ -5,6 +5,7 @@ on the CPU with ``torch.amp.GradScaler("cpu")``)."""
 from __future__ import annotations
 
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -283,3 +284,60 @@ def test_reduced_precision_is_refused_on_cpu(tmp_path, precision):
 def test_fp16_with_awp_is_refused():
     with pytest.raises(InputError, match="AWP proxy step has no gradient scaler"):
         C.from_dict({"precision": "fp16", "awp": {"enabled": True}})
+
+
+def test_recipe_features_resume_mid_epoch_bit_identically(tmp_path, monkeypatch):
+    """AdamW, timm's rule, clipping, a per-update warm-up + step schedule, pgd_best, and the
+    ImageFolder augmentation (RandAugment, erasing, mixup/cutmix): killed after a mid-epoch
+    checkpoint and resumed, the run ends with the uninterrupted run's weights and optimizer state."""
+    from advtrain.train import checkpoint as ck
+    from folder_helpers import folder_config
+    from trainer_helpers import states_equal
+
+    def cfg(sub):
+        return folder_config(tmp_path / sub, "pgd_at",
+                             data={"batch_size": 10, "test_subset": 0, "randaugment": 2, "reprob": 0.5,
+                                   "mixup": 0.8, "cutmix": 1.0, "interpolation": "bicubic"},
+                             attack={"name": "pgd_best", "steps": 2},
+                             optim={"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "wd_exclude": "timm",
+                                    "clip_grad_norm": 1.0, "schedule": "step_timm", "warmup_epochs": 1,
+                                    "warmup_lr": 1e-5, "decay_epochs": 1, "epochs": 2},
+                             run={"checkpoint_every_steps": 1})
+
+    ref = ck.load(os.path.join(fit(cfg("a")), "last.pt"))
+    original = Trainer._save
+
+    def crash(self, epoch_file):
+        original(self, epoch_file)
+        if not epoch_file and self.progress.epoch == 1 and self.progress.batch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg("b"))
+    monkeypatch.setattr(Trainer, "_save", original)
+    run_b = str(tmp_path / "b" / "runs" / "t")
+    out = ck.load(os.path.join(fit(None, run_dir=run_b, resume=True), "last.pt"))
+    assert states_equal(ref["model"], out["model"])
+    sa, sb = ref["optimizer"]["state"], out["optimizer"]["state"]
+    assert set(sa) == set(sb) and all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    assert [g["lr"] for g in ref["optimizer"]["param_groups"]] == [g["lr"] for g in out["optimizer"]["param_groups"]]
+
+
+def test_gradient_scaler_state_goes_through_the_checkpoint(tmp_path):
+    """fp16's scale and growth counter are a checkpointed part (read back tensors-only)."""
+    from advtrain.train import checkpoint as ck
+    from advtrain.train.parts import Progress, RNGState, load_states, save_states, stateful
+
+    trainer = _trainer(tmp_path, _model())
+    p = trainer.parts
+    p.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    x, y = _batch(trainer)
+    trainer._train_step(x, y, 1)  # one clean step: growth tracker 1
+    named = stateful(p, Progress(), RNGState())
+    assert "scaler" in named
+    path = str(tmp_path / "c.pt")
+    ck.save(dict(ck.pack(save_states(named)), arch="x"), path)
+    fresh = torch.amp.GradScaler("cpu")
+    load_states({"scaler": fresh}, ck.unpack(torch.load(path, weights_only=True), {"scaler": fresh}))
+    assert fresh.get_scale() == 1024.0 and fresh._get_growth_tracker() == 1
