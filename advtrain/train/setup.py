@@ -4,8 +4,9 @@
   yet may be reused) nor one in use; ``resume`` continues one from ``last.pt`` (else the newest intact
   ``epoch_N.pt``) and refuses a config that differs from the stored one unless ``force``.
 - ``build_parts``: the :class:`advtrain.train.parts.Parts` of a run: device, model, objective (with its
-  frozen teacher, if any), SGD optimiser (model + objective extra parameters, optional no weight
-  decay on BN parameters), loader, AWP, EMA, test subset, autocast; and the GPU math policy
+  frozen teacher, if any), optimiser (SGD or AdamW over model + objective extra parameters, the
+  weight-decay exclusion rules of :func:`no_decay_names`), loader, AWP, EMA, test subset, autocast
+  and fp16's gradient scaler; and the GPU math policy
   (:func:`_math_policy`).
 - ``clean_and_pgd``: clean and PGD accuracy through :func:`advtrain.eval.evaluator.accuracy` (given norm
   and eps, step eps/4 -- the DM recipe's PGD-40 step, used for every per-epoch PGD-K whatever K --,
