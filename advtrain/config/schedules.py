@@ -34,7 +34,11 @@ PGD budget (``attack.schedule``, SPEC 3), with the radius ramp ``eps_t = eps*e/E
 - ``executed`` (what the reference runs): K = 5, eta = eps_t/2 every epoch;
 - ``staged`` (the reference's if/elif intent, integer thresholds ``(50E)//200`` ...):
   K=2 eta=eps_t | K=3 eta=2eps_t/3 | K=4 eta=eps_t/2 | K=5 eta=eps_t/2;
-- ``fixed``: the configured ``steps`` and ``step_size``.
+- ``fixed``: the configured ``steps`` and ``step_size``;
+- ``ares_step_ramp`` (ARES 2.0, ``adversarial_training.py:406``: ``attack_step * min(epoch, 5) / 5``
+  with a 0-indexed epoch): the configured ``steps``, step ``step_size * min(e - 1, 5) / 5`` in
+  (1-indexed) epoch ``e`` -- step 0 in the first epoch (the start point only), the full step from
+  epoch 6 on.
 """
 from __future__ import annotations
 
@@ -47,7 +51,9 @@ LR_SCHEDULES = ("cosine", "cosine_trades", "piecewise", "onecycle", "step_timm",
                 "cosine_interp")
 #: schedules whose lr changes at every optimizer update (:func:`lr_at_update`)
 PER_UPDATE = ("step_timm", "cosine_timm", "cosine_interp")
-ATTACK_SCHEDULES = ("executed", "staged", "fixed")
+ATTACK_SCHEDULES = ("executed", "staged", "fixed", "ares_step_ramp")
+#: epochs of ARES' linear attack-step ramp (hard-coded in its adversarial_training.py:406)
+ARES_STEP_RAMP = 5
 #: OneCycleLR defaults used by the DM recipe
 ONECYCLE = dict(pct_start=0.025, div_factor=25.0, final_div_factor=1e4,
                 base_momentum=0.85, max_momentum=0.95)
@@ -155,8 +161,9 @@ def staged_thresholds(epochs: int) -> Tuple[int, int, int]:
 
 
 def default_ramp(schedule: str) -> bool:
-    """The radius ramp when a config leaves ``attack.ramp`` out: on for executed/staged, off for fixed."""
-    return schedule != "fixed"
+    """The radius ramp when a config leaves ``attack.ramp`` out: on for executed/staged, off for
+    fixed and ares_step_ramp (whose ramp is of the step)."""
+    return schedule not in ("fixed", "ares_step_ramp")
 
 
 class AttackBudget(NamedTuple):
@@ -185,6 +192,8 @@ def attack_budget(epoch: int, epochs: int, eps: float, schedule: str = "executed
         return AttackBudget(eps_t, eps_t / 2, 5)
     if schedule == "fixed":
         return AttackBudget(eps_t, step_size, steps)
+    if schedule == "ares_step_ramp":
+        return AttackBudget(eps_t, step_size * min(epoch - 1, ARES_STEP_RAMP) / ARES_STEP_RAMP, steps)
     t1, t2, t3 = staged_thresholds(epochs)
     if epoch <= t1:
         return AttackBudget(eps_t, eps_t, 2)

@@ -323,6 +323,7 @@ ARES = {
     "attack.name": "pgd_best", "attack.eps": 4 / 255, "attack.norm": "Linf", "attack.steps": 3,
     "attack.step_size": 8 / 255 / 3,
     "attack.init": "uniform", "attack.bn_mode": "eval", "attack.ramp": False,
+    "attack.schedule": "ares_step_ramp",
     "optim.name": "sgd", "optim.nesterov": True, "optim.momentum": 0.9, "optim.lr": 0.2 * 64 * 8 / 512,
     "optim.weight_decay": 1e-4, "optim.wd_exclude": "timm", "optim.wd_exclude_bn": False,
     "optim.clip_grad_norm": None, "optim.schedule": "step_timm", "optim.sched_on_updates": True,
@@ -371,3 +372,15 @@ def test_imagenet_config_matches_its_source_row(name):
     assert not wrong, f"{name}: (resolved, source) = {wrong}"
     text = open(os.path.join(REPO, "configs", "imagenet", name)).read()
     assert "KNOWN DIFFERENCES" in text  # every known difference is written in the file
+
+
+def test_ares_attack_step_ramp_is_ares():
+    """AT.py:406 att_step = 8/255/3 * min(epoch, 5) / 5 for the 0-indexed epoch; eps 4/255, 3 steps."""
+    from advtrain.config.schedules import attack_budget
+
+    cfg = C.load(os.path.join(REPO, "configs", "imagenet", "ares_resnet50_pgd_at.yaml"))
+    a = cfg.attack
+    for e0 in range(95):
+        b = attack_budget(e0 + 1, 95, a.eps, a.schedule, steps=a.steps, step_size=a.step_size, ramp=a.ramp)
+        assert b.eps == pytest.approx(4 / 255) and b.steps == 3
+        assert b.step_size == pytest.approx(8 / 255 / 3 * min(e0, 5) / 5, abs=1e-15)
