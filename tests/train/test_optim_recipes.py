@@ -341,3 +341,16 @@ def test_gradient_scaler_state_goes_through_the_checkpoint(tmp_path):
     fresh = torch.amp.GradScaler("cpu")
     load_states({"scaler": fresh}, ck.unpack(torch.load(path, weights_only=True), {"scaler": fresh}))
     assert fresh.get_scale() == 1024.0 and fresh._get_growth_tracker() == 1
+
+
+def test_new_keys_are_recorded_with_their_defaults_in_config_yaml():
+    import yaml
+
+    dumped = yaml.safe_load(C.dump(C.from_dict({})))
+    assert {k: dumped["optim"][k] for k in ("name", "betas", "eps", "wd_exclude", "clip_grad_norm",
+                                            "warmup_lr", "decay_epochs", "min_lr", "sched_on_updates")} == {
+        "name": "sgd", "betas": [0.9, 0.999], "eps": 1e-8, "wd_exclude": "none", "clip_grad_norm": None,
+        "warmup_lr": 0.0, "decay_epochs": 30, "min_lr": 0.0, "sched_on_updates": True}
+    assert dumped["dist_bn"] == "none" and dumped["precision"] == "fp32" and dumped["model"]["new_head"] is False
+    assert {k: dumped["data"][k] for k in ("interpolation", "randaugment", "reprob", "mixup", "cutmix")} == {
+        "interpolation": "bilinear", "randaugment": 0, "reprob": 0.0, "mixup": 0.0, "cutmix": 0.0}
