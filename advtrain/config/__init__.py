@@ -83,6 +83,7 @@ class ModelConfig:
     channels_last: bool = False
     weights: Optional[str] = None  # timm models: local initial weights (tensors only)
     new_head: bool = False  # fine-tuning: load model.weights but the classifier head (fresh, any class count)
+    drop_path: float = 0.0  # timm models: stochastic depth rate (timm's drop_path_rate)
 
 
 @dataclass(frozen=True)

@@ -67,23 +67,30 @@ class TimmClassifier(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def _build(short: str, num_classes: int, image_size: int) -> nn.Module:
+def _build(short: str, num_classes: int, image_size: int, drop_path: float = 0.0) -> nn.Module:
     import timm
 
+    extra = {"drop_path_rate": drop_path} if drop_path else {}
     try:  # ViT-like models size their position embeddings from img_size
-        return timm.create_model(short, pretrained=False, num_classes=num_classes, img_size=image_size)
+        return timm.create_model(short, pretrained=False, num_classes=num_classes, img_size=image_size,
+                                 **extra)
     except TypeError:  # CNNs take any size and refuse the argument
-        return timm.create_model(short, pretrained=False, num_classes=num_classes)
+        try:
+            return timm.create_model(short, pretrained=False, num_classes=num_classes, **extra)
+        except TypeError:
+            raise InputError(f"timm model {short!r} has no drop-path (stochastic depth); remove "
+                             "model.drop_path") from None
 
 
 def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] = None,
-                      weights: Optional[str] = None, new_head: bool = False) -> TimmClassifier:
+                      weights: Optional[str] = None, new_head: bool = False,
+                      drop_path: float = 0.0) -> TimmClassifier:
     """Build ``timm:<name>`` with ``num_classes`` outputs for ``image_size`` px inputs."""
     short = timm_name(name)
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise InputError(f"image_size={image_size!r} must be an integer >= 8 (pixels), e.g. 224")
-    net = _build(short, num_classes, size)
+    net = _build(short, num_classes, size, drop_path)
     cfg = getattr(net, "pretrained_cfg", None) or {}
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -152,14 +159,19 @@ def model_options(cfg) -> dict:
     out = {"image_size": image_size_of(cfg.data), "weights": cfg.model.weights}
     if cfg.model.new_head:
         out["new_head"] = True
+    if cfg.model.drop_path:
+        out["drop_path"] = cfg.model.drop_path
     return out
 
 
 def check_model_section(m) -> bool:
     """Validate ``model.arch``/``model.weights`` of a config; True when the arch is a timm model."""
+    if not 0 <= m.drop_path < 1:
+        raise InputError(f"config key 'model.drop_path' = {m.drop_path} must be in [0, 1)")
     if not is_timm(m.arch):
-        if m.weights is not None or m.new_head:
-            key = "model.weights" if m.weights is not None else "model.new_head"
+        if m.weights is not None or m.new_head or m.drop_path:
+            key = ("model.weights" if m.weights is not None else
+                   "model.new_head" if m.new_head else "model.drop_path")
             raise InputError(f"config key {key!r} applies to timm:<name> architectures only; "
                              "remove it")
         return False

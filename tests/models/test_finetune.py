@@ -73,3 +73,22 @@ def test_fine_tuning_trains_from_the_backbone(tmp_path, capsys):
     fit(cfg)
     err = capsys.readouterr().err
     assert "backbone loaded; new head, left out: classifier.weight" in err
+
+
+def test_drop_path_is_timms_drop_path_rate():
+    """model.drop_path reaches timm's create_model(drop_path_rate=...): DropPath layers whose rates
+    rise linearly to the given one (timm's rule), and a model without it is refused in one line."""
+    from timm.layers import DropPath
+
+    cfg = C.from_dict({"data": {"dataset": "imagefolder", "num_classes": 10, "image_size": 32},
+                       "model": {"arch": "timm:convnext_atto", "drop_path": 0.1},
+                       "objective": {"name": "pgd_at"}})
+    from advtrain.models.timm_models import model_options
+
+    model = create_model("timm:convnext_atto", dataset="imagefolder", num_classes=10, **model_options(cfg))
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    assert rates and max(rates) == pytest.approx(0.1) and min(rates) < 0.1
+    plain = create_model("timm:convnext_atto", num_classes=10, image_size=32)
+    assert not any(isinstance(m, DropPath) for m in plain.modules())
+    with pytest.raises(InputError, match=r"\[0, 1\)"):
+        C.from_dict({"model": {"arch": "timm:convnext_atto", "drop_path": 1.5}})
