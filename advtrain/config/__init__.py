@@ -122,6 +122,7 @@ class OptimConfig:
     # names containing "bn" or ".bias")
     wd_exclude: str = "none"
     clip_grad_norm: Optional[float] = None  # clip the global gradient L2 norm before each step
+    layer_decay: Optional[float] = None  # timm models: layer-wise lr decay (lr x decay^(depth from the head))
     schedule: str = "cosine"  # cosine | cosine_trades | piecewise | onecycle | step_timm | cosine_timm | cosine_interp
     warmup_epochs: int = 0
     milestones: List[int] = field(default_factory=list)

@@ -119,6 +119,8 @@ def check_ranges(cfg) -> None:
         raise InputError("optim.nesterov needs optim.momentum > 0")
     _check_optimizer(o)
     _check_soft_targets(cfg)
+    if o.layer_decay is not None and not str(cfg.model.arch).startswith("timm:"):
+        raise InputError("optim.layer_decay needs a timm:<name> architecture (its layer groups); remove it")
     _at_least("awp.gamma", cfg.awp.gamma, 0)
     _at_least("awp.warmup", cfg.awp.warmup, 0)
     _unit("ema.decay", cfg.ema.decay)
@@ -192,6 +194,8 @@ def _check_optimizer(o) -> None:
                          "weight decay; keep one of them (wd_exclude: timm covers BatchNorm too)")
     if o.clip_grad_norm is not None:
         _positive("optim.clip_grad_norm", o.clip_grad_norm)
+    if o.layer_decay is not None and not 0 < o.layer_decay <= 1:
+        raise InputError(f"config key 'optim.layer_decay' = {o.layer_decay} must be in (0, 1], e.g. 0.75")
     _at_least("optim.warmup_lr", o.warmup_lr, 0)
     if o.warmup_lr > 0:
         _check_lr("optim.warmup_lr", o.warmup_lr)

@@ -195,7 +195,7 @@ class Trainer:
                 self._save(epoch_file=False)
         bar.close()
         pr.running["seconds"] += time.time() - start
-        pr.flush_trace(p.optimizer.param_groups[0]["lr"], self.budget.eps)
+        pr.flush_trace(self._lr(), self.budget.eps)
         if pr.running["count"] == 0:  # every step skipped: nothing was trained
             raise NonFiniteError(
                 f"epoch {e} made no update: every optimizer step had a non-finite loss and was "
@@ -217,7 +217,7 @@ class Trainer:
             return
         pr.step += 1
         _accumulate(pr.running, terms)
-        lr = self.parts.optimizer.param_groups[0]["lr"]
+        lr = self._lr()
         pr.add_trace(terms, lr, self.budget.eps, every)
         self.log.step(pr.step, terms, lr, self.budget.eps)
         bar.set_postfix(loss=f"{terms['loss']:.3f}", acc=f"{terms.get('acc_adv', 0):.3f}")
@@ -225,7 +225,7 @@ class Trainer:
     def _set_epoch_hparams(self, e: int) -> None:
         o, a = self.cfg.optim, self.cfg.attack  # resolved: objective defaults filled in
         for group in self.parts.optimizer.param_groups:
-            group["lr"] = lr_at(e, o)
+            group["lr"] = lr_at(e, o) * group.get("lr_scale", 1.0)  # layer-wise lr decay's scale
             if o.name == "sgd":
                 group["momentum"] = momentum_at(e, o)
         self.budget = attack_budget(e, self.E, a.eps, a.schedule, steps=a.steps, step_size=a.step_size,
@@ -239,7 +239,12 @@ class Trainer:
             return
         lr = lr_at_update((e - 1) * self.steps_per_epoch + j, self.steps_per_epoch, o)
         for group in self.parts.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+    def _lr(self) -> float:
+        """The schedule's lr now (before a group's layer-wise ``lr_scale``), for the logs."""
+        group = self.parts.optimizer.param_groups[0]
+        return group["lr"] / group.get("lr_scale", 1.0)
 
     def _nan_message(self, e: int, what: str) -> str:
         last = ck.latest(self.run_dir) or "none yet"
@@ -253,7 +258,7 @@ class Trainer:
         p.objective.on_epoch_end(reduce=D.all_reduce_sum_)  # class prior summed over ranks
         if self.cfg.dist_bn == "reduce":  # ARES: BN running statistics averaged over the ranks
             D.reduce_bn_stats_(p.model, p.ema.shadow if p.ema is not None else None)
-        row = {"epoch": e, "lr": p.optimizer.param_groups[0]["lr"], "eps_t": self.budget.eps,
+        row = {"epoch": e, "lr": self._lr(), "eps_t": self.budget.eps,
                "step_size": self.budget.step_size, "steps": self.budget.steps}
         n = max(pr.running["count"], 1)
         row.update({k: v / n for k, v in pr.running["sums"].items()})

@@ -269,20 +269,44 @@ def make_optimizer(cfg: C.Config, model: nn.Module, objective: nn.Module) -> tor
     """``optim.name`` (SGD or AdamW) over model + objective extra parameters, in two groups: with
     weight decay, and without (the parameters :func:`no_decay_names` names)."""
     o = cfg.optim
-    decay, no_decay = [], []
+    scales = layer_scales(model, o.layer_decay) if o.layer_decay is not None else {}
+    keyed: Dict[Tuple[float, bool], List[nn.Parameter]] = {}
     for module in [model] + ([objective] if objective.extra_parameters() else []):
         extra = {id(p) for p in objective.extra_parameters()} if module is objective else None
         skip = no_decay_names(module, o)
         for name, p in module.named_parameters():
             if not p.requires_grad or (extra is not None and id(p) not in extra):
                 continue
-            (no_decay if name in skip else decay).append(p)
-    groups: List[Dict[str, Any]] = [{"params": decay, "weight_decay": o.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+            scale = scales.get(name, 1.0) if module is model else 1.0
+            keyed.setdefault((scale, name not in skip), []).append(p)
+    groups: List[Dict[str, Any]] = []
+    # decayed groups first (the group order of checkpoints from earlier releases), then the rest
+    for (scale, decayed), params in sorted(keyed.items(), key=lambda kv: not kv[0][1]):
+        group = {"params": params, "weight_decay": o.weight_decay if decayed else 0.0}
+        if o.layer_decay is not None:
+            group["lr_scale"] = scale
+        groups.append(group)
     if o.name == "adamw":
         return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def layer_scales(model: nn.Module, layer_decay: float) -> Dict[str, float]:
+    """Layer-wise lr decay (BEiT, timm's ``param_groups_layer_decay``): ``{name: layer_decay **
+    (L - 1 - layer(name))}`` for the parameters of ``model``'s timm network, layers from timm's
+    ``group_matcher(coarse=False)`` (its fallback map without one), the head at scale 1. The
+    weight-decay exclusion stays the configured rule (timm's layer-decay path uses ``ndim == 1``)."""
+    from timm.optim.optim_factory import _layer_map, group_parameters
+
+    net = getattr(model, "model", model)
+    prefix = "model." if net is not model else ""
+    if hasattr(net, "group_matcher"):
+        layer_map = group_parameters(net, net.group_matcher(coarse=False), reverse=True)
+    else:
+        layer_map = _layer_map(net)
+    top = max(layer_map.values())
+    return {prefix + name: layer_decay ** (top - layer_map.get(name, top))
+            for name, _ in net.named_parameters()}
 
 
 def no_decay_names(module: nn.Module, o) -> set:

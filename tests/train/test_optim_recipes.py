@@ -100,7 +100,8 @@ def test_adamw_with_betas_and_eps():
     ({"name": "adam"}, "adamw"), ({"name": "adamw", "nesterov": True}, "sgd only"),
     ({"betas": [0.9]}, "two numbers"), ({"wd_exclude": "all"}, "timm"),
     ({"wd_exclude": "timm", "wd_exclude_bn": True}, "keep one"), ({"clip_grad_norm": 0}, "> 0"),
-    ({"min_lr": 1.0, "lr": 0.1}, "exceeds"), ({"name": "adamw", "schedule": "onecycle"}, "momentum")])
+    ({"min_lr": 1.0, "lr": 0.1}, "exceeds"), ({"name": "adamw", "schedule": "onecycle"}, "momentum"),
+    ({"layer_decay": 1.5}, r"\(0, 1\]"), ({"layer_decay": 0.75}, "timm:<name>")])
 def test_optimizer_mistakes_are_one_line_errors(optim, match):
     with pytest.raises((InputError, UnknownNameError), match=match):
         C.from_dict({"optim": optim})
@@ -354,3 +355,37 @@ def test_new_keys_are_recorded_with_their_defaults_in_config_yaml():
     assert dumped["dist_bn"] == "none" and dumped["precision"] == "fp32" and dumped["model"]["new_head"] is False
     assert {k: dumped["data"][k] for k in ("interpolation", "randaugment", "reprob", "mixup", "cutmix")} == {
         "interpolation": "bilinear", "randaugment": 0, "reprob": 0.0, "mixup": 0.0, "cutmix": 0.0}
+
+
+def test_layer_decay_is_timms_and_scales_the_lr_of_every_group(tmp_path):
+    """optim.layer_decay gives each parameter timm's param_groups_layer_decay lr_scale (BEiT rule,
+    from the network's group_matcher); the trainer multiplies the schedule's lr by it."""
+    from timm.optim.optim_factory import param_groups_layer_decay
+
+    model, opt = _optim("timm:convnext_atto", layer_decay=0.75, wd_exclude="timm")
+    ref = param_groups_layer_decay(model.model, 1e-4, layer_decay=0.75)
+    want = {id(p): g["lr_scale"] for g in ref for p in g["params"]}
+    got = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    assert got == pytest.approx(want) and len(set(want.values())) > 3
+    names = {id(p): n for n, p in model.named_parameters()}
+    head = [got[i] for i in got if names[i].startswith("model.head")]
+    stem = [got[i] for i in got if names[i].startswith("model.stem")]
+    assert set(head) == {1.0} and max(stem) < 0.75 ** 3  # the stem is the deepest from the head
+    # the trainer sets lr * lr_scale for every group
+    cfg = folder_config_with(tmp_path, optim={"layer_decay": 0.5, "lr": 0.04, "epochs": 1})
+    trainer = Trainer(cfg, str(tmp_path / "run"), None)
+    trainer._set_epoch_hparams(1)
+    from advtrain.config.schedules import lr_at
+
+    base = lr_at(1, cfg.optim)  # the cosine schedule's first-epoch lr
+    for g in trainer.parts.optimizer.param_groups:
+        assert g["lr"] == pytest.approx(base * g["lr_scale"])
+    assert trainer._lr() == pytest.approx(base)
+
+
+def folder_config_with(tmp_path, **sections):
+    from folder_helpers import folder_config
+
+    raw = folder_config(tmp_path, "pgd_at", data={"test_subset": 0}, **sections)
+    raw["model"]["arch"] = "timm:convnext_atto"
+    return C.from_dict(raw)
