@@ -67,6 +67,7 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                        drop_last: bool = False, subset=None, holdout: int = 0, rank: int = 0,
                        world_size: int = 1, device="cpu", pin_memory: Optional[bool] = None,
                        num_classes: Optional[int] = None, image_size: Optional[int] = None,
+                       augment_options: Optional[dict] = None,
                        list_file: Optional[str] = None) -> DeviceLoader:
     """Training loader yielding float batches on ``device``; ``batch_size`` is per rank.
 
@@ -89,7 +90,7 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                                          rank=rank, world_size=world_size, device=device,
                                          list_file=list_file,
                                          pin_memory=(device.type == "cuda" if pin_memory is None
-                                                     else pin_memory))
+                                                     else pin_memory), augment_options=augment_options)
     two_view = augment == "autoaugment"
     images, labels = load_arrays(dataset, "train", root=root, npz=train_npz)
     indices = _train_indices(len(labels), holdout, subset)
