@@ -50,7 +50,8 @@ def tiny(cfg, world, name):
                   "out_dir": str(world["base"] / "runs")}
     cfg["model"] = {"arch": TINY_TIMM}
     cfg["optim"] = {**cfg["optim"], "epochs": 1, "warmup_epochs": 0, "milestones": []}
-    cfg["teacher"] = {"checkpoint": world["bare"], "arch": TINY_TIMM}
+    if "teacher" in cfg:  # the ImageNet-LT baselines (objective ce) train without one
+        cfg["teacher"] = {"checkpoint": world["bare"], "arch": TINY_TIMM}
     return cfg, lists
 
 
@@ -80,7 +81,7 @@ def test_kd_config_trains_one_step_of_a_tiny_variant(path, world):
     with open(path) as f:
         raw = yaml.safe_load(f)
     cfg, lists = tiny(raw, world, name)
-    if raw["teacher"]["arch"] == raw["model"]["arch"] or "r50_to_r50" in name:  # self-distillation
+    if "teacher" in raw and raw["teacher"]["arch"] == raw["model"]["arch"]:  # self-distillation
         cfg["teacher"] = {"checkpoint": finished_run(world)}  # arch from the run's checkpoint
     with one_thread():
         run_dir = fit(cfg)
@@ -89,7 +90,7 @@ def test_kd_config_trains_one_step_of_a_tiny_variant(path, world):
     assert state["step"] == 1  # one optimizer step (train_subset 10, batch 10)
     with open(os.path.join(run_dir, "metrics.csv")) as f:
         row = next(csv.DictReader(f))
-    assert math.isfinite(float(row["loss"])) and float(row["ce"]) > 0
+    assert math.isfinite(float(row["loss"])) and float(row.get("ce") or row["loss"]) > 0
     assert os.path.exists(os.path.join(run_dir, "class_counts.csv")) == lists
     if lists:
         assert row["test_few"] != ""
