@@ -3,6 +3,8 @@
 - :class:`Attack` -- base class (mode switch and restore, postcondition checks)
 - :class:`PGD` -- Linf / L2 projected gradient ascent on ``ce`` / ``cw`` / ``kl`` / ``dkl`` / a callable
 - :class:`FGSM` -- one step of size eps
+- :class:`FGSMRS`, :class:`NFGSM` -- single-step training attacks (Wong et al. 2020; de Jorge et al. 2022)
+- :class:`APGDTrain` -- APGD-CE as a training attack (pyautoattack's code; revisiting-at)
 - :class:`AutoAttackAdapter`, :class:`AAResult` -- AutoAttack (PyPI ``pyautoattack``) with per-attack
   accuracies, timings, captured checks and a resumable state file
 - loss helpers :func:`ce_loss`, :func:`cw_loss`, :func:`kl_loss`
@@ -17,8 +19,10 @@ from .base import BN_MODES, NORMS, Attack, AttackError, model_mode
 from .fgsm import FGSM
 from .losses import ce_loss, cw_loss, kl_loss
 from .pgd import PGD
+from .single_step import FGSMRS, NFGSM
+from .apgd_train import APGDTrain
 
-__all__ = ["Attack", "AttackError", "PGD", "FGSM", "AutoAttackAdapter", "AAResult", "ce_loss",
+__all__ = ["Attack", "AttackError", "PGD", "FGSM", "FGSMRS", "NFGSM", "APGDTrain", "AutoAttackAdapter", "AAResult", "ce_loss",
            "cw_loss", "kl_loss", "model_mode", "NORMS", "BN_MODES"]
 
 
