@@ -80,15 +80,17 @@ class RunLog:
             self._writer = None
 
     # ------------------------------------------------------------------ printed
-    def epoch_done(self, row: Dict[str, Any], epochs: int, wall: float) -> None:
-        """Print the epoch's line (and write its TensorBoard scalars); ``wall`` includes testing."""
+    def epoch_done(self, row: Dict[str, Any], epochs: int, wall: float, note: str = "") -> None:
+        """Print the epoch's line (and write its TensorBoard scalars); ``wall`` includes testing;
+        ``note`` (the catastrophic-overfitting guard's words) ends the line."""
         if not self.main:
             return
         if self.tensorboard:
             self._epoch_scalars(row)
         self._walls.append(wall)
         eta = sum(self._walls) / len(self._walls) * (epochs - row["epoch"])
-        print(self.epoch_line(row, epochs, wall, eta), flush=True)
+        line = self.epoch_line(row, epochs, wall, eta)
+        print(line + (f"; {note}" if note else ""), flush=True)
 
     def _eps(self, v: float) -> str:
         return f"{255 * v:.2f}/255" if self.norm == "Linf" else f"{v:.4g}"
@@ -105,6 +107,8 @@ class RunLog:
             test = f"{self.subset}: clean {_pct(row['test_clean'])}"
             if row.get("test_pgd") is not None:
                 test += f", PGD-{self.pgd_steps} {_pct(row['test_pgd'])}"
+            if row.get("test_fgsm") is not None:
+                test += f", FGSM {_pct(row['test_fgsm'])}"
             if row.get("test_clean_ema") is not None:
                 test += f"; EMA clean {_pct(row['test_clean_ema'])}"
                 if row.get("test_pgd_ema") is not None:
