@@ -8,7 +8,7 @@ import os
 import pytest
 
 from advtrain import config as C
-from advtrain.errors import InputError
+from advtrain.errors import InputError, UnknownNameError
 from advtrain.train import checkpoint as ck
 from advtrain.train.guard import check_epoch, collapsed
 from advtrain.train.loop import fit
@@ -90,6 +90,6 @@ def test_guard_settings_are_checked_where_they_enter(tmp_path):
         C.from_dict({**base, "guard": {"policy": "stop"}, "eval": {"every": 2}})
     with pytest.raises(InputError, match="best.pt"):
         C.from_dict({**base, "guard": {"policy": "warn"}, "data": {**base["data"], "holdout": 4}})
-    with pytest.raises(InputError, match="did you mean 'rollback'"):
+    with pytest.raises(UnknownNameError, match="did you mean 'rollback'"):
         C.from_dict({**base, "guard": {"policy": "rolback"}})
     assert C.from_dict(base).guard.policy == "off"
