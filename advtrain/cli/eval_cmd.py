@@ -129,6 +129,9 @@ def run(args) -> int:
     result = evaluate(model, x, y, settings, device=device, state_path=args.state_path,
                       return_adv=bool(args.save_adv))
     result.flags += eval_data.flags(data, meta.get("recorded", {}))
+    from advtrain.eval.sanity import standard_model
+
+    result.flags = standard_model(result.flags, result.robust_acc, meta.get("recorded", {}).get("training"))
     if not D.is_main():
         return 0
     if args.eps_sweep:  # ux: robustness curve beside the card, recorded in the sidecar
@@ -217,12 +220,14 @@ def _save_adv(path, result, y) -> None:
                  "eps": result.settings.eps, "norm": result.settings.norm}, path)
 
 
-def _card_info(args, architecture: str, test_images=None):
-    from advtrain.eval.cards import CardInfo
+def _card_info(args, architecture: str, test_images=None, training=None):
+    from advtrain.eval.cards import CardInfo, training_note
 
+    note = training_note(training)
+    footnote = ". ".join(n for n in (args.footnote, note) if n) or None
     return CardInfo(name=card_name(args), dataset=args.dataset, threat_model=args.norm,
                     architecture=architecture, title=args.title, venue=args.venue, link=args.link,
-                    authors=args.authors, footnote=args.footnote,
+                    authors=args.authors, footnote=footnote,
                     additional_data=args.additional_data, reported=args.reported,
                     test_images=test_images or TEST_IMAGES)
 
@@ -230,10 +235,11 @@ def _card_info(args, architecture: str, test_images=None):
 def _write(args, result, meta, data):
     from advtrain.eval.cards import write_card
 
-    info = _card_info(args, meta["display"], data["test_images"])
+    training = meta["recorded"].get("training")
+    info = _card_info(args, meta["display"], data["test_images"], training)
     extra = {"arch": meta["arch"], "weights": meta["weights"],
              "robustbench_name": args.robustbench_name, "data": data,
-             "teacher": meta["recorded"].get("teacher")}
+             "teacher": meta["recorded"].get("teacher"), "training": training}
     extra.update({k: meta[k] for k in ("eps_sweep",) if k in meta})  # ux: sweep record
     return write_card(result, info, out_dir=args.out, overwrite=args.overwrite,
                       command=["advtrain"] + sys.argv[1:] if sys.argv else None,
@@ -247,6 +253,7 @@ def _summary(result, card, side) -> None:
     if result.pgd_acc is not None:
         print(f"PGD-{s.pgd_steps} {result.pgd_acc:.2%}")
     for f in result.flags:
-        print(f"warning [{f['code']}]: {f['message']} (see {f['doc']})")
+        expected = f" ({f['expected']})" if f.get("expected") else ""
+        print(f"warning [{f['code']}]: {f['message']}{expected} (see {f['doc']})")
     print(f"card: {card}")
     print(f"sidecar: {side}")
