@@ -28,36 +28,44 @@ Examples::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, AttackError, check_nonnegative
+from .base import Attack, AttackError, AttackOptions
+from .options import check_budget, check_setting
 
 LOSSES = ("ce", "dlr")
+
+
+@dataclass(frozen=True)
+class APGDTrainOptions(AttackOptions):
+    """APGD's options: the norm (Linf, L2) and the mode, eval as revisiting-at (main.py:279-289)."""
 
 
 class APGDTrain(Attack):
     """APGD (pyautoattack's code) from the clean input, best-loss point returned; ``steps`` iterations."""
 
-    def __init__(self, eps: float = 4 / 255, steps: int = 2, norm: str = "Linf", loss: str = "ce",
-                 bn_mode: str = "eval"):
-        self.steps = steps
-        self.loss = loss
-        super().__init__(eps, norm=norm, bn_mode=bn_mode)
+    Options = APGDTrainOptions
 
-    def check_setting(self, name: str, value) -> None:
-        if name == "steps":
-            check_nonnegative("steps", value, integer=True)
-            if value < 1:
-                raise AttackError(f"APGD needs steps >= 1, got {value!r}; revisiting-at trains with 2")
-        elif name == "loss" and value not in LOSSES:
-            raise AttackError(f"APGD training loss must be one of {', '.join(LOSSES)}, got {value!r}")
-        else:
-            super().check_setting(name, value)
+    def __init__(self, eps: float = 4 / 255, steps: int = 2, norm: str = "Linf", loss="ce",
+                 bn_mode: str = "eval"):
+        super().__init__(eps, norm=norm, bn_mode=bn_mode)
+        check_budget(eps, 0.0, steps)
+        if steps < 1:
+            raise AttackError(f"APGD needs steps >= 1, got {steps!r}; revisiting-at trains with 2")
+        if loss not in LOSSES:
+            raise AttackError(f"APGD training loss must be one of {', '.join(LOSSES)}, got {loss!r}; "
+                              "use it with an objective whose attack loss is ce (e.g. objective ce)")
+        self.steps, self.loss = steps, loss
 
     def set_budget(self, eps: float, step_size: float, steps: int) -> None:
         """Radius and iterations of one epoch; APGD sets its own step size (2ε, halved on
         oscillation), so ``step_size`` is not used."""
+        check_budget(eps, step_size, steps)
+        if steps < 1:
+            raise AttackError(f"APGD needs steps >= 1, got {steps!r}; set attack.steps: 2")
         self.eps, self.steps = float(eps), int(steps)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

@@ -28,6 +28,10 @@ declares that bound as its :meth:`NFGSM.radius`, which the base class's postcond
 base check itself is not loosened. (Not ported: ``AttackUtils.attack_nfgsm``, which train.py does
 not use and which clamps to ±ε, SPEC §13.2 note 3.)
 
+As training attacks (``attack: {name: fgsm_rs}`` / ``{name: n_fgsm}``) they take their step size
+from the schedule's budget (``set_budget(eps, step_size, steps)``; one step whatever ``steps``); built
+directly, the step defaults to the paper's (1.25ε, ε).
+
 Examples::
 
     >>> FGSMRS(eps=8/255)(model, x, y)                # step 10/255
@@ -35,44 +39,54 @@ Examples::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, AttackError, check_nonnegative
+from .base import BN_MODES, Attack, AttackOptions
 from .losses import needs_nat, resolve_loss
+from .options import check_budget, check_nonnegative, check_setting, setting
 from .pgd import PGD
+
+
+@dataclass(frozen=True)
+class FGSMRSOptions(AttackOptions):
+    """FGSM-RS's options: Linf only; train-mode BatchNorm while attacking (train_fgsm.py)."""
+
+    norm: str = setting("Linf", choices=("Linf",))
+    bn_mode: str = setting("train", choices=BN_MODES)
+
+
+@dataclass(frozen=True)
+class NFGSMOptions(FGSMRSOptions):
+    """N-FGSM's options: the noise magnitude ``k`` (noise U(−kε, kε); ``--unif`` 2 in
+    experiments.sh for CIFAR-10 at 8/255) and ``clip`` (<= 0: no projection; train.py default −1)."""
+
+    k: float = setting(2.0, min=0)
+    clip: float = setting(-1.0)
 
 
 class _SingleStep(Attack):
     """One signed-gradient step from a random start; the subclasses differ in start and projection."""
 
+    Options = FGSMRSOptions
     #: the step size as a multiple of eps when none is given (the paper's default)
     ALPHA_RATIO = 1.0
 
     def __init__(self, eps: float = 8 / 255, alpha: Optional[float] = None, loss="ce",
-                 bn_mode: str = "train"):
+                 norm: str = "Linf", bn_mode: str = "train"):
+        check_setting(self.Options, "norm", norm, "attack norm")
+        super().__init__(eps, norm=norm, bn_mode=bn_mode)
         self.alpha = self.ALPHA_RATIO * eps if alpha is None else alpha
+        check_nonnegative("alpha", self.alpha)
+        resolve_loss(loss)
         self.loss = loss
-        super().__init__(eps, norm="Linf", bn_mode=bn_mode)
-
-    def check_setting(self, name: str, value) -> None:
-        if name == "alpha":
-            check_nonnegative("alpha", value)
-        elif name == "loss":
-            resolve_loss(value)
-        elif name == "norm" and value != "Linf":
-            raise AttackError(f"{type(self).__name__} is an Linf attack (as in its paper); got "
-                              f"norm={value!r}: use norm='Linf' or PGD for L2")
-        else:
-            super().check_setting(name, value)
 
     def set_budget(self, eps: float, step_size: float, steps: int = 1) -> None:
-        """Radius and step size of one epoch (a single-step attack takes exactly one step)."""
-        if steps != 1:
-            raise AttackError(f"{type(self).__name__} takes one step; got steps={steps!r}: "
-                              "set the attack's steps to 1")
+        """Radius and step size of one epoch; one step whatever ``steps`` says (as :class:`FGSM`)."""
+        check_budget(eps, step_size, steps)
         self.eps, self.alpha = float(eps), float(step_size)
 
     def start(self, x: Tensor) -> Tensor:
@@ -112,22 +126,14 @@ class NFGSM(_SingleStep):
     """N-FGSM: noise U(−kε, kε), step ``alpha`` (default ε), no projection onto the ε-ball unless
     ``clip > 0`` (de Jorge et al. 2022, reference code; see the module docstring)."""
 
+    Options = NFGSMOptions
     ALPHA_RATIO = 1.0  # experiments.sh: alpha = epsilon
 
     def __init__(self, eps: float = 8 / 255, alpha: Optional[float] = None, k: float = 2.0,
-                 clip: float = -1.0, loss="ce", bn_mode: str = "train"):
-        self.k = k
-        self.clip = clip
-        super().__init__(eps=eps, alpha=alpha, loss=loss, bn_mode=bn_mode)
-
-    def check_setting(self, name: str, value) -> None:
-        if name == "k":
-            check_nonnegative("k", value)
-        elif name == "clip":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise AttackError(f"N-FGSM clip must be a number (<= 0: no projection), got {value!r}")
-        else:
-            super().check_setting(name, value)
+                 clip: float = -1.0, loss="ce", norm: str = "Linf", bn_mode: str = "train"):
+        super().__init__(eps=eps, alpha=alpha, loss=loss, norm=norm, bn_mode=bn_mode)
+        self.k = check_setting(NFGSMOptions, "k", k, "N-FGSM k")
+        self.clip = check_setting(NFGSMOptions, "clip", clip, "N-FGSM clip")
 
     def radius(self) -> float:
         """``kε + α`` (3ε with the defaults): N-FGSM does not project onto the ε-ball; with
