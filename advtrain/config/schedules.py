@@ -15,6 +15,17 @@ LR schedules (``optim.schedule``):
   pct_start=0.025, total_steps=E)`` stepped once per epoch, in closed form, including its
   momentum cycling 0.95 -> 0.85 -> 0.95 (``momentum_at``).
 
+Per optimizer step (:data:`STEP_SCHEDULES`, :func:`lr_at_step`; N steps per epoch, step ``i`` of
+epoch ``e`` is global step ``j = (e-1)N + i``, 0-based):
+
+- ``cyclic`` (Wong et al. ``train_fgsm.py``, N-FGSM ``train.py``, SPEC 13.0/13.1):
+  ``torch.optim.lr_scheduler.CyclicLR(base_lr=0, max_lr=lr, step_size_up=step_size_down=EN/2)``
+  stepped after every batch, with its default momentum cycling (``cycle_momentum=True``:
+  0.9 -> 0.8 -> 0.9 against the lr, whatever ``optim.momentum`` says): at step j, with
+  ``s = 1 - |j/(EN/2) - 1|``, ``lr = lr_max*s`` and ``momentum = 0.9 - 0.1*s``;
+- ``cyclic_interp`` (GradAlign ``train.py`` / ``utils.get_lr_schedule``, SPEC 13.3):
+  ``lr = interp(t, [0, (2E)//5, E], [0, lr_max, 0])`` with ``t = (e-1) + (i+1)/N``; momentum fixed.
+
 PGD budget (``attack.schedule``, SPEC 3), with the radius ramp ``eps_t = eps*e/E`` (or ``eps``):
 
 - ``executed`` (what the reference runs): K = 5, eta = eps_t/2 every epoch;
@@ -29,7 +40,11 @@ from typing import NamedTuple, Optional, Tuple
 
 from advtrain.errors import InputError, unknown
 
-LR_SCHEDULES = ("cosine", "cosine_trades", "piecewise", "onecycle")
+LR_SCHEDULES = ("cosine", "cosine_trades", "piecewise", "onecycle", "cyclic", "cyclic_interp")
+#: schedules set before every optimizer step (:func:`lr_at_step`), not once per epoch
+STEP_SCHEDULES = ("cyclic", "cyclic_interp")
+#: torch CyclicLR's default momentum range (cycle_momentum=True), as Wong / N-FGSM run it
+CYCLIC_MOMENTUM = (0.8, 0.9)
 ATTACK_SCHEDULES = ("executed", "staged", "fixed")
 #: OneCycleLR defaults used by the DM recipe
 ONECYCLE = dict(pct_start=0.025, div_factor=25.0, final_div_factor=1e4,
@@ -62,7 +77,32 @@ def lr_at(epoch: int, cfg) -> float:
         return lr * cfg.lr_gamma ** sum(1 for m in cfg.milestones if epoch >= m)
     if name == "onecycle":
         return _onecycle(epoch - 1, E, lr)[0]
+    if name in STEP_SCHEDULES:  # the epoch's first step, as one step of an epoch
+        return lr_at_step(epoch, 0, 1, cfg)[0]
     raise unknown("lr schedule", name, LR_SCHEDULES)
+
+
+def lr_at_step(epoch: int, step: int, steps_per_epoch: int, cfg) -> Tuple[float, float]:
+    """(lr, momentum) of the 0-based optimizer ``step`` of (1-indexed) ``epoch`` under a per-step
+    schedule (:data:`STEP_SCHEDULES`; see the module docstring)."""
+    E, N, lr = cfg.epochs, max(int(steps_per_epoch), 1), cfg.lr
+    _check_epoch(epoch, E)
+    if cfg.schedule == "cyclic":
+        half = E * N / 2.0
+        j = (epoch - 1) * N + step
+        x = j / (2 * half) - math.floor(j / (2 * half))  # position within the cycle, as torch
+        scale = x / 0.5 if x <= 0.5 else (x - 1) / (0.5 - 1)
+        low, high = CYCLIC_MOMENTUM
+        return lr * scale, high - (high - low) * scale
+    if cfg.schedule == "cyclic_interp":
+        t = (epoch - 1) + (step + 1) / N
+        peak = (E * 2) // 5
+        if t <= peak:
+            value = lr * t / peak if peak > 0 else lr
+        else:
+            value = lr * max(0.0, (E - t) / (E - peak))
+        return value, cfg.momentum
+    raise unknown("per-step lr schedule", cfg.schedule, STEP_SCHEDULES)
 
 
 def momentum_at(epoch: int, cfg) -> float:
@@ -70,6 +110,8 @@ def momentum_at(epoch: int, cfg) -> float:
     _check_epoch(epoch, cfg.epochs)
     if cfg.schedule == "onecycle":
         return _onecycle(epoch - 1, cfg.epochs, cfg.lr)[1]
+    if cfg.schedule in STEP_SCHEDULES:
+        return lr_at_step(epoch, 0, 1, cfg)[1]
     return cfg.momentum
 
 

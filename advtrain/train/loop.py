@@ -41,7 +41,8 @@ from advtrain.train.runlock import RunLock, lock_new_run_dir
 from advtrain.train.nonfinite import NonFiniteError
 from advtrain.train.parts import Progress, RNGState, load_states, save_states, stateful
 from advtrain.train.runlog import RunLog
-from advtrain.config.schedules import AttackBudget, attack_budget, lr_at, momentum_at
+from advtrain.config.schedules import (STEP_SCHEDULES, AttackBudget, attack_budget, lr_at, lr_at_step,
+                                       momentum_at)
 from advtrain.train.teacher import identity as teacher_identity
 from advtrain.train.step import Stepper, steps_per_epoch
 from advtrain.train.setup import build_parts, prepare_run_dir, resolve_device, start_run_dir
@@ -178,6 +179,7 @@ class Trainer:
         for x, y in it:
             if group is None:
                 group = self.stepper.group(pr.batch, n_batches)
+                self._set_step_hparams(e, pr.batch // self.accum)
             self.stepper.micro_batch(group, x, y, e)
             pr.batch += 1
             bar.update(1)
@@ -227,6 +229,16 @@ class Trainer:
         self.budget = attack_budget(e, self.E, a.eps, a.schedule, steps=a.steps, step_size=a.step_size,
                                     ramp=a.ramp)
         self.parts.objective.set_attack_budget(*self.budget)  # whichever attack runs: set_budget
+
+    def _set_step_hparams(self, e: int, i: int) -> None:
+        """lr and momentum of optimizer step ``i`` of epoch ``e`` under a per-step schedule
+        (``cyclic``, ``cyclic_interp``); a function of (e, i), so a resumed run sets the same."""
+        o = self.cfg.optim
+        if o.schedule not in STEP_SCHEDULES or o.lr_table is not None:
+            return
+        lr, momentum = lr_at_step(e, i, self.steps_per_epoch, o)
+        for group in self.parts.optimizer.param_groups:
+            group["lr"], group["momentum"] = lr, momentum
 
     def _nan_message(self, e: int, what: str) -> str:
         last = ck.latest(self.run_dir) or "none yet"
