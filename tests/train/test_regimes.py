@@ -1,0 +1,76 @@
+"""Every training regime of issue 25 trains from its YAML (configs/*.yaml, shrunk by overrides to a
+tiny model and data) and resumes bit-identically after an interruption; APGD-CE training too."""
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+import yaml
+
+from advtrain import config as C
+from advtrain.train import checkpoint as ck
+from advtrain.train.loop import fit
+from trainer_helpers import make_npz, one_thread, states_equal
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    with one_thread():
+        yield
+
+
+def tiny(folder, config, name):
+    """The YAML ``config`` with the model, data and length shrunk (every other value as written)."""
+    train, test = make_npz(os.path.join(folder, "data"), n_train=16, n_test=8)
+    overrides = [f"run.out_dir={folder}/runs", f"run.name={name}", "run.device=cpu", "run.progress=false",
+                 "run.checkpoint_every_steps=0", "model.arch=wrn-10-1", "data.root=null",
+                 f"data.train_npz={train}", f"data.test_npz={test}", "data.batch_size=8",
+                 "data.test_subset=8", "data.drop_last=false", "data.augment=none", "optim.epochs=2",
+                 "eval.test_pgd_steps=1"]
+    return C.load(config, overrides)
+
+
+def apgd_yaml(folder):
+    """2-step APGD-CE training (revisiting-at, SPEC 13.4) as a YAML of its own."""
+    path = os.path.join(folder, "apgd.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump({"objective": {"name": "ce", "label_smoothing": 0.1},
+                        "attack": {"name": "apgd", "eps": "4/255", "steps": 2, "step_size": "4/255",
+                                   "schedule": "fixed", "ramp": False},
+                        "optim": {"lr": 0.1, "schedule": "cosine"}}, f)
+    return path
+
+
+REGIMES = ["clean_cifar10.yaml", "fgsm_rs_cifar10.yaml", "n_fgsm_cifar10.yaml", "grad_align_cifar10.yaml",
+           "apgd"]
+
+
+def _final(run_dir):
+    return ck.load(os.path.join(run_dir, "last.pt"))
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_regime_trains_from_yaml_and_resumes_bit_identically(tmp_path, regime):
+    path = apgd_yaml(str(tmp_path)) if regime == "apgd" else os.path.join(REPO, "configs", regime)
+    ref = fit(tiny(str(tmp_path / "a"), path, "ref"))
+    part = fit(tiny(str(tmp_path / "b"), path, "part"), stop_after=1)
+    assert _final(part)["epoch"] == 1
+    resumed = fit(None, run_dir=part, resume=True)
+    a, b = _final(ref), _final(resumed)
+    assert states_equal(a["model"], b["model"])
+    oa, ob = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(states_equal({"m": oa[i]["momentum_buffer"]}, {"m": ob[i]["momentum_buffer"]}) for i in oa)
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    with open(os.path.join(ref, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and rows[-1]["test_clean"] != "" and rows[-1]["test_pgd"] != ""
+    cfg = C.resolve(C.load(os.path.join(ref, "config.yaml")))
+    if cfg["guard"]["policy"] != "off":  # the single-step regimes report FGSM next to PGD
+        assert rows[-1]["test_fgsm"] != "" and rows[-1]["co"] in ("0", "1")
+    if regime == "grad_align_cifar10.yaml":
+        assert float(rows[-1]["grad_align"]) > 0  # the regulariser is in the loss terms
