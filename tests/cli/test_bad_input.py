@@ -706,6 +706,14 @@ CASES = [
          lambda W: ["train", config(W, attack={"name": "none", "init": "normal"})],
          "'attack.init' is an option of attack 'pgd', not of attack 'none'",
          "remove the key, or set attack.name to the attack that takes it"),
+    Case("config-guard-policy", "config `guard.policy: rolback`",
+         lambda W: ["train", config(W, guard={"policy": "rolback"})],
+         "unknown guard policy (guard.policy) 'rolback'; did you mean 'rollback'?",
+         "off, warn, stop or rollback"),
+    Case("config-guard-needs-every-epoch", "config `guard.policy: stop` with `eval.every: 2`",
+         lambda W: ["train", config(W, guard={"policy": "stop"}, eval={"every": 2})],
+         "guard.policy stop compares PGD and FGSM test accuracy every epoch",
+         "data.test_subset > 0 and eval.every: 1, or guard.policy: off"),
 ]
 
 
