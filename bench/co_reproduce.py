@@ -56,7 +56,7 @@ def config(name, args):
         # the reference codes attack (SPEC 13.0)
         "attack": {"eps": eps, "schedule": "fixed", "ramp": False, "steps": 1, "step_size": step,
                    "init": init, "bn_mode": "train"},
-        "optim": {"lr": args.lr, "schedule": "cosine", "epochs": args.epochs},
+        "optim": {"lr": args.lr, "schedule": args.schedule, "epochs": args.epochs},
         "eval": {"test_pgd_steps": 10},
         "guard": {"policy": "warn"},
     }
@@ -71,6 +71,7 @@ def main(argv=None) -> None:
     ap.add_argument("--test", type=int, default=256)
     ap.add_argument("--arch", default="wrn-10-1")
     ap.add_argument("--lr", type=float, default=0.2)
+    ap.add_argument("--schedule", default="cyclic", help="optim.schedule (cyclic: Wong's CyclicLR 0 -> lr -> 0 per batch)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "out", "co"))
@@ -84,7 +85,7 @@ def main(argv=None) -> None:
         if name not in SETTINGS:
             sys.exit(f"co_reproduce: unknown setting {name!r}; choices: {', '.join(SETTINGS)}")
         started = time.process_time()
-        run = fit(config(name, args), run_dir=os.path.join(args.out, f"co_{name}_{int(time.time())}"))
+        run = fit(config(name, args), run_dir=os.path.join(args.out, f"co_{name}_{args.train}_{args.epochs}_{int(time.time())}"))
         cpu = time.process_time() - started
         with open(os.path.join(run, "metrics.csv")) as f:
             rows = list(csv.DictReader(f))
@@ -94,11 +95,11 @@ def main(argv=None) -> None:
               f"{[round(100 * float(r['test_pgd']), 1) for r in rows]}, FGSM per epoch "
               f"{[round(100 * float(r['test_fgsm']), 1) for r in rows]}, guard fired at epochs "
               f"{fired or 'none'}", flush=True)
-        with open(os.path.join(args.out, f"co_{name}.csv"), "w") as f:
+        with open(os.path.join(args.out, f"co_{name}_{args.train}_{args.epochs}.csv"), "w") as f:
             f.write("epoch,test_clean,test_pgd,test_fgsm,co\n")
             for r in rows:
                 f.write(f"{r['epoch']},{r['test_clean']},{r['test_pgd']},{r['test_fgsm']},{r['co']}\n")
-    plot(results, os.path.join(args.out, "co_reproduce.png"))
+    plot(results, os.path.join(args.out, f"co_reproduce_{args.train}_{args.epochs}.png"))
 
 
 def plot(results, path) -> None:

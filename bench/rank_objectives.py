@@ -187,7 +187,7 @@ def evaluate(model, x, y, args) -> dict:
 
     t0 = time.time()
     r = aa_evaluate(model, x, y, eps="8/255", version="custom", attacks=["apgd-ce", "apgd-t"],
-                    batch_size=args.eval_batch, seed=args.seed, device="cpu", pgd_steps=0,
+                    batch_size=args.eval_batch, seed=args.seed, device="cpu", pgd_steps=None,
                     sanity=False, progress=False, return_adv=True)
     model.eval()
     per_image = {"clean": correct(model, x, y, batch_size=args.eval_batch),

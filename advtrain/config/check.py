@@ -154,6 +154,9 @@ def _check_guard(cfg) -> None:
         raise InputError(f"guard.policy {g.policy} compares PGD and FGSM test accuracy every epoch; "
                          f"set data.test_subset > 0 and eval.every: 1 (now {cfg.data.test_subset} and "
                          f"{cfg.eval.every}), or guard.policy: off")
+    if cfg.eval.test_pgd_steps < 1:
+        raise InputError(f"guard.policy {g.policy} needs the per-epoch PGD test; set "
+                         "eval.test_pgd_steps >= 1 (e.g. 10), or guard.policy: off")
     if cfg.data.holdout > 0 and cfg.eval.holdout_every:
         raise InputError("guard.policy and data.holdout both choose best.pt; set guard.policy: off or "
                          "data.holdout: 0")

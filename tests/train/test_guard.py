@@ -88,6 +88,8 @@ def test_guard_settings_are_checked_where_they_enter(tmp_path):
     base = tiny_config(str(tmp_path), objective={"name": "ce"})
     with pytest.raises(InputError, match="eval.every"):
         C.from_dict({**base, "guard": {"policy": "stop"}, "eval": {"every": 2}})
+    with pytest.raises(InputError, match="eval.test_pgd_steps >= 1"):
+        C.from_dict({**base, "guard": {"policy": "warn"}, "eval": {"test_pgd_steps": 0}})
     with pytest.raises(InputError, match="best.pt"):
         C.from_dict({**base, "guard": {"policy": "warn"}, "data": {**base["data"], "holdout": 4}})
     with pytest.raises(UnknownNameError, match="did you mean 'rollback'"):
