@@ -234,7 +234,9 @@ class Trainer:
         """lr and momentum of optimizer step ``i`` of epoch ``e`` under a per-step schedule
         (``cyclic``, ``cyclic_interp``); a function of (e, i), so a resumed run sets the same."""
         o = self.cfg.optim
-        if o.schedule not in STEP_SCHEDULES or o.lr_table is not None:
+        table = o.lr_table  # a list, or an {epoch: lr} entry for this epoch, overrides the schedule
+        if o.schedule not in STEP_SCHEDULES or isinstance(table, list) or (isinstance(table, dict)
+                                                                          and e in table):
             return
         lr, momentum = lr_at_step(e, i, self.steps_per_epoch, o)
         for group in self.parts.optimizer.param_groups:
