@@ -111,3 +111,15 @@ def test_ce_objective_adds_lambda_times_misalignment():
     plain = build_objective("ce", dataset="cifar10", num_classes=K)
     loss0, terms0 = plain.loss(model, x, x_adv, y)
     assert loss0.item() == pytest.approx(ce.item(), rel=1e-9) and "grad_align" not in terms0
+
+
+def test_ce_objective_label_smoothing_matches_formula():
+    """CE with label smoothing s (float64, by hand): (1 - s)·(−log p_y) + s·mean_k(−log p_k)."""
+    model = linear(5)
+    x, y, _ = data(6)
+    s = 0.1
+    obj = build_objective("ce", dataset="cifar10", num_classes=K, label_smoothing=s)
+    loss, _ = obj.loss(model, x, x, y)
+    logp = torch.log_softmax(x @ model.weight.detach().T + model.bias.detach(), 1)
+    want = ((1 - s) * -logp.gather(1, y.view(-1, 1)).squeeze(1) + s * -logp.mean(1)).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
