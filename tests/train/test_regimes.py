@@ -74,3 +74,39 @@ def test_regime_trains_from_yaml_and_resumes_bit_identically(tmp_path, regime):
         assert rows[-1]["test_fgsm"] != "" and rows[-1]["co"] in ("0", "1")
     if regime == "grad_align_cifar10.yaml":
         assert float(rows[-1]["grad_align"]) > 0  # the regulariser is in the loss terms
+
+
+def test_per_step_schedule_resumes_mid_epoch_bit_identically(tmp_path, monkeypatch):
+    """FGSM-RS with the per-batch cyclic lr and momentum (Wong): a crash right after the step
+    checkpoint of step 1 of epoch 1 resumes to the weights of an uninterrupted run."""
+    import advtrain.train.loop as T
+
+    path = os.path.join(REPO, "configs", "fgsm_rs_cifar10.yaml")
+
+    def cfg(folder, name):
+        return C.from_dict({**C.resolve(tiny(folder, path, name)),
+                            "run": {**C.resolve(tiny(folder, path, name))["run"], "checkpoint_every_steps": 1}})
+
+    ref = _final(fit(cfg(str(tmp_path / "a"), "ref")))
+    original = T.Trainer._save
+
+    def crash_after_mid_save(self, epoch_file):
+        original(self, epoch_file)
+        if not epoch_file and self.progress.epoch == 0 and self.progress.batch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(T.Trainer, "_save", crash_after_mid_save)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg(str(tmp_path / "b"), "part"))
+    monkeypatch.setattr(T.Trainer, "_save", original)
+    run_b = os.path.join(str(tmp_path / "b"), "runs", "part")
+    mid = _final(run_b)
+    assert (mid["epoch"], mid["batch"]) == (0, 1)
+    lr_mid = mid["optimizer"]["param_groups"][0]["lr"]
+    out = _final(fit(None, run_dir=run_b, resume=True))
+    assert states_equal(ref["model"], out["model"])
+    assert ref["optimizer"]["param_groups"][0]["momentum"] == out["optimizer"]["param_groups"][0]["momentum"]
+    # torch's CyclicLR: step j of E*N = 4 uses lr 0.2 * (1 - |j/2 - 1|): 0 at the saved step 0, then
+    # 0.1, 0.2, 0.1 (the last step's lr is what the final optimizer state holds)
+    assert lr_mid == 0.0
+    assert out["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.1, rel=1e-12)
