@@ -53,9 +53,12 @@ def _final(run_dir):
 
 
 @pytest.mark.parametrize("regime", REGIMES)
-def test_regime_trains_from_yaml_and_resumes_bit_identically(tmp_path, regime):
+def test_regime_trains_from_yaml_and_resumes_bit_identically(tmp_path, capsys, regime):
     path = apgd_yaml(str(tmp_path)) if regime == "apgd" else os.path.join(REPO, "configs", regime)
     ref = fit(tiny(str(tmp_path / "a"), path, "ref"))
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 2/2")][0]
+    assert "clean " in line and "PGD-1 " in line  # the per-epoch test, whatever the regime
+    assert ("clean training (attack none)" in line) == (regime == "clean_cifar10.yaml")
     part = fit(tiny(str(tmp_path / "b"), path, "part"), stop_after=1)
     assert _final(part)["epoch"] == 1
     resumed = fit(None, run_dir=part, resume=True)
