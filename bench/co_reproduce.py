@@ -116,7 +116,8 @@ def plot(results, path) -> None:
         for r in rows:
             if r.get("co") == "1":
                 ax.axvline(int(r["epoch"]), color="red", ls="--", lw=0.8)
-        ax.set_title(f"{name} (red: guard fired)")
+        flagged = [r["epoch"] for r in rows if r.get("co") == "1"]
+        ax.set_title(f"{name} (guard flagged: {', '.join(flagged) if flagged else 'none'})")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=8)
