@@ -2,6 +2,7 @@
 
 - :class:`Attack` -- base class (mode switch and restore, postcondition checks)
 - :class:`PGD` -- Linf / L2 projected gradient ascent on ``ce`` / ``cw`` / ``kl`` / ``dkl`` / a callable
+- :class:`BestPGD` -- PGD returning each example's highest-loss iterate (training attack ``pgd_best``)
 - :class:`FGSM` -- one step of size eps
 - :class:`FGSMRS`, :class:`NFGSM` -- single-step training attacks (Wong et al. 2020; de Jorge et al. 2022)
 - :class:`APGDTrain` -- APGD-CE as a training attack (pyautoattack's code; revisiting-at)
@@ -25,13 +26,15 @@ from .losses import ce_loss, cw_loss, kl_loss
 from .no_attack import NoAttack
 from .options import setting
 from .pgd import PGD
+from .pgd_best import BestPGD
 from .single_step import FGSMRS, NFGSM
 from .apgd_train import APGDTrain
 from .registry import TRAINING_ATTACKS, build_training_attack, training_attack
 
-__all__ = ["Attack", "AttackError", "AttackOptions", "PGD", "FGSM", "NoAttack", "AutoAttackAdapter",
-           "AAResult", "FGSMRS", "NFGSM", "APGDTrain", "ce_loss", "cw_loss", "kl_loss", "model_mode", "NORMS", "BN_MODES", "setting",
-           "TRAINING_ATTACKS", "training_attack", "build_training_attack"]
+__all__ = ["Attack", "AttackError", "AttackOptions", "PGD", "BestPGD", "FGSM", "FGSMRS", "NFGSM",
+           "APGDTrain", "NoAttack", "AutoAttackAdapter", "AAResult", "ce_loss", "cw_loss", "kl_loss",
+           "model_mode", "NORMS", "BN_MODES", "setting", "TRAINING_ATTACKS", "training_attack",
+           "build_training_attack"]
 
 
 def __getattr__(name):  # pyautoattack is imported only when the adapter is used

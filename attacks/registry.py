@@ -24,6 +24,7 @@ from .no_attack import NoAttack
 from .options import unknown
 from .pgd import PGD
 from .single_step import FGSMRS, NFGSM
+from .pgd_best import BestPGD
 
 TRAINING_ATTACKS: Dict[str, Type[Attack]] = {
     "pgd": PGD,  # Madry et al. 2018: the default of every config
@@ -32,6 +33,7 @@ TRAINING_ATTACKS: Dict[str, Type[Attack]] = {
     "fgsm_rs": FGSMRS,  # Wong et al. 2020: uniform start, step 1.25 eps, ball + image clamps
     "n_fgsm": NFGSM,  # de Jorge et al. 2022: noise U(-k eps, k eps), step eps, no projection
     "apgd": APGDTrain,  # Singh et al. 2023 (revisiting-at): 2-step APGD-CE, pyautoattack's code
+    "pgd_best": BestPGD,  # PGD returning each example's highest-loss iterate (ARES use_best, revisiting-at)
 }
 DEFAULT = "pgd"
 

@@ -10,7 +10,8 @@ accumulation over ``optim.accum_steps`` micro-batches and its exact semantics)::
     zero_grad; loss.backward(); optimizer.step()    # SGD over model + objective.extra_parameters()
     awp.restore(diff); ema.update(model)
 
-Per epoch: ``objective.on_epoch_end()``, clean and PGD accuracy on a fixed test subset (PGD at the
+Per epoch: ``objective.on_epoch_end()``, the BN running statistics averaged over the ranks
+(``dist_bn: reduce``), clean and PGD accuracy on a fixed test subset (PGD at the
 final ``attack.eps`` in ``attack.norm``), ``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/last.pt``, a
 ``metrics.csv`` row and ``curves.png``. With ``data.holdout`` images held out, every
 ``eval.holdout_every`` epochs the EMA weights (the model's without EMA) are scored by PGD-CW on them
@@ -41,8 +42,8 @@ from advtrain.train.runlock import RunLock, lock_new_run_dir
 from advtrain.train.nonfinite import NonFiniteError
 from advtrain.train.parts import Progress, RNGState, load_states, save_states, stateful
 from advtrain.train.runlog import RunLog
-from advtrain.config.schedules import (STEP_SCHEDULES, AttackBudget, attack_budget, lr_at, lr_at_step,
-                                       momentum_at)
+from advtrain.config.schedules import (PER_UPDATE, AttackBudget, attack_budget, lr_at, lr_at_update,
+                                      momentum_at, momentum_at_update)
 from advtrain.train.teacher import identity as teacher_identity
 from advtrain.train.step import Stepper, steps_per_epoch
 from advtrain.train.setup import build_parts, prepare_run_dir, start_run_dir
@@ -180,7 +181,7 @@ class Trainer:
         for x, y in it:
             if group is None:
                 group = self.stepper.group(pr.batch, n_batches)
-                self._set_step_hparams(e, pr.batch // self.accum)
+                self._set_update_lr(e, steps_per_epoch(pr.batch, self.accum))
             self.stepper.micro_batch(group, x, y, e)
             pr.batch += 1
             bar.update(1)
@@ -195,7 +196,7 @@ class Trainer:
                 self._save(epoch_file=False)
         bar.close()
         pr.running["seconds"] += time.time() - start
-        pr.flush_trace(p.optimizer.param_groups[0]["lr"], self.budget.eps)
+        pr.flush_trace(self._lr(), self.budget.eps)
         if pr.running["count"] == 0:  # every step skipped: nothing was trained
             raise NonFiniteError(
                 f"epoch {e} made no update: every optimizer step had a non-finite loss and was "
@@ -217,7 +218,7 @@ class Trainer:
             return
         pr.step += 1
         _accumulate(pr.running, terms)
-        lr = self.parts.optimizer.param_groups[0]["lr"]
+        lr = self._lr()
         pr.add_trace(terms, lr, self.budget.eps, every)
         self.log.step(pr.step, terms, lr, self.budget.eps)
         bar.set_postfix(loss=f"{terms['loss']:.3f}", acc=f"{terms.get('acc_adv', 0):.3f}")
@@ -225,23 +226,31 @@ class Trainer:
     def _set_epoch_hparams(self, e: int) -> None:
         o, a = self.cfg.optim, self.cfg.attack  # resolved: objective defaults filled in
         for group in self.parts.optimizer.param_groups:
-            group["lr"] = lr_at(e, o)
-            group["momentum"] = momentum_at(e, o)
+            group["lr"] = lr_at(e, o) * group.get("lr_scale", 1.0)  # layer-wise lr decay's scale
+            if o.name == "sgd":
+                group["momentum"] = momentum_at(e, o)
         self.budget = attack_budget(e, self.E, a.eps, a.schedule, steps=a.steps, step_size=a.step_size,
                                     ramp=a.ramp)
         self.parts.objective.set_attack_budget(*self.budget)  # whichever attack runs: set_budget
 
-    def _set_step_hparams(self, e: int, i: int) -> None:
-        """lr and momentum of optimizer step ``i`` of epoch ``e`` under a per-step schedule
-        (``cyclic``, ``cyclic_interp``); a function of (e, i), so a resumed run sets the same."""
+    def _set_update_lr(self, e: int, j: int) -> None:
+        """The lr of update ``j`` of epoch ``e`` (per-update schedules; others keep the epoch's)."""
         o = self.cfg.optim
-        table = o.lr_table  # a list, or an {epoch: lr} entry for this epoch, overrides the schedule
-        if o.schedule not in STEP_SCHEDULES or isinstance(table, list) or (isinstance(table, dict)
-                                                                          and e in table):
+        if o.schedule not in PER_UPDATE:
             return
-        lr, momentum = lr_at_step(e, i, self.steps_per_epoch, o)
+        k = (e - 1) * self.steps_per_epoch + j
+        lr = lr_at_update(k, self.steps_per_epoch, o)
+        momentum = (momentum_at_update(k, self.steps_per_epoch, o)
+                    if o.schedule == "cyclic" and o.name == "sgd" else None)
         for group in self.parts.optimizer.param_groups:
-            group["lr"], group["momentum"] = lr, momentum
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+            if momentum is not None:  # torch CyclicLR cycles SGD momentum with the lr (Wong, N-FGSM)
+                group["momentum"] = momentum
+
+    def _lr(self) -> float:
+        """The schedule's lr now (before a group's layer-wise ``lr_scale``), for the logs."""
+        group = self.parts.optimizer.param_groups[0]
+        return group["lr"] / group.get("lr_scale", 1.0)
 
     def _nan_message(self, e: int, what: str) -> str:
         last = ck.latest(self.run_dir) or "none yet"
@@ -255,7 +264,9 @@ class Trainer:
         p, pr = self.parts, self.progress
         note = ""
         p.objective.on_epoch_end(reduce=D.all_reduce_sum_)  # class prior summed over ranks
-        row = {"epoch": e, "lr": p.optimizer.param_groups[0]["lr"], "eps_t": self.budget.eps,
+        if self.cfg.dist_bn == "reduce":  # ARES: BN running statistics averaged over the ranks
+            D.reduce_bn_stats_(p.model, p.ema.shadow if p.ema is not None else None)
+        row = {"epoch": e, "lr": self._lr(), "eps_t": self.budget.eps,
                "step_size": self.budget.step_size, "steps": self.budget.steps}
         n = max(pr.running["count"], 1)
         row.update({k: v / n for k, v in pr.running["sums"].items()})

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from advtrain.config.schedules import lr_at_step
+from advtrain.config.schedules import lr_at_update, momentum_at_update
 
 
 @pytest.mark.parametrize("E,N", [(3, 5), (4, 4), (1, 7)])
 def test_cyclic_matches_torch_cycliclr_with_momentum(E, N):
-    cfg = SimpleNamespace(epochs=E, lr=0.2, momentum=0.9, schedule="cyclic")
+    cfg = SimpleNamespace(epochs=E, lr=0.2, momentum=0.9, schedule="cyclic", lr_table=None)
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.2, momentum=0.9)
     steps = E * N  # train_fgsm.py: lr_steps = epochs * len(train_loader); up = down = lr_steps / 2
@@ -22,7 +22,8 @@ def test_cyclic_matches_torch_cycliclr_with_momentum(E, N):
                                               step_size_down=steps / 2)
     for e in range(1, E + 1):
         for i in range(N):
-            lr, mom = lr_at_step(e, i, N, cfg)
+            k = (e - 1) * N + i
+            lr, mom = lr_at_update(k, N, cfg), momentum_at_update(k, N, cfg)
             g = opt.param_groups[0]
             assert math.isclose(lr, g["lr"], rel_tol=1e-9, abs_tol=1e-15), (e, i, lr, g["lr"])
             assert math.isclose(mom, g["momentum"], rel_tol=1e-9), (e, i, mom, g["momentum"])
@@ -32,10 +33,12 @@ def test_cyclic_matches_torch_cycliclr_with_momentum(E, N):
 
 @pytest.mark.parametrize("E,N", [(30, 7), (5, 3), (2, 4)])
 def test_cyclic_interp_matches_numpy_interp(E, N):
-    cfg = SimpleNamespace(epochs=E, lr=0.3, momentum=0.9, schedule="cyclic_interp")
+    cfg = SimpleNamespace(epochs=E, lr=0.3, momentum=0.9, schedule="cyclic_interp", lr_table=None,
+                          warmup_epochs=0)
     for e in range(1, E + 1):
         for i in range(N):
             t = e - 1 + (i + 1) / N  # train.py: lr_schedule(epoch - 1 + (i + 1) / len(train_batches))
             want = np.interp([t], [0, E * 2 // 5, E], [0, 0.3, 0])[0]
-            lr, mom = lr_at_step(e, i, N, cfg)
+            k = (e - 1) * N + i
+            lr, mom = lr_at_update(k, N, cfg), momentum_at_update(k, N, cfg)
             assert math.isclose(lr, want, rel_tol=1e-12, abs_tol=1e-15) and mom == 0.9
