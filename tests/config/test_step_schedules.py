@@ -14,7 +14,8 @@ from advtrain.config.schedules import lr_at_update, momentum_at_update
 
 @pytest.mark.parametrize("E,N", [(3, 5), (4, 4), (1, 7)])
 def test_cyclic_matches_torch_cycliclr_with_momentum(E, N):
-    cfg = SimpleNamespace(epochs=E, lr=0.2, momentum=0.9, schedule="cyclic", lr_table=None)
+    cfg = SimpleNamespace(epochs=E, lr=0.2, momentum=0.9, schedule="cyclic", lr_table=None,
+                          warmup_epochs=0)
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.2, momentum=0.9)
     steps = E * N  # train_fgsm.py: lr_steps = epochs * len(train_loader); up = down = lr_steps / 2
