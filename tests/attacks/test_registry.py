@@ -49,7 +49,7 @@ def test_every_training_attack_declares_its_options_and_takes_a_checked_budget(n
 
 def test_unknown_training_attack_names_the_choices():
     with pytest.raises(AttackError, match=r"unknown training attack 'pdg'; did you mean 'pgd' or 'apgd'\? "
-                                          r"choices: apgd, fgsm, fgsm_rs, n_fgsm, none, pgd") as info:
+                                          r"choices: apgd, fgsm, fgsm_rs, n_fgsm, none, pgd, pgd_best") as info:
         training_attack("pdg")
     assert "\n" not in str(info.value)
 

@@ -722,7 +722,7 @@ CASES = [
              r / "average_tau0.9_1_1.pt"))), "--tau", "0.9", "--end", "1"],
          "average_tau0.9_1_1.pt: Is a directory", "move the directory away", rc=1),
     Case("config-unknown-attack", "config `attack.name: pdg`",
-         lambda W: ["train", config(W, attack={"name": "pdg"})], "did you mean 'pgd' or 'apgd'? choices: apgd, fgsm, fgsm_rs, n_fgsm, none, pgd",
+         lambda W: ["train", config(W, attack={"name": "pdg"})], "did you mean 'pgd' or 'apgd'? choices: apgd, fgsm, fgsm_rs, n_fgsm, none, pgd, pgd_best",
          "use one of the listed training attacks (attacks.TRAINING_ATTACKS)"),
     Case("config-attack-option-of-another", "config `attack: {name: none, init: normal}`",
          lambda W: ["train", config(W, attack={"name": "none", "init": "normal"})],
