@@ -449,6 +449,8 @@ LT = {
 LT_IKL = {**LT, "objective.name": "ikl_kd", "objective.use_prior": False, "objective.prior_T": 100.0,
           "objective.warmup": 1}
 LT_KL = {**LT, "objective.name": "kl_kd"}
+LT_CE = {k: v for k, v in LT.items() if k not in ("objective.loss_T", "objective.ce_weight")}
+LT_CE.update({"objective.name": "ce", "objective.grad_align": 0.0, "teacher": None})
 X101 = {"teacher.arch": "timm:resnext101_32x4d", "teacher.checkpoint": "runs/imagenet_lt_x101_baseline/last.pt"}
 #: config -> (seed-table number, expected resolved entries)
 KD_ROWS = {
@@ -479,6 +481,13 @@ KD_ROWS = {
     "ikl_kd_r50_to_r50_imagenet_lt.yaml": (47.504, {
         **LT_IKL, "objective.alpha": 1.0, "objective.beta": 1.0, "model.arch": "timm:resnet50",
         "teacher.arch": "timm:resnet50", "teacher.checkpoint": "runs/imagenet_lt_r50_baseline/last.pt"}),
+    # the baselines of the same code without distillation: the teachers and the comparison rows
+    "ce_x101_imagenet_lt.yaml": (48.024, {
+        **LT_CE, "model.arch": "timm:resnext101_32x4d", "run.name": "imagenet_lt_x101_baseline"}),
+    "ce_r50_imagenet_lt.yaml": (45.476, {
+        **LT_CE, "model.arch": "timm:resnet50", "run.name": "imagenet_lt_r50_baseline"}),
+    "ce_r18_imagenet_lt.yaml": (41.15, {
+        **LT_CE, "model.arch": "timm:resnet18", "run.name": "imagenet_lt_r18_baseline"}),
     "kl_kd_x101_to_r18_imagenet_lt.yaml": (43.974, {
         **LT_KL, **X101, "objective.kd_weight": 3.0, "model.arch": "timm:resnet18"}),
     "kl_kd_x101_to_r50_imagenet_lt.yaml": (48.31, {
@@ -525,3 +534,18 @@ def test_kd_lr_every_epoch_matches_the_reference(name):
             [mdistiller_reference_lr(e) for e in range(1, 101)])
     assert len(got) == len(want)
     assert all(math.isclose(g, w, rel_tol=1e-12) for g, w in zip(got, want)), list(zip(got, want))[:12]
+
+
+def test_lt_distillation_teachers_are_the_baseline_runs():
+    """Each ImageNet-LT distillation config names the last.pt of its baseline config's run."""
+    def res(name):
+        return C.resolve(C.load(os.path.join(REPO, "configs", "kd", name)))
+
+    base = {k: res(f"ce_{k}_imagenet_lt.yaml") for k in ("x101", "r50")}
+    for name in KD_ROWS:
+        if not name.endswith("_imagenet_lt.yaml") or name.startswith("ce_"):
+            continue
+        r = res(name)
+        b = base["r50" if r["teacher"]["arch"] == "timm:resnet50" else "x101"]
+        assert r["teacher"]["checkpoint"] == f"{b['run']['out_dir']}/{b['run']['name']}/last.pt", name
+        assert r["teacher"]["arch"] == b["model"]["arch"], name
