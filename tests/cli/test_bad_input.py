@@ -296,7 +296,7 @@ CASES = [
          lambda W: eval_args(W, "--eps", "2"), "eps '2' = 2 is outside [0, 1]",
          "images are in [0, 1]: write 2/255"),
     Case("unknown-objective", "config `objective.name: gkl`",
-         lambda W: ["train", config(W, objective={"name": "gkl"})], "did you mean 'gkl_kd' or 'gkl_at'?",
+         lambda W: ["train", config(W, objective={"name": "gkl"})], "did you mean 'gkl_kd' or 'gkl_at'",
          "use one of the listed objectives"),
     Case("unknown-arch", "config `model.arch: wrn34-10`",
          lambda W: ["train", config(W, model={"arch": "wrn34-10"})], "did you mean 'wrn-34-10'",
