@@ -114,11 +114,12 @@ def at_least_float32(logits):
 class CleanDistillObjective(DistillObjective):
     """A distillation objective of the clean regime: its recipe's training attack is ``none``
     (``perturb`` returns a copy of ``x``, no forward); another ``attack.name`` in a config is run
-    as written (distilling on its inputs, the teacher still on ``x``)."""
+    as written, maximising the student's CE (the student distils on its inputs, the teacher still
+    sees ``x``)."""
 
     def __init__(self, options, attack, **kwargs):
         super().__init__(options, attack, **kwargs)
-        self.attack = self.make_attack(None)  # none: no attack loss
+        self.attack = self.make_attack("ce")  # none ignores its loss
         self.register_buffer("epoch", torch.ones((), dtype=torch.long))
 
     def kd_factor(self) -> float:

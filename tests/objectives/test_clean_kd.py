@@ -251,3 +251,22 @@ def test_resumed_run_keeps_the_warm_up_epoch_and_the_prior(tmp_path):
         assert a[key].keys() == b[key].keys()
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     assert [r["kd_factor"] for r in a["history"]] == pytest.approx([0.2, 0.4], rel=1e-6)
+
+
+def test_another_training_attack_runs_on_the_students_ce():
+    """attack.name pgd with a clean KD objective: a real PGD on the student's CE, inside the ball."""
+    from advtrain import config as C
+    from advtrain.train.setup import make_objective
+
+    cfg = C.from_dict({"objective": {"name": "ikl_kd"}, "model": {"arch": "wrn-10-1"},
+                       "attack": {"name": "pgd", "schedule": "fixed", "steps": 2, "step_size": "2/255",
+                                  "init": "uniform"},
+                       "teacher": {"checkpoint": "unused.pt", "arch": "wrn-10-1"}})
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, NCLS))
+    obj = make_objective(cfg, NCLS, teacher=nn.Sequential(nn.Flatten(), nn.Linear(12, NCLS)))
+    obj.set_attack_budget(8 / 255, 2 / 255, 2)
+    x, y = torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 2, 3])
+    x_adv = obj.perturb(net, x, y)
+    assert type(obj.attack).__name__ == "PGD" and obj.attack.loss == "ce"
+    assert 0 < (x_adv - x).abs().max() <= 8 / 255 + 1e-6
