@@ -160,7 +160,7 @@ def _settings(args):
 
 def _check_args(args) -> None:
     check_args(args)
-    _card_info(args, "x")  # --reported and the card names, before any work
+    _card_info(args, "x", test_images=1)  # --reported and the card names, before any work
 
 
 def _check_outputs(args) -> None:
@@ -224,7 +224,7 @@ def _card_info(args, architecture: str, test_images=None):
                     architecture=architecture, title=args.title, venue=args.venue, link=args.link,
                     authors=args.authors, footnote=args.footnote,
                     additional_data=args.additional_data, reported=args.reported,
-                    test_images=test_images or TEST_IMAGES)
+                    test_images=test_images)  # imagefolder's own size; a protocol's otherwise
 
 
 def _write(args, result, meta, data):

@@ -48,7 +48,10 @@ class CardInfo:
     """What the card says beyond the measured numbers (RobustBench ModelInfo's descriptive fields).
 
     ``reported`` is the paper's robust accuracy as a percentage string (``"57.20"``) or None;
-    ``test_images`` is the size of the test set the evaluated images were drawn from.
+    ``test_images`` is the size of the protocol's whole test set (:func:`protocol_test_images`):
+    for a dataset with a protocol (CIFAR: 10,000; ImageNet: RobustBench's 5,000-image list) it is
+    always the protocol's number, whatever the size of the file given; ``imagefolder`` has no
+    protocol and takes the folder's size.
     """
 
     name: str
@@ -63,18 +66,34 @@ class CardInfo:
     additional_data: bool = False
     number_forward_passes: int = 1
     reported: Optional[str] = None
-    test_images: int = TEST_IMAGES
+    test_images: Optional[int] = None
 
     def __post_init__(self):
         from advtrain.data.names import DATASETS
 
         if self.dataset not in DATASETS:
             raise unknown("dataset", self.dataset, DATASETS)
+        protocol = protocol_test_images(self.dataset)
+        if protocol is None and not (isinstance(self.test_images, int) and self.test_images > 0):
+            raise InputError(f"a {self.dataset} card needs test_images (the number of images of "
+                             "the evaluated test set)")
+        if protocol is not None:  # "full" is decided against the protocol, not the file given
+            object.__setattr__(self, "test_images", protocol)
         if self.threat_model not in NORMS:  # write_card's cards are attack results
             raise unknown("threat model", self.threat_model, NORMS)
         check_model_name(self.name, "card name")
         if self.reported is not None:
             object.__setattr__(self, "reported", _percent_text(self.reported))
+
+
+def protocol_test_images(dataset: str) -> Optional[int]:
+    """The number of images of ``dataset``'s evaluation protocol (a full evaluation runs on all of
+    them): CIFAR-10/100's 10,000-image test split, RobustBench's 5,000-image ImageNet list; None for
+    ``imagefolder`` (a user's own folder: no protocol)."""
+    from advtrain.data.imagefolder import IMAGENET_PROTOCOL_N
+
+    return {"cifar10": TEST_IMAGES, "cifar100": TEST_IMAGES,
+            "imagenet": IMAGENET_PROTOCOL_N}.get(dataset)
 
 
 def display_arch(arch: str) -> str:
@@ -106,7 +125,7 @@ def _percent_text(value) -> str:
 
 
 def is_full_standard(result: EvalResult, info: CardInfo) -> bool:
-    """Standard AutoAttack at its own budget, fp32, on the whole test set."""
+    """Standard AutoAttack at its own budget, fp32, on the protocol's whole test set."""
     return result.settings.standard and result.n_ex >= info.test_images
 
 

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-from advtrain.eval.cards import CORRUPTIONS
+from advtrain.eval.cards import CORRUPTIONS, protocol_test_images
 from advtrain.eval.cards import TEST_IMAGES as FULL_N  # a run on fewer test images is partial
 from advtrain.errors import InputError
 from advtrain.io.names import SIDECAR_SUFFIX
@@ -95,9 +95,12 @@ def partial_reason(side: Optional[dict], threat_model: str) -> str:
     if threat_model == CORRUPTIONS:
         n = side.get("n_per_block")
         return "" if n == FULL_N else f"{n} images per corruption and severity"
+    n, protocol = side.get("n_ex"), protocol_test_images(str(side.get("dataset")))
+    short = (f"standard AutoAttack on {n} of {protocol} test images" if isinstance(n, int)
+             and protocol is not None and n < protocol else "")
     if "full_standard" in side:  # the sidecar's own verdict and description (advtrain.eval.cards)
         if side["full_standard"] is True:  # "no" or 1 is not advtrain's verdict: partial
-            return ""
+            return short  # a sidecar written before issue 24 judged "full" by the file's size
         return str(side.get("evaluation") or "not full standard")
     why = []
     if side.get("version") not in (None, "standard"):
