@@ -66,6 +66,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                            "one for a full standard run, else absent")
     card.add_argument("--additional-data", action="store_true",
                       help="the model was trained with data beyond the training set")
+    card.add_argument("--external-attack", metavar="NAME",
+                      help="an external/adaptive evaluation of this model, e.g. 'APGD + BPDA' "
+                           "(with --external-acc and --external-source): the card's 'external' "
+                           "is the lower of it and AutoAttack, as in RobustBench")
+    card.add_argument("--external-acc", metavar="PERCENT",
+                      help="robust accuracy of --external-attack, a percentage (e.g. 73.10)")
+    card.add_argument("--external-source", metavar="URL",
+                      help="where --external-attack's number is published (URL or citation)")
     p.add_argument("--save-adv", metavar="FILE", help="save x_adv / y_adv tensors here")
     p.add_argument("--pgd-steps", type=int, help="also report PGD-K accuracy")
     p.add_argument("--weights", choices=WEIGHTS,
@@ -104,6 +112,7 @@ def run(args) -> int:
 
     resolve_defaults(args)  # --eps / --n-ex left unset: the dataset's protocol values
     sweep.check_args(args)
+    external(args)  # all three --external-* or none, before any work
     if corruptions.requested(args):
         return corruptions.cli_run(args)
     settings = _settings(args)  # every evaluation setting, checked once, before any work
@@ -217,12 +226,33 @@ def _save_adv(path, result, y) -> None:
                  "eps": result.settings.eps, "norm": result.settings.norm}, path)
 
 
+def external(args):
+    """The :class:`advtrain.eval.cards.ExternalEval` of ``--external-attack/-acc/-source`` (all three
+    or none; attack cards only), or None."""
+    from advtrain.cli import eval_corruptions as corruptions
+    from advtrain.eval.cards import ExternalEval
+
+    given = {f"--external-{k}": getattr(args, f"external_{k}", None)
+             for k in ("attack", "acc", "source")}
+    if all(v is None for v in given.values()):
+        return None
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise InputError(f"an external evaluation needs --external-attack, --external-acc and "
+                         f"--external-source together; missing {', '.join(missing)}")
+    if corruptions.requested(args):
+        raise InputError("--external-attack/-acc/-source record an attack evaluation; they do not "
+                         "apply to --threat-model corruptions")
+    return ExternalEval(attack=args.external_attack, accuracy=args.external_acc,
+                        source=args.external_source)
+
+
 def _card_info(args, architecture: str, test_images=None):
     from advtrain.eval.cards import CardInfo
 
     return CardInfo(name=card_name(args), dataset=args.dataset, threat_model=args.norm,
                     architecture=architecture, title=args.title, venue=args.venue, link=args.link,
-                    authors=args.authors, footnote=args.footnote,
+                    authors=args.authors, footnote=args.footnote, external=external(args),
                     additional_data=args.additional_data, reported=args.reported,
                     test_images=test_images)  # imagefolder's own size; a protocol's otherwise
 
@@ -248,5 +278,10 @@ def _summary(result, card, side) -> None:
         print(f"PGD-{s.pgd_steps} {result.pgd_acc:.2%}")
     for f in result.flags:
         print(f"warning [{f['code']}]: {f['message']} (see {f['doc']})")
+    from advtrain.eval.sanity import suggest_adaptive
+
+    advice = suggest_adaptive(result.flags)
+    if advice:
+        print(f"suggestion: {advice}")
     print(f"card: {card}")
     print(f"sidecar: {side}")

@@ -44,6 +44,31 @@ THREAT_MODELS = tuple(NORMS) + (CORRUPTIONS,)
 
 
 @dataclass(frozen=True)
+class ExternalEval:
+    """An external or adaptive evaluation of the same model (RobustBench's ``external``): the attack
+    that ran (e.g. ``"APGD + BPDA"``), its robust accuracy as a percentage (``"73.10"``) and where
+    it is published (a URL or a citation). Checked on construction: one line each, accuracy in
+    [0, 100]."""
+
+    attack: str
+    accuracy: str
+    source: str
+
+    def __post_init__(self):
+        for key in ("attack", "source"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip() or "\n" in value or len(value) > 300:
+                raise InputError(f"external {key} {str(value)[:40]!r} must be one non-empty line "
+                                 f"(at most 300 characters), e.g. --external-{key} "
+                                 + ("'APGD + BPDA'" if key == "attack" else "https://arxiv.org/abs/..."))
+            object.__setattr__(self, key, value.strip())
+        object.__setattr__(self, "accuracy", _percent_text(self.accuracy, "external accuracy"))
+
+    def record(self) -> dict:
+        return {"attack": self.attack, "accuracy": self.accuracy, "source": self.source}
+
+
+@dataclass(frozen=True)
 class CardInfo:
     """What the card says beyond the measured numbers (RobustBench ModelInfo's descriptive fields).
 
@@ -67,6 +92,7 @@ class CardInfo:
     number_forward_passes: int = 1
     reported: Optional[str] = None
     test_images: Optional[int] = None
+    external: Optional[ExternalEval] = None
 
     def __post_init__(self):
         from advtrain.data.names import DATASETS
@@ -113,14 +139,14 @@ def percent(fraction: float) -> str:
     return f"{100.0 * float(fraction):.2f}"
 
 
-def _percent_text(value) -> str:
+def _percent_text(value, what: str = "reported accuracy") -> str:
     """``--reported 57.2`` -> ``"57.20"`` (a percentage in [0, 100])."""
     try:
-        number = float(value)
+        number = float(value) if not isinstance(value, bool) else float("nan")
     except (TypeError, ValueError):
         number = float("nan")
     if not 0 <= number <= 100:
-        raise InputError(f"reported accuracy {value!r} must be a percentage in [0, 100], e.g. 57.20")
+        raise InputError(f"{what} {value!r} must be a percentage in [0, 100], e.g. 57.20")
     return f"{number:.2f}"
 
 
@@ -153,8 +179,12 @@ def card_fields(result: EvalResult, info: CardInfo) -> dict:
     if reported is not None:
         card["reported"] = reported
     card["autoattack_acc"] = robust
+    external = info.external
+    if external is not None:  # RobustBench: the best known robust accuracy, AutoAttack or external
+        card["external"] = min(robust, external.accuracy, key=float)
     notes = [n.strip().rstrip(".") for n in (info.footnote, None if full else
-                                              describe(result, info)) if n and n.strip()]
+                                              describe(result, info), _external_note(external, robust))
+             if n and n.strip()]
     if notes:
         card["footnote"] = ". ".join(notes) + "."
     from advtrain.eval.sanity import DATA_FLAGS
@@ -163,13 +193,28 @@ def card_fields(result: EvalResult, info: CardInfo) -> dict:
     return card
 
 
+def _external_note(external: Optional[ExternalEval], robust: str) -> Optional[str]:
+    """The footnote sentence of an external evaluation, worded as RobustBench's cards word it."""
+    if external is None:
+        return None
+    if float(external.accuracy) < float(robust):
+        return (f"{external.accuracy}% robust accuracy is due to {external.attack} "
+                f"({external.source})")
+    return (f"External evaluation {external.attack} ({external.source}) gives "
+            f"{external.accuracy}%, not below AutoAttack's {robust}%")
+
+
 def sidecar_fields(result: EvalResult, info: CardInfo, *, command: Optional[Sequence[str]] = None,
                    checkpoint=None, extra: Optional[dict] = None) -> dict:
     """Everything needed to audit and reproduce the card's numbers."""
     side = {"name": info.name, "dataset": info.dataset, "threat_model": info.threat_model,
             "full_standard": is_full_standard(result, info), "test_images": info.test_images,
-            "evaluation": describe(result, info)}
+            "evaluation": describe(result, info),
+            "external": info.external.record() if info.external is not None else None}
     side.update(result.record())
+    from advtrain.eval.sanity import suggest_adaptive
+
+    side["adaptive_suggestion"] = suggest_adaptive(result.flags)
     side["command"] = shlex.join(command) if command is not None else shlex.join(sys.argv)
     side["checkpoint"] = _checkpoint_info(checkpoint)
     side["versions"] = package_versions()
