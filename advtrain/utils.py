@@ -103,3 +103,28 @@ def parse_eps(value: Union[str, float, int]) -> float:
     if not math.isfinite(out) or out < 0 or out > 1:
         raise InputError(f"eps {value!r} = {out:g} is outside [0, 1]; images live in [0, 1] (e.g. 8/255)")
     return out
+
+
+#: resolution of every PNG figure advtrain writes (journals ask for >= 150 dpi)
+FIGURE_DPI = 150
+
+
+def new_figure(figsize=(4.2, 3.0)):
+    """A matplotlib ``Figure`` on its own Agg canvas: no pyplot, no backend switch, so plotting
+    from a notebook or a GUI session leaves the user's interpreter as it was."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def figure_bytes(fig, fmt: str = "png", dpi: int = FIGURE_DPI) -> bytes:
+    """``fig`` as PNG (at ``dpi``) or SVG/PDF (vector) bytes, for the caller's atomic writer."""
+    import io
+
+    buf = io.BytesIO()
+    meta = {"Date": None} if fmt == "svg" else {}  # the same figure gives the same bytes
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta or None)
+    return buf.getvalue()

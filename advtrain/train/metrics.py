@@ -49,13 +49,11 @@ def plot_curves(rows: List[dict], path: str, trace: Sequence[Sequence[float]] = 
 
     ``trace`` rows (:data:`advtrain.train.parts.TRACE`: step, fractional epoch, loss, acc_adv, lr, eps_t;
     means over a few steps) give the per-step points; the per-epoch values are drawn over them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from advtrain.utils import FIGURE_DPI, new_figure
 
     ep = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = new_figure(figsize=(13, 3.6))  # its own canvas: the user's matplotlib backend is untouched
+    axes = fig.subplots(1, 3)
     at = [t[1] for t in trace]
     if trace:
         axes[0].plot(at, [t[2] for t in trace], lw=0.8, alpha=0.6, label="train loss (steps)")
@@ -82,8 +80,7 @@ def plot_curves(rows: List[dict], path: str, trace: Sequence[Sequence[float]] = 
         ax.set_xlabel("epoch")
     fig.tight_layout()
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
+    fig.savefig(tmp, dpi=FIGURE_DPI)
     os.replace(tmp, path)
 
 
