@@ -115,6 +115,9 @@ def write_card(res: dict, paths: tuple, args, name: str, meta: dict) -> None:
             "command": " ".join(["advtrain"] + sys.argv[1:]), "versions": package_versions(),
             "git_commit": git_commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    from advtrain.io.paths import portable
+
+    side = portable(side, Path(paths[0]).parent)  # no absolute path of this machine (issue 24.5)
     card = card_fields(res, args, name, meta["display"])
     Path(paths[0]).parent.mkdir(parents=True, exist_ok=True)
     commit_files({paths[1]: json.dumps(side, indent=2) + "\n",

@@ -7,7 +7,9 @@
   cards carry), accuracies as percentage strings with two decimals (``0.8531 -> "85.31"``), eps as
   ``"8/255"`` whenever it is k/255;
 - ``<name>.advtrain.json`` beside it: per-attack accuracies, timings, flags, sanity report,
-  settings, data provenance, package versions, checkpoint SHA-256, command line and date.
+  settings, data provenance, package versions, checkpoint SHA-256, command line and date. It holds
+  no absolute path of the machine (:func:`advtrain.io.paths.portable`: paths relative to the card's
+  folder, or file names; the SHA-256s identify the files), so a card can be sent to anyone.
 
 A card says what it is: unless the evaluation is standard AutoAttack on the full test set, its
 ``footnote`` names the attacks and the number of images; ``reported`` (in RobustBench: the paper's
@@ -269,7 +271,11 @@ def write_card(result: EvalResult, info: CardInfo, *, out_dir="model_info",
         raise InputError(f"card {card_path} already exists; choose another name or pass "
                          "--overwrite")
     card_path.parent.mkdir(parents=True, exist_ok=True)
-    side = sidecar_fields(result, info, command=command, checkpoint=checkpoint, extra=extra)
+    from advtrain.io.paths import portable
+
+    # a card is sent to others: no absolute path of this machine (relative or file name + hash)
+    side = portable(sidecar_fields(result, info, command=command, checkpoint=checkpoint,
+                                   extra=extra), card_path.parent)
     commit_files({**(files or {}), side_path: json.dumps(side, indent=2, default=_jsonable) + "\n",
                   card_path: json.dumps(card_fields(result, info), indent=2) + "\n"},
                  primary=card_path)
