@@ -128,3 +128,19 @@ def figure_bytes(fig, fmt: str = "png", dpi: int = FIGURE_DPI) -> bytes:
     meta = {"Date": None} if fmt == "svg" else {}  # the same figure gives the same bytes
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta or None)
     return buf.getvalue()
+
+
+def show_progress(requested: bool) -> bool:
+    """Whether to draw a progress bar: asked for, and the bar's stream (stderr) is a terminal, or
+    a notebook shows it. Redirected to a log file or in CI a bar would write thousands of
+    carriage-return updates (megabytes per run); there the one line per epoch is the record."""
+    import sys
+
+    if not requested:
+        return False
+    try:
+        if sys.stderr is not None and sys.stderr.isatty():
+            return True
+    except (AttributeError, ValueError):  # a closed or foreign stream
+        return False
+    return "ipykernel" in sys.modules  # tqdm.auto draws a widget there

@@ -39,6 +39,19 @@ class _Parser(argparse.ArgumentParser):
                        f"{did_you_mean(bad.group(1), choices)} (choices: {', '.join(choices)})")
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
+    def format_help(self) -> str:
+        """Help without the reStructuredText markup of the docstrings it is built from
+        (``code``, :func:`name`): a terminal shows it literally."""
+        return plain_text(super().format_help())
+
+
+def plain_text(text: str) -> str:
+    """``:func:`x``` -> ``x``; double and single backticks removed."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text)
+    return text.replace("``", "").replace("`", "")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(

@@ -47,8 +47,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "imagefolder: 4/255); the card writes k/255 as RobustBench does")
     p.add_argument("--version", default="standard", help="|".join(VERSIONS))
     p.add_argument("--attacks", help="comma-separated attacks for --version custom")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="images per forward/attack batch (default 500; lower it if the device "
+                        "runs out of memory: the numbers do not change)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of AutoAttack's random starts and the sanity report's PGD (default "
+                        "0); the sidecar records it")
     p.add_argument("--name", help="card name (default: the checkpoint file stem); characters "
                                   "A-Z a-z 0-9 . _ + -, not starting with a dot")
     p.add_argument("--out", default="model_info", help="card directory (default model_info)")
@@ -57,9 +61,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "runs/a/last.pt and runs/b/last.pt cannot overwrite each other's card)")
     card = p.add_argument_group("card metadata (RobustBench ModelInfo fields)")
     card.add_argument("--title", help="card 'name': the paper title (default: --name)")
-    card.add_argument("--venue", default="")
-    card.add_argument("--link", default="")
-    card.add_argument("--authors", default="")
+    card.add_argument("--venue", default="", help="card 'venue', e.g. 'NeurIPS 2024'")
+    card.add_argument("--link", default="", help="card 'link': the paper's URL")
+    card.add_argument("--authors", default="", help="card 'authors', comma-separated")
     card.add_argument("--footnote", help="your note; a partial evaluation adds what ran")
     card.add_argument("--reported", metavar="PERCENT",
                       help="the paper's robust accuracy (card 'reported'); default: the measured "
@@ -271,9 +275,11 @@ def _write(args, result, meta, data):
 
 
 def _summary(result, card, side) -> None:
+    from advtrain.utils import format_eps
+
     s = result.settings
     print(f"clean {result.clean_acc:.2%}  robust {result.robust_acc:.2%}  "
-          f"(AutoAttack {s.version}, {s.norm} eps {s.eps:.6g}, n={result.n_ex})")
+          f"(AutoAttack {s.version}, {s.norm} eps {format_eps(s.eps)}, n={result.n_ex})")
     if result.pgd_acc is not None:
         print(f"PGD-{s.pgd_steps} {result.pgd_acc:.2%}")
     for f in result.flags:

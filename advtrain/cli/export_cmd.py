@@ -27,10 +27,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="RobustBench id, e.g. Cui2023Decoupled_WRN-34-10")
     p.add_argument("--dataset", required=True, choices=ZOO_DATASETS,
                    help="RobustBench dataset (a model trained on an ImageFolder exports as imagenet)")
-    p.add_argument("--threat-model", default="Linf", choices=NORMS)
+    p.add_argument("--threat-model", default="Linf", choices=NORMS,
+                   help="RobustBench threat model of the export (default Linf)")
     p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
     p.add_argument("--arch", help="architecture (default: the one recorded in the checkpoint)")
-    p.add_argument("--weights", default="model", choices=WEIGHTS)
+    p.add_argument("--weights", default="model", choices=WEIGHTS,
+                   help="which weights of a training checkpoint: the model's or the EMA copy "
+                        "(default model)")
     p.add_argument("--safetensors", action="store_true", help="also write <name>.safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.add_argument("--format", default="robustbench", choices=("robustbench", "hub"),

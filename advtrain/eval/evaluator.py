@@ -139,7 +139,10 @@ def make_pgd(eps: float, steps: int, norm: str):
 def _clean_pass(model, x, y, *, batch_size: int, progress: bool) -> tuple:
     """(number classified correctly, number of images whose logits hold NaN/Inf)."""
     correct = bad = 0
-    for i in tqdm(range(0, len(x), batch_size), desc="clean", disable=not progress, leave=False):
+    from advtrain.utils import show_progress
+
+    for i in tqdm(range(0, len(x), batch_size), desc="clean", disable=not show_progress(progress),
+                  leave=False):
         logits = model(x[i:i + batch_size])
         correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
         bad += int((~torch.isfinite(logits)).reshape(len(logits), -1).any(1).sum())

@@ -84,6 +84,28 @@ def plot_curves(rows: List[dict], path: str, trace: Sequence[Sequence[float]] = 
     os.replace(tmp, path)
 
 
+def summary_text(rows: List[dict], paper_row: Optional[int], subset: str = "test subset") -> str:
+    """The end-of-run summary: :func:`summary`'s table, or, when no epoch was tested
+    (``data.test_subset: 0``), one line saying so and how to evaluate (never a table of None)."""
+    if not any(r.get("test_clean") not in (None, "") for r in rows):
+        return ("no per-epoch test (data.test_subset: 0, or eval.every skipped every epoch): "
+                "evaluate the run with advtrain eval RUN_DIR/last.pt --dataset ...")
+    return summary(rows, paper_row, subset).to_string()
+
+
+def threads_line() -> str:
+    """Threads and CPU kind of the run: results are bit-reproducible for these (another thread
+    count or CPU instruction set can change float rounding and so the numbers)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine() or "unknown CPU"
+    return (f"threads: {torch.get_num_threads()} intra-op (torch.get_num_threads), CPU {cpu}, "
+            f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}; a rerun is "
+            "bit-identical with the same thread count and CPU kind")
+
+
 def summary(rows: List[dict], paper_row: Optional[int], subset: str = "test subset"):
     """pandas table: this run's last test accuracies (percent, on ``subset``, e.g. "test subset of
     1000 images") next to the paper's numbers for its row."""
