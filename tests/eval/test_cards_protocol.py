@@ -55,7 +55,7 @@ def test_imagefolder_has_no_protocol_and_needs_its_size():
     from advtrain.errors import InputError
 
     assert _info("imagefolder", test_images=123).test_images == 123
-    with pytest.raises(InputError, match="needs test_images"):
+    with pytest.raises(InputError, match="test_images"):
         _info("imagefolder")
 
 
