@@ -7,7 +7,6 @@ robust-above-clean, non-finite logits blocking the card, outputs validated befor
 from __future__ import annotations
 
 import json
-
 import os
 import subprocess
 import sys
