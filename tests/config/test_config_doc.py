@@ -1,5 +1,5 @@
 """docs/CONFIG.md lists every config section and key with its default and the comment written
-beside it in advtrain/config/__init__.py (the one place keys are defined); ``advtrain train --help``
+beside it in advtrain/config/ (the one place keys are defined); ``advtrain train --help``
 points there. ``python tests/config/test_config_doc.py docs/CONFIG.md`` regenerates it."""
 from __future__ import annotations
 
@@ -38,18 +38,19 @@ def _default(f) -> str:
 def generate() -> str:
     import advtrain.config as C
 
-    lines = SOURCE.read_text().splitlines()
-    tree = ast.parse(SOURCE.read_text())
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    import inspect
 
     def rows(cls):
-        node = classes[cls.__name__]
+        source = Path(inspect.getsourcefile(cls)).read_text()  # a section may live in its own file
+        lines = source.splitlines()
+        node = next(n for n in ast.parse(source).body
+                    if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
         notes = {n.target.id: _comments(lines, n) for n in node.body
                  if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
         return [(f, notes.get(f.name, "")) for f in dataclasses.fields(cls)]
 
     out = ["# Config keys", "",
-           "Generated from `advtrain/config/__init__.py` by `python tests/config/test_config_doc.py "
+           "Generated from `advtrain/config/` by `python tests/config/test_config_doc.py "
            "docs/CONFIG.md` (a test keeps it in sync). A YAML config has these sections; a key left "
            "out takes the default shown. `attack:` and `optim:` entries left out are the objective's "
            "own recipe (`advtrain/objectives/<name>.py`, `ATTACK` / `OPTIM`), and `objective:` takes "
