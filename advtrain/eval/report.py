@@ -11,7 +11,7 @@ one, else AutoAttack's), highest first:
   Z first, an arrow shows the direction), with the ``--eps-sweep`` curves embedded as base64
   images; inline CSS and JS only, so the page opens offline and can be mailed as one file.
 
-Columns: model (linked to the card's http(s) ``link``), venue, architecture, eps, clean, AutoAttack,
+Columns: model, link (the card's ``link`` when it is an http(s) URL, never another scheme), venue, architecture, eps, clean, AutoAttack,
 best known (``external``), ``unreliable``, evaluation, footnote. The evaluation column says
 "full" (standard AutoAttack on the protocol's whole test set, from the sidecar), "partial: <what
 ran>", or "published card, no advtrain sidecar" (e.g. RobustBench's own cards: measured elsewhere).
@@ -188,14 +188,15 @@ def group_rows(rows: List[dict]) -> list:
 
 #: (key, title, kind) of the columns of an attack table; kind "num" sorts numbers (highest first on
 #: the first click), "text" sorts text (A to Z first)
-ATTACK_COLUMNS = (("title", "model", "text"), ("venue", "venue", "text"),
+ATTACK_COLUMNS = (("title", "model", "text"), ("link", "link", "text"), ("venue", "venue", "text"),
                   ("architecture", "architecture", "text"), ("eps", "eps", "text"),
                   ("clean", "clean %", "num"), ("robust", "AutoAttack %", "num"),
                   ("best", "best known % (external)", "num"),
                   ("unreliable", "unreliable", "text"), ("evaluation", "evaluation", "text"),
                   ("footnote", "footnote", "text"))
 #: the columns of a corruptions table (no AutoAttack, no external evaluation)
-CORRUPTION_COLUMNS = (("title", "model", "text"), ("venue", "venue", "text"),
+CORRUPTION_COLUMNS = (("title", "model", "text"), ("link", "link", "text"),
+                      ("venue", "venue", "text"),
                       ("architecture", "architecture", "text"), ("clean", "clean %", "num"),
                       ("robust", "corruptions %", "num"), ("evaluation", "evaluation", "text"),
                       ("footnote", "footnote", "text"))
@@ -228,7 +229,8 @@ def to_markdown(rows: List[dict]) -> str:
         for row in group:
             cells = [_md(_cell(row, k)) for k, _, _ in cols]
             if row["link"]:
-                cells[0] = f"[{cells[0]}]({row['link'].replace(')', '%29')})"
+                i = [k for k, _, _ in cols].index("link")
+                cells[i] = f"[paper]({row['link'].replace(')', '%29')})"
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     n_partial = sum(r["status"] == "partial" for r in rows)
@@ -281,7 +283,7 @@ def _table(dataset: str, threat: str, group: List[dict]) -> str:
             if kind == "num":
                 value = row[key]
                 tds.append(f'<td class=num data-v="{-1 if value is None else value}">{text}</td>')
-            elif key == "title" and row["link"]:
+            elif key == "link" and row["link"]:
                 tds.append(f'<td><a href="{html.escape(row["link"], quote=True)}" '
                            f'rel="noopener noreferrer">{text}</a></td>')
             else:

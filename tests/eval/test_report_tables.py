@@ -103,7 +103,7 @@ def test_grouped_tables_with_published_fields(root):
     assert [t["group"] for t in tables] == ["cifar10/Linf", "cifar10/corruptions", "cifar100/Linf"]
     linf, corr, c100 = tables
     head = [h["text"].rstrip("▲▼") for h in linf["head"]]
-    for title in ("model", "venue", "AutoAttack %", "best known % (external)", "unreliable",
+    for title in ("model", "link", "venue", "AutoAttack %", "best known % (external)", "unreliable",
                   "evaluation", "footnote"):
         assert title in head
     col = {t: i for i, t in enumerate(head)}
@@ -124,6 +124,7 @@ def test_grouped_tables_with_published_fields(root):
     assert bravo["cells"][col["evaluation"]] == "full" and bravo["cells"][col["venue"]] == "ICML 2021"
     assert "original evaluation" in alpha["cells"][col["footnote"]]
     assert bravo["links"] == ["https://example.org/bravo"] and alpha["links"] == []  # no javascript:
+    assert bravo["cells"][col["link"]] == "https://example.org/bravo" and alpha["cells"][col["link"]] == ""
     # corruptions: own table, own column, never beside AutoAttack numbers
     corr_head = [h["text"].rstrip("▲▼") for h in corr["head"]]
     assert "corruptions %" in corr_head and "AutoAttack %" not in corr_head
@@ -141,7 +142,7 @@ def test_markdown_has_one_table_per_group(root):
     text = md.read_text()
     heads = [ln for ln in text.splitlines() if ln.startswith("## ")]
     assert heads == ["## cifar10, Linf", "## cifar10, corruptions", "## cifar100, Linf"]
-    assert "[Bravo paper](https://example.org/bravo)" in text and "javascript:" not in text
+    assert "| Bravo paper | [paper](https://example.org/bravo) |" in text and "javascript:" not in text
 
 
 _CLICKS = """<script>
