@@ -11,8 +11,9 @@ one, else AutoAttack's), highest first:
   Z first, an arrow shows the direction), with the ``--eps-sweep`` curves embedded as base64
   images; inline CSS and JS only, so the page opens offline and can be mailed as one file.
 
-Columns: model, link (the card's ``link`` when it is an http(s) URL, never another scheme), venue, architecture, eps, clean, AutoAttack,
-best known (``external``), ``unreliable``, evaluation, footnote. The evaluation column says
+Columns: model, link (the card's ``link`` when it is an http(s) URL, never another scheme), venue,
+architecture, eps, clean, AutoAttack, best known (``external``), ``unreliable``, evaluation,
+footnote. The evaluation column says
 "full" (standard AutoAttack on the protocol's whole test set, from the sidecar), "partial: <what
 ran>", or "published card, no advtrain sidecar" (e.g. RobustBench's own cards: measured elsewhere).
 """
@@ -126,9 +127,12 @@ def _flag(card: dict, key: str) -> Optional[bool]:
 
 
 def _link(value) -> str:
-    """The card's ``link`` when it is an http(s) URL (anything else is shown as text, never linked)."""
+    """The card's ``link`` when it is one http(s) URL, else '' (a ``javascript:`` or any other
+    scheme, whitespace inside, or over 2,000 characters is not shown: the page is shared)."""
     text = str(value or "").strip()
-    return text if text.lower().startswith(("https://", "http://")) and " " not in text else ""
+    ok = (text.lower().startswith(("https://", "http://")) and len(text) <= 2000
+          and not any(c.isspace() for c in text))
+    return text if ok else ""
 
 
 def card_row(path: Path, root: Path) -> dict:
