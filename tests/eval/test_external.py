@@ -123,3 +123,33 @@ def test_cli_writes_external(tmp_path, capsys):
     assert data["external"] == "0.00"
     assert data["footnote"].endswith("0.00% robust accuracy is due to APGD + BPDA "
                                      "(https://example.org/x).") or float(data["autoattack_acc"]) == 0
+
+
+def test_rand_evaluation_of_a_randomised_model_runs_and_suggests_adaptive(tmp_path):
+    """A noise-injecting model: the sanity report flags it, AutoAttack's rand version (EOT) runs
+    end to end, the card says what ran, and the sidecar suggests an adaptive evaluation."""
+    import torch
+    from torch import nn
+
+    import advtrain
+
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 4 * 4, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1) + 0.05 * torch.randn_like(x.flatten(1)))
+
+    torch.manual_seed(0)
+    model = Noisy().eval()
+    x = torch.rand(8, 3, 4, 4)
+    y = torch.arange(8) % 10
+    res = advtrain.evaluate(model, x, y, version="rand", n_iter=2, sanity_n=8, sanity_steps=1,
+                            batch_size=8, progress=False)
+    assert res.attacks == ["apgd-ce", "apgd-dlr"]
+    assert "randomized-model" in [f["code"] for f in res.flags]
+    card, side = cards.write_card(res, _info(), out_dir=tmp_path)
+    data, meta = json.loads(card.read_text()), json.loads(side.read_text())
+    assert "AutoAttack rand (apgd-ce, apgd-dlr), n_iter 2" in data["footnote"]
+    assert data["unreliable"] is True and "--version rand" in meta["adaptive_suggestion"]
