@@ -25,8 +25,9 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-from advtrain.eval.cards import CORRUPTIONS, THREAT_MODELS, protocol_test_images
-from advtrain.eval.cards import TEST_IMAGES as FULL_N  # a run on fewer test images is partial
+from advtrain.data.facts import FACTS
+from advtrain.eval.cards import CARD_THREAT_MODELS
+from advtrain.eval.settings import CORRUPTIONS
 from advtrain.errors import InputError
 from advtrain.io.names import SIDECAR_SUFFIX
 
@@ -92,16 +93,20 @@ def _curves(side: Optional[dict], side_path: Path) -> dict:
     return images
 
 
-def partial_reason(side: Optional[dict], threat_model: str) -> str:
-    """'' for a full standard evaluation, else why it is not one (from the sidecar)."""
+def partial_reason(side: Optional[dict], threat_model: str, dataset: str = "") -> str:
+    """'' for a full standard evaluation, else why it is not one (from the sidecar; a sidecar
+    without advtrain's verdict is compared with the test-set size of ``dataset``'s facts row)."""
     if side is None:
         return "no sidecar"
-    if threat_model == CORRUPTIONS:
+    dataset = dataset or side.get("dataset")
+    row = FACTS.get(dataset) if isinstance(dataset, str) else None
+    full_n = row.test_images if row is not None else None  # a run on fewer test images is partial
+    if threat_model == CORRUPTIONS and "full_standard" not in side:  # written before the one writer
         n = side.get("n_per_block")
-        return "" if n == FULL_N else f"{n} images per corruption and severity"
-    n, protocol = side.get("n_ex"), protocol_test_images(str(side.get("dataset")))
-    short = (f"standard AutoAttack on {n} of {protocol} test images" if isinstance(n, int)
-             and protocol is not None and n < protocol else "")
+        return "" if n == full_n else f"{n} images per corruption and severity"
+    n = side.get("n_ex")
+    short = (f"standard AutoAttack on {n} of {full_n} test images" if isinstance(n, int)
+             and full_n is not None and n < full_n and threat_model != CORRUPTIONS else "")
     if "full_standard" in side:  # the sidecar's own verdict and description (advtrain.eval.cards)
         if side["full_standard"] is True:  # "no" or 1 is not advtrain's verdict: partial
             return short  # a sidecar written before issue 24 judged "full" by the file's size
@@ -111,7 +116,7 @@ def partial_reason(side: Optional[dict], threat_model: str) -> str:
         attacks = side.get("attacks")
         why.append(", ".join(map(str, attacks)) if isinstance(attacks, list) else str(side.get("version")))
     n = side.get("n_ex")
-    if isinstance(n, int) and n < FULL_N:
+    if isinstance(n, int) and (full_n is None or n < full_n):
         why.append(f"{n} images")
     return "; ".join(why)
 
@@ -149,7 +154,8 @@ def card_row(path: Path, root: Path) -> dict:
     external = _percent(card, "external", path) if acc_key == "autoattack_acc" else None
     best = min(x for x in (robust, external) if x is not None) if robust is not None else external
     images = _curves(side, side_path)
-    partial = partial_reason(side, threat) if side is not None else ""
+    dataset = card.get("dataset") or (side or {}).get("dataset") or path.parent.parent.name
+    partial = partial_reason(side, threat, dataset) if side is not None else ""
     status = "published" if side is None else "partial" if partial else "full"
     return {"card": str(path.relative_to(root)), "name": path.stem,
             "title": str(card.get("name") or path.stem),
@@ -181,11 +187,11 @@ def collect(root) -> List[dict]:
 def group_rows(rows: List[dict]) -> list:
     """``[((dataset, threat_model), rows), ...]``: one table per dataset and threat model, as
     RobustBench's leaderboards are (an AutoAttack accuracy is never sorted with a corruptions one);
-    datasets in name order, threat models in :data:`advtrain.eval.cards.THREAT_MODELS` order."""
+    datasets in name order, threat models in :data:`advtrain.eval.cards.CARD_THREAT_MODELS` order."""
     groups: dict = {}
     for row in rows:
         groups.setdefault((str(row["dataset"]), str(row["threat_model"])), []).append(row)
-    order = {t: i for i, t in enumerate(THREAT_MODELS)}
+    order = {t: i for i, t in enumerate(CARD_THREAT_MODELS)}
     keys = sorted(groups, key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))
     return [(k, sorted(groups[k], key=_sort_key)) for k in keys]
 
@@ -312,13 +318,29 @@ def to_html(rows: List[dict], title: str) -> str:
             "</body></html>\n")
 
 
+def report_files(root, out_prefix=None) -> tuple:
+    """``(<out_prefix>.md, <out_prefix>.html)``, default prefix ``<root>/report``."""
+    prefix = Path(out_prefix) if out_prefix else Path(root) / "report"
+    return prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".html")
+
+
+def report_inputs(root) -> dict:
+    """``{label: path}`` of every card and sidecar the report reads (for the output-path check)."""
+    out = {}
+    for card in find_cards(root):
+        out[f"card {card}"] = card
+        side = card.with_name(card.stem + SIDECAR_SUFFIX)
+        if side.is_file():
+            out[f"sidecar {side}"] = side
+    return out
+
+
 def write_report(root, out_prefix=None) -> tuple:
     """Write ``<out_prefix>.md`` and ``.html`` (default ``<root>/report``); return their paths."""
     from advtrain.io.atomic import commit_files
 
     rows = collect(root)
-    prefix = Path(out_prefix) if out_prefix else Path(root) / "report"
-    md, page = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".html")
+    md, page = report_files(root, out_prefix)
     commit_files({md: to_markdown(rows), page: to_html(rows, f"advtrain report: {root}")},
                  primary=page)
     return md, page, rows

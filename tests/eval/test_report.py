@@ -92,3 +92,14 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case, needle):
     assert needle in err and len(err.splitlines()) == 1
     assert err.startswith("advtrain report: error:")
     assert not (root / "report.md").exists()
+
+
+def test_report_output_that_is_a_card_is_refused(cards, capsys):
+    """The one output-path check: ``report.md`` a symlink to a card would replace what it reads."""
+    full = cards / "cifar10" / "Linf" / "Full.json"
+    before = full.read_bytes()
+    (cards / "report.md").symlink_to(full)
+    assert main(["report", str(cards)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is the same file as card" in err
+    assert full.read_bytes() == before and not (cards / "report.html").exists()
