@@ -27,6 +27,7 @@ import torch.nn as nn
 from advtrain.train import checkpoint as ck
 from advtrain import config as C
 from advtrain import distributed as D
+from advtrain.utils import resolve_device
 from advtrain.errors import CheckpointError, InputError
 from advtrain.io.atomic import atomic_write_text
 from advtrain.data.imagefolder import folder_options
@@ -143,12 +144,6 @@ def _check_same(new: Dict[str, Any], old: Dict[str, Any], run_dir: str) -> None:
 
 # ----------------------------------------------------------------------------- parts
 
-def resolve_device(name: str) -> torch.device:
-    from advtrain.utils import resolve_device as resolve
-
-    return resolve(name, flag="run.device")
-
-
 def build_parts(cfg: C.Config, fresh: bool) -> Parts:
     """Everything the loop needs; seeds first so a fresh run's initial weights are reproducible."""
     from advtrain.data import build_train_loader, load_test_arrays, num_classes, seed_everything
@@ -156,7 +151,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
 
     _math_policy(cfg)
     seed_everything(cfg.run.seed)
-    device = D.local_device(resolve_device(cfg.run.device), D.local_rank())  # cuda:LOCAL_RANK
+    device = D.local_device(resolve_device(cfg.run.device, flag="run.device"), D.local_rank())  # cuda:LOCAL_RANK
     d = cfg.data
     n_cls = num_classes(d.dataset, d.num_classes)
     model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls,
