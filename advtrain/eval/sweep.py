@@ -9,8 +9,9 @@ library) on the evaluation images, and writes beside the card
 - ``<name>.eps_sweep.png`` and ``.svg``: accuracy against eps, ticks at the swept eps, the
   AutoAttack point marked and labelled with the attacks that ran;
 - ``<name>.convergence.png`` and ``.svg``: mean cross-entropy per PGD iteration, one line per
-  restart (each its own dash pattern and marker), at the headline eps. A curve that climbs and flattens is a working attack; one that stays flat or
-  jumps between restarts is the signature of gradient masking (Athalye et al., 2018).
+  restart (each its own dash pattern and marker), at the headline eps. A curve that climbs and
+  flattens is a working attack; one that stays flat or jumps between restarts is the signature of
+  gradient masking (Athalye et al., 2018).
 
 PNGs are written at 150 dpi, SVGs beside them for papers; figures are drawn on their own canvas,
 never through pyplot, so the user's matplotlib backend is left alone. :func:`masking_check` flags
