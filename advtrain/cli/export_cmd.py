@@ -118,8 +118,8 @@ def _run_hub(args) -> int:
     check_model_name(args.name, "--name")
     out = Path(args.out) if args.out else Path("hub") / args.name
     check_writable_dir(out)
-    check_outputs({"the hub export": out / export.HUB_WEIGHTS, "its config": out / export.HUB_CONFIG,
-                   "its model card": out / export.HUB_README},
+    check_outputs({"the hub export": out / export.HUB_WEIGHTS,
+                   "its config": out / export.HUB_CONFIG, "its model card": out / export.HUB_README},
                   {"CHECKPOINT": args.checkpoint, "--card": args.card})
     card = _card_fields(args) if args.card else None
     if (out / export.HUB_WEIGHTS).exists() and not args.overwrite:
@@ -153,6 +153,9 @@ def _card_fields(args) -> dict:
     if row["dataset"] != args.dataset:
         raise InputError(f"--card {args.card} is a {row['dataset']!r} card but --dataset is "
                          f"{args.dataset!r}; give the card of this model")
+    if row["threat_model"] in NORMS and row["threat_model"] != args.threat_model:
+        raise InputError(f"--card {args.card} is a {row['threat_model']} card but --threat-model "
+                         f"is {args.threat_model}; pass --threat-model {row['threat_model']}")
     pct = (lambda v: None if v is None else f"{v:.2f}")
     return {"dataset": row["dataset"], "threat_model": row["threat_model"], "eps": row["eps"],
             "clean_acc": pct(row["clean"]), row["metric"]: pct(row["robust"]),

@@ -155,7 +155,8 @@ def hub_readme(name: str, arch: str, dataset: str, threat_model: str,
     esc = (lambda v: html.escape(" ".join(str(v).split())).replace("|", "\\|"))
     lines = ["---", "library_name: advtrain", "tags:", "- adversarial-robustness",
              "- robustbench", f"- {dataset}", "---", "", f"# {esc(name)}", "",
-             f"`{esc(arch)}` trained on {esc(dataset)}, exported by advtrain "
+             f"`{esc(arch)}` trained on {esc(dataset)} ({esc(threat_model)} threat model), "
+             "exported by advtrain "
              "(`advtrain export --format hub`). Inputs are images in [0, 1] (NCHW float32).", "",
              "## Load", "", "```python", "from advtrain.hub.hf import AdvtrainModel", "",
              'model = AdvtrainModel.from_pretrained("path/to/this/folder")  # or a Hub repo id',
