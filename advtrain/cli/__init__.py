@@ -1,4 +1,4 @@
-"""``advtrain`` command line: ``advtrain {train,eval,export,average,report} ...``, ``--version``.
+"""``advtrain`` command line: ``advtrain {train,eval,export,average,report,external} ...``, ``--version``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` which registers the
 subcommand and sets ``func`` (called with the parsed namespace, returning an exit code).
@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 from advtrain.errors import AdvtrainError
 
 #: subcommand modules, in the order ``--help`` lists them
-SUBCOMMANDS = ("train", "eval", "export", "average", "report")
+SUBCOMMANDS = ("train", "eval", "export", "average", "report", "external")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -314,3 +314,69 @@ def _jsonable(obj):
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+#: the largest card or sidecar :func:`add_external` reads (RobustBench's cards are under 2 KB)
+MAX_CARD_BYTES = 1 << 20
+
+
+def _read_card_json(path: Path) -> dict:
+    try:
+        if path.stat().st_size > MAX_CARD_BYTES:
+            raise InputError(f"{path} is over {MAX_CARD_BYTES} bytes: not a result card")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not a readable JSON card ({type(e).__name__}); give the "
+                         "<name>.json that advtrain eval wrote") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} holds a JSON {type(data).__name__}, not a card object")
+    return data
+
+
+def add_external(card_path, external: ExternalEval, *, command: Optional[Sequence[str]] = None
+                 ) -> tuple:
+    """Record ``external`` on an existing Linf/L2 card without re-running AutoAttack (which may
+    have taken hours): the card gets RobustBench's ``external`` (the lower of its
+    ``autoattack_acc`` and the external accuracy, right after ``autoattack_acc``) and the footnote
+    sentence :func:`card_fields` writes; the sidecar beside it, when there is one (a published
+    card has none), records the evaluation and the command that added it. Both are committed as
+    one; a card that already records an external evaluation is refused (write it again with
+    ``advtrain eval --external-*``). Returns ``(card_path, sidecar_path or None)``."""
+    card_path = Path(card_path)
+    if not card_path.is_file():
+        raise InputError(f"{card_path}: no such card; give the <name>.json that advtrain eval wrote")
+    card = _read_card_json(card_path)
+    robust = card.get("autoattack_acc")
+    if not isinstance(robust, str):
+        raise InputError(f"{card_path} has no autoattack_acc: an external evaluation is recorded "
+                         "on a Linf/L2 attack card (not a corruptions card)")
+    robust = _percent_text(robust, f"{card_path}: autoattack_acc")
+    if "external" in card:
+        raise InputError(f"{card_path} already records an external evaluation ({card['external']}"
+                         "%); evaluate again with advtrain eval --external-attack ... to replace it")
+    out = {}
+    for key, value in card.items():
+        out[key] = value
+        if key == "autoattack_acc":
+            out["external"] = min(robust, external.accuracy, key=float)
+    note = _external_note(external, robust)
+    old = str(card.get("footnote") or "").strip().rstrip(".")
+    footnote = ". ".join(n for n in (old, note) if n) + "."
+    if "footnote" in out:
+        out["footnote"] = footnote
+    else:  # RobustBench's key order: footnote after the accuracies, before unreliable
+        tail = {k: out.pop(k) for k in list(out) if k == "unreliable"}
+        out.update(footnote=footnote, **tail)
+    side_path = card_path.with_name(card_path.stem + SIDECAR_SUFFIX)
+    files = {card_path: json.dumps(out, indent=2) + "\n"}
+    if side_path.is_file():
+        from advtrain.io.paths import portable
+
+        side = _read_card_json(side_path)
+        side["external"] = external.record()
+        cmd = shlex.join(command) if command is not None else shlex.join(sys.argv)
+        side["external_added"] = portable({"command": cmd, "date": _dt.datetime.now(
+            _dt.timezone.utc).isoformat(timespec="seconds")}, card_path.parent)
+        files[side_path] = json.dumps(side, indent=2, default=_jsonable) + "\n"
+    commit_files(files, primary=card_path)
+    return card_path, side_path if side_path in files else None

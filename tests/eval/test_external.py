@@ -153,3 +153,49 @@ def test_rand_evaluation_of_a_randomised_model_runs_and_suggests_adaptive(tmp_pa
     data, meta = json.loads(card.read_text()), json.loads(side.read_text())
     assert "AutoAttack rand (apgd-ce, apgd-dlr), n_iter 2" in data["footnote"]
     assert data["unreliable"] is True and "--version rand" in meta["adaptive_suggestion"]
+
+
+def test_external_command_adds_to_an_existing_card(tmp_path, capsys):
+    """``advtrain external CARD``: RobustBench's fields added without re-running AutoAttack; the
+    numbers already on the card are untouched; a second one is refused in one line."""
+    from advtrain.cli import main
+
+    card, side = cards.write_card(_result(0.7208), _info(), out_dir=tmp_path)
+    before = json.loads(card.read_text())
+    assert main(["external", str(card), "--attack", "APGD + BPDA", "--acc", "68.94",
+                 "--source", "https://example.org/p"]) == 0
+    data, meta = json.loads(card.read_text()), json.loads(side.read_text())
+    keys = list(data)
+    assert keys.index("autoattack_acc") + 1 == keys.index("external")
+    assert keys.index("footnote") < keys.index("unreliable")
+    assert data["external"] == "68.94" and data["autoattack_acc"] == before["autoattack_acc"]
+    assert data["footnote"] == "68.94% robust accuracy is due to APGD + BPDA (https://example.org/p)."
+    assert {k: v for k, v in data.items() if k not in ("external", "footnote")} == before
+    assert meta["external"]["accuracy"] == "68.94" and "external" in meta["external_added"]["command"]
+    capsys.readouterr()
+    assert main(["external", str(card), "--attack", "X", "--acc", "1", "--source", "s"]) == 2
+    err = capsys.readouterr().err
+    assert "already records an external evaluation" in err and len(err.strip().splitlines()) == 1
+
+
+def test_external_command_on_a_published_card_and_bad_cards(tmp_path, capsys):
+    from advtrain.cli import main
+
+    published = tmp_path / "Gowal.json"  # RobustBench's own card: no sidecar, a footnote already
+    published.write_text(json.dumps({"name": "G", "dataset": "cifar10", "eps": "8/255",
+                                     "clean_acc": "85.29", "autoattack_acc": "57.20",
+                                     "footnote": "Uses extra data.", "unreliable": False}))
+    assert main(["external", str(published), "--attack", "AA + MultiTargeted", "--acc", "57.14",
+                 "--source", "arXiv"]) == 0
+    data = json.loads(published.read_text())
+    assert data["external"] == "57.14" and data["footnote"] == (
+        "Uses extra data. 57.14% robust accuracy is due to AA + MultiTargeted (arXiv).")
+    corr = tmp_path / "C.json"
+    corr.write_text(json.dumps({"clean_acc": "90.00", "corruptions_acc": "80.00"}))
+    capsys.readouterr()
+    assert main(["external", str(corr), "--attack", "A", "--acc", "1", "--source", "s"]) == 2
+    assert "not a corruptions card" in capsys.readouterr().err
+    bad = tmp_path / "B.json"
+    bad.write_text("[1, 2]")
+    assert main(["external", str(bad), "--attack", "A", "--acc", "1", "--source", "s"]) == 2
+    assert "not a card object" in capsys.readouterr().err
