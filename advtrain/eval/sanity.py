@@ -61,7 +61,8 @@ def suggest_adaptive(flags: Sequence[dict]) -> Optional[str]:
     return (f"{', '.join(codes)}: AutoAttack may overestimate robustness here; {how}run an "
             "adaptive attack tailored to the defense (BPDA for non-differentiable parts, EOT for "
             "randomness, transfer from an undefended twin) and record it on the card with "
-            "--external-attack NAME --external-acc PERCENT --external-source URL (see "
+            "--external-attack NAME --external-acc PERCENT --external-source URL, or later with "
+            "advtrain external CARD --attack NAME --acc PERCENT --source URL (see "
             f"{DOC}#adaptive-evaluations)")
 
 
