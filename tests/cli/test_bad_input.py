@@ -735,12 +735,20 @@ CASES = [
              r / "average_tau0.9_1_1.pt"))), "--tau", "0.9", "--end", "1"],
          "average_tau0.9_1_1.pt: Is a directory", "move the directory away", rc=1),
     Case("config-unknown-attack", "config `attack.name: pdg`",
-         lambda W: ["train", config(W, attack={"name": "pdg"})], "did you mean 'pgd'? choices: none, pgd",
+         lambda W: ["train", config(W, attack={"name": "pdg"})], "did you mean 'pgd' or 'apgd'? choices: apgd, fgsm, fgsm_rs, n_fgsm, none, pgd, pgd_best",
          "use one of the listed training attacks (attacks.TRAINING_ATTACKS)"),
     Case("config-attack-option-of-another", "config `attack: {name: none, init: normal}`",
          lambda W: ["train", config(W, attack={"name": "none", "init": "normal"})],
          "'attack.init' is an option of attack 'pgd', not of attack 'none'",
          "remove the key, or set attack.name to the attack that takes it"),
+    Case("config-guard-policy", "config `guard.policy: rolback`",
+         lambda W: ["train", config(W, guard={"policy": "rolback"})],
+         "unknown guard policy (guard.policy) 'rolback'; did you mean 'rollback'?",
+         "off, warn, stop or rollback"),
+    Case("config-guard-needs-every-epoch", "config `guard.policy: stop` with `eval.every: 2`",
+         lambda W: ["train", config(W, guard={"policy": "stop"}, eval={"every": 2})],
+         "guard.policy stop compares PGD and FGSM test accuracy every epoch",
+         "data.test_subset > 0 and eval.every: 1, or guard.policy: off"),
 ]
 
 
