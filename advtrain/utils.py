@@ -103,3 +103,44 @@ def parse_eps(value: Union[str, float, int]) -> float:
     if not math.isfinite(out) or out < 0 or out > 1:
         raise InputError(f"eps {value!r} = {out:g} is outside [0, 1]; images live in [0, 1] (e.g. 8/255)")
     return out
+
+
+#: resolution of every PNG figure advtrain writes (journals ask for >= 150 dpi)
+FIGURE_DPI = 150
+
+
+def new_figure(figsize=(4.2, 3.0)):
+    """A matplotlib ``Figure`` on its own Agg canvas: no pyplot, no backend switch, so plotting
+    from a notebook or a GUI session leaves the user's interpreter as it was."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def figure_bytes(fig, fmt: str = "png", dpi: int = FIGURE_DPI) -> bytes:
+    """``fig`` as PNG (at ``dpi``) or SVG/PDF (vector) bytes, for the caller's atomic writer."""
+    import io
+
+    buf = io.BytesIO()
+    meta = {"Date": None} if fmt == "svg" else {}  # the same figure gives the same bytes
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta or None)
+    return buf.getvalue()
+
+
+def show_progress(requested: bool) -> bool:
+    """Whether to draw a progress bar: asked for, and the bar's stream (stderr) is a terminal, or
+    a notebook shows it. Redirected to a log file or in CI a bar would write thousands of
+    carriage-return updates (megabytes per run); there the one line per epoch is the record."""
+    import sys
+
+    if not requested:
+        return False
+    try:
+        if sys.stderr is not None and sys.stderr.isatty():
+            return True
+    except (AttributeError, ValueError):  # a closed or foreign stream
+        return False
+    return "ipykernel" in sys.modules  # tqdm.auto draws a widget there

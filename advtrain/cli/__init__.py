@@ -1,4 +1,4 @@
-"""``advtrain`` command line: ``advtrain {train,eval,export,average,report} ...``, ``--version``.
+"""``advtrain`` command line: ``advtrain {train,eval,export,average,report,external} ...``, ``--version``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` which registers the
 subcommand and sets ``func`` (called with the parsed namespace, returning an exit code).
@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 from advtrain.errors import AdvtrainError
 
 #: subcommand modules, in the order ``--help`` lists them
-SUBCOMMANDS = ("train", "eval", "export", "average", "report")
+SUBCOMMANDS = ("train", "eval", "export", "average", "report", "external")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +38,19 @@ class _Parser(argparse.ArgumentParser):
             message = (message[:bad.start()] + f"invalid choice: {bad.group(1)!r};"
                        f"{did_you_mean(bad.group(1), choices)} (choices: {', '.join(choices)})")
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+    def format_help(self) -> str:
+        """Help without the reStructuredText markup of the docstrings it is built from
+        (``code``, :func:`name`): a terminal shows it literally."""
+        return plain_text(super().format_help())
+
+
+def plain_text(text: str) -> str:
+    """``:func:`x``` -> ``x``; double and single backticks removed."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text)
+    return text.replace("``", "").replace("`", "")
 
 
 def build_parser() -> argparse.ArgumentParser:

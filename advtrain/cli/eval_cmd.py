@@ -47,8 +47,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "k/255 as RobustBench does")
     p.add_argument("--version", default="standard", help="|".join(VERSIONS))
     p.add_argument("--attacks", help="comma-separated attacks for --version custom")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="images per forward/attack batch (default 500; lower it if the device "
+                        "runs out of memory: the numbers do not change)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of AutoAttack's random starts and the sanity report's PGD (default "
+                        "0); the sidecar records it")
     p.add_argument("--name", help="card name (default: the checkpoint file stem); characters "
                                   "A-Z a-z 0-9 . _ + -, not starting with a dot")
     p.add_argument("--out", default="model_info", help="card directory (default model_info)")
@@ -57,15 +61,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "runs/a/last.pt and runs/b/last.pt cannot overwrite each other's card)")
     card = p.add_argument_group("card metadata (RobustBench ModelInfo fields)")
     card.add_argument("--title", help="card 'name': the paper title (default: --name)")
-    card.add_argument("--venue", default="")
-    card.add_argument("--link", default="")
-    card.add_argument("--authors", default="")
+    card.add_argument("--venue", default="", help="card 'venue', e.g. 'NeurIPS 2024'")
+    card.add_argument("--link", default="", help="card 'link': the paper's URL")
+    card.add_argument("--authors", default="", help="card 'authors', comma-separated")
     card.add_argument("--footnote", help="your note; a partial evaluation adds what ran")
     card.add_argument("--reported", metavar="PERCENT",
                       help="the paper's robust accuracy (card 'reported'); default: the measured "
                            "one for a full standard run, else absent")
     card.add_argument("--additional-data", action="store_true",
                       help="the model was trained with data beyond the training set")
+    card.add_argument("--external-attack", metavar="NAME",
+                      help="an external/adaptive evaluation of this model, e.g. 'APGD + BPDA' "
+                           "(with --external-acc and --external-source): the card's 'external' "
+                           "is the lower of it and AutoAttack, as in RobustBench")
+    card.add_argument("--external-acc", metavar="PERCENT",
+                      help="robust accuracy of --external-attack, a percentage (e.g. 73.10)")
+    card.add_argument("--external-source", metavar="URL",
+                      help="where --external-attack's number is published (URL or citation)")
     p.add_argument("--save-adv", metavar="FILE", help="save x_adv / y_adv tensors here")
     p.add_argument("--pgd-steps", type=int, help="also report PGD-K accuracy")
     p.add_argument("--weights", choices=WEIGHTS,
@@ -104,6 +116,7 @@ def run(args) -> int:
     on_corruptions = corruptions.requested(args)  # --threat-model Linf/L2 sets --norm
     eval_model.resolve_defaults(args, corruptions=on_corruptions)  # unset: the dataset's facts
     sweep.check_args(args)
+    eval_model.external(args)  # all three --external-* or none (attack cards only), before any work
     if on_corruptions:
         return corruptions.cli_run(args)
     settings = _settings(args)  # every evaluation setting, checked once, before any work
@@ -200,13 +213,20 @@ def _write(args, result, meta, data):
 
 
 def _summary(result, card, side) -> None:
+    from advtrain.utils import format_eps
+
     s = result.settings
     print(f"clean {result.clean_acc:.2%}  robust {result.robust_acc:.2%}  "
-          f"(AutoAttack {s.version}, {s.norm} eps {s.eps:.6g}, n={result.n_ex})")
+          f"(AutoAttack {s.version}, {s.norm} eps {format_eps(s.eps)}, n={result.n_ex})")
     if result.pgd_acc is not None:
         print(f"PGD-{s.pgd_steps} {result.pgd_acc:.2%}")
     for f in result.flags:
         expected = f" ({f['expected']})" if f.get("expected") else ""
         print(f"warning [{f['code']}]: {f['message']}{expected} (see {f['doc']})")
+    from advtrain.eval.sanity import suggest_adaptive
+
+    advice = suggest_adaptive(result.flags)
+    if advice:
+        print(f"suggestion: {advice}")
     print(f"card: {card}")
     print(f"sidecar: {side}")

@@ -117,6 +117,24 @@ def check_outputs(args, threat_model: str) -> None:
                     "the RobustBench checkpoint": zoo})
 
 
+def external(args) -> "Optional[cards.ExternalEval]":
+    """The :class:`~advtrain.eval.cards.ExternalEval` of ``--external-attack/-acc/-source`` (all
+    three or none; attack cards only), or None."""
+    given = {f"--external-{k}": getattr(args, f"external_{k}", None)
+             for k in ("attack", "acc", "source")}
+    if all(v is None for v in given.values()):
+        return None
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise InputError(f"an external evaluation needs --external-attack, --external-acc and "
+                         f"--external-source together; missing {', '.join(missing)}")
+    if getattr(args, "threat_model", None) == cards.CORRUPTIONS:
+        raise InputError("--external-attack/-acc/-source record an attack evaluation; they do not "
+                         "apply to --threat-model corruptions")
+    return cards.ExternalEval(attack=args.external_attack, accuracy=args.external_acc,
+                              source=args.external_source)
+
+
 def card_info(args, threat_model: str, architecture: str, test_images=None,
               training=None) -> "cards.CardInfo":
     """The :class:`~advtrain.eval.cards.CardInfo` of this run (``test_images`` None: the
@@ -128,7 +146,7 @@ def card_info(args, threat_model: str, architecture: str, test_images=None,
                           architecture=architecture, title=args.title, venue=args.venue,
                           link=args.link, authors=args.authors, footnote=footnote,
                           additional_data=args.additional_data, reported=args.reported,
-                          test_images=test_images)
+                          test_images=test_images, external=external(args))
 
 
 def write_card(args, result, meta: dict, *, test_images=None, extra=None, files=None) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from advtrain.errors import InputError
-from advtrain.eval.sweep import parse_eps_list, run_sweep, sweep_files
+from advtrain.eval.sweep import FILE_KINDS, masking_check, parse_eps_list, run_sweep, sweep_files
 
 
 def add_arguments(parser) -> None:
@@ -37,8 +37,13 @@ def cli_sweep(args, model, x, y, result: dict, device, stem) -> tuple:
                       headline_eps=result["eps"], autoattack_acc=result["robust_acc"],
                       steps=args.sweep_steps, restarts=args.sweep_restarts,
                       batch_size=args.batch_size, seed=args.seed, device=device,
-                      log=lambda line: print(line, file=sys.stderr))
+                      log=lambda line: print(line, file=sys.stderr),
+                      autoattack={"version": result.settings.version,
+                                  "attacks": list(result.attacks)})
+    sweep["clean_acc"] = result.clean_acc
+    sweep["masking_check"], flags = masking_check(sweep)
+    result.flags += flags  # the sidecar's flags (and the card's unreliable)
     files = sweep_files(sweep, stem)
     # names relative to the card's folder, so the record survives moving the folder
-    sweep["files"] = {k: Path(v).name for k, v in zip(("csv", "png", "convergence_png"), files)}
+    sweep["files"] = {k: Path(v).name for k, v in zip(FILE_KINDS, files)}
     return sweep, files

@@ -1,9 +1,15 @@
-"""``advtrain export CHECKPOINT --name NAME --dataset D``: write a RobustBench model_dir file.
+"""``advtrain export CHECKPOINT --name NAME --dataset D``: write a RobustBench model_dir file, or
+with ``--format hub`` a folder for a model hub.
 
 Writes ``<model-dir>/<dataset>/<threat-model>/<name>.pt`` (a plain state_dict that
 ``robustbench.utils.load_model`` loads strictly). For RobustBench zoo names the file is loaded back
 through RobustBench and must give identical logits; ``--safetensors`` also writes a
 ``.safetensors`` file. All files of one export are committed as one.
+
+``--format hub --out DIR [--card CARD.json]`` writes ``DIR/model.safetensors``, ``DIR/config.json``
+(what rebuilds the architecture) and ``DIR/README.md`` (a model card with the result card's
+numbers and footnote); ``advtrain.hub.hf.AdvtrainModel.from_pretrained(DIR)`` (huggingface_hub)
+loads it offline.
 """
 from __future__ import annotations
 
@@ -21,12 +27,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="RobustBench id, e.g. Cui2023Decoupled_WRN-34-10")
     p.add_argument("--dataset", required=True, choices=ZOO_DATASETS,
                    help="RobustBench dataset (a model trained on an ImageFolder exports as imagenet)")
-    p.add_argument("--threat-model", default="Linf", choices=NORMS)
+    p.add_argument("--threat-model", default="Linf", choices=NORMS,
+                   help="RobustBench threat model of the export (default Linf)")
     p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
     p.add_argument("--arch", help="architecture (default: the one recorded in the checkpoint)")
-    p.add_argument("--weights", default="model", choices=WEIGHTS)
+    p.add_argument("--weights", default="model", choices=WEIGHTS,
+                   help="which weights of a training checkpoint: the model's or the EMA copy "
+                        "(default model)")
     p.add_argument("--safetensors", action="store_true", help="also write <name>.safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--format", default="robustbench", choices=("robustbench", "hub"),
+                   help="robustbench: a model_dir file (default); hub: a folder with "
+                        "model.safetensors, config.json and a README.md model card, loadable "
+                        "with huggingface_hub (advtrain.hub.hf.AdvtrainModel.from_pretrained)")
+    p.add_argument("--out", metavar="DIR", help="--format hub: the folder (default hub/NAME)")
+    p.add_argument("--card", metavar="CARD",
+                   help="--format hub: the result card (<name>.json, with its sidecar beside it) "
+                        "whose numbers and footnote go into README.md")
     p.set_defaults(func=run)
     return p
 
@@ -35,6 +52,13 @@ def run(args) -> int:
     from advtrain.hub import export as export
     from advtrain.hub.loader import load_model_file
 
+    if args.format == "hub":
+        return _run_hub(args)
+    if args.out is not None or args.card is not None:
+        from advtrain.errors import InputError
+
+        raise InputError("--out and --card belong to --format hub; RobustBench exports go to "
+                         "--model-dir")
     _check_outputs(args)  # before loading anything
     loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
                              weights=args.weights)
@@ -77,3 +101,63 @@ def _check_outputs(args) -> None:
     check_outputs(outputs, {"CHECKPOINT": args.checkpoint})
     if not args.overwrite and pt.exists():
         raise InputError(f"{pt} already exists; remove it or pass --overwrite")
+
+
+def _run_hub(args) -> int:
+    """``--format hub``: checks, the card's fields, then the folder (see the module docstring)."""
+    from pathlib import Path
+
+    from advtrain.hub import export as export
+    from advtrain.hub.loader import load_model_file
+    from advtrain.io.names import check_model_name
+    from advtrain.io.paths import check_outputs, check_path, check_writable_dir
+
+    check_path(args.checkpoint, "CHECKPOINT")
+    check_path(args.out, "--out")
+    check_path(args.card, "--card")
+    check_model_name(args.name, "--name")
+    out = Path(args.out) if args.out else Path("hub") / args.name
+    check_writable_dir(out)
+    check_outputs({"the hub export": out / export.HUB_WEIGHTS,
+                   "its config": out / export.HUB_CONFIG, "its model card": out / export.HUB_README},
+                  {"CHECKPOINT": args.checkpoint, "--card": args.card})
+    card = _card_fields(args) if args.card else None
+    if (out / export.HUB_WEIGHTS).exists() and not args.overwrite:
+        from advtrain.errors import InputError
+
+        raise InputError(f"{out / export.HUB_WEIGHTS} already exists; choose another --out or "
+                         "pass --overwrite")
+    loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
+                             weights=args.weights)
+    export.to_hub(loaded.model, loaded.arch, args.dataset, args.name, out,
+                  threat_model=args.threat_model, card=card, overwrite=args.overwrite)
+    print(f"wrote {out}/ ({export.HUB_WEIGHTS}, {export.HUB_CONFIG}, {export.HUB_README}; "
+          f"{loaded.arch}, {args.weights} weights)\nload: from advtrain.hub.hf import "
+          f"AdvtrainModel; AdvtrainModel.from_pretrained({str(out)!r})")
+    return 0
+
+
+def _card_fields(args) -> dict:
+    """The checked fields of ``--card`` for the model card (read as ``advtrain report`` reads
+    cards: untrusted, percentages checked); its dataset must be ``--dataset``."""
+    from pathlib import Path
+
+    from advtrain.errors import InputError
+    from advtrain.eval.report import card_row
+
+    path = Path(args.card)
+    if not path.is_file():
+        raise InputError(f"--card {args.card}: no such card file; give the <name>.json that "
+                         "advtrain eval wrote")
+    row = card_row(path, path.parent)
+    if row["dataset"] != args.dataset:
+        raise InputError(f"--card {args.card} is a {row['dataset']!r} card but --dataset is "
+                         f"{args.dataset!r}; give the card of this model")
+    if row["threat_model"] in NORMS and row["threat_model"] != args.threat_model:
+        raise InputError(f"--card {args.card} is a {row['threat_model']} card but --threat-model "
+                         f"is {args.threat_model}; pass --threat-model {row['threat_model']}")
+    pct = (lambda v: None if v is None else f"{v:.2f}")
+    return {"dataset": row["dataset"], "threat_model": row["threat_model"], "eps": row["eps"],
+            "clean_acc": pct(row["clean"]), row["metric"]: pct(row["robust"]),
+            "external": pct(row["external"]), "unreliable": row["unreliable"],
+            "evaluation": row["evaluation"], "footnote": row["footnote"]}

@@ -1,8 +1,9 @@
 """``advtrain report DIR [--out PREFIX]``: every RobustBench card under DIR as one table.
 
-Writes ``PREFIX.md`` (sorted by robust accuracy) and ``PREFIX.html`` (self-contained: click a header
-to sort, the ``--eps-sweep`` curves embedded); PREFIX defaults to ``DIR/report``. Partial
-evaluations (not standard AutoAttack on the full test set) are marked. See advtrain/eval/report.py.
+Writes ``PREFIX.md`` and ``PREFIX.html`` (self-contained: click a header to sort, the
+``--eps-sweep`` curves embedded): one table per dataset and threat model, sorted by best known
+robust accuracy; PREFIX defaults to ``DIR/report``. Partial evaluations are marked by what ran,
+cards without an advtrain sidecar as published cards. See advtrain/eval/report.py.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def run(args) -> int:
     md, page = report_files(args.dir, args.out)  # the one output-path check, before any work
     check_outputs({"the report's .md": md, "the report's .html": page}, report_inputs(args.dir))
     md, page, rows = write_report(args.dir, args.out)
-    partial = sum(bool(r["partial"]) for r in rows)
-    print(f"{len(rows)} cards ({partial} partial)\nmarkdown: {md}\nhtml: {page}")
+    partial = sum(r["status"] == "partial" for r in rows)
+    published = sum(r["status"] == "published" for r in rows)
+    print(f"{len(rows)} cards ({partial} partial, {published} published without an advtrain "
+          f"sidecar)\nmarkdown: {md}\nhtml: {page}")
     return 0

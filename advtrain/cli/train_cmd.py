@@ -18,7 +18,11 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="adversarially train a model from a YAML config",
         description="Train from a YAML config (see configs/); key=value pairs override it, e.g. "
-                    "optim.epochs=2 objective.beta=6 attack.eps=8/255.")
+                    "optim.epochs=2 objective.beta=6 attack.eps=8/255.",
+        epilog="Config keys: every section (run, data, model, attack, optim, objective, log, ...) "
+               "and key, with its default and meaning, is documented in docs/CONFIG.md; each "
+               "objective's own options in advtrain/objectives/<name>.py; worked examples in "
+               "configs/ (configs/cpu/ for CPU-sized runs).")
     p.add_argument("config", nargs="?", help="YAML config (optional with --resume)")
     p.add_argument("overrides", nargs="*", help="dotted overrides section.key=value")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")

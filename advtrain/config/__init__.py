@@ -38,13 +38,13 @@ from advtrain.config.attack import ATTACK_COMMON, AttackConfig, resolve_attack
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str = "run"
-    seed: int = 0
+    name: str = "run"  # run directory name under out_dir
+    seed: int = 0  # initialisation, data order, augmentation and attack starts
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    out_dir: str = "runs"
-    deterministic: bool = True
+    out_dir: str = "runs"  # folder of the run directories
+    deterministic: bool = True  # deterministic algorithms: bitwise resume (one thread count, CPU kind)
     checkpoint_every_steps: int = 0  # 0: only per-epoch checkpoints
-    progress: bool = True  # tqdm bar per epoch
+    progress: bool = True  # progress bar per epoch, drawn only when stderr is a terminal
 
 
 @dataclass(frozen=True)

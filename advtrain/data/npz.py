@@ -125,6 +125,18 @@ def convert_npz(src: str, dst: str) -> None:
             os.remove(tmp)
 
 
+#: notices already printed in this process: a file read twice in one run (train and test
+#: split, or the source check and the load) says so once
+_NOTICES: set = set()
+
+
+def _notice(path: str, text: str) -> None:
+    key = os.path.realpath(path)
+    if key not in _NOTICES:
+        _NOTICES.add(key)
+        print(text, file=sys.stderr)
+
+
 def _cached_copy(path: str, cache_dir: str) -> str:
     """The uncompressed copy of ``path`` in ``cache_dir``, made on first use (keyed by path/size/mtime)."""
     st = os.stat(path)
@@ -132,13 +144,13 @@ def _cached_copy(path: str, cache_dir: str) -> str:
     stem = os.path.splitext(os.path.basename(path))[0]
     cached = os.path.join(cache_dir, f"{stem}-{key}.npz")
     if os.path.isfile(cached):
-        print(f"advtrain: {path} is compressed; memory-mapping its decompressed copy {cached}", file=sys.stderr)
+        _notice(path, f"advtrain: {path} is compressed; memory-mapping its decompressed copy {cached}")
         return cached
     if not os.path.isdir(cache_dir):
         raise DataError(f"{CACHE_ENV}={cache_dir} is not a directory; create it or point it at one")
     convert_npz(path, cached)
-    print(f"advtrain: {path} is compressed; decompressed it once into {cached} (memory-mapped from "
-          f"there)", file=sys.stderr)
+    _notice(path, f"advtrain: {path} is compressed; decompressed it once into {cached} "
+                  "(memory-mapped from there)")
     return cached
 
 
@@ -156,8 +168,8 @@ def _read_compressed(path: str, zf: zipfile.ZipFile, limit: int, cache_dir: Opti
             f"{path}: compressed (np.savez_compressed), {_mib(size)} decompressed: too large to read "
             f"into memory; set {CACHE_ENV}=DIR to decompress it once into DIR and memory-map it there, or "
             f"convert it: python -m advtrain.data.npz_convert {path} OUT.npz (np.savez, not np.savez_compressed)")
-    print(f"advtrain: {path} is compressed; reading it into memory ({_mib(size)}; set "
-          f"{CACHE_ENV}=DIR to memory-map a decompressed copy instead)", file=sys.stderr)
+    _notice(path, f"advtrain: {path} is compressed; reading it into memory ({_mib(size)}; set "
+                  f"{CACHE_ENV}=DIR to memory-map a decompressed copy instead)")
     return _load_compressed(path, "image"), _load_compressed(path, "label")
 
 

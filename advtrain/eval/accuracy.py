@@ -16,6 +16,8 @@ from typing import Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
+from advtrain.utils import show_progress
+
 
 def correct(model, x, y, *, batch_size: int = 500, attack: Optional[Callable] = None,
             progress: bool = False, desc: Optional[str] = None,
@@ -34,8 +36,8 @@ def correct(model, x, y, *, batch_size: int = 500, attack: Optional[Callable] = 
                                    enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            for i in tqdm(range(0, len(x), batch_size), desc=label, disable=not progress,
-                          leave=False):
+            for i in tqdm(range(0, len(x), batch_size), desc=label,
+                          disable=not show_progress(progress), leave=False):
                 xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
                 if attack is not None:
                     xb = attack(model, xb, yb)

@@ -7,12 +7,14 @@ threat_model=..., architecture=...))``, which writes
 - ``<out_dir>/<dataset>/<threat_model>/<name>.json``: the fields of RobustBench's own cards --
   Linf/L2 (an :class:`~advtrain.eval.settings.EvalResult`): ``robustbench.utils.ModelInfo`` plus
   ``unreliable``, which 67 of RobustBench's 99 CIFAR-10 Linf cards carry, eps as ``"8/255"``
-  whenever it is k/255; ``corruptions`` (a :class:`~advtrain.eval.settings.CorruptionsResult`):
-  ``clean_acc`` and ``corruptions_acc``; accuracies as percentage strings with two decimals
-  (``0.8531 -> "85.31"``);
+  whenever it is k/255, and RobustBench's ``external`` when an external evaluation is recorded;
+  ``corruptions`` (a :class:`~advtrain.eval.settings.CorruptionsResult`): ``clean_acc`` and
+  ``corruptions_acc``; accuracies as percentage strings with two decimals (``0.8531 -> "85.31"``);
 - ``<name>.advtrain.json`` beside it: per-attack accuracies (corruptions: per corruption and
   severity), timings, flags, sanity report, settings, data provenance, package versions,
-  checkpoint SHA-256, command line and date.
+  checkpoint SHA-256, command line and date. It holds no absolute path of the machine
+  (:func:`advtrain.io.paths.portable`: paths relative to the card's folder, or file names; the
+  SHA-256s identify the files), so a card can be sent to anyone.
 
 A card says what it is: unless the evaluation is standard AutoAttack (corruptions: every block)
 on the protocol's whole test set (its size: the dataset's row in :data:`advtrain.data.facts.FACTS`),
@@ -48,13 +50,40 @@ CARD_THREAT_MODELS = tuple(NORMS) + (CORRUPTIONS,)
 
 
 @dataclass(frozen=True)
+class ExternalEval:
+    """An external or adaptive evaluation of the same model (RobustBench's ``external``): the attack
+    that ran (e.g. ``"APGD + BPDA"``), its robust accuracy as a percentage (``"73.10"``) and where
+    it is published (a URL or a citation). Checked on construction: one line each, accuracy in
+    [0, 100]."""
+
+    attack: str
+    accuracy: str
+    source: str
+
+    def __post_init__(self):
+        for key in ("attack", "source"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip() or "\n" in value or len(value) > 300:
+                raise InputError(f"external {key} {str(value)[:40]!r} must be one non-empty line "
+                                 f"(at most 300 characters), e.g. --external-{key} "
+                                 + ("'APGD + BPDA'" if key == "attack" else "https://arxiv.org/abs/..."))
+            object.__setattr__(self, key, value.strip())
+        object.__setattr__(self, "accuracy", _percent_text(self.accuracy, "external accuracy"))
+
+    def record(self) -> dict:
+        return {"attack": self.attack, "accuracy": self.accuracy, "source": self.source}
+
+
+@dataclass(frozen=True)
 class CardInfo:
     """What the card says beyond the measured numbers (RobustBench ModelInfo's descriptive fields).
 
     ``reported`` is the paper's robust accuracy as a percentage string (``"57.20"``) or None;
-    ``test_images`` is the size of the protocol's test set the evaluated images were drawn from
-    (default: the dataset's facts row; a dataset without one, e.g. an ImageFolder tree, must
-    give it: its whole folder).
+    ``test_images`` is the size of the protocol's whole test set: for a dataset whose facts row
+    has one (CIFAR: 10,000; ImageNet: RobustBench's 5,000-image list) it is always that number,
+    whatever the size of the file given (a standard run is "full" only on the whole protocol); a
+    dataset without one (an ImageFolder tree) must give it: its whole folder. ``external``: an
+    external/adaptive evaluation (attack cards only).
     """
 
     name: str
@@ -70,6 +99,7 @@ class CardInfo:
     number_forward_passes: int = 1
     reported: Optional[str] = None
     test_images: Optional[int] = None
+    external: Optional[ExternalEval] = None
 
     def __post_init__(self):
         row = facts(self.dataset)  # unknown -> one line naming every dataset
@@ -78,7 +108,9 @@ class CardInfo:
         if self.threat_model == CORRUPTIONS and row.corruptions is None:
             raise InputError(f"{self.dataset} has no common-corruptions release; threat model "
                              f"corruptions is for {', '.join(_corruption_datasets())}")
-        if self.test_images is None:
+        if self.threat_model == CORRUPTIONS and self.external is not None:
+            raise InputError("an external evaluation is an attack's; a corruptions card has none")
+        if row.test_images is not None:  # "full" is decided against the protocol, not the file
             object.__setattr__(self, "test_images", row.test_images)
         if not isinstance(self.test_images, int) or self.test_images < 1:
             raise InputError(f"card of {self.dataset}: give the size of the test set evaluated "
@@ -127,20 +159,20 @@ def percent(fraction: float) -> str:
     return f"{100.0 * float(fraction):.2f}"
 
 
-def _percent_text(value) -> str:
+def _percent_text(value, what: str = "reported accuracy") -> str:
     """``--reported 57.2`` -> ``"57.20"`` (a percentage in [0, 100])."""
     try:
-        number = float(value)
+        number = float(value) if not isinstance(value, bool) else float("nan")
     except (TypeError, ValueError):
         number = float("nan")
     if not 0 <= number <= 100:
-        raise InputError(f"reported accuracy {value!r} must be a percentage in [0, 100], e.g. 57.20")
+        raise InputError(f"{what} {value!r} must be a percentage in [0, 100], e.g. 57.20")
     return f"{number:.2f}"
 
 
 def is_full_standard(result, info: CardInfo) -> bool:
-    """Standard AutoAttack at its own budget, fp32, on the whole test set (corruptions: every
-    image of every corruption x severity block)."""
+    """Standard AutoAttack at its own budget, fp32, on the protocol's whole test set (corruptions:
+    every image of every corruption x severity block)."""
     if isinstance(result, CorruptionsResult):
         return result.n_per_block >= info.test_images
     return result.settings.standard and result.n_ex >= info.test_images
@@ -181,8 +213,12 @@ def card_fields(result, info: CardInfo) -> dict:
     if reported is not None:
         card["reported"] = reported
     card["corruptions_acc" if corruptions else "autoattack_acc"] = robust
+    external = info.external
+    if external is not None:  # RobustBench: the best known robust accuracy, AutoAttack or external
+        card["external"] = min(robust, external.accuracy, key=float)
     notes = [n.strip().rstrip(".") for n in (info.footnote, None if full else
-                                              describe(result, info)) if n and n.strip()]
+                                              describe(result, info), _external_note(external, robust))
+             if n and n.strip()]
     if notes:
         card["footnote"] = ". ".join(notes) + "."
     if corruptions:  # RobustBench's corruptions cards carry no unreliable field
@@ -194,13 +230,28 @@ def card_fields(result, info: CardInfo) -> dict:
     return card
 
 
+def _external_note(external: Optional[ExternalEval], robust: str) -> Optional[str]:
+    """The footnote sentence of an external evaluation, worded as RobustBench's cards word it."""
+    if external is None:
+        return None
+    if float(external.accuracy) < float(robust):
+        return (f"{external.accuracy}% robust accuracy is due to {external.attack} "
+                f"({external.source})")
+    return (f"External evaluation {external.attack} ({external.source}) gives "
+            f"{external.accuracy}%, not below AutoAttack's {robust}%")
+
+
 def sidecar_fields(result, info: CardInfo, *, command: Optional[Sequence[str]] = None,
                    checkpoint=None, extra: Optional[dict] = None) -> dict:
     """Everything needed to audit and reproduce the card's numbers."""
     side = {"name": info.name, "dataset": info.dataset, "threat_model": info.threat_model,
             "full_standard": is_full_standard(result, info), "test_images": info.test_images,
-            "evaluation": describe(result, info)}
+            "evaluation": describe(result, info),
+            "external": info.external.record() if info.external is not None else None}
     side.update(result.record())
+    from advtrain.eval.sanity import suggest_adaptive
+
+    side["adaptive_suggestion"] = suggest_adaptive(result.flags)
     side["command"] = shlex.join(command) if command is not None else shlex.join(sys.argv)
     side["checkpoint"] = _checkpoint_info(checkpoint)
     side["versions"] = package_versions()
@@ -257,7 +308,11 @@ def write_card(result, info: CardInfo, *, out_dir="model_info",
         raise InputError(f"card {card_path} already exists; choose another name or pass "
                          "--overwrite")
     card_path.parent.mkdir(parents=True, exist_ok=True)
-    side = sidecar_fields(result, info, command=command, checkpoint=checkpoint, extra=extra)
+    from advtrain.io.paths import portable
+
+    # a card is sent to others: no absolute path of this machine (relative or file name + hash)
+    side = portable(sidecar_fields(result, info, command=command, checkpoint=checkpoint,
+                                   extra=extra), card_path.parent)
     commit_files({**(files or {}), side_path: json.dumps(side, indent=2, default=_jsonable) + "\n",
                   card_path: json.dumps(card_fields(result, info), indent=2) + "\n"},
                  primary=card_path)
@@ -269,3 +324,69 @@ def _jsonable(obj):
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+#: the largest card or sidecar :func:`add_external` reads (RobustBench's cards are under 2 KB)
+MAX_CARD_BYTES = 1 << 20
+
+
+def _read_card_json(path: Path) -> dict:
+    try:
+        if path.stat().st_size > MAX_CARD_BYTES:
+            raise InputError(f"{path} is over {MAX_CARD_BYTES} bytes: not a result card")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not a readable JSON card ({type(e).__name__}); give the "
+                         "<name>.json that advtrain eval wrote") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} holds a JSON {type(data).__name__}, not a card object")
+    return data
+
+
+def add_external(card_path, external: ExternalEval, *, command: Optional[Sequence[str]] = None
+                 ) -> tuple:
+    """Record ``external`` on an existing Linf/L2 card without re-running AutoAttack (which may
+    have taken hours): the card gets RobustBench's ``external`` (the lower of its
+    ``autoattack_acc`` and the external accuracy, right after ``autoattack_acc``) and the footnote
+    sentence :func:`card_fields` writes; the sidecar beside it, when there is one (a published
+    card has none), records the evaluation and the command that added it. Both are committed as
+    one; a card that already records an external evaluation is refused (write it again with
+    ``advtrain eval --external-*``). Returns ``(card_path, sidecar_path or None)``."""
+    card_path = Path(card_path)
+    if not card_path.is_file():
+        raise InputError(f"{card_path}: no such card; give the <name>.json that advtrain eval wrote")
+    card = _read_card_json(card_path)
+    robust = card.get("autoattack_acc")
+    if not isinstance(robust, str):
+        raise InputError(f"{card_path} has no autoattack_acc: an external evaluation is recorded "
+                         "on a Linf/L2 attack card (not a corruptions card)")
+    robust = _percent_text(robust, f"{card_path}: autoattack_acc")
+    if "external" in card:
+        raise InputError(f"{card_path} already records an external evaluation ({card['external']}"
+                         "%); evaluate again with advtrain eval --external-attack ... to replace it")
+    out = {}
+    for key, value in card.items():
+        out[key] = value
+        if key == "autoattack_acc":
+            out["external"] = min(robust, external.accuracy, key=float)
+    note = _external_note(external, robust)
+    old = str(card.get("footnote") or "").strip().rstrip(".")
+    footnote = ". ".join(n for n in (old, note) if n) + "."
+    if "footnote" in out:
+        out["footnote"] = footnote
+    else:  # RobustBench's key order: footnote after the accuracies, before unreliable
+        tail = {k: out.pop(k) for k in list(out) if k == "unreliable"}
+        out.update(footnote=footnote, **tail)
+    side_path = card_path.with_name(card_path.stem + SIDECAR_SUFFIX)
+    files = {card_path: json.dumps(out, indent=2) + "\n"}
+    if side_path.is_file():
+        from advtrain.io.paths import portable
+
+        side = _read_card_json(side_path)
+        side["external"] = external.record()
+        cmd = shlex.join(command) if command is not None else shlex.join(sys.argv)
+        side["external_added"] = portable({"command": cmd, "date": _dt.datetime.now(
+            _dt.timezone.utc).isoformat(timespec="seconds")}, card_path.parent)
+        files[side_path] = json.dumps(side, indent=2, default=_jsonable) + "\n"
+    commit_files(files, primary=card_path)
+    return card_path, side_path if side_path in files else None

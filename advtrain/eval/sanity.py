@@ -35,7 +35,7 @@ DOC = "docs/FLAGS.md"
 CODES = ("train-mode", "probability-outputs", "randomized-model", "eps0-mismatch",
          "pgd-not-converged", "robust-above-clean", "outside-eps-ball", "square-beats-whitebox",
          "autoattack-check", "precision-gap", "non-finite-logits", "eval-on-train-images",
-         "trained-on-test-images", "partial-classes")
+         "trained-on-test-images", "partial-classes", "sweep-not-zero")
 
 #: flags about where the images came from, not about the attack (they do not set a card's
 #: ``unreliable``, which in RobustBench means "the attack may overestimate robustness")
@@ -43,6 +43,27 @@ DATA_FLAGS = ("eval-on-train-images", "trained-on-test-images", "partial-classes
 
 #: flags that make the numbers meaningless: no card is written for a result carrying one
 BLOCKING = ("non-finite-logits",)
+
+#: flags that say the attacks may have been fooled (masked gradients, randomness): the sanity
+#: report then suggests an adaptive evaluation (:func:`suggest_adaptive`)
+ADAPTIVE = ("randomized-model", "eps0-mismatch", "pgd-not-converged", "square-beats-whitebox",
+            "autoattack-check", "robust-above-clean", "sweep-not-zero")
+
+
+def suggest_adaptive(flags: Sequence[dict]) -> Optional[str]:
+    """One line suggesting an adaptive evaluation when a flag of :data:`ADAPTIVE` fired, else None
+    (see docs/FLAGS.md#adaptive-evaluations)."""
+    codes = list(dict.fromkeys(f.get("code") for f in flags if f.get("code") in ADAPTIVE))
+    if not codes:
+        return None
+    how = ("re-evaluate with --version rand (EOT over the model's randomness), then "
+           if "randomized-model" in codes else "")
+    return (f"{', '.join(codes)}: AutoAttack may overestimate robustness here; {how}run an "
+            "adaptive attack tailored to the defense (BPDA for non-differentiable parts, EOT for "
+            "randomness, transfer from an undefended twin) and record it on the card with "
+            "--external-attack NAME --external-acc PERCENT --external-source URL, or later with "
+            "advtrain external CARD --attack NAME --acc PERCENT --source URL (see "
+            f"{DOC}#adaptive-evaluations)")
 
 #: flags that say the attack may have failed (robustness overestimated)
 ATTACK_DOUBTS = ("pgd-not-converged", "square-beats-whitebox", "autoattack-check")

@@ -6,12 +6,17 @@ library) on the evaluation images, and writes beside the card
 
 - ``<name>.eps_sweep.csv``: eps, PGD-K accuracy, and AutoAttack's accuracy at the headline eps
   (taken from the card's own evaluation, not run twice);
-- ``<name>.eps_sweep.png``: accuracy against eps, the AutoAttack point marked;
-- ``<name>.convergence.png``: mean cross-entropy per PGD iteration, one line per restart, at the
-  headline eps. A curve that climbs and flattens is a working attack; one that stays flat or
-  jumps between restarts is the signature of gradient masking (Athalye et al., 2018).
+- ``<name>.eps_sweep.png`` and ``.svg``: accuracy against eps, ticks at the swept eps, the
+  AutoAttack point marked and labelled with the attacks that ran;
+- ``<name>.convergence.png`` and ``.svg``: mean cross-entropy per PGD iteration, one line per
+  restart (each its own dash pattern and marker), at the headline eps. A curve that climbs and
+  flattens is a working attack; one that stays flat or jumps between restarts is the signature of
+  gradient masking (Athalye et al., 2018).
 
-The values and paths go into the sidecar under ``eps_sweep``. An example counts as broken when
+PNGs are written at 150 dpi, SVGs beside them for papers; figures are drawn on their own canvas,
+never through pyplot, so the user's matplotlib backend is left alone. :func:`masking_check` flags
+(``sweep-not-zero``) a sweep whose PGD accuracy stays well above zero at a large eps. The values
+and file names go into the sidecar under ``eps_sweep``. An example counts as broken when
 any iterate of any restart misclassifies it: every iterate lies in the eps-ball, so it is a valid
 adversarial example. The accuracy is taken by the one accuracy loop (:mod:`advtrain.eval.accuracy`)
 with the restarts as its attack, which hands back for each example a point that fooled the model
@@ -125,7 +130,7 @@ def pgd_curve(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str, 
 def run_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[float], *, norm: str,
               headline_eps: float, autoattack_acc: Optional[float], steps: int = 20,
               restarts: int = 2, batch_size: int = 500, seed: int = 0, device="cpu",
-              log=print) -> dict:
+              log=print, autoattack: Optional[dict] = None) -> dict:
     """Accuracy against eps and the convergence curve at ``headline_eps`` (added if missing)."""
     import time
 
@@ -145,13 +150,49 @@ def run_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[float],
             f" {acc:.2%} ({took:.0f}s; ETA {took * (len(eps_all) - i - 1):.0f}s)")
     return {"norm": norm, "attack": f"PGD-{steps}", "steps": steps, "restarts": restarts,
             "step_size": f"{STEP_FACTOR} * eps / {steps}", "n_ex": len(y), "seed": seed,
-            "headline_eps": headline_eps, "points": points,
+            "headline_eps": headline_eps, "points": points, "autoattack": autoattack,
             "convergence": {"eps": headline_eps, "loss_per_iteration": convergence}}
 
 
+#: the sanity check of a sweep: at an eps at least LARGE_EPS_FACTOR times the evaluated one, PGD
+#: accuracy above MASKING_ACC (absolute) and above MASKING_OF_CLEAN of the clean accuracy is flagged
+LARGE_EPS_FACTOR, MASKING_ACC, MASKING_OF_CLEAN = 4, 0.05, 0.10
+
+
+def masking_check(sweep: dict) -> tuple:
+    """``(record, flags)``: does PGD accuracy fall (near) zero at the largest swept eps?
+
+    Any image can be turned into another class by a large enough perturbation, so accuracy that
+    stays well above zero at a large eps is a sign of gradient masking (Carlini et al., 2019,
+    "On Evaluating Adversarial Robustness", section 5): flagged ``sweep-not-zero`` when the largest
+    eps is at least ``LARGE_EPS_FACTOR`` x the evaluated eps and its PGD accuracy is above both
+    ``MASKING_ACC`` and ``MASKING_OF_CLEAN`` x the clean accuracy (eps 0, or the clean accuracy
+    the caller measured). A sweep that does not reach that eps is recorded as not checked."""
+    from advtrain.eval.sanity import flag
+
+    pts = sweep["points"]
+    last, head = pts[-1], sweep["headline_eps"]
+    clean = next((p["pgd_acc"] for p in pts if p["eps"] == 0), sweep.get("clean_acc"))
+    limit = max(MASKING_ACC, MASKING_OF_CLEAN * (clean if clean is not None else 1.0))
+    if head <= 0 or last["eps"] < LARGE_EPS_FACTOR * head:
+        return {"checked": False, "why": f"largest eps {last['eps_str']} is below "
+                f"{LARGE_EPS_FACTOR} x the evaluated eps {format_eps(head)}; sweep further to check "
+                "that PGD accuracy falls to zero"}, []
+    record = {"checked": True, "eps": last["eps_str"], "pgd_acc": last["pgd_acc"], "limit": limit}
+    if last["pgd_acc"] <= limit:
+        return record, []
+    return record, [flag("sweep-not-zero", f"PGD accuracy {last['pgd_acc']:.2%} at {sweep['norm']} "
+                         f"eps {last['eps_str']} ({last['eps'] / head:.3g} x the evaluated eps) stays "
+                         f"above {limit:.2%}: a sign of gradient masking; run an adaptive "
+                         "evaluation")]
+
+
 def sweep_files(sweep: dict, stem) -> dict:
-    """``{path: bytes}`` of ``<stem>.eps_sweep.csv``, ``.eps_sweep.png`` and ``.convergence.png``:
-    the caller commits them with the card and its sidecar as one output (all or none)."""
+    """``{path: bytes}`` of ``<stem>.eps_sweep.csv``, ``.eps_sweep.png``/``.svg`` and
+    ``.convergence.png``/``.svg``: the caller commits them with the card and its sidecar as one
+    output (all or none). PNGs at :data:`advtrain.utils.FIGURE_DPI`, SVGs for papers."""
+    from advtrain.utils import figure_bytes
+
     stem = Path(stem)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -160,64 +201,82 @@ def sweep_files(sweep: dict, stem) -> dict:
         aa = p.get("autoattack_acc")
         writer.writerow([f"{p['eps']:.8g}", p["eps_str"], f"{p['pgd_acc']:.6f}",
                          "" if aa is None else f"{aa:.6f}"])
-    return {str(stem.with_name(stem.name + ".eps_sweep.csv")): buf.getvalue().encode("utf-8"),
-            str(stem.with_name(stem.name + ".eps_sweep.png")): png_bytes(plot_accuracy(sweep)),
-            str(stem.with_name(stem.name + ".convergence.png")): png_bytes(plot_convergence(sweep))}
+    out = {str(stem.with_name(stem.name + ".eps_sweep.csv")): buf.getvalue().encode("utf-8")}
+    for kind, fig in (("eps_sweep", plot_accuracy(sweep)), ("convergence", plot_convergence(sweep))):
+        for fmt in FIGURE_FORMATS:
+            out[str(stem.with_name(f"{stem.name}.{kind}.{fmt}"))] = figure_bytes(fig, fmt)
+    return out
+
+
+#: file kinds of :func:`sweep_files` in the sidecar's ``eps_sweep.files`` (same order)
+FILE_KINDS = ("csv", "png", "svg", "convergence_png", "convergence_svg")
+#: the figure formats written: raster for screens and the report, vector for papers
+FIGURE_FORMATS = ("png", "svg")
+
+
+def autoattack_label(sweep: dict) -> str:
+    """``AutoAttack custom (apgd-ce, apgd-t)``: the attacks that actually ran."""
+    aa = sweep.get("autoattack") or {}
+    attacks = aa.get("attacks") or []
+    version = aa.get("version")
+    what = "AutoAttack" + (f" {version}" if version else "")
+    return what + (f" ({', '.join(attacks)})" if attacks else "")
 
 
 def plot_accuracy(sweep: dict):
-    """Accuracy (%) against eps (x 255 for Linf), PGD line and the AutoAttack point."""
-    plt = _pyplot()
-    scale, unit = (255, "eps x 255") if sweep["norm"] == "Linf" else (1, "eps (L2)")
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    """Accuracy (%) against eps, ticks at the swept eps (labelled as the card writes them), the PGD
+    line and the AutoAttack point labelled with the attacks that ran."""
+    from advtrain.utils import new_figure
+
+    scale, unit = (255, "Linf eps") if sweep["norm"] == "Linf" else (1, f"{sweep['norm']} eps")
+    fig = new_figure()
+    ax = fig.add_subplot()
     pts = sweep["points"]
-    ax.plot([p["eps"] * scale for p in pts], [100 * p["pgd_acc"] for p in pts], marker="o",
-            label=f"{sweep['attack']} x{sweep['restarts']} restarts")
+    xs = [p["eps"] * scale for p in pts]
+    ax.plot(xs, [100 * p["pgd_acc"] for p in pts], marker="o",
+            label=f"{sweep['attack']}, {sweep['restarts']} restart"
+                  + ("s" if sweep["restarts"] != 1 else ""))
     aa = [p for p in pts if p.get("autoattack_acc") is not None]
     if aa:
         ax.plot([p["eps"] * scale for p in aa], [100 * p["autoattack_acc"] for p in aa], "r*",
-                markersize=11, label="AutoAttack")
+                markersize=11, linestyle="none", label=autoattack_label(sweep))
+    ax.set_xticks(xs)
+    ax.set_xticklabels([p["eps_str"] for p in pts], rotation=45 if len(pts) > 5 else 0,
+                       fontsize=7)
     ax.set_xlabel(unit)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"{sweep['norm']} robustness curve, n={sweep['n_ex']}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+#: line styles and markers of the restarts, so that overlapping restarts stay distinguishable
+RESTART_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
 
 
 def plot_convergence(sweep: dict):
-    """Mean CE per PGD iteration, one line per restart (flat or erratic: gradient masking)."""
-    plt = _pyplot()
+    """Mean CE per PGD iteration, one line per restart, each with its own dash pattern and marker
+    (flat or erratic: gradient masking)."""
+    from advtrain.utils import new_figure
+
     conv = sweep["convergence"]
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    for r, curve in enumerate(conv["loss_per_iteration"]):
-        ax.plot(range(len(curve)), curve, label=f"restart {r + 1}")
+    fig = new_figure()
+    ax = fig.add_subplot()
+    curves = conv["loss_per_iteration"]
+    for r, curve in enumerate(curves):
+        style, marker = RESTART_STYLES[r % len(RESTART_STYLES)]
+        every = max(1, len(curve) // 8)
+        ax.plot(range(len(curve)), curve, linestyle=style, marker=marker, markersize=4,
+                markevery=(r % every, every), alpha=0.85, label=f"restart {r + 1}")
     ax.set_xlabel("PGD iteration")
     ax.set_ylabel("mean cross-entropy")
-    ax.set_title(f"attack convergence, {sweep['norm']} eps {format_eps(conv['eps'])}", fontsize=9)
-    if conv["loss_per_iteration"]:
-        ax.legend(fontsize=8)
+    ax.set_title(f"{sweep['attack']} convergence, {sweep['norm']} eps {format_eps(conv['eps'])}",
+                 fontsize=9)
+    if curves:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
-
-
-def png_bytes(fig) -> bytes:
-    """The figure as PNG bytes (written by the caller's atomic commit); the figure is closed."""
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=80)
-    finally:
-        _pyplot().close(fig)
-    return buf.getvalue()
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -1,5 +1,8 @@
 """Checkpoints in, RobustBench model_dir files out.
 
+- :func:`to_hub` (``advtrain export --format hub``): a folder with ``model.safetensors``,
+  ``config.json`` and a ``README.md`` model card, which huggingface_hub's standard loading reads
+  offline (:class:`advtrain.hub.hf.AdvtrainModel`);
 - :func:`to_robustbench`: write ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` as a plain
   state_dict, which ``robustbench.utils.load_model(name, model_dir=...)`` loads strictly (it only
   strips ``module.``/``model.`` prefixes), with its ``.advtrain.json`` description (names outside
@@ -14,6 +17,7 @@ live in :mod:`advtrain.hub.zoo`, re-exported here for the export's callers.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -112,3 +116,65 @@ def registration_hint(path, name: str, dataset: str, threat_model: str) -> str:
             "RobustBench its architecture, then robustbench.utils.load_model("
             f"{name!r}, model_dir={str(Path(path).parents[2])!r}, dataset={dataset!r}, "
             f"threat_model={threat_model!r}) loads it")
+
+
+#: the files of a hub-format export (huggingface_hub's ``PyTorchModelHubMixin`` layout)
+HUB_WEIGHTS, HUB_CONFIG, HUB_README = "model.safetensors", "config.json", "README.md"
+
+
+def to_hub(model: torch.nn.Module, arch: str, dataset: str, name: str, out_dir, *,
+           threat_model: str = "Linf", card: Optional[dict] = None, overwrite: bool = False) -> Path:
+    """Write ``out_dir/`` with ``model.safetensors`` (weights under ``model.``), ``config.json``
+    (what rebuilds the architecture: :class:`advtrain.hub.hf.AdvtrainModel`'s arguments) and a
+    ``README.md`` model card carrying ``card`` (a result card's checked fields: numbers, eps,
+    footnote), committed as one output (the weights last). Loads offline with
+    ``AdvtrainModel.from_pretrained(out_dir)``."""
+    import json
+
+    out = Path(out_dir)
+    weights = out / HUB_WEIGHTS
+    if weights.exists() and not overwrite:
+        raise InputError(f"{weights} already exists; choose another --out or pass --overwrite")
+    state = {"model." + k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    config = {"arch": arch, "dataset": dataset, "options": build_options(model)}
+    out.mkdir(parents=True, exist_ok=True)
+    commit_files({out / HUB_CONFIG: json.dumps(config, indent=2) + "\n",
+                  out / HUB_README: hub_readme(name, arch, dataset, threat_model, card),
+                  weights: safetensors_bytes(state, {"format": "pt", "arch": arch,
+                                                     "dataset": dataset})},
+                 primary=weights, size_hint=tensor_bytes(state))
+    return out
+
+
+def hub_readme(name: str, arch: str, dataset: str, threat_model: str,
+               card: Optional[dict] = None) -> str:
+    """The model card: Hub metadata, how to load, and the result card's numbers and footnote (text
+    from a card is escaped: it cannot add HTML to the page)."""
+    import html
+
+    esc = (lambda v: html.escape(" ".join(str(v).split())).replace("|", "\\|"))
+    lines = ["---", "library_name: advtrain", "tags:", "- adversarial-robustness",
+             "- robustbench", f"- {dataset}", "---", "", f"# {esc(name)}", "",
+             f"`{esc(arch)}` trained on {esc(dataset)} ({esc(threat_model)} threat model), "
+             "exported by advtrain "
+             "(`advtrain export --format hub`). Inputs are images in [0, 1] (NCHW float32).", "",
+             "## Load", "", "```python", "from advtrain.hub.hf import AdvtrainModel", "",
+             'model = AdvtrainModel.from_pretrained("path/to/this/folder")  # or a Hub repo id',
+             "logits = model(x)  # x in [0, 1]", "```", ""]
+    if card:
+        lines += ["## Evaluation (RobustBench result card)", "", "| field | value |", "|---|---|"]
+        for key, title in (("dataset", "dataset"), ("threat_model", "threat model"),
+                           ("eps", "eps"), ("clean_acc", "clean accuracy (%)"),
+                           ("autoattack_acc", "AutoAttack robust accuracy (%)"),
+                           ("external", "best known robust accuracy (%), external"),
+                           ("corruptions_acc", "corruptions accuracy (%)"),
+                           ("reported", "reported (%)"), ("unreliable", "unreliable"),
+                           ("evaluation", "evaluation")):
+            if card.get(key) not in (None, ""):
+                lines.append(f"| {title} | {esc(card[key])} |")
+        if card.get("footnote"):
+            lines += ["", f"Footnote: {esc(card['footnote'])}"]
+        lines.append("")
+    else:
+        lines += ["No result card was given (`--card`): this export makes no robustness claim.", ""]
+    return "\n".join(lines)

@@ -3,11 +3,43 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from typing import Any, Mapping
 
 from advtrain.errors import InputError
 
-__all__ = ["check_outputs", "check_path", "check_writable_dir"]
+__all__ = ["check_outputs", "check_path", "check_writable_dir", "portable_path", "portable"]
+
+#: how far above the card's folder a recorded path may climb and stay relative (model_info/<dataset>/
+#: <threat model>/ -> the folder holding model_info); anything further is recorded by file name only
+MAX_UP = 3
+#: an absolute POSIX path inside a text (not the "//" of a URL, not the "/" of 8/255 or a/b)
+_ABS = re.compile(r"(?<![\w:/.~-])/(?!/)[^\s'\"()\[\],;]+")
+
+
+def portable_path(path: Any, base: Any) -> str:
+    """``path`` as it may appear in a file sent to someone else: relative to ``base`` (a card's
+    folder) when it lies at most :data:`MAX_UP` folders above it, else its file name alone.
+    Nothing of the machine's absolute layout survives (a hash beside it identifies the file)."""
+    path, base = os.path.abspath(os.fspath(path)), os.path.abspath(os.fspath(base))
+    rel = os.path.relpath(path, base)
+    parts = rel.split(os.sep)
+    ups = len(parts) - len([p for p in parts if p != ".."])
+    if ups <= MAX_UP and not os.path.isabs(rel):
+        return rel
+    return os.path.basename(path.rstrip(os.sep)) or "."
+
+
+def portable(value: Any, base: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings) with every absolute path inside its strings
+    rewritten by :func:`portable_path` against ``base`` (keys are left alone)."""
+    if isinstance(value, dict):
+        return {k: portable(v, base) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v, base) for v in value]
+    if isinstance(value, str) and "/" in value:
+        return _ABS.sub(lambda m: portable_path(m.group(0), base), value)
+    return value
 
 
 def check_path(path: Any, what: str) -> None:

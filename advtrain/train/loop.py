@@ -387,8 +387,8 @@ class Trainer:
     def _finish(self) -> None:
         if not D.is_main():
             return
-        table = M.summary(self.progress.history, self.cfg.paper_row, self.log.subset)
-        text = table.to_string()
+        text = M.summary_text(self.progress.history, self.cfg.paper_row, self.log.subset)
+        text += "\n" + M.threads_line()
         atomic_write_text(os.path.join(self.run_dir, "summary.txt"), text + "\n")
         print(text)
 
@@ -415,7 +415,9 @@ def _accumulate(running: Dict[str, Any], terms: Dict[str, float]) -> None:
 def _progress(total: int, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False,
+    from advtrain.utils import show_progress
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not show_progress(enabled), leave=False,
                 dynamic_ncols=True)
 
 

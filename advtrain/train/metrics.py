@@ -94,13 +94,11 @@ def plot_curves(rows: List[dict], path: str, trace: Sequence[Sequence[float]] = 
 
     ``trace`` rows (:data:`advtrain.train.parts.TRACE`: step, fractional epoch, loss, acc_adv, lr, eps_t;
     means over a few steps) give the per-step points; the per-epoch values are drawn over them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from advtrain.utils import FIGURE_DPI, new_figure
 
     ep = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = new_figure(figsize=(13, 3.6))  # its own canvas: the user's matplotlib backend is untouched
+    axes = fig.subplots(1, 3)
     at = [t[1] for t in trace]
     if trace:
         axes[0].plot(at, [t[2] for t in trace], lw=0.8, alpha=0.6, label="train loss (steps)")
@@ -127,9 +125,30 @@ def plot_curves(rows: List[dict], path: str, trace: Sequence[Sequence[float]] = 
         ax.set_xlabel("epoch")
     fig.tight_layout()
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
+    fig.savefig(tmp, dpi=FIGURE_DPI)
     os.replace(tmp, path)
+
+
+def summary_text(rows: List[dict], paper_row: Optional[int], subset: str = "test subset") -> str:
+    """The end-of-run summary: :func:`summary`'s table, or, when no epoch was tested
+    (``data.test_subset: 0``), one line saying so and how to evaluate (never a table of None)."""
+    if not any(r.get("test_clean") not in (None, "") for r in rows):
+        return ("no per-epoch test (data.test_subset: 0, or eval.every skipped every epoch): "
+                "evaluate the run with advtrain eval RUN_DIR/last.pt --dataset ...")
+    return summary(rows, paper_row, subset).to_string()
+
+
+def threads_line() -> str:
+    """Threads and CPU kind of the run: results are bit-reproducible for these (another thread
+    count or CPU instruction set can change float rounding and so the numbers)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine() or "unknown CPU"
+    return (f"threads: {torch.get_num_threads()} intra-op (torch.get_num_threads), CPU {cpu}, "
+            f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}; a rerun is "
+            "bit-identical with the same thread count and CPU kind")
 
 
 def summary(rows: List[dict], paper_row: Optional[int], subset: str = "test subset"):

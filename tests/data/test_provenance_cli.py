@@ -68,7 +68,11 @@ def test_sidecar_names_the_teacher_of_a_distilled_checkpoint(distilled, tmp_path
     rc, _, err = cli(_eval(run / "last.pt", tmp_path, "Distilled"))  # data from the run's config
     assert rc == 0, err
     side = _sidecar(tmp_path, "Distilled")
-    assert side["teacher"] == {"file": str(teacher), "sha256": sha256(teacher)}
+    # as every path of a sidecar: relative to the card's folder or the file name (issue 24.5)
+    card_dir = Path(tmp_path) / "cifar10" / "Linf"
+    rel = os.path.relpath(teacher, card_dir)
+    expected = rel if rel.split(os.sep).count("..") <= 3 else os.path.basename(teacher)
+    assert side["teacher"] == {"file": expected, "sha256": sha256(teacher)}
     assert side["checkpoint"]["sha256"] == sha256(run / "last.pt")
 
 

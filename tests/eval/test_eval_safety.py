@@ -6,6 +6,7 @@ robust-above-clean, non-finite logits blocking the card, outputs validated befor
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,7 +112,11 @@ def test_second_default_card_is_refused_then_overwritten_on_request(tmp_path, ca
     assert "already exists" in capsys.readouterr().err
     assert (card.read_bytes(), side.read_bytes()) == first
     assert main(["eval", str(b), *args, "--overwrite"]) == 0
-    assert str(b.resolve()) in side.read_text()
+    from advtrain.io.safeload import file_sha256
+
+    recorded = json.loads(side.read_text())["checkpoint"]  # b, by its hash (no absolute path)
+    assert recorded == {"path": "../../../b/last.pt", "sha256": file_sha256(b)}
+    assert file_sha256(a) != file_sha256(b)
 
 
 # ----------------------------------------------------------------------------- file modes

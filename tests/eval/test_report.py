@@ -40,7 +40,7 @@ def cards(tmp_path):
     _card(linf, "TheirOwn", "90.00", "9.75")  # RobustBench's card: no sidecar
     _card(root / "cifar100" / "L2", "Verdict", "50.00", "20.00",  # a sidecar with its own verdict
           {"full_standard": False,
-           "evaluation": "AutoAttack standard, on 500 of 10000 test images"})
+           "evaluation": "AutoAttack standard, on 500 of 10000 test images"}, dataset="cifar100")
     _card(root / "cifar10" / "corruptions", "Corr", "91.00", "70.25",
           {"threat_model": "corruptions", "n_per_block": 10000}, key="corruptions_acc")
     return root
@@ -48,15 +48,19 @@ def cards(tmp_path):
 
 def test_markdown_sorted_by_robust_accuracy_and_partial_marked(cards, capsys):
     assert main(["report", str(cards)]) == 0
-    assert "5 cards (3 partial)" in capsys.readouterr().out
+    assert "5 cards (2 partial, 1 published without an advtrain sidecar)" in capsys.readouterr().out
     md = (cards / "report.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line
+            and not line.startswith("| model |")]
     names = [r.split("|")[1].strip() for r in rows]
-    assert names == ["Corr", "Quick", "Full", "Verdict", "TheirOwn"]  # 70.25 > ... > 9.75
+    # one table per dataset and threat model (cifar10 Linf, cifar10 corruptions, cifar100 L2)
+    assert names == ["Quick", "Full", "TheirOwn", "Corr", "Verdict"]  # 55.50 > 50.00 > 9.75
+    assert md.index("## cifar10, Linf") < md.index("## cifar10, corruptions") < md.index(
+        "## cifar100, L2")
     by_name = dict(zip(names, rows))
     assert "partial: apgd-ce, apgd-t; 100 images" in by_name["Quick"]
     assert "| full |" in by_name["Full"] and "| full |" in by_name["Corr"]
-    assert "partial: no sidecar" in by_name["TheirOwn"]
+    assert "| published card, no advtrain sidecar |" in by_name["TheirOwn"]
     assert "partial: AutoAttack standard, on 500 of 10000 test images" in by_name["Verdict"]
     assert "| 55.50 |" in by_name["Quick"] and "| 60.00 |" in by_name["Quick"]
 
@@ -65,10 +69,11 @@ def test_html_self_contained_with_embedded_curves(cards):
     assert main(["report", str(cards), "--out", str(cards.parent / "out" / "table")]) == 0
     page = (cards.parent / "out" / "table.html").read_text()
     assert page.count("data:image/png;base64," + base64.b64encode(PNG).decode()) == 2
-    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
-    assert "<script>" in page and "sortBy(6)" in page and "<style>" in page
-    assert page.index(">Corr<") < page.index(">Quick<") < page.index(">TheirOwn<")
-    assert page.count('class=partial') == 3
+    assert not re.search(r'src="(?!data:)', page)  # nothing fetched from elsewhere
+    assert not re.search(r"<(link|iframe|object|embed)\b|<script [^>]*src", page)
+    assert "<script>" in page and "sortBy(this)" in page and "<style>" in page
+    assert page.index(">Quick<") < page.index(">TheirOwn<") < page.index(">Corr<")
+    assert page.count('class=partial') == 2 and page.count('class=published') == 1
 
 
 @pytest.mark.parametrize("case,needle", [

@@ -120,7 +120,11 @@ def test_eval_cli_writes_sweep_files_and_sidecar(tmp_path):
     side = json.loads((folder / "Sweep.advtrain.json").read_text())
     sweep = side["eps_sweep"]
     assert sweep["files"] == {"csv": "Sweep.eps_sweep.csv", "png": "Sweep.eps_sweep.png",
-                              "convergence_png": "Sweep.convergence.png"}
+                              "svg": "Sweep.eps_sweep.svg",
+                              "convergence_png": "Sweep.convergence.png",
+                              "convergence_svg": "Sweep.convergence.svg"}
+    assert sweep["autoattack"] == {"version": "custom", "attacks": ["apgd-ce"]}
+    assert sweep["masking_check"]["checked"] is False  # 8/255 is the evaluated eps itself
     for name in sweep["files"].values():
         assert (folder / name).stat().st_size > 0
     rows = list(csv.DictReader((folder / "Sweep.eps_sweep.csv").open()))

@@ -238,8 +238,8 @@ def test_a_read_only_output_folder_is_one_line_and_changes_nothing(read_only, tm
 
 # ----------------------------------------------------------------------------- the --eps-sweep files
 def test_sweep_files_and_card_are_one_output(tmp_path, small_fs):
-    """CSV, two PNGs, sidecar and card: a full disk leaves none of them, a SIGTERM after the CSV
-    leaves no card, and the rerun (no --overwrite) writes all five."""
+    """CSV, two PNGs and their SVGs, sidecar and card: a full disk leaves none of them, a SIGTERM
+    after the CSV leaves no card, and the rerun (no --overwrite) writes all seven."""
     ckpt, npz = tiny_checkpoint(tmp_path / "c.pt"), make_npz(tmp_path / "t.npz")
     sweep = ("--eps-sweep", "0,8/255", "--sweep-steps", "1", "--sweep-restarts", "1")
     out = small_fs / "cards"
@@ -256,8 +256,9 @@ def test_sweep_files_and_card_are_one_output(tmp_path, small_fs):
     rc, err = cli(_eval_argv(ckpt, npz, out, *sweep))
     assert rc == 0, err
     assert sorted(p.name for p in folder.iterdir()) == [
-        "Me2026Tiny.advtrain.json", "Me2026Tiny.convergence.png", "Me2026Tiny.eps_sweep.csv",
-        "Me2026Tiny.eps_sweep.png", "Me2026Tiny.json"]
+        "Me2026Tiny.advtrain.json", "Me2026Tiny.convergence.png", "Me2026Tiny.convergence.svg",
+        "Me2026Tiny.eps_sweep.csv", "Me2026Tiny.eps_sweep.png", "Me2026Tiny.eps_sweep.svg",
+        "Me2026Tiny.json"]
     side = json.loads((folder / "Me2026Tiny.advtrain.json").read_text())
     assert side["eps_sweep"]["files"]["csv"] == "Me2026Tiny.eps_sweep.csv"
 
