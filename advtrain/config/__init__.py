@@ -78,7 +78,7 @@ class DataConfig:
     # ImageFolder datasets: list files of 'relative/path label' lines under data.root instead of the
     # train/ and val/ class folders (ImageNet-LT's ImageNet_LT_train.txt / ImageNet_LT_test.txt)
     train_list: Optional[str] = None
-    val_list: Optional[str] = None
+    val_list: Optional[str] = None  # the test list (ImageNet_LT_test.txt), read as data.train_list
 
 
 @dataclass(frozen=True)
