@@ -611,7 +611,7 @@ CASES = [
          "clean_acc = 'nan' is not a percentage in [0, 100]", "fix or remove the card"),
     Case("report-card-link-loop", "`advtrain report DIR`, a card that is a link to itself",
          lambda W: ["report", _card_dir(W, None)], "Too many levels of symbolic links",
-         "remove the link", rc=1),
+         "remove the link"),
     Case("report-curve-elsewhere", "`advtrain report DIR`, a sidecar naming a curve outside the "
          "card's folder (`eps_sweep.files.png: /abs/secret`)",
          lambda W: ["report", _card_dir(W, side={"eps_sweep": {"files": {
@@ -699,6 +699,18 @@ CASES = [
          lambda W: ["average", str(_run_copy(W, lambda r: _in_the_way(
              r / "average_tau0.9_1_1.pt"))), "--tau", "0.9", "--end", "1"],
          "average_tau0.9_1_1.pt: Is a directory", "move the directory away", rc=1),
+    # ---- round 4 (issue 23): folders you were sent, every output at once, model vs protocol ----
+    Case("report-curve-link-outside", "`advtrain report DIR`, a curve `X.eps_sweep.png` beside the "
+         "card that is a symbolic link to a file outside DIR",
+         lambda W: ["report", _card_dir(W, side={"eps_sweep": {"files": {
+             "png": _link(W.case / "mi" / "cifar10" / "Linf" / "X.eps_sweep.png",
+                          _write(W.case / "secret.png", "not for the page"))}}})],
+         "outside", "remove the link or copy the file into DIR"),
+    Case("report-card-fifo", "`advtrain report DIR`, a card `X.json` that is a FIFO (no hang)",
+         lambda W: ["report", _fifo_card(W)], "is not a regular file", "remove it from DIR"),
+    Case("report-count-range", "`advtrain report DIR`, a sidecar with `\"n_ex\": 10^12`",
+         lambda W: ["report", _card_dir(W, side={"version": "custom", "n_ex": 10 ** 12})],
+         "is not an image count", "write the sidecar again or remove it"),
 ]
 
 
@@ -873,6 +885,20 @@ def _write(path: Path, text: str) -> str:
     return str(path)
 
 
+def _link(link: Path, target: str) -> str:
+    """A real symbolic link ``link`` -> ``target``; returns the link's file name."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, link)
+    return link.name
+
+
+def _fifo_card(W) -> str:
+    folder = W.case / "mi" / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "X.json")
+    return str(W.case / "mi")
+
+
 def _write_dir(folder: Path, name: str, text: str) -> str:
     """Write ``folder/name``; return the top folder of the model_info layout (3 levels up)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -886,7 +912,7 @@ def _card_dir(W, card: Optional[str] = '{"clean_acc": "90", "autoattack_acc": "5
     import json
 
     folder = W.case / "mi" / "cifar10" / "Linf"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     if card is None:
         os.symlink(folder / "X.json", folder / "X.json")
     else:
