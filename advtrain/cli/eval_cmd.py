@@ -189,10 +189,16 @@ def _check_outputs(args) -> None:
                          "pass --name NAME for a new card, or --overwrite to replace it")
     zoo = (export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
            if args.robustbench_name else None)
-    check_outputs({"--save-adv": args.save_adv, "--state-path": args.state_path, "card": card,
-                   "sidecar": side},
-                  {"CHECKPOINT": args.checkpoint, "--data-npz": args.data_npz,
-                   "the RobustBench checkpoint": zoo})
+    from advtrain.eval.cards import CARD_SUFFIXES
+    from advtrain.eval.sweep import SWEEP_SUFFIXES, sweep_paths
+
+    sweep = sweep_paths(card.with_suffix("")) if args.eps_sweep else (None,) * 3
+    outputs = {"card": card, "sidecar": side, "the --eps-sweep CSV": sweep[0],
+               "the --eps-sweep plot": sweep[1], "the --eps-sweep convergence plot": sweep[2],
+               "--save-adv": args.save_adv, "--state-path": args.state_path}
+    check_outputs(outputs, {"CHECKPOINT": args.checkpoint, "--data-npz": args.data_npz,
+                            "the RobustBench checkpoint": zoo},
+                  family=(name, CARD_SUFFIXES + SWEEP_SUFFIXES))
 
 
 def _data_from_checkpoint(args, meta) -> None:

@@ -68,7 +68,11 @@ def _check_outputs(args, name: str) -> tuple:
     if card.exists() and not args.overwrite:  # a sidecar alone is an interrupted write: replaced
         raise InputError(f"card {card} already exists; pass --name NAME for a new card, "
                          "or --overwrite to replace it")
-    check_outputs({"card": card, "sidecar": side}, {"CHECKPOINT": args.checkpoint})
+    from advtrain.eval.cards import CARD_SUFFIXES
+
+    check_outputs({"card": card, "sidecar": side}, {"CHECKPOINT": args.checkpoint,
+                                                    "--data-root": args.data_root},
+                  family=(name, CARD_SUFFIXES))
     return card, side
 
 

@@ -122,6 +122,17 @@ def run_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[float],
             "convergence": {"eps": headline_eps, "loss_per_iteration": convergence}}
 
 
+#: the files of a sweep beside the card ``<stem>.json``, in the order csv, png, convergence png
+SWEEP_SUFFIXES = (".eps_sweep.csv", ".eps_sweep.png", ".convergence.png")
+
+
+def sweep_paths(stem) -> tuple:
+    """The paths ``sweep_files`` writes for the card ``<stem>.json`` (known before the sweep runs,
+    so the command checks them with its other outputs)."""
+    stem = Path(stem)
+    return tuple(str(stem.with_name(stem.name + s)) for s in SWEEP_SUFFIXES)
+
+
 def sweep_files(sweep: dict, stem) -> dict:
     """``{path: bytes}`` of ``<stem>.eps_sweep.csv``, ``.eps_sweep.png`` and ``.convergence.png``:
     the caller commits them with the card and its sidecar as one output (all or none)."""
@@ -133,9 +144,9 @@ def sweep_files(sweep: dict, stem) -> dict:
         aa = p.get("autoattack_acc")
         writer.writerow([f"{p['eps']:.8g}", p["eps_str"], f"{p['pgd_acc']:.6f}",
                          "" if aa is None else f"{aa:.6f}"])
-    return {str(stem.with_name(stem.name + ".eps_sweep.csv")): buf.getvalue().encode("utf-8"),
-            str(stem.with_name(stem.name + ".eps_sweep.png")): png_bytes(plot_accuracy(sweep)),
-            str(stem.with_name(stem.name + ".convergence.png")): png_bytes(plot_convergence(sweep))}
+    csv_path, png_path, conv_path = sweep_paths(stem)
+    return {csv_path: buf.getvalue().encode("utf-8"), png_path: png_bytes(plot_accuracy(sweep)),
+            conv_path: png_bytes(plot_convergence(sweep))}
 
 
 def plot_accuracy(sweep: dict):

@@ -703,7 +703,7 @@ CASES = [
     Case("report-curve-link-outside", "`advtrain report DIR`, a curve `X.eps_sweep.png` beside the "
          "card that is a symbolic link to a file outside DIR",
          lambda W: ["report", _card_dir(W, side={"eps_sweep": {"files": {
-             "png": _link(W.case / "mi" / "cifar10" / "Linf" / "X.eps_sweep.png",
+             "png": _symlink_named(W.case / "mi" / "cifar10" / "Linf" / "X.eps_sweep.png",
                           _write(W.case / "secret.png", "not for the page"))}}})],
          "outside", "remove the link or copy the file into DIR"),
     Case("report-card-fifo", "`advtrain report DIR`, a card `X.json` that is a FIFO (no hang)",
@@ -711,6 +711,17 @@ CASES = [
     Case("report-count-range", "`advtrain report DIR`, a sidecar with `\"n_ex\": 10^12`",
          lambda W: ["report", _card_dir(W, side={"version": "custom", "n_ex": 10 ** 12})],
          "is not an image count", "write the sidecar again or remove it"),
+    Case("eval-name-is-other-sidecar", "`eval --name Existing.advtrain` beside the card Existing "
+         "(its card would be Existing's sidecar)",
+         lambda W: eval_args(W, "--name", "Existing.advtrain"),
+         "is also the .advtrain.json file of the output named 'Existing'", "choose another --name"),
+    Case("eval-save-adv-is-sweep-csv", "`eval --eps-sweep ... --save-adv` the same run's sweep CSV",
+         lambda W: eval_args(W, "--eps-sweep", "0,8/255", "--save-adv",
+                             str(W.cards / "cifar10" / "Linf" / "Existing.eps_sweep.csv")),
+         "is the same file as the --eps-sweep CSV", "another --save-adv path"),
+    Case("eval-state-path-other-card", "`eval --state-path` another model's card in the card folder",
+         lambda W: eval_args(W, "--state-path", str(W.cards / "cifar10" / "Linf" / "Other.json")),
+         "is also the .json file of the output named 'Other'", "another --state-path"),
 ]
 
 
@@ -885,7 +896,7 @@ def _write(path: Path, text: str) -> str:
     return str(path)
 
 
-def _link(link: Path, target: str) -> str:
+def _symlink_named(link: Path, target: str) -> str:
     """A real symbolic link ``link`` -> ``target``; returns the link's file name."""
     link.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(target, link)
