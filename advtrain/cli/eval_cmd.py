@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from advtrain.eval.cards import TEST_IMAGES, card_files
-from advtrain.cli.eval_model import card_name, check_args, load_model
+from advtrain.cli.eval_model import card_name, check_args, check_protocol, load_model
 from advtrain.data.names import DATASETS
 from advtrain.errors import InputError
 from advtrain.eval.settings import PRECISIONS
@@ -122,6 +122,7 @@ def run(args) -> int:
         model = model.to(memory_format=torch.channels_last)
     _data_from_checkpoint(args, meta)
     _check_outputs(args)  # again: the test data may now come from the checkpoint's config
+    check_protocol(args, model, device)  # class count and input size: one forward, before data
     from advtrain.cli import eval_data
     from advtrain.eval.evaluator import evaluate
 

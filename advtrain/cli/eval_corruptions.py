@@ -34,6 +34,9 @@ def cli_run(args) -> int:
     from advtrain.cli import eval_model
     from advtrain.utils import resolve_device
 
+    from advtrain.eval.protocol import check_threat_model
+
+    check_threat_model(args.dataset, THREAT_MODEL)  # before FOLDERS[dataset] is looked up
     eval_model.check_args(args)
     if args.eps_sweep or args.save_adv or args.state_path:
         raise InputError("--eps-sweep, --save-adv and --state-path are for Linf/L2 attacks; drop "
@@ -46,6 +49,7 @@ def cli_run(args) -> int:
     block_size(corruption_folder(args.data_root, args.dataset), num_classes(args.dataset))  # data first
     device = resolve_device(args.device)
     model, meta = eval_model.load_model(args, device)
+    eval_model.check_protocol(args, model, device)
     clean_acc, n_clean = _clean_accuracy(model, args, device)
     res = evaluate_corruptions(model, args.data_root, args.dataset, n_ex=args.n_ex,
                                batch_size=args.batch_size, device=device,

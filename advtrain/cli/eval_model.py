@@ -60,6 +60,16 @@ def load_model(args, device):
                    "test_data": info["recorded"].get("test_data")}
 
 
+def check_protocol(args, model, device) -> None:
+    """The loaded model against the protocol of ``--dataset`` (class count, input size), by one
+    forward of one image, before any data is read or attack run (:mod:`advtrain.eval.protocol`)."""
+    from advtrain.eval.protocol import check_model, protocol_classes
+
+    what = args.checkpoint or args.robustbench_name
+    check_model(model, args.dataset, classes=protocol_classes(args.dataset, args.data_root),
+                device=device, what=str(what))
+
+
 def zoo_display(name: str, fallback: str) -> str:
     """``Cui2023Decoupled_WRN-34-10 -> WideResNet-34-10`` (the architecture part of a zoo id)."""
     _, _, tail = name.partition("_")

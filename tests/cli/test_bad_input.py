@@ -722,6 +722,10 @@ CASES = [
     Case("eval-state-path-other-card", "`eval --state-path` another model's card in the card folder",
          lambda W: eval_args(W, "--state-path", str(W.cards / "cifar10" / "Linf" / "Other.json")),
          "is also the .json file of the output named 'Other'", "another --state-path"),
+    Case("eval-corruptions-imagenet", "`eval --dataset imagenet --threat-model corruptions`",
+         lambda W: ["eval", str(W.ckpt), "--dataset", "imagenet", "--threat-model", "corruptions",
+                    "--data-root", str(W.data), "--out", str(W.cards)],
+         "--threat-model corruptions is defined for cifar10, cifar100", "--threat-model Linf or L2"),
 ]
 
 
