@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from advtrain.data.augment import derive_seed
 from advtrain.data.names import DATASETS
-from advtrain.errors import DataError, InputError
+from advtrain.errors import AdvtrainError, DataError, InputError
 
 #: datasets read from an ImageFolder tree, and their fixed class counts (None: data.num_classes)
 FOLDER_DATASETS = {name: DATASETS[name] for name in ("imagenet", "imagefolder")}
@@ -143,6 +144,56 @@ def eval_transform(image_size: int):
                                transforms.CenterCrop(image_size), transforms.ToTensor()])
 
 
+def decode_image(path: str):
+    """The one decoder of a user's image file: an RGB PIL image, or one line naming the file for
+    anything PIL refuses (truncated or corrupt data, an unknown format, and a header declaring
+    more pixels than PIL's decompression-bomb limit, which PIL raises as its own exception, not
+    an ``OSError``)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: declares an image too large to decode ({_first_line(e)}); "
+                        "remove or replace the file") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
+        raise DataError(f"{path}: cannot decode image ({_first_line(e)}); remove or replace the "
+                        "file") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def from_workers(batches):
+    """``batches`` of a DataLoader, with a user error raised in a worker process as the one line
+    the worker raised (DataLoader re-raises it with the worker's traceback in its message)."""
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except AdvtrainError as e:
+            raise type(e)(worker_message(e)) from None
+        yield batch
+
+
+def worker_message(e: BaseException) -> str:
+    """The message a worker's exception had, out of DataLoader's "Caught X in DataLoader worker
+    process N. Original Traceback ... module.X: message" text; the message itself otherwise."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+    lines = [line for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(prefix):
+            return line[len(prefix):]
+    return lines[-1]
+
+
 class FolderDataset(torch.utils.data.Dataset):
     """``[(path, label)]`` -> ``(x float32 in [0,1] 3×S×S, label)``; ``train`` = RRC + flip."""
 
@@ -157,15 +208,10 @@ class FolderDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        from PIL import Image
         from torchvision.transforms import functional as TF
 
         path, label = self.samples[i]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except OSError as e:
-            raise DataError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
+        img = decode_image(path)
         if not self.train:
             return self.eval(img), label
         gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, i))
@@ -212,7 +258,7 @@ class FolderLoader:
         return self._moved(iter(self.loader))
 
     def _moved(self, batches):
-        for x, y in batches:
+        for x, y in from_workers(batches):
             if self.device is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             yield x, y
@@ -258,7 +304,7 @@ def load_folder_test(root: str, *, image_size: int, num_classes: Optional[int] =
         samples = samples[:n_ex]
     data = FolderDataset(samples, image_size, train=False)
     loader = DataLoader(data, batch_size=256, shuffle=False, num_workers=workers)
-    xs, ys = zip(*loader)
+    xs, ys = zip(*from_workers(loader))
     return torch.cat(xs).contiguous(), torch.cat(ys).to(torch.int64)
 
 
