@@ -10,8 +10,7 @@ from advtrain.errors import InputError
 
 def check_args(args) -> None:
     """The arguments every evaluation (attack or corruptions) checks before any work."""
-    if args.n_ex is not None and args.n_ex < 1:  # None: a whole ImageFolder val/
-        raise InputError(f"--n-ex {args.n_ex} must be >= 1")
+    # --n-ex and every other number: their parser ranges (advtrain.cli.ranges)
     if args.arch is not None:
         from advtrain.models.registry import get_spec
         from advtrain.models.timm_models import is_timm, timm_name

@@ -406,7 +406,7 @@ CASES = [
          "comma-separated eps, e.g. 0,2/255,4/255,8/255"),
     Case("eval-sweep-steps-0", "`advtrain eval --eps-sweep 0,8/255 --sweep-steps 0`",
          lambda W: eval_args(W, "--eps-sweep", "0,8/255", "--sweep-steps", "0"),
-         "--sweep-steps 0 must be >= 1", "K >= 1 (default 20)"),
+         "argument --sweep-steps: 0 is not an integer in [1, 100000]", "K >= 1 (default 20)"),
     Case("eval-corruptions-no-root", "`advtrain eval --threat-model corruptions` without --data-root",
          lambda W: eval_args(W, "--threat-model", "corruptions", data=[]), "pass --data-root",
          "--data-root DIR holding CIFAR-10-C/ and the clean test set (RobustBench's data_dir)"),
@@ -726,6 +726,10 @@ CASES = [
          lambda W: ["eval", str(W.ckpt), "--dataset", "imagenet", "--threat-model", "corruptions",
                     "--data-root", str(W.data), "--out", str(W.cards)],
          "--threat-model corruptions is defined for cifar10, cifar100", "--threat-model Linf or L2"),
+    Case("eval-subset-seed-overflow", "`eval --subset random --subset-seed 2^64` (torch cannot "
+         "take it)", lambda W: eval_args(W, "--subset", "random", "--subset-seed", str(2 ** 64)),
+         "argument --subset-seed: 18446744073709551616 is not an integer in [0, 4294967295]",
+         "a seed in range"),
 ]
 
 
