@@ -49,7 +49,7 @@ def cli_run(args) -> int:
     block_size(corruption_folder(args.data_root, args.dataset), num_classes(args.dataset))  # data first
     device = resolve_device(args.device)
     model, meta = eval_model.load_model(args, device)
-    eval_model.check_protocol(args, model, device)
+    eval_model.check_protocol(args, model, device, meta)
     clean_acc, n_clean = _clean_accuracy(model, args, device)
     res = evaluate_corruptions(model, args.data_root, args.dataset, n_ex=args.n_ex,
                                batch_size=args.batch_size, device=device,

@@ -41,6 +41,20 @@ RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 IMAGENET_PROTOCOL_N = 5000
 #: image side when data.image_size is not given (ImageNet's 224 px)
 DEFAULT_IMAGE_SIZE = 224
+#: the image sides a model may be built for or an image resized to (a recorded 60000 would
+#: exhaust memory before anything else failed); checked at config load and at every build
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
+#: the most classes a model may be built with (a recorded count builds the last layer)
+MAX_CLASSES = 100_000
+
+
+def check_image_size(value, what: str = "data.image_size") -> int:
+    """``value`` if it is an integer side in [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE], else one line."""
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
+        raise InputError(f"{what} = {str(value)[:30]} must be an integer in [{MIN_IMAGE_SIZE}, "
+                         f"{MAX_IMAGE_SIZE}] pixels, e.g. 224")
+    return value
 
 
 def is_folder_dataset(dataset: object) -> bool:
@@ -77,8 +91,9 @@ def check_data_section(d) -> None:
     if fixed is None and (d.num_classes is None or d.num_classes < 2):
         raise InputError(f"dataset {d.dataset} needs data.num_classes >= 2 (the number of class "
                          "folders under data.root/train)")
-    if image_size_of(d) < 8:
-        raise InputError(f"data.image_size = {d.image_size} must be >= 8 pixels, e.g. 224")
+    check_image_size(image_size_of(d))
+    if fixed is None and d.num_classes > MAX_CLASSES:
+        raise InputError(f"data.num_classes = {d.num_classes} must be at most {MAX_CLASSES}")
     unsupported = [k for k, bad in (("synthetic_npz", bool(d.synthetic_npz)), ("holdout", d.holdout > 0),
                                     ("train_npz", d.train_npz), ("test_npz", d.test_npz)) if bad]
     if unsupported:
@@ -268,19 +283,56 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
                               batch_size: int = 128, workers: int = 0, seed: int = 0,
                               drop_last: bool = False, subset: Optional[int] = None, rank: int = 0,
                               world_size: int = 1, pin_memory: bool = False, device=None) -> FolderLoader:
-    """Training loader over ``root/train`` (``subset``: the first N images of the sorted list)."""
-    _, samples = scan(root, "train", num_classes)
+    """Training loader over ``root/train`` (``subset``: the first N images of the sorted list);
+    ``loader.dataset.identity`` is :func:`folder_identity` of the images it reads."""
+    classes, samples = scan(root, "train", num_classes)
     if subset is not None:
         if not 1 <= subset <= len(samples):
             raise InputError(f"subset={subset} but {root}/train has {len(samples)} images; "
                              f"use 1 <= subset <= {len(samples)}")
         samples = samples[:subset]
     data = FolderDataset(samples, image_size, train=augment == "basic", seed=seed)
+    data.identity = folder_identity(root, classes, samples)
     sampler = _StartSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                         num_workers=workers,  # no global RNG is used: nothing to seed per worker
                         generator=torch.Generator().manual_seed(int(seed)), pin_memory=bool(pin_memory))
     return FolderLoader(loader, device)
+
+
+def folder_identity(root: str, classes: Sequence[str], samples: Sequence[Tuple[str, int]]) -> dict:
+    """What a training run read from an ImageFolder tree, recorded in its checkpoints: the class
+    names in label order (an evaluation folder must have the same), and the number and SHA-256 of
+    the list of (relative path, label, size) of the images (a resume refuses a changed list)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    base = os.path.join(os.fspath(root), SPLIT_DIRS["train"])
+    for path, label in samples:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = -1
+        digest.update(f"{os.path.relpath(path, base)}\0{label}\0{size}\n"
+                      .encode("utf-8", "surrogateescape"))
+    return {"classes": list(classes), "files": len(samples), "list_sha256": digest.hexdigest()}
+
+
+def check_classes(recorded, classes: Sequence[str], where: str, what: str) -> None:
+    """One line naming the first class whose name or position differs between the class list a
+    checkpoint recorded (label order) and ``classes`` (those of ``where``); the labels of an
+    evaluation are only right when both agree. Nothing recorded (a checkpoint without a class
+    list): nothing to compare."""
+    if not isinstance(recorded, list) or not all(isinstance(c, str) for c in recorded):
+        return
+    for i, (a, b) in enumerate(zip(recorded, classes)):
+        if a != b:
+            raise InputError(f"class {i} is {a[:60]!r} in {what} but {b[:60]!r} in {where}; the "
+                             "labels would be shifted: give the folder the model was trained on "
+                             "(same class folders, same names)")
+    if len(recorded) != len(classes):
+        raise InputError(f"{what} records {len(recorded)} classes but {where} has {len(classes)}; "
+                         "give the folder the model was trained on")
 
 
 def load_folder_test(root: str, *, image_size: int, num_classes: Optional[int] = None,

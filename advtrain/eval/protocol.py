@@ -44,6 +44,19 @@ def protocol_classes(dataset: str, data_root=None) -> int:
     return len(scan(data_root, "test")[0])
 
 
+def protocol_class_names(dataset: str, data_root=None) -> tuple:
+    """``(class names in label order, where they come from)`` of a folder protocol: RobustBench's
+    ImageNet wnids by label, or the class folders of ``data_root/val``."""
+    import os
+
+    from advtrain.data.imagefolder import imagenet_class_ids, scan
+
+    if dataset == "imagenet":
+        ids = imagenet_class_ids()
+        return sorted(ids, key=ids.get), "RobustBench's ImageNet class map"
+    return scan(data_root, "test")[0], os.path.join(os.fspath(data_root), "val")
+
+
 def protocol_image_size(dataset: str, model: torch.nn.Module) -> int:
     """The input side the evaluation feeds ``model``."""
     if DATASETS[dataset] is None or dataset == "imagenet":

@@ -730,6 +730,10 @@ CASES = [
          "take it)", lambda W: eval_args(W, "--subset", "random", "--subset-seed", str(2 ** 64)),
          "argument --subset-seed: 18446744073709551616 is not an integer in [0, 4294967295]",
          "a seed in range"),
+    Case("corruptions-label-blocks", "`--threat-model corruptions`, labels.npy of 5 blocks that "
+         "differ between severities", lambda W: _corruptions(
+             W, "labels.npy", np.array([0, 1, 2, 2, 1, 0] + [0, 1, 2] * 3, np.int64)),
+         "the labels of severity 2 differ from those of severity 1", "re-extract CIFAR-10-C"),
 ]
 
 

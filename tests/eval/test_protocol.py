@@ -91,3 +91,26 @@ def test_the_probe_changes_no_state():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats untouched
     assert model.training
+
+
+def test_recorded_image_size_is_bounded_before_building(tmp_path, capsys):
+    """A checkpoint recording image_size 60000 (its weights fit any size: a CNN) was built and
+    fed 60000 px images until memory ran out; now one line before anything is built."""
+    ckpt = _imagefolder_checkpoint(tmp_path / "m.pt", 3)
+    raw = torch.load(ckpt, weights_only=True)
+    raw["config"]["data"]["image_size"] = 60000
+    torch.save(raw, ckpt)
+    out = tmp_path / "mi"
+    _fails(["eval", ckpt, "--dataset", "imagefolder", "--data-root", str(tmp_path), "--out",
+            str(out), *FAST], capsys, "recorded image_size = 60000 must be an integer in [8, 2048]",
+           out)
+
+
+@pytest.mark.parametrize("size", [60000, 4])
+def test_config_image_size_is_bounded(tmp_path, size):
+    from advtrain import config as C
+    from folder_helpers import folder_config
+
+    cfg = folder_config(tmp_path, data={"image_size": size})
+    with pytest.raises(InputError, match="image_size = .* must be an integer in \\[8, 2048\\]"):
+        C.from_dict(cfg)
