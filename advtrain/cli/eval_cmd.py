@@ -123,7 +123,7 @@ def run(args) -> int:
         model = model.to(memory_format=torch.channels_last)
     _data_from_checkpoint(args, meta)
     _check_outputs(args)  # again: the test data may now come from the checkpoint's config
-    check_protocol(args, model, device, meta)  # class count and input size: one forward, before data
+    check_protocol(args, model, device, meta)  # classes, input size: one forward, before data
     from advtrain.cli import eval_data
     from advtrain.eval.evaluator import evaluate
 

@@ -14,8 +14,10 @@ def add_arguments(parser) -> None:
     g.add_argument("--eps-sweep", metavar="LIST",
                    help="comma-separated eps, e.g. 0,1/255,2/255,4/255,8/255,16/255: PGD "
                         "accuracy per eps -> <name>.eps_sweep.csv/.png + <name>.convergence.png")
-    g.add_argument("--sweep-steps", type=ranges.int_in(1, 10 ** 5), default=20, help="K of the sweep's PGD-K (20)")
-    g.add_argument("--sweep-restarts", type=ranges.int_in(1, 10 ** 4), default=2, help="random restarts per eps (2)")
+    g.add_argument("--sweep-steps", type=ranges.int_in(1, 10 ** 5), default=20,
+                   help="K of the sweep's PGD-K (20)")
+    g.add_argument("--sweep-restarts", type=ranges.int_in(1, 10 ** 4), default=2,
+                   help="random restarts per eps (2)")
 
 
 def check_args(args) -> None:

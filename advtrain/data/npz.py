@@ -16,7 +16,6 @@ against the zip directory and the file length, but their CRC is not verified (th
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import struct
