@@ -3,6 +3,10 @@
 - :class:`Attack` -- base class (mode switch and restore, postcondition checks)
 - :class:`PGD` -- Linf / L2 projected gradient ascent on ``ce`` / ``cw`` / ``kl`` / ``dkl`` / a callable
 - :class:`FGSM` -- one step of size eps
+- :class:`NoAttack` -- ``x_adv = x`` (the ``none`` training attack of a clean regime)
+- :data:`TRAINING_ATTACKS` -- the training attacks by name (:mod:`attacks.registry`); each class
+  declares its options in a dataclass (``PGD.Options``, fields made with :func:`setting`) and takes
+  its budget through ``set_budget(eps, step_size, steps)``
 - :class:`AutoAttackAdapter`, :class:`AAResult` -- AutoAttack (PyPI ``pyautoattack``) with per-attack
   accuracies, timings, captured checks and a resumable state file
 - loss helpers :func:`ce_loss`, :func:`cw_loss`, :func:`kl_loss`
@@ -13,13 +17,17 @@ loss as a callable, and advtrain maps :class:`AttackError` to its own one-line u
 """
 from __future__ import annotations
 
-from .base import BN_MODES, NORMS, Attack, AttackError, model_mode
+from .base import BN_MODES, NORMS, Attack, AttackError, AttackOptions, model_mode
 from .fgsm import FGSM
 from .losses import ce_loss, cw_loss, kl_loss
+from .no_attack import NoAttack
+from .options import setting
 from .pgd import PGD
+from .registry import TRAINING_ATTACKS, build_training_attack, training_attack
 
-__all__ = ["Attack", "AttackError", "PGD", "FGSM", "AutoAttackAdapter", "AAResult", "ce_loss",
-           "cw_loss", "kl_loss", "model_mode", "NORMS", "BN_MODES"]
+__all__ = ["Attack", "AttackError", "AttackOptions", "PGD", "FGSM", "NoAttack", "AutoAttackAdapter",
+           "AAResult", "ce_loss", "cw_loss", "kl_loss", "model_mode", "NORMS", "BN_MODES", "setting",
+           "TRAINING_ATTACKS", "training_attack", "build_training_attack"]
 
 
 def __getattr__(name):  # pyautoattack is imported only when the adapter is used

@@ -19,33 +19,25 @@ proxy and an EMA copy. Around :meth:`Attack.perturb` the base class
 User mistakes (negative ε, unknown norm, inputs outside [0,1]) raise :class:`AttackError` (a
 ``ValueError`` with a one-line message; this package imports nothing from ``advtrain``, which maps
 the error to its own one-line user error).
-Hyper-parameters are plain attributes (``attack.eps``, ``attack.alpha``, ``attack.steps``) so a
-trainer can change them every epoch (ε ramp); each is checked when it is set
-(:meth:`Attack.check_setting`), not again on every call.
+Settings are checked once: by the constructor (each attack's options against the rules of its
+``Options`` dataclass, :mod:`attacks.options`) and by :meth:`Attack.set_budget`, the one method that
+changes the budget (radius, step size, steps) of a built attack, e.g. every epoch of an ε ramp. A
+call checks only the inputs and the postconditions. The settings stay plain attributes
+(``attack.eps``, ``attack.alpha``, ``attack.steps``) that a call reads as they are.
 """
 from __future__ import annotations
 
 import contextlib
-import difflib
-import math
-import numbers
-from typing import Iterator
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from .options import AttackError, check_budget, check_nonnegative, check_setting, setting, unknown
 
-class AttackError(ValueError):
-    """A user mistake in an attack's settings or inputs; the message is one line naming the fix."""
-
-
-def unknown(kind: str, name, choices, error: type = AttackError) -> AttackError:
-    """'unknown <kind> 'x'; did you mean 'y'? choices: ...' as an ``error`` (an :class:`AttackError`)."""
-    names = sorted(str(c) for c in choices)
-    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
-    hint = (" did you mean " + " or ".join(repr(c) for c in close) + "?") if close else ""
-    return error(f"unknown {kind} {name!r};{hint} choices: {', '.join(names)}")
-
+__all__ = ["Attack", "AttackOptions", "AttackError", "NORMS", "BN_MODES", "model_mode", "check_inputs",
+           "check_nonnegative", "unknown", "flat_norm", "project"]
 
 NORMS = ("Linf", "L2")
 BN_MODES = ("eval", "train", "train_frozen")
@@ -98,40 +90,40 @@ def project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     return (x + delta).clamp(0.0, 1.0)
 
 
-def check_nonnegative(name: str, value, *, integer: bool = False) -> None:
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
-        what = "an integer" if integer else "a finite number"
-        raise AttackError(f"attack {name} must be {what} >= 0, got {value!r}")
-    if value < 0:
-        raise AttackError(f"attack {name} must be >= 0, got {value!r}; use e.g. {name}=8/255")
+@dataclass(frozen=True)
+class AttackOptions:
+    """The options of every attack built on :class:`Attack` (a subclass's ``Options`` adds its own)."""
+
+    norm: str = setting("Linf", choices=NORMS)  # the threat model: the ball of radius eps
+    bn_mode: str = setting("eval", choices=BN_MODES)  # the model's mode while attacking
 
 
 class Attack:
-    """Base class. Subclasses implement :meth:`perturb` (model already in attack mode)."""
+    """Base class. Subclasses implement :meth:`perturb` (model already in attack mode).
 
+    A subclass names its options dataclass in ``Options`` (checked by its constructor) and takes its
+    budget through :meth:`set_budget`; a training attack is one of these classes in
+    :data:`attacks.registry.TRAINING_ATTACKS`.
+    """
+
+    #: the options this attack accepts besides its budget and loss (see :mod:`attacks.options`)
+    Options: ClassVar[type] = AttackOptions
     #: absolute tolerance of the postcondition checks (float32 rounding of x + δ − x)
     atol = 1e-5
 
-    def __init__(self, eps: float, norm: str = "Linf", bn_mode: str = "eval"):
+    def __init__(self, eps: float, norm: str = AttackOptions.norm,
+                 bn_mode: str = AttackOptions.bn_mode):
+        check_nonnegative("eps", eps)
         self.eps = eps
-        self.norm = norm
-        self.bn_mode = bn_mode
+        self.norm = check_setting(AttackOptions, "norm", norm, "attack norm")
+        self.bn_mode = check_setting(AttackOptions, "bn_mode", bn_mode, "bn_mode")
 
-    def __setattr__(self, name: str, value) -> None:
-        # a setting is checked once, when it is set (constructor or e.g. an eps ramp's
-        # ``attack.eps = ...``), so a call trusts it; a refused value leaves the old one in place
-        self.check_setting(name, value)
-        super().__setattr__(name, value)
-
-    def check_setting(self, name: str, value) -> None:
-        """Raise AttackError if ``value`` is not a valid ``name`` setting; subclasses add theirs."""
-        if name == "eps":
-            check_nonnegative("eps", value)
-        elif name == "norm" and value not in NORMS:
-            raise unknown("attack norm", value, NORMS)
-        elif name == "bn_mode" and value not in BN_MODES:
-            raise unknown("bn_mode", value, BN_MODES)
+    def set_budget(self, eps: float, step_size: float, steps: int) -> None:
+        """Radius ``eps``, ``step_size`` and number of ``steps`` of the next calls (the training
+        schedule's per-epoch budget), checked here; an attack that takes no steps keeps only eps.
+        A refused value changes nothing."""
+        check_budget(eps, step_size, steps)
+        self.eps = float(eps)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for ``(x, y)`` against ``model``; detached, same shape as ``x``."""

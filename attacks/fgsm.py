@@ -18,7 +18,7 @@ Examples::
 """
 from __future__ import annotations
 
-from .base import AttackError
+from .base import Attack, AttackError
 from .pgd import PGD
 
 
@@ -36,7 +36,11 @@ class FGSM(PGD):
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        if "eps" not in self.__dict__:  # PGD.__init__ assigns alpha (= eps) before eps exists
+        if value == self.__dict__.get("eps"):  # PGD.__init__ assigns alpha = eps
             return
         raise AttackError(f"FGSM's step size is always its eps ({self.eps}); cannot set alpha={value!r}: "
                          "set attack.eps instead, or use PGD(steps=1, alpha=...) for another step size")
+
+    def set_budget(self, eps: float, step_size: float, steps: int) -> None:
+        """Only the radius: FGSM takes one step of size eps, whatever ``step_size`` and ``steps``."""
+        Attack.set_budget(self, eps, step_size, steps)

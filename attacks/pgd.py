@@ -29,7 +29,7 @@ Examples::
     >>> attack = PGD(eps=8/255, alpha=2/255, steps=10)                 # PGD-AT
     >>> trades = PGD(eps=0.031, alpha=0.007, steps=10, loss="kl", init="normal")
     >>> x_adv = attack(model, x, y)
-    >>> attack.eps = 4/255                                             # eps ramp: change per epoch
+    >>> attack.set_budget(4/255, 1/255, 10)          # eps ramp: the budget of the next calls, checked
 
 The natural logits needed by ``"kl"`` / callables are computed once per call (under
 ``no_grad`` in the attack mode), not once per step as in the reference code: identical in eval mode
@@ -37,41 +37,47 @@ The natural logits needed by ``"kl"`` / callables are computed once per call (un
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, AttackError, check_nonnegative, flat_norm, project, unknown
+from .base import Attack, AttackError, AttackOptions, flat_norm, project
 from .losses import needs_nat, resolve_loss
+from .options import check_budget, check_nonnegative, check_setting, setting
 
 INITS = ("uniform", "normal", "none")
+
+
+@dataclass(frozen=True)
+class PGDOptions(AttackOptions):
+    """PGD's options besides the budget (``eps``, ``alpha`` = step size, ``steps``) and the loss."""
+
+    init: str = setting("uniform", choices=INITS)  # the starting point (see the module docstring)
 
 
 class PGD(Attack):
     """Projected gradient ascent on a pluggable loss (see the module docstring)."""
 
-    def __init__(self, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
-                 norm: str = "Linf", loss="ce", init: str = "uniform", init_std: float = 0.001,
-                 bn_mode: str = "eval"):
-        self.alpha = alpha
-        self.steps = steps
-        self.loss = loss
-        self.init = init
-        self.init_std = init_std
-        super().__init__(eps, norm=norm, bn_mode=bn_mode)
+    Options = PGDOptions
 
-    def check_setting(self, name: str, value) -> None:
-        if name in ("alpha", "init_std"):
-            check_nonnegative(name, value)
-        elif name == "steps":
-            check_nonnegative("steps", value, integer=True)
-        elif name == "init" and value not in INITS:
-            raise unknown("PGD init", value, INITS)
-        elif name == "loss":
-            resolve_loss(value)
-        else:
-            super().check_setting(name, value)
+    def __init__(self, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+                 norm: str = PGDOptions.norm, loss="ce", init: str = PGDOptions.init,
+                 init_std: float = 0.001, bn_mode: str = PGDOptions.bn_mode):
+        super().__init__(eps, norm=norm, bn_mode=bn_mode)
+        check_budget(eps, alpha, steps)
+        check_nonnegative("init_std", init_std)
+        resolve_loss(loss)
+        self.alpha, self.steps = alpha, steps
+        self.loss = loss
+        self.init = check_setting(PGDOptions, "init", init, "PGD init")
+        self.init_std = init_std
+
+    def set_budget(self, eps: float, step_size: float, steps: int) -> None:
+        """Radius, step size (``alpha``) and number of steps of the next calls (checked here)."""
+        check_budget(eps, step_size, steps)
+        self.eps, self.alpha, self.steps = float(eps), float(step_size), int(steps)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         loss_fn = resolve_loss(self.loss)

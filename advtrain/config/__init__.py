@@ -25,13 +25,15 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
-from advtrain.config.check import check_attack, check_lr_table, check_objective, check_ranges
-from advtrain.config.types import build_section
+from attacks import TRAINING_ATTACKS
+from attacks.options import option_names
+
+from advtrain.config.check import check_lr_table, check_objective, check_ranges
+from advtrain.config.types import EPS, build_section  # noqa: F401  (EPS re-exported)
 from advtrain.utils import parse_eps  # noqa: F401  (re-exported)
 from advtrain.errors import InputError, unknown
 
-#: marker in field metadata: the value is an eps-like float that also accepts "8/255"
-EPS = {"eps": True}
+from advtrain.config.attack import ATTACK_COMMON, AttackConfig, resolve_attack
 
 
 @dataclass(frozen=True)
@@ -73,22 +75,21 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class AttackConfig:
-    """Training attack. ``schedule``: executed (reference: K=5, eta=eps_t/2), staged, fixed.
+class ObjectiveConfig:
+    """Training objective: ``name`` (a key of :data:`advtrain.objectives.OBJECTIVES`) and ``options``,
+    an instance of its ``Options`` dataclass (every option resolved: written, implied or the
+    objective's default for the dataset), written flat in the YAML (``objective: {name: trades,
+    beta: 6}``) and read as ``cfg.objective.options.beta`` (or ``cfg.objective.beta``)."""
 
-    An entry left out (or ``null``) is the objective's (``OBJECTIVES[name].Options.ATTACK``, the one
-    source of attack defaults); :func:`from_dict` fills every one, so the config, and the
-    ``config.yaml`` of a run, show the attack the run actually used.
-    """
+    name: str = "gkl_at"
+    options: Any = None  # OBJECTIVES[name].Options(...), resolved by from_dict
 
-    eps: Optional[float] = field(default=None, metadata=EPS)
-    norm: Optional[str] = None
-    schedule: Optional[str] = None  # executed | staged | fixed
-    ramp: Optional[bool] = None  # eps_t = eps*e/E; left out: on for executed/staged, off for fixed
-    steps: Optional[int] = None  # used by the fixed schedule
-    step_size: Optional[float] = field(default=None, metadata=EPS)  # used by the fixed schedule
-    init: Optional[str] = None  # uniform | normal | none
-    bn_mode: Optional[str] = None  # eval | train | train_frozen
+    def __getattr__(self, key: str):
+        """``cfg.objective.beta``: the objective's options read through (typed, resolved)."""
+        options = self.__dict__.get("options")
+        if key.startswith("__") or options is None or key not in option_names(type(options)):
+            raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+        return getattr(options, key)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    objective: Dict[str, Any] = field(default_factory=lambda: {"name": "gkl_at"})  # name + options
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)
@@ -182,50 +183,52 @@ def from_dict(raw: Optional[Dict[str, Any]]) -> Config:
     if not isinstance(raw, dict):
         raise InputError("a config must be a mapping of sections (run:, data:, optim:, ...)")
     raw = _deepcopy(raw)
-    given = build_section(Config, raw, "")  # types and key names of everything as written
-    options_cls, options = _objective(given)
-    for section, recipe in (("attack", options_cls.ATTACK), ("optim", options_cls.OPTIM)):
-        written = {k: v for k, v in (raw.get(section) or {}).items() if v is not None}
-        raw[section] = {**recipe, **written}
-    raw["objective"] = {"name": given.objective["name"], **dataclasses.asdict(options)}
-    cfg = build_section(Config, raw, "")
-    attack = cfg.attack
-    if attack.ramp is None:
-        attack = dataclasses.replace(attack, ramp=attack.schedule != "fixed")
-    check_attack(attack)
+    # sections whose keys depend on a name (objective.name, attack.name) are resolved apart
+    written_objective, written_attack = raw.pop("objective", None), raw.pop("attack", None)
+    given = build_section(Config, raw, "")  # types and key names of everything else as written
+    objective = _objective(written_objective, given.data)
+    recipe = type(objective.options)
+    written = {k: v for k, v in (raw.get("optim") or {}).items() if v is not None}
+    raw["optim"] = {**recipe.OPTIM, **written}
+    cfg = dataclasses.replace(build_section(Config, raw, ""), objective=objective,
+                              attack=resolve_attack(written_attack, recipe.ATTACK))
     check_ranges(cfg)
     average = cfg.average
     if average.end is None:
         average = dataclasses.replace(average, end=cfg.optim.epochs)
     cfg = dataclasses.replace(
-        cfg, attack=attack, average=average,
+        cfg, average=average,
         optim=dataclasses.replace(cfg.optim, lr_table=check_lr_table(cfg.optim.lr_table, cfg.optim.epochs)))
     from advtrain.config.check import check_teacher_section
 
     return dataclasses.replace(cfg, teacher=check_teacher_section(cfg))
 
 
-def _objective(given: Config):
-    """(options class, resolved options) of the ``objective:`` section; the objective's defaults
-    are computed here, once per config."""
+def _objective(obj: Any, data: DataConfig) -> ObjectiveConfig:
+    """The resolved ``objective:`` section (its options checked against their rules); the objective's
+    defaults are computed here, once per config."""
     from advtrain.objectives import OBJECTIVES
 
-    obj = given.objective
-    name = obj.get("name")
+    if obj is None:
+        obj = {}
+    if not isinstance(obj, dict):
+        raise InputError(f"config key 'objective' must be a mapping, got {type(obj).__name__}; e.g. "
+                         "objective: {name: gkl_at}")
+    name = obj.get("name") if obj else ObjectiveConfig.name  # a section without a name is refused
     if not isinstance(name, str):
         raise InputError("config key 'objective.name' is missing; e.g. objective: {name: gkl_at}")
     if name not in OBJECTIVES:
         raise unknown("objective", name, OBJECTIVES)
     options_cls = OBJECTIVES[name].Options
-    implied = {"two_view": True} if given.data.augment == "autoaugment" else {}  # [basic; AutoAug]
+    implied = {"two_view": True} if data.augment == "autoaugment" else {}  # [basic; AutoAug]
     rest = {k: v for k, v in obj.items() if k != "name"}
-    attack_keys = [f.name for f in dataclasses.fields(AttackConfig)]
-    options = check_objective(options_cls, name, rest, given.data.dataset, attack_keys, implied)
+    attack_keys = set(ATTACK_COMMON).union(*(option_names(c.Options) for c in TRAINING_ATTACKS.values()))
+    options = check_objective(options_cls, name, rest, data.dataset, attack_keys, implied)
     if implied and getattr(options, "two_view", True) is False:
         raise InputError("data.augment: autoaugment gives [basic; AutoAug] batches but objective.two_view "
                          "is false; set objective.two_view: true (a run's config.yaml from an earlier "
                          "release may record false for a run that trained two-view: edit it so)")
-    return options_cls, options
+    return ObjectiveConfig(name=name, options=options)
 
 
 def load(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> Config:
@@ -361,8 +364,13 @@ def _clip(item: str) -> str:
 
 
 def to_dict(cfg: Config) -> Dict[str, Any]:
-    """Plain nested dict of a (resolved) config."""
-    return dataclasses.asdict(cfg)
+    """Plain nested dict of a (resolved) config; the attack's options are written flat in its section
+    (``attack: {name, eps, ..., norm, init, bn_mode}``), as a config is written."""
+    out = dataclasses.asdict(cfg)
+    for section in ("objective", "attack"):  # name + the named class's options, one flat mapping
+        d = out[section]
+        out[section] = {**{k: v for k, v in d.items() if k != "options"}, **(d["options"] or {})}
+    return out
 
 
 #: the plain dict of a config is its resolved form: :func:`from_dict` resolved everything
@@ -401,9 +409,9 @@ def _plain(x):
 
 
 __all__ = [
-    "Config", "RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "OptimConfig", "AWPConfig",
-    "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict", "apply_overrides",
-    "resolve", "dump", "to_dict", "read_yaml", "build_objective",
+    "Config", "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "AttackConfig", "OptimConfig",
+    "AWPConfig", "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict",
+    "apply_overrides", "resolve", "dump", "to_dict", "read_yaml", "build_objective", "resolve_attack",
 ]
 
 

@@ -12,7 +12,7 @@ import re
 from typing import Any, Dict, Optional
 
 from advtrain.config.types import build_section, coerce, short, to_float
-from advtrain.errors import AdvtrainError, InputError, unknown
+from advtrain.errors import InputError, unknown
 from attacks import NORMS
 
 #: numpy's seed range (torch accepts more); the trainer seeds both with run.seed
@@ -30,7 +30,7 @@ def check_objective(options_cls, name: str, given: Dict[str, Any], dataset: Opti
     e.g. two_view under AutoAugment) over the objective's defaults for ``dataset``."""
     defaults = options_cls.defaults(dataset)
     for key in given:
-        if key in attack_keys:
+        if key in attack_keys and key not in defaults:
             raise InputError(f"config key 'objective.{key}' belongs to the attack section; "
                              f"set attack.{key} instead")
         if key not in defaults:
@@ -61,24 +61,25 @@ def _check_rule(key: str, value: Any, rule) -> None:
 
 
 def check_attack(a) -> None:
-    """The resolved ``attack:`` section: choices named by the attack library, then the library's
-    own check of the PGD it will build."""
-    from attacks import BN_MODES, PGD
-    from attacks.pgd import INITS
+    """Ranges and choices of the ``attack:`` section (types and keys: :func:`advtrain.config.resolve_attack`):
+    the schedule, the budget, and each of the attack's options against the rule its class declares
+    (a choice named here with its config key; any other rule by the attack library's own reader,
+    :func:`attacks.options.check_setting`)."""
+    from attacks.options import check_setting
 
     from advtrain.config.schedules import ATTACK_SCHEDULES
 
-    _choice("norm", "attack.norm", a.norm, NORMS)
     _choice("attack schedule", "attack.schedule", a.schedule, ATTACK_SCHEDULES)
-    _choice("attack init", "attack.init", a.init, INITS)
-    _choice("bn_mode", "attack.bn_mode", a.bn_mode, BN_MODES)
     _at_least("attack.steps", a.steps, 0)
-    try:  # the attack library's own check (it raises attacks.AttackError, a ValueError)
-        PGD(eps=a.eps, alpha=a.step_size, steps=a.steps, norm=a.norm, init=a.init, bn_mode=a.bn_mode)
-    except AdvtrainError:
-        raise
-    except ValueError as e:  # attacks.AttackError
-        raise InputError(f"config section 'attack': {e}") from None
+    for f in dataclasses.fields(a.options):
+        key, value = f"attack.{f.name}", getattr(a.options, f.name)
+        if "choices" in f.metadata:
+            _choice(f"attack {f.name}", key, value, f.metadata["choices"])
+            continue
+        try:  # the attack library's check (it raises attacks.AttackError, a ValueError)
+            check_setting(type(a.options), f.name, value, f"config key {key!r}")
+        except ValueError as e:  # attacks.AttackError
+            raise InputError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- ranges / choices
@@ -97,7 +98,6 @@ def check_ranges(cfg) -> None:
     _at_least("run.checkpoint_every_steps", cfg.run.checkpoint_every_steps, 0)
     _check_data(cfg.data)
     _check_names(cfg)
-    check_attack(cfg.attack)
     o = cfg.optim
     _check_lr("optim.lr", o.lr)
     _unit("optim.momentum", o.momentum, closed_right=False)
@@ -293,11 +293,9 @@ TEACHER_FORMS = {"robustbench": {"robustbench": None, "model_dir": "checkpoints"
 
 def check_teacher_section(cfg) -> Optional[Dict[str, Any]]:
     """``cfg.teacher`` validated against ``cfg.objective``, with its defaults filled in."""
-    from advtrain.objectives import DISTILLATION, OBJECTIVES
+    from advtrain.objectives import DISTILLATION
 
-    name, section = cfg.objective.get("name"), cfg.teacher
-    if name not in OBJECTIVES:  # check_objective reports it
-        return section
+    name, section = cfg.objective.name, cfg.teacher
     if section is None:
         if name in DISTILLATION:
             raise InputError(f"objective {name!r} distils from a teacher; add teacher: {{robustbench: "

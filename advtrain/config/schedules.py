@@ -101,8 +101,14 @@ def staged_thresholds(epochs: int) -> Tuple[int, int, int]:
     return (50 * epochs) // 200, (100 * epochs) // 200, (150 * epochs) // 200
 
 
+def default_ramp(schedule: str) -> bool:
+    """The radius ramp when a config leaves ``attack.ramp`` out: on for executed/staged, off for fixed."""
+    return schedule != "fixed"
+
+
 class AttackBudget(NamedTuple):
-    """The training attack of one epoch: radius ``eps``, PGD ``step_size`` and number of ``steps``."""
+    """The training attack of one epoch: radius ``eps``, ``step_size`` and number of ``steps``; handed
+    to whichever attack runs through ``attack.set_budget(*budget)``."""
 
     eps: float
     step_size: float
@@ -114,13 +120,13 @@ def attack_budget(epoch: int, epochs: int, eps: float, schedule: str = "executed
                   ramp: Optional[bool] = None) -> AttackBudget:
     """``AttackBudget(eps_t, step_size, steps)`` of the training attack in (1-indexed) ``epoch`` of ``epochs``.
 
-    ``ramp`` (default: on for executed/staged, off for fixed) gives ``eps_t = eps*epoch/epochs``.
+    ``ramp`` (default: :func:`default_ramp`) gives ``eps_t = eps*epoch/epochs``.
     """
     _check_epoch(epoch, epochs)
     if schedule not in ATTACK_SCHEDULES:
         raise unknown("attack schedule", schedule, ATTACK_SCHEDULES)
     if ramp is None:
-        ramp = schedule != "fixed"
+        ramp = default_ramp(schedule)
     eps_t = eps * epoch / epochs if ramp else eps
     if schedule == "executed":
         return AttackBudget(eps_t, eps_t / 2, 5)

@@ -12,6 +12,10 @@ from typing import Any
 from advtrain.errors import InputError, unknown
 from advtrain.utils import parse_eps
 
+#: marker in field metadata: the value is an eps-like float that also accepts "8/255"
+EPS = {"eps": True}
+
+
 def build_section(cls, raw: Any, prefix: str):
     """Instantiate dataclass ``cls`` from mapping ``raw``; unknown keys and bad types refused."""
     if raw is None:

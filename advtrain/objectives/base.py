@@ -2,8 +2,9 @@
 
 An objective owns the two halves of one adversarial-training step and any state the method keeps:
 
-- ``perturb(model, x, y) -> x_adv``: the inner maximisation (a :class:`attacks.PGD` in ``self.attack``;
-  the trainer sets its radius, step size and step count each epoch with ``set_attack_budget``);
+- ``perturb(model, x, y) -> x_adv``: the inner maximisation (``self.attack``: the training attack the
+  config names, built by :meth:`Objective.make_attack` from :data:`attacks.TRAINING_ATTACKS`; the
+  trainer hands it each epoch's radius, step size and step count with ``set_attack_budget``);
 - ``loss(model, x, x_adv, y, *, update_state=True) -> (loss, terms)``: the outer minimisation, with
   one train-mode forward of ``x_adv`` and then of ``x`` (adversarial first, SPEC §2.5; a method whose
   reference code differs says so: PGD-AT forwards ``x_adv`` only, MART ``x`` first); ``terms`` maps
@@ -29,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attacks.registry import build_training_attack
+
 Terms = Dict[str, torch.Tensor]
 
 
@@ -42,12 +45,13 @@ def opt(default: Any, **rule: Any) -> Any:
 NONNEG = {"min": 0}
 POSITIVE = {"gt": 0}
 
-#: the trainer-wide attack: DKL's executed schedule (SPEC §3: K = 5, eta = eps_t/2, eps ramp) at
-#: 8/255 in Linf, from x + 0.001 N(0, I), model in eval mode (DKL ``train_trades_*.py``);
-#: steps / step_size act only under ``schedule: fixed``. No recipe sets ``ramp``: left out, it follows
-#: the schedule the config ends up with (on for executed/staged, off for fixed)
-DKL_ATTACK: Dict[str, Any] = {"eps": 8 / 255, "norm": "Linf", "schedule": "executed", "steps": 10,
-                              "step_size": 2 / 255, "init": "normal", "bn_mode": "eval"}
+#: the trainer-wide attack: PGD (``attacks.TRAINING_ATTACKS["pgd"]``) under DKL's executed schedule
+#: (SPEC §3: K = 5, eta = eps_t/2, eps ramp) at 8/255 in Linf, from x + 0.001 N(0, I), model in eval
+#: mode (DKL ``train_trades_*.py``); steps / step_size act only under ``schedule: fixed``. No recipe
+#: sets ``ramp``: left out, it follows the schedule the config ends up with
+#: (``advtrain.config.schedules.default_ramp``: on for executed/staged, off for fixed)
+DKL_ATTACK: Dict[str, Any] = {"name": "pgd", "eps": 8 / 255, "norm": "Linf", "schedule": "executed",
+                              "steps": 10, "step_size": 2 / 255, "init": "normal", "bn_mode": "eval"}
 
 
 @dataclass(frozen=True)
@@ -99,9 +103,9 @@ class Objective(nn.Module):
 
     Subclasses set ``name`` and ``Options`` (their :class:`ObjectiveOptions` subclass), build
     ``self.attack`` via :meth:`make_attack` and implement :meth:`loss`. They receive resolved
-    values (``options``: an ``Options`` instance; ``attack``: the resolved ``attack:`` section) and
-    check nothing: the config validator did (:func:`advtrain.config.build_objective` runs the
-    same validator for library callers).
+    values (``options``: an ``Options`` instance; ``attack``: the resolved ``attack:`` section, an
+    :class:`advtrain.config.AttackConfig`) and check nothing: the config validator did
+    (:func:`advtrain.config.build_objective` runs the same validator for library callers).
     """
 
     name: str = ""
@@ -118,17 +122,17 @@ class Objective(nn.Module):
         self.label_smoothing = options.label_smoothing
 
     def make_attack(self, loss: Any):
-        """The PGD attack of this objective from the resolved attack settings and an attack ``loss``."""
-        from attacks import PGD
-
+        """The training attack of this objective (``attack.name`` in the resolved attack settings,
+        from :data:`attacks.TRAINING_ATTACKS`) with its options, its full budget and an attack ``loss``."""
         a = self.attack_settings
-        return PGD(eps=a.eps, alpha=a.step_size, steps=a.steps, norm=a.norm, loss=loss, init=a.init,
-                   bn_mode=a.bn_mode)
+        return build_training_attack(a.name, a.options, loss=loss, eps=a.eps, step_size=a.step_size,
+                                     steps=a.steps)
 
     def set_attack_budget(self, eps: float, step_size: float, steps: int) -> None:
         """Radius, step size and number of steps of the inner maximisation (set per epoch from a
-        :class:`advtrain.config.schedules.AttackBudget`: ``set_attack_budget(*budget)``)."""
-        self.attack.eps, self.attack.alpha, self.attack.steps = float(eps), float(step_size), int(steps)
+        :class:`advtrain.config.schedules.AttackBudget`: ``set_attack_budget(*budget)``), handed to
+        the attack's one budget method, which checks them."""
+        self.attack.set_budget(eps, step_size, steps)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Adversarial inputs for ``model`` (the attack switches and restores the model's mode)."""

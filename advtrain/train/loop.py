@@ -3,7 +3,7 @@
 One optimizer step (SPEC 2.5, order matters; :mod:`advtrain.train.step`, which also owns gradient
 accumulation over ``optim.accum_steps`` micro-batches and its exact semantics)::
 
-    eps_t, eta, K = attack_budget(epoch)            # AttackBudget, set once per epoch with the lr
+    eps_t, eta, K = attack_budget(epoch)            # once per epoch with the lr: attack.set_budget
     x_adv = objective.perturb(model, x, y)          # inner maximisation (attack switches modes)
     model.train(); diff = awp.perturb(...)          # AWP from epoch awp.warmup on
     loss, terms = objective.loss(model, x, x_adv, y)  # these three under one autocast (bf16)
@@ -122,7 +122,7 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(len(p.loader), self.accum)
         self.stepper = Stepper(p, cfg, self._nan_message)
         self.budget: Optional[AttackBudget] = None  # the running epoch's training attack
-        self.log = RunLog(cfg, run_dir, p.test, D.is_main(), self.resolved["attack"]["norm"])
+        self.log = RunLog(cfg, run_dir, p.test, D.is_main(), cfg.attack.norm)
         self.meta = {"arch": cfg.model.arch, "dataset": cfg.data.dataset,
                      "num_classes": p.num_classes, "config": self.resolved,
                      "versions": package_versions(), "git_commit": git_commit()}
@@ -226,13 +226,13 @@ class Trainer:
         bar.set_postfix(loss=f"{terms['loss']:.3f}", acc=f"{terms.get('acc_adv', 0):.3f}")
 
     def _set_epoch_hparams(self, e: int) -> None:
-        o, a = self.cfg.optim, self.resolved["attack"]  # resolved: objective defaults filled in
+        o, a = self.cfg.optim, self.cfg.attack  # resolved: objective defaults filled in
         for group in self.parts.optimizer.param_groups:
             group["lr"] = lr_at(e, o)
             group["momentum"] = momentum_at(e, o)
-        self.budget = attack_budget(e, self.E, a["eps"], a["schedule"], steps=a["steps"],
-                                    step_size=a["step_size"], ramp=a["ramp"])
-        self.parts.objective.set_attack_budget(*self.budget)
+        self.budget = attack_budget(e, self.E, a.eps, a.schedule, steps=a.steps, step_size=a.step_size,
+                                    ramp=a.ramp)
+        self.parts.objective.set_attack_budget(*self.budget)  # whichever attack runs: set_budget
 
     def _nan_message(self, e: int, what: str) -> str:
         last = ck.latest(self.run_dir) or "none yet"
@@ -270,8 +270,8 @@ class Trainer:
 
     def _threat(self) -> Dict[str, Any]:
         """Norm and final radius of the training attack: what the per-epoch PGD measures."""
-        a = self.resolved["attack"]
-        return {"eps": a["eps"], "norm": a["norm"]}
+        a = self.cfg.attack
+        return {"eps": a.eps, "norm": a.norm}
 
     def _score_holdout(self, e: int, row: Dict[str, Any]) -> None:
         """PGD-CW accuracy on the held-out training images; a new best (>=, as DM) writes best.pt

@@ -300,12 +300,12 @@ def _holdout_set(cfg: C.Config):
 
 
 def make_objective(cfg: C.Config, num_classes: int, **objects: Any) -> nn.Module:
-    """The objective from the resolved config (nothing re-checked or re-defaulted here)."""
+    """The objective from the resolved config: its typed options and attack section, as they are
+    (nothing re-checked, re-defaulted or rebuilt here)."""
     from advtrain.objectives import OBJECTIVES
 
-    options = {k: v for k, v in cfg.objective.items() if k != "name"}
-    cls = OBJECTIVES[cfg.objective["name"]]
-    return cls(cls.Options(**options), cfg.attack, dataset=cfg.data.dataset, num_classes=num_classes,
+    cls = OBJECTIVES[cfg.objective.name]
+    return cls(cfg.objective.options, cfg.attack, dataset=cfg.data.dataset, num_classes=num_classes,
                **objects)
 
 

@@ -228,7 +228,7 @@ def test_l2_zero_gradient_gives_finite_unchanged_point():
     assert torch.equal(x_adv, x)
 
 
-def test_user_errors_and_mutable_attributes(batch):
+def test_user_errors_and_the_budget_method(batch):
     x, y = batch
     model = linear_net()
     with pytest.raises(AttackError, match="eps"):
@@ -247,25 +247,32 @@ def test_user_errors_and_mutable_attributes(batch):
         PGD()(model, x * 255, y)
     with pytest.raises(AttackError, match="labels"):
         PGD()(model, x, y[:3])
-    attack = PGD(eps=0.1, steps=1)
-    with pytest.raises(AttackError, match="eps"):  # checked when set, not on the next call
-        attack.eps = -1.0
-    with pytest.raises(AttackError, match="did you mean 'L2'"):
-        attack.norm = "l2"
+    attack = PGD(eps=0.1, alpha=0.02, steps=1)
+    with pytest.raises(AttackError, match="eps"):  # checked by the one budget method
+        attack.set_budget(-1.0, 0.01, 1)
+    with pytest.raises(AttackError, match="step_size"):
+        attack.set_budget(0.1, float("nan"), 1)
     with pytest.raises(AttackError, match="steps"):
-        attack.steps = 1.5
-    assert (attack.eps, attack.norm, attack.steps) == (0.1, "Linf", 1)  # refused values not kept
-    attack.eps, attack.alpha = 1 / 255, 1.0
+        attack.set_budget(0.1, 0.01, 1.5)
+    assert (attack.eps, attack.alpha, attack.steps) == (0.1, 0.02, 1)  # refused budgets not kept
+    attack.set_budget(1 / 255, 1.0, 2)
+    assert (attack.eps, attack.alpha, attack.steps) == (1 / 255, 1.0, 2)
     assert distance(attack(model, x, y), x, "Linf").max() <= 1 / 255 + 1e-6
 
 
-def test_a_call_trusts_the_settings_checked_when_set(batch, monkeypatch):
+def test_a_call_trusts_the_settings_checked_by_constructor_and_set_budget(batch, monkeypatch):
+    import attacks.base
+    import attacks.pgd
+
     x, y = batch
     attack = PGD(eps=0.1, steps=1)
-    monkeypatch.setattr(PGD, "check_setting",
-                        lambda self, name, value: pytest.fail(f"{name} checked again by a call"))
+    attack.set_budget(0.05, 0.05, 2)
+    for module in (attacks.base, attacks.pgd):
+        for name in ("check_budget", "check_setting", "check_nonnegative"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail(f"{a} checked again by a call"))
     x_adv = attack(linear_net(), x, y)
-    assert distance(x_adv, x, "Linf").max() <= 0.1 + 1e-6  # the postconditions still run
+    assert distance(x_adv, x, "Linf").max() <= 0.05 + 1e-6  # the postconditions still run
 
 
 def test_postcondition_violation_is_a_runtime_error(batch):

@@ -699,6 +699,13 @@ CASES = [
          lambda W: ["average", str(_run_copy(W, lambda r: _in_the_way(
              r / "average_tau0.9_1_1.pt"))), "--tau", "0.9", "--end", "1"],
          "average_tau0.9_1_1.pt: Is a directory", "move the directory away", rc=1),
+    Case("config-unknown-attack", "config `attack.name: pdg`",
+         lambda W: ["train", config(W, attack={"name": "pdg"})], "did you mean 'pgd'? choices: none, pgd",
+         "use one of the listed training attacks (attacks.TRAINING_ATTACKS)"),
+    Case("config-attack-option-of-another", "config `attack: {name: none, init: normal}`",
+         lambda W: ["train", config(W, attack={"name": "none", "init": "normal"})],
+         "'attack.init' is an option of attack 'pgd', not of attack 'none'",
+         "remove the key, or set attack.name to the attack that takes it"),
     # ---- round 4 (issue 23): folders you were sent, every output at once, model vs protocol ----
     Case("report-curve-link-outside", "`advtrain report DIR`, a curve `X.eps_sweep.png` beside the "
          "card that is a symbolic link to a file outside DIR",
@@ -1070,7 +1077,8 @@ def write_doc(path: str) -> None:
 def _untrusted_rows(folder: Path, tmp: str) -> List[str]:
     """The refusals of tests/io/test_untrusted_files.py, run in-process; the payload must not run."""
     from advtrain.cli import main
-    from test_untrusted_files import _cases
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "io"))
+    from test_untrusted_files import _cases  # tests/io/
 
     folder.mkdir()
     rows = []

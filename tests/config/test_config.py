@@ -124,20 +124,20 @@ def test_every_config_loads_validates_and_round_trips(path):
     else:
         assert cfg.run.device in ("cpu", "auto") and cfg.model.arch in ("wrn-10-1", "wrn-16-2")
     if cfg.data.augment == "autoaugment":  # the loader yields [basic; AutoAug] batches
-        assert cfg.objective["two_view"] is True
+        assert cfg.objective.two_view is True
 
 
 def test_paper_recipes_match_spec():
     row1 = C.load(os.path.join(REPO, "configs", "gkl_at_cifar10.yaml"))
-    assert (row1.objective["alpha"], row1.objective["beta"], row1.objective["prior_T"]) == (3.0, 20.0, 4.0)
+    assert (row1.objective.alpha, row1.objective.beta, row1.objective.prior_T) == (3.0, 20.0, 4.0)
     assert (row1.optim.lr, row1.optim.epochs, row1.attack.schedule, row1.awp.warmup) == (0.2, 200, "executed", 10)
     dm = C.load(os.path.join(REPO, "configs", "ikl_at_cifar10_20m.yaml"))
     assert (dm.model.arch, dm.optim.schedule, dm.attack.bn_mode, dm.ema.decay) == (
         "wrn-28-10-silu", "onecycle", "train_frozen", 0.995)
-    assert (dm.data.synthetic_fraction, dm.data.holdout, dm.objective["label_smoothing"]) == (0.7, 1024, 0.1)
+    assert (dm.data.synthetic_fraction, dm.data.holdout, dm.objective.label_smoothing) == (0.7, 1024, 0.1)
     intended = C.load(os.path.join(REPO, "configs", "gkl_at_cifar10_gamma02_intended.yaml"))
     executed = C.load(os.path.join(REPO, "configs", "gkl_at_cifar10_gamma02_executed.yaml"))
-    assert (intended.objective["prior_T"], executed.objective["prior_T"]) == (1.0, 4.0)
+    assert (intended.objective.prior_T, executed.objective.prior_T) == (1.0, 4.0)
 
 
 def test_train_scripts_are_valid_bash_and_name_existing_configs():

@@ -113,8 +113,8 @@ def test_resolved_config_is_frozen_and_complete():
         cfg.optim = None
     with pytest.raises(AttributeError):
         cfg.attack.eps = 0.1
-    assert cfg.objective["attack_beta"] == 1.0 and cfg.objective["alpha"] == 4.0  # SPEC §2.3
-    assert C.from_dict({"objective": {"name": "ikl_at"}}).objective["attack_beta"] == 0.0
+    assert cfg.objective.attack_beta == 1.0 and cfg.objective.options.alpha == 4.0  # SPEC §2.3
+    assert C.from_dict({"objective": {"name": "ikl_at"}}).objective.attack_beta == 0.0
     assert None not in C.resolve(cfg)["attack"].values()
     assert cfg.average.end == cfg.optim.epochs
 

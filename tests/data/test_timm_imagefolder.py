@@ -141,7 +141,7 @@ def test_lbgat_natural_arch_may_be_a_timm_model_and_is_checked_at_load():
     folder = {"dataset": "imagefolder", "root": "x", "num_classes": 10}
     cfg = C.from_dict({"data": folder, "model": {"arch": TINY_TIMM},
                        "objective": {"name": "lbgat", "natural_arch": TINY_TIMM}})
-    assert cfg.objective["natural_arch"] == TINY_TIMM
+    assert cfg.objective.natural_arch == TINY_TIMM
     with pytest.raises(InputError, match="unknown timm architecture 'timm:no_such_net'"):
         C.from_dict({"data": folder, "model": {"arch": TINY_TIMM},
                      "objective": {"name": "lbgat", "natural_arch": "timm:no_such_net"}})
