@@ -163,6 +163,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
                          **model_options(cfg)).to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    _check_model_input(cfg, model, n_cls, device)
     teacher = _teacher(cfg, device)
     objective = make_objective(cfg, n_cls, **teacher).to(device)
     loader = build_train_loader(
@@ -182,6 +183,19 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
                  holdout=_holdout_set(cfg), awp=_awp(cfg, model),
                  ema=_ema(cfg, model, steps_per_epoch(len(loader), cfg.optim.accum_steps)),
                  autocast=_autocast(cfg, device), teacher_check=checked)
+
+
+def _check_model_input(cfg: C.Config, model: nn.Module, n_cls: int, device) -> None:
+    """The model against its data before the data is built: one forward of one image of the size
+    the loader will give (32 px for CIFAR, ``data.image_size`` for ImageFolder) must give
+    ``n_cls`` scores (a timm ViT built for 224 px fails here in one line, not in the first step).
+    Eval mode, no gradient: no weight, statistic or random state changes."""
+    from advtrain.data.imagefolder import image_size_of
+    from advtrain.eval.protocol import CIFAR_SIZE, check_model
+
+    size = image_size_of(cfg.data) if folder_options(cfg.data) else CIFAR_SIZE
+    check_model(model, cfg.data.dataset, classes=n_cls, image_size=size, device=device,
+                what=f"model.arch {cfg.model.arch}")
 
 
 def check_train_images(cfg: C.Config, images: Dict[str, Any],

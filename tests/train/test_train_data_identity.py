@@ -105,3 +105,12 @@ def test_training_on_the_test_file_is_flagged_at_train_time(tmp_path, capfd):
     assert "warning [trained-on-test-images]" in err and cfg["data"]["train_npz"] in err
     assert torch.load(os.path.join(run, "last.pt"), weights_only=True)["flags"] == [
         "trained-on-test-images"]
+
+
+def test_model_that_cannot_take_the_data_fails_before_training(tmp_path):
+    """A timm ViT is built for 224 px; CIFAR gives 32 px: one line before any data or step."""
+    cfg = tiny_config(str(tmp_path), model={"arch": "timm:test_vit"}, optim={"epochs": 1})
+    with one_thread(), pytest.raises(AdvtrainError, match="model.arch timm:test_vit cannot take "
+                                                          "one cifar10 image of 3x32x32"):
+        fit(cfg, run_dir=str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "last.pt")
