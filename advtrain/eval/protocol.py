@@ -64,8 +64,12 @@ def protocol_image_size(dataset: str, model: torch.nn.Module) -> int:
     return CIFAR_SIZE
 
 
+EVAL_FIX = "evaluate it under the dataset and image size it was trained for"
+
+
 def check_model(model: torch.nn.Module, dataset: str, *, classes: int,
-                image_size: Optional[int] = None, device="cpu", what: str = "the model") -> None:
+                image_size: Optional[int] = None, device="cpu", what: str = "the model",
+                fix: str = EVAL_FIX) -> None:
     """One forward of one grey image of the protocol's size: the model must take it and give
     ``classes`` scores; else one line. The model's mode and weights are left as they were."""
     size = image_size or protocol_image_size(dataset, model)
@@ -78,7 +82,7 @@ def check_model(model: torch.nn.Module, dataset: str, *, classes: int,
     except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise InputError(f"{what} cannot take one {dataset} image of 3x{size}x{size} ({first}); "
-                         f"evaluate it under the dataset and image size it was trained for") from None
+                         f"{fix}") from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
@@ -86,6 +90,5 @@ def check_model(model: torch.nn.Module, dataset: str, *, classes: int,
         raise InputError(f"{what} gives {shape} for one image, not one row of class scores; it is "
                          "not a classifier advtrain can evaluate")
     if out.shape[1] != classes:
-        raise InputError(f"{what} gives {out.shape[1]} class scores but --dataset {dataset} is "
-                         f"scored on {classes} classes; evaluate it under the dataset it was "
-                         "trained for (or the matching --data-root)")
+        raise InputError(f"{what} gives {out.shape[1]} class scores but {dataset} is scored on "
+                         f"{classes} classes; {fix}")

@@ -195,7 +195,8 @@ def _check_model_input(cfg: C.Config, model: nn.Module, n_cls: int, device) -> N
 
     size = image_size_of(cfg.data) if folder_options(cfg.data) else CIFAR_SIZE
     check_model(model, cfg.data.dataset, classes=n_cls, image_size=size, device=device,
-                what=f"model.arch {cfg.model.arch}")
+                what=f"model.arch {cfg.model.arch}", fix="choose a model.arch built for this "
+                "image size (ImageFolder: or set data.image_size to the one it takes)")
 
 
 def check_train_images(cfg: C.Config, images: Dict[str, Any],

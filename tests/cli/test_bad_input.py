@@ -289,7 +289,8 @@ CASES = [
          "needs data.num_classes >= 2", "set data.num_classes to the number of class folders"),
     Case("imagefolder-no-train", "`data.root` without a `train/` folder of class sub-folders",
          lambda W: ["train", config(W, data={"dataset": "imagefolder", "root": str(W.case),
-                                             "num_classes": 3, "train_npz": None, "test_npz": None})],
+                                             "num_classes": 3, "image_size": 32, "train_npz": None,
+                                             "test_npz": None})],
          "train not found; an ImageFolder dataset needs train/",
          "point data.root at the folder holding train/ and val/"),
     Case("no-data-offline", "training with no local data and ADVTRAIN_OFFLINE=1",
@@ -737,6 +738,12 @@ CASES = [
          "take it)", lambda W: eval_args(W, "--subset", "random", "--subset-seed", str(2 ** 64)),
          "argument --subset-seed: 18446744073709551616 is not an integer in [0, 4294967295]",
          "a seed in range"),
+    Case("train-model-image-size", "config `dataset: imagefolder` (224 px) with `model.arch: "
+         "wrn-10-1` (a 32 px CIFAR network)",
+         lambda W: ["train", config(W, data={"dataset": "imagefolder", "root": str(W.case),
+                                             "num_classes": 3, "train_npz": None, "test_npz": None})],
+         "model.arch wrn-10-1 cannot take one imagefolder image of 3x224x224",
+         "a model.arch for that image size, or data.image_size"),
     Case("corruptions-label-blocks", "`--threat-model corruptions`, labels.npy of 5 blocks that "
          "differ between severities", lambda W: _corruptions(
              W, "labels.npy", np.array([0, 1, 2, 2, 1, 0] + [0, 1, 2] * 3, np.int64)),

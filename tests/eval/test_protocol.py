@@ -51,7 +51,7 @@ def test_three_class_folder_model_under_the_imagenet_protocol(tmp_path, capsys):
     out = tmp_path / "mi"
     _fails(["eval", ckpt, "--dataset", "imagenet", "--data-root", str(tmp_path / "nothing"),
             "--n-ex", "2", "--out", str(out), *FAST],
-           capsys, "gives 3 class scores but --dataset imagenet is scored on 1000 classes", out)
+           capsys, "gives 3 class scores but imagenet is scored on 1000 classes", out)
 
 
 def test_folder_model_against_a_folder_of_other_class_count(tmp_path, capsys):
@@ -59,7 +59,7 @@ def test_folder_model_against_a_folder_of_other_class_count(tmp_path, capsys):
     ckpt = _imagefolder_checkpoint(tmp_path / "m3.pt", 3)
     out = tmp_path / "mi"
     _fails(["eval", ckpt, "--dataset", "imagefolder", "--data-root", root, "--out", str(out),
-            *FAST], capsys, "gives 3 class scores but --dataset imagefolder is scored on 4", out)
+            *FAST], capsys, "gives 3 class scores but imagefolder is scored on 4", out)
 
 
 class _FixedSize(torch.nn.Module):
