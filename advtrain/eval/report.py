@@ -124,7 +124,7 @@ def find_cards(root) -> List[Path]:
     if not cards:
         raise InputError(f"{root} holds no result cards (*.json); write some with advtrain eval "
                          f"--out {root}")
-    return sorted(cards)
+    return sorted(set(cards))  # a card and a link to it inside DIR: one row
 
 
 def read_json(path: Path, root=None) -> dict:

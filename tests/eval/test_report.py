@@ -234,3 +234,12 @@ def test_newline_in_a_field_makes_no_row(tmp_path):
         assert raw not in row, raw
     page = (root / "report.html").read_text()
     assert "<img src=x>" not in page and "&lt;img src=x&gt;" in page
+
+
+def test_a_link_to_a_card_inside_dir_is_one_row(tmp_path):
+    root = tmp_path / "mi"
+    _card(root / "cifar10" / "Linf", "A", "80.00", "50.00")
+    os.symlink(root / "cifar10" / "Linf" / "A.json", root / "cifar10" / "Linf" / "B.json")
+    assert main(["report", str(root)]) == 0
+    rows = [r for r in (root / "report.md").read_text().splitlines() if r.startswith("| A ")]
+    assert len(rows) == 1
