@@ -8,15 +8,13 @@ With ``--robustbench-name`` a RobustBench zoo checkpoint already in ``--model-di
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from advtrain.eval.cards import TEST_IMAGES, card_files
-from advtrain.cli import ranges
-from advtrain.cli.eval_model import card_name, check_args, check_protocol, load_model
-from advtrain.data.names import DATASETS
-from advtrain.errors import InputError
+from advtrain.cli import eval_model, ranges
+from advtrain.cli.eval_model import card_name, check_args, load_model
+from advtrain.data.facts import FACTS
+from advtrain.eval.cards import card_files
 from advtrain.eval.settings import PRECISIONS
 from advtrain.hub.loader import WEIGHTS
 from advtrain.models import list_models
@@ -28,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="AutoAttack evaluation and RobustBench card",
                               description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pt / .safetensors)")
-    p.add_argument("--dataset", required=True, choices=tuple(DATASETS),
+    p.add_argument("--dataset", required=True, choices=tuple(FACTS),
                    help="imagenet/imagefolder: --data-root DIR with val/<class>/ images "
                         "(advtrain.cli.folder_eval)")
     p.add_argument("--arch", help="architecture: " + ", ".join(list_models()) + ", or "
@@ -37,15 +35,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data-root", help="directory with the CIFAR test set (ImageFolder: with val/)")
     src.add_argument("--data-npz", help="npz file with 'image' (N,32,32,3 uint8) and 'label'")
-    p.add_argument("--n-ex", type=ranges.COUNT, help=f"first N test images (default {TEST_IMAGES}; imagenet: "
-                                            "RobustBench's 5000; imagefolder: all)")
+    p.add_argument("--n-ex", type=ranges.COUNT, help="first N test images (default: the protocol's test set, "
+                                            "CIFAR 10000, imagenet RobustBench's 5000; imagefolder: all)")
     p.add_argument("--subset", default="first", choices=("first", "random"),
                    help="which N images: the first N (RobustBench's protocol, default) or a fixed "
                         "random N (seeded by --subset-seed; for class-sorted files and quick runs)")
     p.add_argument("--subset-seed", type=ranges.SEED, default=0, help="seed of --subset random (default 0)")
     p.add_argument("--norm", default="Linf", help=" or ".join(NORMS) + " (default Linf)")
-    p.add_argument("--eps", help="radius, e.g. 8/255 or 0.0314 (default 8/255; imagenet and "
-                   "imagefolder: 4/255); the card writes k/255 as RobustBench does")
+    p.add_argument("--eps", help="radius, e.g. 8/255 or 0.0314 (default: the dataset's for --norm, "
+                   "CIFAR Linf 8/255, L2 0.5; imagenet and imagefolder Linf 4/255); the card writes "
+                   "k/255 as RobustBench does")
     p.add_argument("--version", default="standard", help="|".join(VERSIONS))
     p.add_argument("--attacks", help="comma-separated attacks for --version custom")
     p.add_argument("--batch-size", type=ranges.COUNT, default=500)
@@ -101,15 +100,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from advtrain.cli import eval_corruptions as corruptions, eval_sweep as sweep
-    from advtrain.cli.folder_eval import resolve_defaults
 
-    resolve_defaults(args)  # --eps / --n-ex left unset: the dataset's protocol values
+    on_corruptions = corruptions.requested(args)  # --threat-model Linf/L2 sets --norm
+    eval_model.resolve_defaults(args, corruptions=on_corruptions)  # unset: the dataset's facts
     sweep.check_args(args)
-    if corruptions.requested(args):
+    if on_corruptions:
         return corruptions.cli_run(args)
     settings = _settings(args)  # every evaluation setting, checked once, before any work
     _check_args(args)
-    _check_outputs(args)  # names and output paths: before loading data or attacking
+    eval_model.check_outputs(args, args.norm)  # names and output paths: before data or attacks
     from advtrain import distributed as D
     from advtrain.utils import resolve_device
 
@@ -122,8 +121,8 @@ def run(args) -> int:
 
         model = model.to(memory_format=torch.channels_last)
     _data_from_checkpoint(args, meta)
-    _check_outputs(args)  # again: the test data may now come from the checkpoint's config
-    check_protocol(args, model, device, meta)  # classes, input size: one forward, before data
+    eval_model.check_outputs(args, args.norm)  # again: the test data may come from the checkpoint
+    eval_model.check_protocol(args, model, device, meta)  # classes, size: one forward
     from advtrain.cli import eval_data
     from advtrain.eval.evaluator import evaluate
 
@@ -162,45 +161,7 @@ def _settings(args):
 
 def _check_args(args) -> None:
     check_args(args)
-    _card_info(args, "x")  # --reported and the card names, before any work
-
-
-def _check_outputs(args) -> None:
-    """Refuse, before any work, outputs that cannot be written or would destroy an input: the card
-    and sidecar, --save-adv and --state-path must be writable, must not be (or link to) the
-    checkpoint, the data or each other; an existing card needs --overwrite."""
-    from advtrain.hub import export as export
-    from advtrain.io.paths import check_outputs, check_path, check_writable_dir
-    from advtrain.io.names import check_model_name
-
-    check_path(args.checkpoint, "CHECKPOINT")
-    if args.robustbench_name is not None:
-        check_model_name(args.robustbench_name, "--robustbench-name")
-    name = card_name(args)
-    for flag in ("out", "save_adv", "state_path", "data_npz", "data_root", "model_dir"):
-        check_path(getattr(args, flag), "--" + flag.replace("_", "-"))
-    card, side = card_files(args.out, args.dataset, args.norm, name)
-    check_writable_dir(card.parent)
-    for extra in (args.save_adv, args.state_path):
-        if extra is not None:
-            if os.path.isdir(extra):
-                raise InputError(f"{extra} is a directory; --save-adv/--state-path take a file path")
-            check_writable_dir(os.path.dirname(os.path.abspath(extra)))
-    if card.exists() and not args.overwrite:  # a sidecar alone is an interrupted write: replaced
-        raise InputError(f"card {card} already exists (another evaluation named {name!r}); "
-                         "pass --name NAME for a new card, or --overwrite to replace it")
-    zoo = (export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
-           if args.robustbench_name else None)
-    from advtrain.eval.cards import CARD_SUFFIXES
-    from advtrain.eval.sweep import SWEEP_SUFFIXES, sweep_paths
-
-    sweep = sweep_paths(card.with_suffix("")) if args.eps_sweep else (None,) * 3
-    outputs = {"card": card, "sidecar": side, "the --eps-sweep CSV": sweep[0],
-               "the --eps-sweep plot": sweep[1], "the --eps-sweep convergence plot": sweep[2],
-               "--save-adv": args.save_adv, "--state-path": args.state_path}
-    check_outputs(outputs, {"CHECKPOINT": args.checkpoint, "--data-npz": args.data_npz,
-                            "the RobustBench checkpoint": zoo},
-                  family=(name, CARD_SUFFIXES + SWEEP_SUFFIXES))
+    eval_model.card_info(args, args.norm, "x", 1)  # --reported and the card names, before any work
 
 
 def _data_from_checkpoint(args, meta) -> None:
@@ -225,27 +186,15 @@ def _save_adv(path, result, y) -> None:
                  "eps": result.settings.eps, "norm": result.settings.norm}, path)
 
 
-def _card_info(args, architecture: str, test_images=None):
-    from advtrain.eval.cards import CardInfo
-
-    return CardInfo(name=card_name(args), dataset=args.dataset, threat_model=args.norm,
-                    architecture=architecture, title=args.title, venue=args.venue, link=args.link,
-                    authors=args.authors, footnote=args.footnote,
-                    additional_data=args.additional_data, reported=args.reported,
-                    test_images=test_images or TEST_IMAGES)
-
-
 def _write(args, result, meta, data):
-    from advtrain.eval.cards import write_card
-
-    info = _card_info(args, meta["display"], data["test_images"])
-    extra = {"arch": meta["arch"], "weights": meta["weights"],
-             "robustbench_name": args.robustbench_name, "data": data,
+    """The card through the one writer; the test-set size is the protocol's (the dataset's facts
+    row), or the folder's for a dataset without one (an ImageFolder tree)."""
+    whole = data["test_images"] if FACTS[args.dataset].test_images is None else None
+    extra = {"robustbench_name": args.robustbench_name, "data": data,
              "teacher": meta["recorded"].get("teacher")}
     extra.update({k: meta[k] for k in ("eps_sweep",) if k in meta})  # ux: sweep record
-    return write_card(result, info, out_dir=args.out, overwrite=args.overwrite,
-                      command=["advtrain"] + sys.argv[1:] if sys.argv else None,
-                      checkpoint=meta["checkpoint"], extra=extra, files=meta.get("files"))
+    return eval_model.write_card(args, result, meta, test_images=whole, extra=extra,
+                                 files=meta.get("files"))
 
 
 def _summary(result, card, side) -> None:

@@ -1,11 +1,36 @@
 """What every ``advtrain eval`` run shares, whatever it measures (AutoAttack in :mod:`eval_cmd`,
-common corruptions in :mod:`advtrain.eval.corruptions`): argument checks, the card name and the model."""
+ImageNet/ImageFolder data in :mod:`folder_eval`, common corruptions in :mod:`eval_corruptions`):
+the defaults from the dataset's facts row, argument checks, the card name, the output-path check
+(through the one :func:`advtrain.io.paths.check_outputs`), the model, and the card (through the one
+:func:`advtrain.eval.cards.write_card`)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from advtrain.errors import InputError
+from advtrain.eval import cards
+
+
+def resolve_defaults(args, *, corruptions: bool = False) -> None:
+    """Fill ``--eps`` / ``--n-ex`` left unset from the dataset's row of
+    :data:`advtrain.data.facts.FACTS`: the protocol's radius for ``--norm`` and its test-set size
+    (None: a whole ImageFolder ``val/``)."""
+    from advtrain.data.facts import facts
+    from attacks import NORMS
+
+    row = facts(args.dataset)
+    if args.eps is None and not corruptions and args.norm in NORMS:  # a bad --norm: named later
+        if args.norm not in row.eps:
+            raise InputError(f"--dataset {args.dataset} has no default eps for {args.norm} (no "
+                             f"RobustBench {args.norm} leaderboard); give --eps")
+        args.eps = row.eps[args.norm]
+    if args.n_ex is None:
+        args.n_ex = row.test_images
+    if row.is_folder and args.data_npz:
+        raise InputError(f"--data-npz does not apply to --dataset {args.dataset}; give --data-root DIR "
+                         "(with val/<class>/ images)")
 
 
 def check_args(args) -> None:
@@ -34,7 +59,6 @@ def card_name(args) -> str:
 def load_model(args, device):
     """``(model, meta)`` from CHECKPOINT or --robustbench-name, through :mod:`advtrain.hub.loader`."""
     from advtrain.hub import export as export
-    from advtrain.eval.cards import display_arch
     from advtrain.hub.loader import load_model_file, load_zoo
 
     if args.robustbench_name:
@@ -43,7 +67,8 @@ def load_model(args, device):
         path = export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
         own = loaded.recorded.get("arch")  # an advtrain export: its sidecar names the architecture
         arch = own or type(loaded.model).__name__
-        display = display_arch(own) if own else zoo_display(args.robustbench_name, arch)
+        display = cards.display_arch(own) if own else (
+            cards.display_arch(None, zoo_name=args.robustbench_name) or arch)
         return loaded.model, {"arch": arch, "display": display, "checkpoint": path,
                               "weights": "model", "name": args.robustbench_name, "recorded": {}}
     loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
@@ -53,10 +78,49 @@ def load_model(args, device):
     if args.weights is None and info["weights"] == "ema":
         print(f"note: {args.checkpoint}'s best epoch was chosen on its EMA weights; evaluating "
               "those (--weights model for the raw weights)", file=sys.stderr)
-    return model, {"arch": info["arch"], "display": display_arch(info["arch"]),
+    return model, {"arch": info["arch"], "display": cards.display_arch(info["arch"]),
                    "checkpoint": args.checkpoint, "weights": info["weights"],
                    "name": Path(args.checkpoint).stem, "recorded": info["recorded"],
                    "test_data": info["recorded"].get("test_data")}
+
+
+def check_outputs(args, threat_model: str) -> None:
+    """Refuse, before any work, outputs that cannot be written or would destroy an input: the card
+    and sidecar, the --eps-sweep files, --save-adv and --state-path must be writable, must not be
+    (or link to) the checkpoint, the data or each other, nor another name's card files in the card
+    folder (all through the one :func:`advtrain.io.paths.check_outputs`); an existing card needs
+    --overwrite."""
+    from advtrain.hub import export as export
+    from advtrain.io.names import check_model_name
+    from advtrain.io.paths import check_outputs as check_distinct, check_path, check_writable_dir
+
+    check_path(args.checkpoint, "CHECKPOINT")
+    if args.robustbench_name is not None:
+        check_model_name(args.robustbench_name, "--robustbench-name")
+    name = card_name(args)
+    for flag in ("out", "save_adv", "state_path", "data_npz", "data_root", "model_dir"):
+        check_path(getattr(args, flag), "--" + flag.replace("_", "-"))
+    card, side = cards.card_files(args.out, args.dataset, threat_model, name)
+    check_writable_dir(card.parent)
+    for extra in (args.save_adv, args.state_path):
+        if extra is not None:
+            if os.path.isdir(extra):
+                raise InputError(f"{extra} is a directory; --save-adv/--state-path take a file path")
+            check_writable_dir(os.path.dirname(os.path.abspath(extra)))
+    if card.exists() and not args.overwrite:  # a sidecar alone is an interrupted write: replaced
+        raise InputError(f"card {card} already exists (another evaluation named {name!r}); "
+                         "pass --name NAME for a new card, or --overwrite to replace it")
+    zoo = (export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
+           if args.robustbench_name else None)
+    from advtrain.eval.sweep import SWEEP_SUFFIXES, sweep_paths
+
+    sweep = sweep_paths(card.with_suffix("")) if getattr(args, "eps_sweep", None) else (None,) * 3
+    outputs = {"card": card, "sidecar": side, "the --eps-sweep CSV": sweep[0],
+               "the --eps-sweep plot": sweep[1], "the --eps-sweep convergence plot": sweep[2],
+               "--save-adv": args.save_adv, "--state-path": args.state_path}
+    check_distinct(outputs, {"CHECKPOINT": args.checkpoint, "--data-npz": args.data_npz,
+                             "--data-root": args.data_root, "the RobustBench checkpoint": zoo},
+                   family=(name, cards.CARD_SUFFIXES + SWEEP_SUFFIXES))
 
 
 def check_protocol(args, model, device, meta=None) -> None:
@@ -64,22 +128,31 @@ def check_protocol(args, model, device, meta=None) -> None:
     forward of one image, before any data is read or attack run (:mod:`advtrain.eval.protocol`);
     for an ImageFolder model, the class names it recorded against the evaluation folder's."""
     from advtrain.data.imagefolder import check_classes, is_folder_dataset
-    from advtrain.eval.protocol import check_model, protocol_classes
+    from advtrain.eval.protocol import check_model, protocol_class_names, protocol_classes
 
     what = str(args.checkpoint or args.robustbench_name)
     check_model(model, args.dataset, classes=protocol_classes(args.dataset, args.data_root),
                 device=device, what=what)
     recorded = ((meta or {}).get("recorded") or {}).get("classes")
     if recorded is not None and is_folder_dataset(args.dataset):
-        from advtrain.eval.protocol import protocol_class_names
-
         names, where = protocol_class_names(args.dataset, args.data_root)
         check_classes(recorded, names, where, what)
 
 
-def zoo_display(name: str, fallback: str) -> str:
-    """``Cui2023Decoupled_WRN-34-10 -> WideResNet-34-10`` (the architecture part of a zoo id)."""
-    _, _, tail = name.partition("_")
-    if tail.startswith("WRN-"):
-        return "WideResNet-" + "-".join(tail[4:].split("-")[:2]).split("_")[0]
-    return tail or fallback
+def card_info(args, threat_model: str, architecture: str, test_images=None) -> "cards.CardInfo":
+    """The :class:`~advtrain.eval.cards.CardInfo` of this run (``test_images`` None: the
+    protocol's test-set size from the dataset's facts row)."""
+    return cards.CardInfo(name=card_name(args), dataset=args.dataset, threat_model=threat_model,
+                          architecture=architecture, title=args.title, venue=args.venue,
+                          link=args.link, authors=args.authors, footnote=args.footnote,
+                          additional_data=args.additional_data, reported=args.reported,
+                          test_images=test_images)
+
+
+def write_card(args, result, meta: dict, *, test_images=None, extra=None, files=None) -> tuple:
+    """Card + sidecar of ``result`` through the one :func:`advtrain.eval.cards.write_card`."""
+    info = card_info(args, result.threat_model, meta["display"], test_images)
+    extra = {"arch": meta["arch"], "weights": meta["weights"], **(extra or {})}
+    return cards.write_card(result, info, out_dir=args.out, overwrite=args.overwrite,
+                            command=["advtrain"] + sys.argv[1:] if sys.argv else None,
+                            checkpoint=meta["checkpoint"], extra=extra, files=files)

@@ -1,5 +1,9 @@
 """``advtrain eval --dataset imagenet|imagefolder``: the ImageFolder test data and defaults.
 
+Defaults (``--eps``, ``--n-ex``) come from the dataset's row in :data:`advtrain.data.facts.FACTS`
+(:func:`advtrain.cli.eval_model.resolve_defaults`), the evaluation and the card from the same
+evaluator, accuracy loop and card writer as CIFAR's (:mod:`advtrain.cli.eval_cmd`).
+
 - ``imagenet``: RobustBench's protocol -- Linf 4/255, the 5,000 images listed in robustbench's
   ``helper_files/imagenet_test_image_ids.txt`` (in that order; ``--n-ex N`` takes the first N) read
   from ``--data-root DIR/val/<wnid>/``, Resize(256) + CenterCrop(224) (the model's image size
@@ -16,37 +20,26 @@ import os
 
 import torch
 
-from advtrain.eval.cards import TEST_IMAGES
-from advtrain.data.imagefolder import (IMAGENET_PROTOCOL_N, imagenet_protocol_files, is_folder_dataset,
-                                       load_folder_test, scan)
+from advtrain.data.facts import facts
+from advtrain.data.imagefolder import imagenet_protocol_files, is_folder_dataset, load_folder_test, scan
 from advtrain.errors import InputError
 
-__all__ = ["is_folder_dataset", "load", "load_folder_eval", "resolve_defaults"]
-
-#: default --eps: RobustBench's ImageNet Linf radius for ImageFolder data, CIFAR's otherwise
-DEFAULT_EPS = {"imagenet": "4/255", "imagefolder": "4/255"}
-#: default --n-ex (None: the whole folder)
-DEFAULT_N_EX = {"imagenet": IMAGENET_PROTOCOL_N, "imagefolder": None}
+__all__ = ["is_folder_dataset", "load", "load_folder_eval"]
 
 
-def resolve_defaults(args) -> None:
-    """Fill ``--eps`` / ``--n-ex`` left unset with the dataset's protocol values."""
-    if args.eps is None:
-        args.eps = DEFAULT_EPS.get(args.dataset, "8/255")
-    if args.n_ex is None and not is_folder_dataset(args.dataset):
-        args.n_ex = TEST_IMAGES
-    if is_folder_dataset(args.dataset) and args.data_npz:
-        raise InputError(f"--data-npz does not apply to --dataset {args.dataset}; give --data-root DIR "
-                         "(with val/<class>/ images)")
+def _protocol_list(dataset: str) -> bool:
+    """Evaluated on RobustBench's ImageNet list (the imagenet row), not on the whole folder."""
+    return facts(dataset).robustbench == "imagenet"
 
 
 def load(args, model) -> tuple:
     """``(x, y, provenance)``: :func:`load_folder_eval` and the record of what was evaluated."""
     x, y = load_folder_eval(args, model)
-    n = args.n_ex if args.n_ex is not None else DEFAULT_N_EX[args.dataset]
-    protocol = args.dataset == "imagenet"
-    total = IMAGENET_PROTOCOL_N if protocol else len(scan(args.data_root, "test")[1])
-    classes = 1000 if protocol else int(getattr(model, "num_classes", int(y.max()) + 1))
+    n = args.n_ex
+    protocol = _protocol_list(args.dataset)
+    row = facts(args.dataset)
+    total = row.test_images if protocol else len(scan(args.data_root, "test")[1])
+    classes = row.classes if protocol else int(getattr(model, "num_classes", int(y.max()) + 1))
     record = {"source": "imagenet protocol list" if protocol else "image folder",
               "path": os.path.abspath(os.path.join(args.data_root, "val")), "sha256": None,
               "subset": "first" if protocol or n is None else args.subset,
@@ -63,8 +56,8 @@ def load_folder_eval(args, model) -> tuple:
                          "images)")
     size = int(getattr(model, "image_size", 224))
     classes = getattr(model, "num_classes", None)
-    n = args.n_ex if args.n_ex is not None else DEFAULT_N_EX[args.dataset]
-    if args.dataset == "imagenet":
+    n = args.n_ex
+    if _protocol_list(args.dataset):
         files = imagenet_protocol_files()
         if n is not None and not 1 <= n <= len(files):
             raise InputError(f"--n-ex {n}: RobustBench's ImageNet protocol has {len(files)} images; "

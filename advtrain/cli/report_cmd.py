@@ -17,8 +17,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from advtrain.io.paths import check_path, check_writable_dir
-    from advtrain.eval.report import write_report
+    from advtrain.eval.report import report_files, report_inputs, write_report
+    from advtrain.io.paths import check_outputs, check_path, check_writable_dir
 
     check_path(args.dir, "DIR")
     check_path(args.out, "--out")
@@ -26,6 +26,8 @@ def run(args) -> int:
         from pathlib import Path
 
         check_writable_dir(Path(args.out).resolve().parent)
+    md, page = report_files(args.dir, args.out)  # the one output-path check, before any work
+    check_outputs({"the report's .md": md, "the report's .html": page}, report_inputs(args.dir))
     md, page, rows = write_report(args.dir, args.out)
     partial = sum(bool(r["partial"]) for r in rows)
     print(f"{len(rows)} cards ({partial} partial)\nmarkdown: {md}\nhtml: {page}")

@@ -3,7 +3,8 @@
 No normalisation happens here; models that need it normalise inside with :data:`DATASET_MEAN` /
 :data:`DATASET_STD`. Modules:
 
-- :mod:`.names` -- dataset names, ``num_classes``, mean/std constants;
+- :mod:`.facts` -- THE table of dataset facts (:data:`FACTS`; adding a dataset is one row);
+- :mod:`.names` -- dataset names, ``num_classes``, mean/std constants (live views of the table);
 - :mod:`.npz` -- memory-mapped reading and validation of ``image``/``label`` npz files, the
   decompress-once cache for compressed ones;
 - :mod:`.sources` -- CIFAR binary / torchvision / npz sources and :func:`resolve_source`;
@@ -15,6 +16,7 @@ No normalisation happens here; models that need it normalise inside with :data:`
 """
 from advtrain.data.augment import DeviceLoader, crop_flip_batch, derive_seed, random_crop_flip
 from advtrain.data.datasets import AUGMENTATIONS, ArrayDataset
+from advtrain.data.facts import FACTS, DatasetFacts, facts
 from advtrain.data.loaders import build_train_loader, load_holdout_arrays, load_test_arrays, set_loader_epoch
 from advtrain.data.names import DATASET_MEAN, DATASET_STD, DATASETS, check_dataset, num_classes
 from advtrain.data.npz import COMPRESSED_LIMIT, read_npz
@@ -23,6 +25,7 @@ from advtrain.data.sampling import MixedSampler, seed_everything
 from advtrain.data.sources import Source, load_arrays, read_cifar_binary, resolve_source
 
 __all__ = [
+    "FACTS", "DatasetFacts", "facts",
     "DeviceLoader", "crop_flip_batch", "derive_seed", "random_crop_flip", "AUGMENTATIONS", "ArrayDataset",
     "build_train_loader", "load_holdout_arrays", "load_test_arrays", "set_loader_epoch",
     "DATASET_MEAN", "DATASET_STD", "DATASETS", "check_dataset", "num_classes",

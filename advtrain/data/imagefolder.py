@@ -26,21 +26,22 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from advtrain.data.augment import derive_seed
-from advtrain.data.names import DATASETS
+from advtrain.data.facts import FACTS, FactView, facts
 from advtrain.errors import AdvtrainError, DataError, InputError
 
-#: datasets read from an ImageFolder tree, and their fixed class counts (None: data.num_classes)
-FOLDER_DATASETS = {name: DATASETS[name] for name in ("imagenet", "imagefolder")}
+#: datasets read from an ImageFolder tree, and their fixed class counts (None: data.num_classes);
+#: a live view of the facts rows with the ``imagefolder`` source
+FOLDER_DATASETS = FactView(lambda row: row.classes, keep=lambda row: row.is_folder)
 #: split name -> sub-folder
 SPLIT_DIRS = {"train": "train", "test": "val"}
 #: RobustBench's Res256Crop224 resize/crop ratio
 RESIZE_RATIO = 256 / 224
 #: RandomResizedCrop area and aspect-ratio ranges (torchvision's defaults, as in timm and ARES)
 RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
-#: the number of images in RobustBench's ImageNet evaluation
-IMAGENET_PROTOCOL_N = 5000
-#: image side when data.image_size is not given (ImageNet's 224 px)
-DEFAULT_IMAGE_SIZE = 224
+#: the number of images in RobustBench's ImageNet evaluation (the imagenet row's test-set size)
+IMAGENET_PROTOCOL_N = FACTS["imagenet"].test_images
+#: image side when data.image_size is not given (the imagefolder row's: ImageNet's 224 px)
+DEFAULT_IMAGE_SIZE = FACTS["imagefolder"].image_size
 #: the image sides a model may be built for or an image resized to (a recorded 60000 would
 #: exhaust memory before anything else failed); checked at config load and at every build
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
@@ -63,7 +64,7 @@ def is_folder_dataset(dataset: object) -> bool:
 
 def image_size_of(d) -> int:
     """``data.image_size`` with its default (a config section is not rewritten: it may be frozen)."""
-    return DEFAULT_IMAGE_SIZE if d.image_size is None else d.image_size
+    return facts(d.dataset).image_size if d.image_size is None else d.image_size
 
 
 def folder_options(d) -> dict:

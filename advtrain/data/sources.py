@@ -19,18 +19,11 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from advtrain.data.facts import facts
 from advtrain.data.names import check_dataset, check_split, num_classes
 from advtrain.data.npz import check_arrays, read_npz
 from advtrain.errors import DataError
 
-_BINARY = {
-    # dataset: (folder, {split: files}, label bytes per record, index of the label byte used)
-    "cifar10": ("cifar-10-batches-bin",
-                {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}, 1, 0),
-    "cifar100": ("cifar-100-binary", {"train": ["train.bin"], "test": ["test.bin"]}, 2, 1),
-}
-_PYTHON_DIR = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
-_ARCHIVE = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}  # torchvision's
 _IMAGE_BYTES = 3 * 32 * 32
 
 
@@ -41,10 +34,11 @@ def offline() -> bool:
 
 def read_cifar_binary(folder: str, dataset: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
     """Parse the official CIFAR binary release: records of label byte(s) + 3072 bytes CHW."""
-    _, files, n_label, which = _BINARY[dataset]
+    layout = _binary(dataset)
+    n_label, which = layout.label_bytes, layout.label_index
     record = n_label + _IMAGE_BYTES
     images, labels = [], []
-    for name in files[split]:
+    for name in layout.files[split]:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise DataError(f"{folder}: missing {name}; re-extract the official CIFAR binary archive there")
@@ -63,11 +57,12 @@ def read_torchvision(root: str, dataset: str, split: str, download: bool = False
     """torchvision's CIFAR10/100 (md5-verified official pickle batches), downloading if asked."""
     from torchvision import datasets
 
-    cls = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
+    layout = _torchvision(dataset)
+    cls = getattr(datasets, layout.cls)
     try:
         ds = cls(root=root, train=split == "train", download=download)
     except RuntimeError:  # torchvision: "Dataset not found or corrupted"
-        folder = os.path.join(root, _PYTHON_DIR[dataset])
+        folder = os.path.join(root, layout.folder)
         raise DataError(f"{folder}: incomplete or corrupt (failed torchvision's md5 check; an interrupted "
                         f"download or extraction?); delete it{_and_archive(root, dataset)} and run again "
                         f"with downloads on, or {_options(dataset, split)}") from None
@@ -111,28 +106,42 @@ def source_files(src: Source) -> List[str]:
     if src.kind == "npz":
         return [src.path]
     if src.kind == "binary":
-        return [os.path.join(src.path, name) for name in _BINARY[src.dataset][1][src.split]]
-    folder = os.path.join(src.path, _PYTHON_DIR[src.dataset])
-    if src.dataset == "cifar10":
-        names = [f"data_batch_{i}" for i in range(1, 6)] if src.split == "train" else ["test_batch"]
-    else:
-        names = [src.split]
-    return [os.path.join(folder, name) for name in names]
+        return [os.path.join(src.path, name) for name in _binary(src.dataset).files[src.split]]
+    layout = _torchvision(src.dataset)
+    return [os.path.join(src.path, layout.folder, name) for name in layout.files[src.split]]
+
+
+def _binary(dataset: str):
+    """The CIFAR binary layout of ``dataset`` (its facts row)."""
+    layout = facts(dataset).binary
+    if layout is None:
+        raise DataError(f"{dataset} has no CIFAR binary release; give an npz file or a folder")
+    return layout
+
+
+def _torchvision(dataset: str):
+    """torchvision's class and folders of ``dataset`` (its facts row)."""
+    layout = facts(dataset).torchvision
+    if layout is None:
+        raise DataError(f"{dataset} is not a torchvision dataset; {_options(dataset, 'test')}")
+    return layout
 
 
 def _options(dataset: str, split: str) -> str:
-    folder = _BINARY[dataset][0]
-    return (f"give local data: a directory (eval --data-root DIR, config data.root) containing {folder}/ or "
-            f"{_PYTHON_DIR[dataset]}/ or {split}.npz, an npz file (eval --data-npz FILE, config data.{split}_npz) "
+    row = facts(dataset)
+    folders = "".join(f"{layout.folder}/ or " for layout in (row.binary, row.torchvision) if layout)
+    return (f"give local data: a directory (eval --data-root DIR, config data.root) containing {folders}"
+            f"{split}.npz, an npz file (eval --data-npz FILE, config data.{split}_npz) "
             f"with keys image, label, or set ADVTRAIN_DATA to such a directory "
             f"(e.g. ADVTRAIN_DATA=../shared/data/cifar10-jpeg)")
 
 
 def _archive(root: Optional[str], dataset: str) -> Optional[str]:
     """torchvision's download archive (``cifar-10-python.tar.gz``) left in ``root``, if any."""
-    if root is None:
+    layout = facts(dataset).torchvision
+    if root is None or layout is None:
         return None
-    path = os.path.join(os.fspath(root), _ARCHIVE[dataset])
+    path = os.path.join(os.fspath(root), layout.archive)
     return path if os.path.isfile(path) else None
 
 
@@ -142,10 +151,10 @@ def _and_archive(root: str, dataset: str) -> str:
 
 
 def _find_in(directory: str, dataset: str, split: str) -> Optional[Source]:
-    binary = os.path.join(directory, _BINARY[dataset][0])
-    if os.path.isdir(binary):
-        return Source("binary", binary, dataset, split)
-    if os.path.isdir(os.path.join(directory, _PYTHON_DIR[dataset])):
+    row = facts(dataset)
+    if row.binary is not None and os.path.isdir(os.path.join(directory, row.binary.folder)):
+        return Source("binary", os.path.join(directory, row.binary.folder), dataset, split)
+    if row.torchvision is not None and os.path.isdir(os.path.join(directory, row.torchvision.folder)):
         return Source("torchvision", directory, dataset, split)
     npz = os.path.join(directory, f"{split}.npz")
     if os.path.isfile(npz):
@@ -181,6 +190,9 @@ def resolve_source(dataset: str, split: str, *, root: Optional[str] = None, npz:
         where = f" under {root}" if root is not None else ""
         raise DataError(f"no local {dataset} {split} data found{where} and downloads are off "
                         f"(ADVTRAIN_OFFLINE=1); {_options(dataset, split)}")
+    if facts(dataset).torchvision is None:  # nothing to download
+        where = f" under {root}" if root is not None else ""
+        raise DataError(f"no local {dataset} {split} data found{where}; {_options(dataset, split)}")
     return Source("torchvision", os.fspath(root) if root is not None else "./data", dataset, split, download=True)
 
 

@@ -1,9 +1,13 @@
 """The one accuracy loop: clean or attacked accuracy of a model on tensors, batch by batch.
 
-Used by the evaluation (``advtrain.eval.evaluator.accuracy``, its public name), the sanity checks
-(:mod:`advtrain.eval.sanity`) and the trainer's per-epoch test. Batches move to the model's device, the
-model is in eval mode during the loop only, and with ``seed`` the attack's random start is drawn
-from that seed without touching the caller's RNG.
+Used by every evaluation: the AutoAttack evaluation's clean pass and PGD-K
+(:mod:`advtrain.eval.evaluator`, ``advtrain.eval.evaluator.accuracy`` is its public name), the
+sanity checks (:mod:`advtrain.eval.sanity`), the eps sweep (:mod:`advtrain.eval.sweep`: its PGD
+restarts are the ``attack``), the common corruptions (:mod:`advtrain.eval.corruptions`) and the
+trainer's per-epoch test. Batches move to the model's device, the model is in eval mode during the
+loop only, and with ``seed`` the attack's random start is drawn from that seed without touching the
+caller's RNG. Callers reach it as ``accuracy.correct`` / ``accuracy.accuracy`` (module attributes),
+so a test can replace it with a spy.
 """
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ from tqdm.auto import tqdm
 
 def correct(model, x, y, *, batch_size: int = 500, attack: Optional[Callable] = None,
             progress: bool = False, desc: Optional[str] = None,
-            seed: Optional[int] = None) -> torch.Tensor:
+            seed: Optional[int] = None,
+            on_logits: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
     """Per example (bool, on the model's device): ``model`` predicts ``y`` on ``x`` (or on
-    ``attack(model, x, y)``)."""
+    ``attack(model, x, y)``). ``on_logits`` sees every batch's logits (e.g. to count non-finite
+    ones)."""
     device = _device(model)
     label = desc or ("clean" if attack is None else type(attack).__name__)
     out = [torch.zeros(0, dtype=torch.bool, device=device)]
@@ -34,7 +40,10 @@ def correct(model, x, y, *, batch_size: int = 500, attack: Optional[Callable] = 
                 if attack is not None:
                     xb = attack(model, xb, yb)
                 with torch.no_grad():
-                    out.append(model(xb).argmax(1) == yb)
+                    logits = model(xb)
+                if on_logits is not None:
+                    on_logits(logits)
+                out.append(logits.argmax(1) == yb)
     finally:
         model.train(was_training)
     return torch.cat(out)

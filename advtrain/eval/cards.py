@@ -1,16 +1,22 @@
 """RobustBench result cards and the advtrain sidecar next to them.
 
-``write_card(result, CardInfo(name=..., dataset=..., threat_model=..., architecture=...))`` writes
+The one card writer: every evaluation (Linf/L2 AutoAttack, ImageNet/ImageFolder, eps sweeps, common
+corruptions) writes its card through ``write_card(result, CardInfo(name=..., dataset=...,
+threat_model=..., architecture=...))``, which writes
 
-- ``<out_dir>/<dataset>/<threat_model>/<name>.json``: the fields of RobustBench's own Linf/L2 cards
-  (``robustbench.utils.ModelInfo`` plus ``unreliable``, which 67 of RobustBench's 99 CIFAR-10 Linf
-  cards carry), accuracies as percentage strings with two decimals (``0.8531 -> "85.31"``), eps as
-  ``"8/255"`` whenever it is k/255;
-- ``<name>.advtrain.json`` beside it: per-attack accuracies, timings, flags, sanity report,
-  settings, data provenance, package versions, checkpoint SHA-256, command line and date.
+- ``<out_dir>/<dataset>/<threat_model>/<name>.json``: the fields of RobustBench's own cards --
+  Linf/L2 (an :class:`~advtrain.eval.settings.EvalResult`): ``robustbench.utils.ModelInfo`` plus
+  ``unreliable``, which 67 of RobustBench's 99 CIFAR-10 Linf cards carry, eps as ``"8/255"``
+  whenever it is k/255; ``corruptions`` (a :class:`~advtrain.eval.settings.CorruptionsResult`):
+  ``clean_acc`` and ``corruptions_acc``; accuracies as percentage strings with two decimals
+  (``0.8531 -> "85.31"``);
+- ``<name>.advtrain.json`` beside it: per-attack accuracies (corruptions: per corruption and
+  severity), timings, flags, sanity report, settings, data provenance, package versions,
+  checkpoint SHA-256, command line and date.
 
-A card says what it is: unless the evaluation is standard AutoAttack on the full test set, its
-``footnote`` names the attacks and the number of images; ``reported`` (in RobustBench: the paper's
+A card says what it is: unless the evaluation is standard AutoAttack (corruptions: every block)
+on the protocol's whole test set (its size: the dataset's row in :data:`advtrain.data.facts.FACTS`),
+its ``footnote`` names the attacks and the number of images; ``reported`` (in RobustBench: the paper's
 claim) comes from the user, else it is the measured number only for a full standard run, else the
 key is absent; no field is ``null``. The two files are committed as one
 (:func:`advtrain.io.atomic.commit_files`, the card as the primary file): the card is renamed into place last, so a lone sidecar marks an unfinished write that a rerun
@@ -27,20 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from advtrain.data.facts import facts
 from advtrain.errors import InputError, unknown
 from attacks import NORMS
 from advtrain.io.atomic import commit_files
-from advtrain.eval.settings import EvalResult
+from advtrain.eval.settings import CORRUPTIONS, CorruptionsResult
 from advtrain.io.names import SIDECAR_SUFFIX, check_model_name
 from advtrain.io.safeload import file_sha256
 from advtrain.utils import format_eps, git_commit, package_versions
 
-#: images of the CIFAR-10/100 test split: RobustBench's full evaluation
-TEST_IMAGES = 10000
-#: the threat model of common-corruption cards (:mod:`advtrain.eval.corruptions` writes them)
-CORRUPTIONS = "corruptions"
-#: every card's threat model: the attack norms (:func:`write_card`) and the corruptions
-THREAT_MODELS = tuple(NORMS) + (CORRUPTIONS,)
+#: every card's threat model: the attack norms and the common corruptions (``CORRUPTIONS``, from
+#: :mod:`advtrain.eval.settings`); the zoo's are the norms only (``hub.zoo.ZOO_THREAT_MODELS``)
+CARD_THREAT_MODELS = tuple(NORMS) + (CORRUPTIONS,)
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,9 @@ class CardInfo:
     """What the card says beyond the measured numbers (RobustBench ModelInfo's descriptive fields).
 
     ``reported`` is the paper's robust accuracy as a percentage string (``"57.20"``) or None;
-    ``test_images`` is the size of the test set the evaluated images were drawn from.
+    ``test_images`` is the size of the protocol's test set the evaluated images were drawn from
+    (default: the dataset's facts row; a dataset without one, e.g. an ImageFolder tree, must
+    give it: its whole folder).
     """
 
     name: str
@@ -63,22 +69,40 @@ class CardInfo:
     additional_data: bool = False
     number_forward_passes: int = 1
     reported: Optional[str] = None
-    test_images: int = TEST_IMAGES
+    test_images: Optional[int] = None
 
     def __post_init__(self):
-        from advtrain.data.names import DATASETS
-
-        if self.dataset not in DATASETS:
-            raise unknown("dataset", self.dataset, DATASETS)
-        if self.threat_model not in NORMS:  # write_card's cards are attack results
-            raise unknown("threat model", self.threat_model, NORMS)
+        row = facts(self.dataset)  # unknown -> one line naming every dataset
+        if self.threat_model not in CARD_THREAT_MODELS:
+            raise unknown("threat model", self.threat_model, CARD_THREAT_MODELS)
+        if self.threat_model == CORRUPTIONS and row.corruptions is None:
+            raise InputError(f"{self.dataset} has no common-corruptions release; threat model "
+                             f"corruptions is for {', '.join(_corruption_datasets())}")
+        if self.test_images is None:
+            object.__setattr__(self, "test_images", row.test_images)
+        if not isinstance(self.test_images, int) or self.test_images < 1:
+            raise InputError(f"card of {self.dataset}: give the size of the test set evaluated "
+                             f"from (test_images), got {self.test_images!r}")
         check_model_name(self.name, "card name")
         if self.reported is not None:
             object.__setattr__(self, "reported", _percent_text(self.reported))
 
 
-def display_arch(arch: str) -> str:
-    """RobustBench's spelling of an architecture name (``wrn-34-10 -> WideResNet-34-10``)."""
+def _corruption_datasets():
+    from advtrain.data.facts import dataset_names
+
+    return dataset_names(corruptions=True)
+
+
+def display_arch(arch: Optional[str], zoo_name: Optional[str] = None) -> str:
+    """The one display-name helper: RobustBench's spelling of an architecture, from an advtrain name
+    (``wrn-34-10 -> WideResNet-34-10``) or, with ``arch`` None, from the architecture part of a
+    RobustBench zoo id (``Cui2023Decoupled_WRN-34-10 -> WideResNet-34-10``)."""
+    if arch is None:
+        _, _, tail = (zoo_name or "").partition("_")
+        if tail.startswith("WRN-"):
+            return "WideResNet-" + "-".join(tail[4:].split("-")[:2]).split("_")[0]
+        return tail  # "" when the id has no architecture part: the caller's fallback
     parts = arch.split("-")
     if parts[0] == "wrn" and len(parts) >= 3:
         return "WideResNet-" + "-".join(parts[1:3])  # RobustBench writes no "-SiLU"
@@ -105,13 +129,24 @@ def _percent_text(value) -> str:
     return f"{number:.2f}"
 
 
-def is_full_standard(result: EvalResult, info: CardInfo) -> bool:
-    """Standard AutoAttack at its own budget, fp32, on the whole test set."""
+def is_full_standard(result, info: CardInfo) -> bool:
+    """Standard AutoAttack at its own budget, fp32, on the whole test set (corruptions: every
+    image of every corruption x severity block)."""
+    if isinstance(result, CorruptionsResult):
+        return result.n_per_block >= info.test_images
     return result.settings.standard and result.n_ex >= info.test_images
 
 
-def describe(result: EvalResult, info: CardInfo) -> str:
-    """``AutoAttack custom (apgd-ce, apgd-t), n_iter 3, on 100 of 10000 test images``."""
+def describe(result, info: CardInfo) -> str:
+    """``AutoAttack custom (apgd-ce, apgd-t), n_iter 3, on 100 of 10000 test images``
+    (corruptions: ``4 of 10000 images per corruption and severity (15 corruptions x 5
+    severities)``, with ``partial evaluation:`` in front when it is one)."""
+    if isinstance(result, CorruptionsResult):
+        table = result.per_corruption_severity
+        severities = len(next(iter(table.values()), {}))
+        what = (f"{result.n_per_block} of {info.test_images} images per corruption and severity "
+                f"({len(table)} corruptions x {severities} severities)")
+        return what if is_full_standard(result, info) else "partial evaluation: " + what
     s = result.settings
     knobs = [f"{k} {getattr(s, k)}" for k in ("n_iter", "n_restarts", "n_queries", "n_targets")
              if getattr(s, k) is not None]
@@ -121,30 +156,35 @@ def describe(result: EvalResult, info: CardInfo) -> str:
     return ", ".join([what, *knobs]) + f", on {result.n_ex} of {info.test_images} test images"
 
 
-def card_fields(result: EvalResult, info: CardInfo) -> dict:
+def card_fields(result, info: CardInfo) -> dict:
     """The card as a dict in RobustBench's key order; no ``null`` values (see the module doc)."""
-    robust = percent(result.robust_acc)
+    corruptions = isinstance(result, CorruptionsResult)
+    robust = percent(result.corruptions_acc if corruptions else result.robust_acc)
     full = is_full_standard(result, info)
     card = {"link": info.link, "name": info.title or info.name, "authors": info.authors,
             "additional_data": bool(info.additional_data),
             "number_forward_passes": int(info.number_forward_passes), "dataset": info.dataset,
-            "venue": info.venue, "architecture": info.architecture,
-            "eps": format_eps(result.settings.eps), "clean_acc": percent(result.clean_acc)}
+            "venue": info.venue, "architecture": info.architecture}
+    if not corruptions:
+        card["eps"] = format_eps(result.settings.eps)
+    card["clean_acc"] = percent(result.clean_acc)
     reported = info.reported or (robust if full else None)
     if reported is not None:
         card["reported"] = reported
-    card["autoattack_acc"] = robust
+    card["corruptions_acc" if corruptions else "autoattack_acc"] = robust
     notes = [n.strip().rstrip(".") for n in (info.footnote, None if full else
                                               describe(result, info)) if n and n.strip()]
     if notes:
         card["footnote"] = ". ".join(notes) + "."
+    if corruptions:  # RobustBench's corruptions cards carry no unreliable field
+        return card
     from advtrain.eval.sanity import DATA_FLAGS
 
     card["unreliable"] = any(f.get("code") not in DATA_FLAGS for f in result.flags)
     return card
 
 
-def sidecar_fields(result: EvalResult, info: CardInfo, *, command: Optional[Sequence[str]] = None,
+def sidecar_fields(result, info: CardInfo, *, command: Optional[Sequence[str]] = None,
                    checkpoint=None, extra: Optional[dict] = None) -> dict:
     """Everything needed to audit and reproduce the card's numbers."""
     side = {"name": info.name, "dataset": info.dataset, "threat_model": info.threat_model,
@@ -184,11 +224,13 @@ def card_paths(out_dir, info: CardInfo) -> tuple:
     return card_files(out_dir, info.dataset, info.threat_model, info.name)
 
 
-def write_card(result: EvalResult, info: CardInfo, *, out_dir="model_info",
+def write_card(result, info: CardInfo, *, out_dir="model_info",
                command: Optional[Sequence[str]] = None, checkpoint=None,
                extra: Optional[dict] = None, overwrite: bool = True,
                files: Optional[dict] = None) -> tuple:
-    """Write the RobustBench card and its sidecar as one (with ``files``, ``{path: content}`` of
+    """The one card writer: the RobustBench card of ``result`` (an
+    :class:`~advtrain.eval.settings.EvalResult` or a
+    :class:`~advtrain.eval.settings.CorruptionsResult`) and its sidecar, written as one (with ``files``, ``{path: content}`` of
     further files beside them, e.g. the ``--eps-sweep`` curves); returns ``(card_path, sidecar_path)``.
 
     Refused (:class:`InputError`, nothing written) when the result carries a flag that makes its
@@ -198,8 +240,8 @@ def write_card(result: EvalResult, info: CardInfo, *, out_dir="model_info",
     """
     from advtrain.eval.sanity import BLOCKING
 
-    if result.settings.norm != info.threat_model:
-        raise InputError(f"result is for {result.settings.norm} but threat_model is "
+    if result.threat_model != info.threat_model:
+        raise InputError(f"result is for {result.threat_model} but threat_model is "
                          f"{info.threat_model!r}")
     blocking = [f for f in result.flags if f.get("code") in BLOCKING]
     if blocking:

@@ -11,6 +11,11 @@ labels), the clean test set in DIR itself (any layout ``advtrain.data`` reads). 
 - ``<name>.advtrain.json`` beside it: accuracy per corruption and severity, per corruption (mean
   over severities), per severity (mean over corruptions), n per block, versions, command.
 
+Every accuracy is taken by the one accuracy loop (:mod:`advtrain.eval.accuracy`); the result is a
+:class:`~advtrain.eval.settings.CorruptionsResult`, written by the one card writer
+(:func:`advtrain.eval.cards.write_card`). The folder name (``CIFAR-10-C``) and the published block
+size (the test-set size) are the dataset's row in :data:`advtrain.data.facts.FACTS`.
+
 The published layout (N = 10,000) is read by RobustBench's own ``load_corruptions_cifar``. A
 reduced folder (N < 10,000, e.g. a few images per block for a quick check or a test) is read
 here, memory-mapped, with the same slicing: RobustBench's loader hard-codes 10,000 images per
@@ -25,14 +30,29 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from advtrain.eval.cards import TEST_IMAGES
+from advtrain.data.facts import facts
 from advtrain.data.names import num_classes
-from advtrain.errors import DataError
+from advtrain.errors import DataError, InputError
+from advtrain.eval import accuracy as loop
+from advtrain.eval.settings import CorruptionsResult
 
 SEVERITIES = (1, 2, 3, 4, 5)
-#: images per severity block in the published CIFAR-10-C / CIFAR-100-C files
-PUBLISHED_N = TEST_IMAGES  # each block is the whole test split, corrupted
-FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
+
+
+def published_n(dataset: str) -> int:
+    """Images per severity block in the published files: the whole test split, corrupted."""
+    return facts(dataset).test_images
+
+
+def folder_name(dataset: str) -> str:
+    """``CIFAR-10-C``: the folder of ``dataset``'s corruptions release (its facts row)."""
+    name = facts(dataset).corruptions
+    if name is None:
+        from advtrain.data.facts import dataset_names
+
+        raise InputError(f"{dataset} has no common-corruptions release; --threat-model corruptions "
+                         f"is for --dataset {' or '.join(dataset_names(corruptions=True))}")
+    return name
 
 
 def corruption_names() -> Tuple[str, ...]:
@@ -44,13 +64,13 @@ def corruption_names() -> Tuple[str, ...]:
 
 def corruption_folder(root, dataset: str) -> Path:
     """``root/CIFAR-10-C`` with ``labels.npy`` and every corruption file, else one-line error."""
-    folder = Path(root) / FOLDERS[dataset]
+    folder = Path(root) / folder_name(dataset)
     missing = [n + ".npy" for n in ("labels",) + corruption_names()
                if not (folder / (n + ".npy")).is_file()]
     if missing:
         raise DataError(f"{folder} lacks {', '.join(missing[:3])}"
                         f"{' and %d more' % (len(missing) - 3) if len(missing) > 3 else ''}; "
-                        f"--data-root must hold {FOLDERS[dataset]}/ in its published layout "
+                        f"--data-root must hold {folder.name}/ in its published layout "
                         "(<corruption>.npy + labels.npy, as unpacked from Zenodo)")
     return folder
 
@@ -110,11 +130,11 @@ def _check_label_blocks(path: Path, labels: np.ndarray, n: int) -> None:
 def load_block(folder: Path, dataset: str, corruption: str, severity: int, n: int,
                n_block: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` images of one corruption at one severity, as RobustBench slices them."""
-    if n_block == PUBLISHED_N:
+    if n_block == published_n(dataset) and facts(dataset).robustbench is not None:
         from robustbench.data import load_corruptions_cifar
         from robustbench.model_zoo.enums import BenchmarkDataset
 
-        x, y = load_corruptions_cifar(BenchmarkDataset(dataset), n, severity,
+        x, y = load_corruptions_cifar(BenchmarkDataset(facts(dataset).robustbench), n, severity,
                                       str(folder.parent), [corruption])
         return x, y.long()
     images = _open(folder / f"{corruption}.npy")[(severity - 1) * n_block:][:n]
@@ -123,22 +143,15 @@ def load_block(folder: Path, dataset: str, corruption: str, severity: int, n: in
     return x.contiguous(), torch.from_numpy(np.array(labels, dtype=np.int64))
 
 
-@torch.no_grad()
-def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int, device) -> float:
-    from attacks import model_mode
-
-    correct = 0
-    with model_mode(model, "eval"):
-        for i in range(0, len(y), batch_size):
-            logits = model(x[i:i + batch_size].to(device))
-            correct += int((logits.argmax(1).cpu() == y[i:i + batch_size]).sum())
-    return correct / len(y)
-
-
-def evaluate_corruptions(model, root, dataset: str, *, n_ex: int, batch_size: int = 500,
-                         device="cpu", log=print) -> dict:
-    """Accuracy on every corruption x severity block (first ``min(n_ex, N)`` images of each)."""
+def evaluate_corruptions(model, root, dataset: str, clean: Tuple[torch.Tensor, torch.Tensor], *,
+                         n_ex: int, batch_size: int = 500, log=print) -> CorruptionsResult:
+    """Accuracy on the first ``n_ex`` clean test images ``clean = (x, y)`` and on every
+    corruption x severity block (first ``min(n_ex, N)`` images of each), all through the one
+    accuracy loop (on the model's device)."""
     import time
+
+    def accuracy(x, y) -> float:
+        return loop.accuracy(model, x, y, batch_size=batch_size, progress=False)
 
     folder = corruption_folder(root, dataset)
     n_block = block_size(folder, num_classes(dataset))
@@ -150,13 +163,15 @@ def evaluate_corruptions(model, root, dataset: str, *, n_ex: int, batch_size: in
         table[name] = {}
         for s in SEVERITIES:
             x, y = load_block(folder, dataset, name, s, n, n_block)
-            table[name][str(s)] = accuracy(model, x, y, batch_size, device)
+            table[name][str(s)] = accuracy(x, y)
         eta = (time.perf_counter() - t0) / (i + 1) * (len(names) - i - 1)
         log(f"corruptions {i + 1}/{len(names)} {name}: "
             f"{np.mean(list(table[name].values())):.2%} (ETA {eta:.0f}s)")
     per_corruption = {k: float(np.mean(list(v.values()))) for k, v in table.items()}
     per_severity = {str(s): float(np.mean([table[k][str(s)] for k in names])) for s in SEVERITIES}
-    return {"corruptions_acc": float(np.mean(list(per_corruption.values()))),
-            "per_corruption_severity": table, "per_corruption": per_corruption,
-            "per_severity": per_severity, "n_per_block": n, "n_block": n_block,
-            "folder": str(folder)}
+    x_clean, y_clean = clean[0][:n_ex], clean[1][:n_ex]
+    return CorruptionsResult(
+        clean_acc=accuracy(x_clean, y_clean), n_clean=len(y_clean),
+        corruptions_acc=float(np.mean(list(per_corruption.values()))),
+        per_corruption_severity=table, per_corruption=per_corruption, per_severity=per_severity,
+        n_per_block=n, n_block=n_block, folder=str(folder))

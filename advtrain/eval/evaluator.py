@@ -22,10 +22,10 @@ import time
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
+from advtrain.eval import accuracy as loop  # the one accuracy loop (a module: a test may spy on it)
 from advtrain.eval import sanity as checks
-from advtrain.eval.accuracy import accuracy  # noqa: F401  (the one accuracy loop, public here too)
+from advtrain.eval.accuracy import accuracy  # noqa: F401  (the one accuracy loop's public name here)
 from advtrain.errors import InputError
 from advtrain.eval.settings import EvalResult, EvalSettings, user_errors
 from advtrain.utils import resolve_device
@@ -97,8 +97,8 @@ def _run(model, x, y, s: EvalSettings, device, state_path) -> EvalResult:
                      x_adv=res.x_adv.detach().cpu(), y_adv=res.y_adv.detach().cpu())
     if s.pgd_steps:
         t0 = time.time()
-        out.pgd_acc = accuracy(model, x, y, batch_size=s.batch_size, progress=s.progress,
-                               attack=make_pgd(s.eps, s.pgd_steps, s.norm))
+        out.pgd_acc = loop.accuracy(model, x, y, batch_size=s.batch_size, progress=s.progress,
+                                    attack=make_pgd(s.eps, s.pgd_steps, s.norm))
         seconds[f"pgd-{s.pgd_steps}"] = time.time() - t0
     return out
 
@@ -135,15 +135,17 @@ def make_pgd(eps: float, steps: int, norm: str):
     return PGD(eps=eps, alpha=2.5 * eps / max(steps, 1), steps=steps, norm=norm)
 
 
-@torch.no_grad()
 def _clean_pass(model, x, y, *, batch_size: int, progress: bool) -> tuple:
-    """(number classified correctly, number of images whose logits hold NaN/Inf)."""
-    correct = bad = 0
-    for i in tqdm(range(0, len(x), batch_size), desc="clean", disable=not progress, leave=False):
-        logits = model(x[i:i + batch_size])
-        correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
-        bad += int((~torch.isfinite(logits)).reshape(len(logits), -1).any(1).sum())
-    return correct, bad
+    """(number classified correctly, number of images whose logits hold NaN/Inf), through the one
+    accuracy loop."""
+    bad = []
+
+    def count_bad(logits):
+        bad.append(int((~torch.isfinite(logits)).reshape(len(logits), -1).any(1).sum()))
+
+    hits = loop.correct(model, x, y, batch_size=batch_size, progress=progress, desc="clean",
+                        on_logits=count_bad)
+    return int(hits.sum()), sum(bad)
 
 
 def _check_data(x, y) -> None:

@@ -1,8 +1,9 @@
 """A model against the protocol it is evaluated under, checked before anything runs (issue 23.3).
 
-The dataset fixes the protocol: the threat models it has (``corruptions`` only where CIFAR-10-C /
-CIFAR-100-C exist), its class count (10, 100, 1,000, or the class folders of an ImageFolder
-``val/``) and its input size (32 px for CIFAR; an ImageFolder model's own ``image_size``). One
+The dataset's facts row (:data:`advtrain.data.facts.FACTS`) fixes the protocol: its class count
+(10, 100, 1,000, or the class folders of an ImageFolder ``val/``) and its input size (the row's
+``image_size``: 32 px for CIFAR; for ImageFolder data the model's own ``image_size``). Whether
+the threat model exists for the dataset is :func:`advtrain.eval.corruptions.folder_name`'s. One
 forward of one image at that size (cheap) shows whether the model takes it and how many class
 scores it gives; a mismatch is one line naming both, instead of an ``IndexError`` deep in the
 evaluation or a card of 0.00 / 0.00.
@@ -13,30 +14,14 @@ from typing import Optional
 
 import torch
 
-from advtrain.data.names import DATASETS
+from advtrain.data.facts import facts
 from advtrain.errors import InputError
-
-#: input side of the CIFAR datasets (ImageFolder datasets: the model's ``image_size``)
-CIFAR_SIZE = 32
-#: image side used when an ImageFolder model records none
-FOLDER_DEFAULT_SIZE = 224
-
-
-def check_threat_model(dataset: str, threat_model: str) -> None:
-    """``corruptions`` exists for the datasets with a published corrupted test set only."""
-    from advtrain.eval.cards import CORRUPTIONS
-    from advtrain.eval.corruptions import FOLDERS
-
-    if threat_model == CORRUPTIONS and dataset not in FOLDERS:
-        raise InputError(f"--threat-model corruptions is defined for {', '.join(FOLDERS)} "
-                         f"({', '.join(FOLDERS.values())}), not for --dataset {dataset}; use "
-                         "--threat-model Linf or L2")
 
 
 def protocol_classes(dataset: str, data_root=None) -> int:
     """The class count the protocol scores against: the dataset's, or for ``imagefolder`` the
     number of class folders of ``data_root/val``."""
-    fixed = DATASETS[dataset]
+    fixed = facts(dataset).classes
     if fixed is not None:
         return fixed
     from advtrain.data.imagefolder import scan
@@ -58,10 +43,12 @@ def protocol_class_names(dataset: str, data_root=None) -> tuple:
 
 
 def protocol_image_size(dataset: str, model: torch.nn.Module) -> int:
-    """The input side the evaluation feeds ``model``."""
-    if DATASETS[dataset] is None or dataset == "imagenet":
-        return int(getattr(model, "image_size", None) or FOLDER_DEFAULT_SIZE)
-    return CIFAR_SIZE
+    """The input side the evaluation feeds ``model``: the facts row's, or for ImageFolder data
+    the size the model was built for (the evaluation resizes to it)."""
+    row = facts(dataset)
+    if row.is_folder:
+        return int(getattr(model, "image_size", None) or row.image_size)
+    return row.image_size
 
 
 EVAL_FIX = "evaluate it under the dataset and image size it was trained for"

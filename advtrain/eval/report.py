@@ -24,8 +24,8 @@ import unicodedata
 from pathlib import Path
 from typing import List, Optional
 
-from advtrain.eval.cards import CORRUPTIONS
-from advtrain.eval.cards import TEST_IMAGES as FULL_N  # a run on fewer test images is partial
+from advtrain.data.facts import FACTS
+from advtrain.eval.settings import CORRUPTIONS
 from advtrain.errors import InputError
 from advtrain.io.names import SIDECAR_SUFFIX
 
@@ -242,14 +242,18 @@ def read_card(path: Path, root) -> tuple:
     return card, side, side_path, _curves(side, side_path, root)
 
 
-def partial_reason(side: Optional[dict], threat_model: str, side_path: Path = Path("sidecar")) -> str:
-    """'' for a full standard evaluation, else why it is not one (from the sidecar); counts are
-    checked (``_count``) and text is one cleaned line."""
+def partial_reason(side: Optional[dict], threat_model: str, dataset: str = "",
+                   side_path: Path = Path("sidecar")) -> str:
+    """'' for a full standard evaluation, else why it is not one (from the sidecar; a sidecar
+    without advtrain's verdict is compared with the test-set size of ``dataset``'s facts row);
+    counts are checked (``_count``) and text is one cleaned line."""
     if side is None:
         return "no sidecar"
-    if threat_model == CORRUPTIONS:
+    row = FACTS.get(dataset) if isinstance(dataset, str) else None
+    full_n = row.test_images if row is not None else None  # a run on fewer test images is partial
+    if threat_model == CORRUPTIONS and "full_standard" not in side:  # written before the one writer
         n = _count(side, "n_per_block", side_path)
-        return "" if n == FULL_N else f"{n} images per corruption and severity"
+        return "" if n == full_n else f"{n} images per corruption and severity"
     if "full_standard" in side:  # the sidecar's own verdict and description (advtrain.eval.cards)
         if side["full_standard"] is True:  # "no" or 1 is not advtrain's verdict: partial
             return ""
@@ -260,7 +264,7 @@ def partial_reason(side: Optional[dict], threat_model: str, side_path: Path = Pa
         why.append(clean_text(", ".join(map(str, attacks[:20])) if isinstance(attacks, list)
                               else side.get("version")))
     n = _count(side, "n_ex", side_path)
-    if n is not None and n < FULL_N:
+    if n is not None and (full_n is None or n < full_n):
         why.append(f"{n} images")
     return "; ".join(why)
 
@@ -277,12 +281,14 @@ def card_row(path: Path, root: Path) -> dict:
     if robust is None and clean is None:
         raise InputError(f"{path} has neither clean_acc nor {acc_key}; it is not a RobustBench "
                          "card (remove it or point report at the cards' folder)")
+    dataset = clean_text(card.get("dataset") or (side or {}).get("dataset")
+                         or path.parent.parent.name)
     return {"card": str(path.relative_to(root)), "name": clean_text(path.stem),
             "dataset": clean_text(card.get("dataset") or (side or {}).get("dataset")),
             "threat_model": threat, "eps": clean_text(card.get("eps")),
             "architecture": clean_text(card.get("architecture")), "clean": clean,
             "robust": robust, "metric": acc_key,
-            "partial": partial_reason(side, threat, side_path),
+            "partial": partial_reason(side, threat, dataset, side_path),
             "footnote": clean_text(card.get("footnote")), "images": images}
 
 
@@ -369,13 +375,29 @@ def to_html(rows: List[dict], title: str) -> str:
             f"<tbody>{''.join(body)}</tbody></table></body></html>\n")
 
 
+def report_files(root, out_prefix=None) -> tuple:
+    """``(<out_prefix>.md, <out_prefix>.html)``, default prefix ``<root>/report``."""
+    prefix = Path(out_prefix) if out_prefix else Path(root) / "report"
+    return prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".html")
+
+
+def report_inputs(root) -> dict:
+    """``{label: path}`` of every card and sidecar the report reads (for the output-path check)."""
+    out = {}
+    for card in find_cards(root):
+        out[f"card {card}"] = card
+        side = card.with_name(card.stem + SIDECAR_SUFFIX)
+        if side.is_file():
+            out[f"sidecar {side}"] = side
+    return out
+
+
 def write_report(root, out_prefix=None) -> tuple:
     """Write ``<out_prefix>.md`` and ``.html`` (default ``<root>/report``); return their paths."""
     from advtrain.io.atomic import commit_files
 
     rows = collect(root)
-    prefix = Path(out_prefix) if out_prefix else Path(root) / "report"
-    md, page = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".html")
+    md, page = report_files(root, out_prefix)
     commit_files({md: to_markdown(rows), page: to_html(rows, f"advtrain report: {root}")},
                  primary=page)
     return md, page, rows

@@ -27,7 +27,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from advtrain.eval.accuracy import correct
+from advtrain.eval import accuracy as loop  # the one accuracy loop
 
 DOC = "docs/FLAGS.md"
 
@@ -87,7 +87,7 @@ def check_randomness(model, x: torch.Tensor, batch_size: int, tol: float = 1e-5)
 
 def _attack_correct(model, attack: Callable, x, y, batch_size: int) -> torch.Tensor:
     """Per-example bool: still classified correctly after ``attack`` (the one accuracy loop)."""
-    return correct(model, x, y, batch_size=batch_size, attack=attack)
+    return loop.correct(model, x, y, batch_size=batch_size, attack=attack)
 
 
 def _attack_acc(model, attack: Callable, x, y, batch_size: int) -> float:
@@ -138,8 +138,10 @@ def run_sanity(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, make_pgd:
     if was_training:
         flags.append(flag("train-mode", "the model was in train mode; it was evaluated in eval "
                           "mode and restored; call model.eval() yourself to silence this"))
-    logits = _forward(model, x, batch_size)
-    clean_acc = (logits.argmax(1) == y).float().mean().item()
+    seen = []  # the clean logits, for the probability check
+    clean_acc = loop.correct(model, x, y, batch_size=batch_size,
+                             on_logits=seen.append).float().mean().item()
+    logits = torch.cat(seen)
     flags += check_probability_outputs(logits)
     flags += check_randomness(model, x, batch_size)
     acc0, f0 = check_eps_zero(model, x, y, clean_acc, make_pgd, batch_size)

@@ -8,7 +8,9 @@ trust it. :meth:`EvalSettings.fingerprint` lists every setting that changes an a
 AutoAttack state file is bound to it (plus the weights' and the data's SHA-256, :meth:`bind`), so a
 state written under a weaker budget is refused, naming the setting, instead of being reused.
 
-:class:`EvalResult` is what an evaluation returns and what :func:`advtrain.eval.cards.write_card` takes.
+:class:`EvalResult` is what an attack evaluation returns and :class:`CorruptionsResult` what the
+common-corruptions evaluation returns; :func:`advtrain.eval.cards.write_card` takes either (their
+``threat_model`` says which card).
 """
 from __future__ import annotations
 
@@ -178,6 +180,11 @@ class EvalResult:
         except KeyError:
             return False
 
+    @property
+    def threat_model(self) -> str:
+        """The card's threat model: the attack norm."""
+        return self.settings.norm
+
     def record(self) -> dict:
         """The JSON-able summary the sidecar keeps (no tensors)."""
         s = self.settings
@@ -189,6 +196,42 @@ class EvalResult:
         if self.pgd_acc is not None:
             out.update(pgd_acc=self.pgd_acc, pgd_steps=s.pgd_steps)
         return out
+
+
+#: the threat model of common-corruption results and cards (RobustBench's name)
+CORRUPTIONS = "corruptions"
+
+
+@dataclass
+class CorruptionsResult:
+    """The outcome of :func:`advtrain.eval.corruptions.evaluate_corruptions`: fractions in [0, 1].
+
+    ``corruptions_acc`` is the mean over every corruption x severity block (RobustBench's
+    ``corruptions_evaluation``); ``n_per_block`` images were evaluated of each block of
+    ``n_block``; the clean accuracy is on ``n_clean`` clean test images.
+    """
+
+    clean_acc: float
+    corruptions_acc: float
+    per_corruption_severity: dict
+    per_corruption: dict
+    per_severity: dict
+    n_per_block: int
+    n_block: int
+    n_clean: int
+    folder: str
+    flags: list = field(default_factory=list)
+
+    threat_model = CORRUPTIONS  # not a field: a class constant
+
+    @property
+    def n_ex(self) -> int:
+        """Images evaluated per corruption and severity."""
+        return self.n_per_block
+
+    def record(self) -> dict:
+        """The JSON-able summary the sidecar keeps: every field (the per-block tables too)."""
+        return dataclasses.asdict(self)
 
 
 _RESULT_FIELDS = {f.name for f in dataclasses.fields(EvalResult)} - {"settings"}

@@ -13,7 +13,10 @@ library) on the evaluation images, and writes beside the card
 
 The values and paths go into the sidecar under ``eps_sweep``. An example counts as broken when
 any iterate of any restart misclassifies it: every iterate lies in the eps-ball, so it is a valid
-adversarial example.
+adversarial example. The accuracy is taken by the one accuracy loop (:mod:`advtrain.eval.accuracy`)
+with the restarts as its attack, which hands back for each example a point that fooled the model
+(the first such iterate), else the clean image; the card comes from the one card writer
+(``advtrain eval`` commits the sweep's files with it).
 """
 from __future__ import annotations
 
@@ -45,7 +48,9 @@ def parse_eps_list(text: str, flag: str = "--eps-sweep") -> List[float]:
 
 def pgd_restart(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str, steps: int,
                 generator_seed: int) -> tuple:
-    """One PGD-K run from a random start: ``(broken mask, summed CE per iteration)``.
+    """One PGD-K run from a random start: ``(broken mask, summed CE per iteration, fooling
+    points)``; an example's fooling point is the first iterate that misclassified it (else its
+    last iterate).
 
     The CE sum is taken before each step (iteration 0 is the random start) and after the last.
     """
@@ -56,6 +61,7 @@ def pgd_restart(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str
         torch.manual_seed(generator_seed)
         x_adv = attack.initial_point(x)
     losses, broken = [], torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    fooling = x_adv.detach().clone()
     for it in range(steps + 1):
         x_adv = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -63,36 +69,57 @@ def pgd_restart(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str
             loss = F.cross_entropy(logits, y, reduction="sum")
             grad = None if it == steps else torch.autograd.grad(loss, x_adv)[0]
         losses.append(float(loss.detach()))
-        broken |= logits.detach().argmax(1) != y
+        hit = logits.detach().argmax(1) != y
+        keep = ~broken  # not fooled before: this iterate is its point so far
+        fooling[keep] = x_adv.detach()[keep]
+        broken |= hit
         if grad is not None:
             from attacks.base import project
 
             x_adv = project(x_adv.detach() + attack.alpha * attack.direction(grad), x, eps, norm)
-    return broken, losses
+    return broken, losses, fooling
+
+
+class Restarts:
+    """The sweep's attack for the one accuracy loop: on each batch, the clean prediction and
+    ``restarts`` PGD-K runs (restart ``r`` of the batch starting at example ``start`` seeded by
+    ``seed + 1000 r + start``); returns per example the clean image when it is misclassified,
+    else the first iterate that fooled the model, else the clean image. ``curves[r]`` sums the
+    mean CE per iteration over the batches."""
+
+    def __init__(self, eps: float, *, norm: str, steps: int, restarts: int, seed: int, n: int):
+        self.eps, self.norm, self.steps, self.seed, self.n = eps, norm, steps, seed, n
+        self.restarts = restarts if eps > 0 else 0
+        self.curves = [[0.0] * (steps + 1) for _ in range(self.restarts)]
+        self.start = 0
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            broken = model(x).argmax(1) != y
+        point = x.clone()
+        for r in range(self.restarts):
+            hit, losses, fooling = pgd_restart(model, x, y, self.eps, norm=self.norm,
+                                               steps=self.steps,
+                                               generator_seed=self.seed + 1000 * r + self.start)
+            new = hit & ~broken
+            point[new] = fooling[new]
+            broken |= hit
+            self.curves[r] = [c + v / self.n for c, v in zip(self.curves[r], losses)]
+        self.start += len(y)
+        return point
 
 
 def pgd_curve(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str, steps: int,
-              restarts: int, batch_size: int, seed: int, device) -> tuple:
-    """PGD-K accuracy at ``eps`` and the mean CE per iteration for each restart.
+              restarts: int, batch_size: int, seed: int, device=None) -> tuple:
+    """PGD-K accuracy at ``eps`` and the mean CE per iteration for each restart, through the one
+    accuracy loop (batches go to the model's device; ``device`` is not used, kept for callers).
 
     eps = 0 is the clean accuracy (no attack; its loss curve is empty)."""
-    from attacks import model_mode
+    from advtrain.eval import accuracy as loop
 
-    n, correct = len(y), 0
-    curves = [[0.0] * (steps + 1) for _ in range(restarts)]
-    with model_mode(model, "eval"):
-        for start in range(0, n, batch_size):
-            xb = x[start:start + batch_size].to(device)
-            yb = y[start:start + batch_size].to(device)
-            with torch.no_grad():
-                broken = model(xb).argmax(1) != yb
-            for r in range(restarts if eps > 0 else 0):
-                hit, losses = pgd_restart(model, xb, yb, eps, norm=norm, steps=steps,
-                                          generator_seed=seed + 1000 * r + start)
-                broken |= hit
-                curves[r] = [c + v / n for c, v in zip(curves[r], losses)]
-            correct += int((~broken).sum())
-    return correct / n, (curves if eps > 0 else [])
+    attack = Restarts(eps, norm=norm, steps=steps, restarts=restarts, seed=seed, n=len(y))
+    hits = loop.correct(model, x, y, batch_size=batch_size, attack=attack)
+    return hits.sum().item() / max(len(y), 1), (attack.curves if eps > 0 else [])
 
 
 def run_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[float], *, norm: str,
@@ -107,7 +134,7 @@ def run_sweep(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[float],
     for i, eps in enumerate(eps_all):
         t0 = time.perf_counter()
         acc, curves = pgd_curve(model, x, y, eps, norm=norm, steps=steps, restarts=restarts,
-                                batch_size=batch_size, seed=seed, device=device)
+                                batch_size=batch_size, seed=seed)
         point = {"eps": eps, "eps_str": format_eps(eps), "pgd_acc": acc}
         if eps == headline_eps:
             convergence = curves

@@ -20,7 +20,7 @@ import torch
 from advtrain.io.atomic import commit_files, safetensors_bytes, tensor_bytes
 from advtrain.errors import CheckpointError, InputError, unknown
 from advtrain.models.timm_models import build_options, probe_input
-from advtrain.hub.zoo import (EXPORT_SUFFIXES, LOCAL_ONLY, THREAT_MODELS, ZOO_DATASETS,  # noqa: F401
+from advtrain.hub.zoo import (EXPORT_SUFFIXES, LOCAL_ONLY, ZOO_THREAT_MODELS, ZOO_DATASETS,  # noqa: F401
                           _is_ours, meta_path,
                           register_model_dir, register_robustbench, sidecar_text, zoo_entry, zoo_path)
 
@@ -35,11 +35,11 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     """
     if dataset not in ZOO_DATASETS:
         raise unknown("dataset", dataset, ZOO_DATASETS)
-    if dataset == "imagenet" and "Standard" in name:  # load_model returns those without weights
+    if ZOO_DATASETS[dataset] == "imagenet" and "Standard" in name:  # RobustBench's ImageNet: loaded without weights
         raise InputError(f"RobustBench loads no weights for ImageNet models named *Standard* "
                          f"({name!r}); choose a name without 'Standard'")
-    if threat_model not in THREAT_MODELS:
-        raise unknown("threat model", threat_model, THREAT_MODELS)
+    if threat_model not in ZOO_THREAT_MODELS:
+        raise unknown("threat model", threat_model, ZOO_THREAT_MODELS)
     path = zoo_path(model_dir, name, dataset, threat_model)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; remove it or pass --overwrite")
@@ -74,7 +74,8 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
 def _unprefixed(key: str, dataset: str) -> str:
     """RobustBench strips then re-adds one leading ``model.`` on ImageNet checkpoints (the timm
     wrappers keep their network there); any other ``model.`` would be mangled."""
-    return key[len("model."):] if dataset == "imagenet" and key.startswith("model.") else key
+    imagenet = ZOO_DATASETS.get(dataset) == "imagenet"  # RobustBench's name of the facts row
+    return key[len("model."):] if imagenet and key.startswith("model.") else key
 
 
 @torch.no_grad()

@@ -20,10 +20,15 @@ import torch
 
 from advtrain.errors import InputError, unknown
 from advtrain.io.names import SIDECAR_SUFFIX, check_model_name
-from attacks import NORMS as THREAT_MODELS  # the norms' one owner
+from advtrain.data.facts import FactView
+from attacks import NORMS
 
-#: the datasets whose RobustBench zoo tables advtrain exports to and loads from
-ZOO_DATASETS = ("cifar10", "cifar100", "imagenet")
+#: the threat models of the zoo tables advtrain exports to and loads from: the attack norms
+#: (``attacks.NORMS``, their one owner); cards know more (``advtrain.eval.cards.CARD_THREAT_MODELS``)
+ZOO_THREAT_MODELS = tuple(NORMS)
+#: the datasets whose RobustBench zoo tables advtrain exports to and loads from: the rows of
+#: :data:`advtrain.data.facts.FACTS` with a RobustBench name (a live view: name -> RobustBench's)
+ZOO_DATASETS = FactView(lambda row: row.robustbench, keep=lambda row: row.robustbench is not None)
 #: ``gdrive_id`` of entries we add: RobustBench only needs it to be set; the file is local
 LOCAL_ONLY = "advtrain-local-export"
 SIDECAR_FIELDS = ("name", "arch", "dataset", "threat_model")
@@ -37,7 +42,7 @@ def zoo_entry(name: str, dataset: str, threat_model: str) -> Optional[dict]:
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
     try:
-        table = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+        table = model_dicts[BenchmarkDataset(ZOO_DATASETS.get(dataset, dataset))][ThreatModel(threat_model)]
     except (ValueError, KeyError):
         return None
     return table.get(name)
@@ -49,7 +54,7 @@ def unknown_zoo(name, dataset, threat_model):
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
     try:
-        names = list(model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)])
+        names = list(model_dicts[BenchmarkDataset(ZOO_DATASETS.get(dataset, dataset))][ThreatModel(threat_model)])
     except (ValueError, KeyError):
         names = []
     return unknown(f"RobustBench {dataset}/{threat_model} model", name, names)
@@ -100,7 +105,7 @@ def read_sidecar(path) -> Dict[str, str]:
         raise InputError(f"{path}: not an advtrain export description ({what}); {fix}")
     _check_options(path, info.get("options", {}), fix)
     _choice(path, "dataset", info["dataset"], ZOO_DATASETS)
-    _choice(path, "threat_model", info["threat_model"], THREAT_MODELS)
+    _choice(path, "threat_model", info["threat_model"], ZOO_THREAT_MODELS)
     check_model_name(info["name"], f"{path}: name")
     if Path(path).name != f"{info['name']}{SIDECAR_SUFFIX}":
         raise InputError(f"{path}: describes {info['name']!r}, not the file beside it; {fix}")
@@ -143,7 +148,7 @@ def register_robustbench(name: str, arch: str, dataset: str, threat_model: str =
     with torch.device("meta"):
         create_model(arch, dataset=dataset, **options)  # unknown arch / dataset -> one-line error now
     # RobustBench has no table for some pairs (e.g. cifar100/L2): create it, load_model reads it
-    table = model_dicts[BenchmarkDataset(dataset)].setdefault(ThreatModel(threat_model), {})
+    table = model_dicts[BenchmarkDataset(ZOO_DATASETS.get(dataset, dataset))].setdefault(ThreatModel(threat_model), {})
     if name in table and not _is_ours(table[name]):
         raise InputError(f"{name!r} is already a RobustBench {dataset}/{threat_model} zoo model; "
                          "choose another name for your export")

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from torch import nn
 
-from advtrain.data.names import DATASET_MEAN, DATASET_STD
+from advtrain.data.facts import FactView
 from advtrain.data.names import DATASETS as CLASSES
 from advtrain.errors import InputError, unknown
 from advtrain.models.dm_wideresnet import DMWideResNet
@@ -44,9 +44,10 @@ class DatasetInfo:
     std: tuple[float, float, float]
 
 
-#: the datasets with per-channel statistics (for models that normalise inside), from advtrain.data.names
-DATASETS: dict[str, DatasetInfo] = {name: DatasetInfo(CLASSES[name], mean, DATASET_STD[name])
-                                    for name, mean in DATASET_MEAN.items()}
+#: the datasets with per-channel statistics (for models that normalise inside): a live view of the
+#: rows of :data:`advtrain.data.facts.FACTS` that have them
+DATASETS = FactView(lambda row: DatasetInfo(row.classes, row.mean, row.std),
+                    keep=lambda row: row.mean is not None and row.classes is not None)
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def _create_timm(name: str, dataset: Optional[str], num_classes: Optional[int],
         raise InputError(f"model {name!r} does not take option(s) {', '.join(bad)}; valid options: "
                          "image_size, weights")
     if num_classes is None:
-        num_classes = CLASSES.get(str(dataset or "").strip().lower())
+        num_classes = CLASSES.get(str(dataset or "").strip().lower())  # the facts table's counts
         if num_classes is None:
             raise InputError(f"model {name!r} on dataset {dataset!r} needs num_classes (config "
                              "data.num_classes)")

@@ -45,7 +45,8 @@ from advtrain.config.schedules import AttackBudget, attack_budget, lr_at, moment
 from advtrain.train.teacher import identity as teacher_identity
 from advtrain.train.setup import check_train_images, train_data_flags
 from advtrain.train.step import Stepper, steps_per_epoch
-from advtrain.train.setup import build_parts, prepare_run_dir, resolve_device, start_run_dir
+from advtrain.train.setup import build_parts, prepare_run_dir, start_run_dir
+from advtrain.utils import resolve_device
 from advtrain.utils import git_commit, package_versions
 
 
@@ -63,7 +64,7 @@ def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir
     """
     new_dir, locks = False, []
     if D.launched():  # torchrun: rank 0 prepares the run directory, the other ranks follow
-        D.init_from_env(resolve_device(_peek(config, run_dir).run.device))
+        D.init_from_env(resolve_device(_peek(config, run_dir).run.device, flag="run.device"))
 
         def on_main():
             if resume and run_dir and os.path.isdir(run_dir):

@@ -27,6 +27,7 @@ import torch.nn as nn
 from advtrain.train import checkpoint as ck
 from advtrain import config as C
 from advtrain import distributed as D
+from advtrain.utils import resolve_device
 from advtrain.errors import CheckpointError, InputError
 from advtrain.io.atomic import atomic_write_text
 from advtrain.data.imagefolder import folder_options
@@ -143,12 +144,6 @@ def _check_same(new: Dict[str, Any], old: Dict[str, Any], run_dir: str) -> None:
 
 # ----------------------------------------------------------------------------- parts
 
-def resolve_device(name: str) -> torch.device:
-    from advtrain.utils import resolve_device as resolve
-
-    return resolve(name, flag="run.device")
-
-
 def build_parts(cfg: C.Config, fresh: bool) -> Parts:
     """Everything the loop needs; seeds first so a fresh run's initial weights are reproducible."""
     from advtrain.data import build_train_loader, load_test_arrays, num_classes, seed_everything
@@ -156,7 +151,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
 
     _math_policy(cfg)
     seed_everything(cfg.run.seed)
-    device = D.local_device(resolve_device(cfg.run.device), D.local_rank())  # cuda:LOCAL_RANK
+    device = D.local_device(resolve_device(cfg.run.device, flag="run.device"), D.local_rank())  # cuda:LOCAL_RANK
     d = cfg.data
     n_cls = num_classes(d.dataset, d.num_classes)
     model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls,
@@ -187,13 +182,14 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
 
 def _check_model_input(cfg: C.Config, model: nn.Module, n_cls: int, device) -> None:
     """The model against its data before the data is built: one forward of one image of the size
-    the loader will give (32 px for CIFAR, ``data.image_size`` for ImageFolder) must give
+    the loader will give (the facts row's, ``data.image_size`` for ImageFolder) must give
     ``n_cls`` scores (a timm ViT built for 224 px fails here in one line, not in the first step).
     Eval mode, no gradient: no weight, statistic or random state changes."""
+    from advtrain.data.facts import facts
     from advtrain.data.imagefolder import image_size_of
-    from advtrain.eval.protocol import CIFAR_SIZE, check_model
+    from advtrain.eval.protocol import check_model
 
-    size = image_size_of(cfg.data) if folder_options(cfg.data) else CIFAR_SIZE
+    size = image_size_of(cfg.data) if folder_options(cfg.data) else facts(cfg.data.dataset).image_size
     check_model(model, cfg.data.dataset, classes=n_cls, image_size=size, device=device,
                 what=f"model.arch {cfg.model.arch}", fix="choose a model.arch built for this "
                 "image size (ImageFolder: or set data.image_size to the one it takes)")

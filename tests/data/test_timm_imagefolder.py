@@ -336,12 +336,13 @@ def test_eval_imagenet_uses_robustbenchs_list_and_labels(tmp_path):
 def test_eval_imagefolder_random_subset_is_fixed_and_sized(tmp_path):
     import argparse
 
-    from advtrain.cli.folder_eval import load_folder_eval, resolve_defaults
+    from advtrain.cli.eval_model import resolve_defaults
+    from advtrain.cli.folder_eval import load_folder_eval
 
     root = make_image_folder(tmp_path / "d", n_classes=4, per_class=(0, 5))
     model = create_model(TINY_TIMM, num_classes=4, image_size=24)
     args = argparse.Namespace(dataset="imagefolder", data_root=root, data_npz=None, n_ex=6, eps=None,
-                              subset="random", subset_seed=0)
+                              subset="random", subset_seed=0, norm="Linf")
     resolve_defaults(args)
     assert args.eps == "4/255"
     x, y = load_folder_eval(args, model)

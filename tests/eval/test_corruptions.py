@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from advtrain.cli import main
-from advtrain.eval.corruptions import PUBLISHED_N, corruption_names, load_block
+from advtrain.eval.corruptions import corruption_names, load_block, published_n
+
+PUBLISHED_N = 10000  # RobustBench's CIFAR-10-C files: 10,000 images per severity
+
+
+def test_published_block_size_is_the_facts_test_set():
+    assert published_n("cifar10") == published_n("cifar100") == PUBLISHED_N
+
 
 N = 4  # images per severity
 

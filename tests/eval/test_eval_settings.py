@@ -137,10 +137,15 @@ def test_constants_have_one_owner():
     from advtrain.eval import evaluator as evaluation
     from advtrain.data.names import DATASETS
 
-    assert cards.THREAT_MODELS == tuple(attacks.NORMS) + ("corruptions",)
+    from advtrain.hub import zoo
+
+    assert cards.CARD_THREAT_MODELS == tuple(attacks.NORMS) + ("corruptions",)
+    assert zoo.ZOO_THREAT_MODELS == tuple(attacks.NORMS)  # one meaning per name: no THREAT_MODELS
+    assert not hasattr(cards, "THREAT_MODELS") and not hasattr(zoo, "THREAT_MODELS")
     owners = {'("Linf", "L2")': "attacks/base.py", '"standard", "plus"': "attacks/autoattack.py",
               '"apgd-ce", "apgd-dlr"': "attacks/autoattack.py",
-              '("cifar10", "cifar100"': "advtrain/hub/zoo.py"}  # RobustBench's tables (ours: DATASETS)
+              '"cifar10", "cifar100"': "advtrain/data/facts.py",  # the one table of datasets
+              '"CIFAR-10-C"': "advtrain/data/facts.py"}
     for path in sorted([*(REPO / "advtrain").rglob("*.py"), *(REPO / "attacks").rglob("*.py")]):
         module = path.relative_to(REPO).as_posix()
         text = path.read_text()

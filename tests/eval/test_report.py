@@ -90,6 +90,17 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case, needle):
     assert not (root / "report.md").exists()
 
 
+def test_report_output_that_is_a_card_is_refused(cards, capsys):
+    """The one output-path check: ``report.md`` a symlink to a card would replace what it reads."""
+    full = cards / "cifar10" / "Linf" / "Full.json"
+    before = full.read_bytes()
+    (cards / "report.md").symlink_to(full)
+    assert main(["report", str(cards)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is the same file as card" in err
+    assert full.read_bytes() == before and not (cards / "report.html").exists()
+
+
 # ----------------------------------------------------------------------------- DIR is untrusted (issue 23)
 def _report_fails(root, capsys, needle):
     """``advtrain report root`` refuses in one line naming ``needle``; nothing written."""
