@@ -108,9 +108,11 @@ def test_training_on_the_test_file_is_flagged_at_train_time(tmp_path, capfd):
 
 
 def test_model_that_cannot_take_the_data_fails_before_training(tmp_path):
-    """A timm ViT is built for 224 px; CIFAR gives 32 px: one line before any data or step."""
-    cfg = tiny_config(str(tmp_path), model={"arch": "timm:test_vit"}, optim={"epochs": 1})
-    with one_thread(), pytest.raises(AdvtrainError, match="model.arch timm:test_vit cannot take "
-                                                          "one cifar10 image of 3x32x32"):
+    """A CIFAR WideResNet (a fixed 8x8 pooling: 32 px) on 64 px ImageFolder images: one line
+    before any image is decoded or step taken."""
+    cfg = folder_config(tmp_path, "pgd_at", model={"arch": "wrn-10-1"},
+                        data={"image_size": 64}, optim={"epochs": 1})
+    with one_thread(), pytest.raises(AdvtrainError, match="model.arch wrn-10-1 cannot take one "
+                                                          "imagefolder image of 3x64x64"):
         fit(cfg, run_dir=str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run" / "last.pt")
