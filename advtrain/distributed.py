@@ -429,6 +429,25 @@ def all_reduce_mean_(tensors: Sequence[Optional[torch.Tensor]]) -> Sequence[Opti
     return tensors
 
 
+#: buffer names that hold BatchNorm running statistics (timm's ``distribute_bn`` selects by these)
+BN_STATS = ("running_mean", "running_var")
+
+
+def reduce_bn_stats_(model: torch.nn.Module, shadow: Optional[dict] = None) -> int:
+    """All-reduce-mean of every BatchNorm running mean / variance of ``model`` (and of the same
+    entries of an EMA ``shadow`` state dict) over the ranks, in place: ARES' ``dist_bn: reduce``
+    (timm ``distribute_bn(model, world_size, reduce=True)``) after each epoch. Afterwards every rank
+    holds the same buffers, so rank 0's epoch checkpoint is the state of every rank. Returns the
+    number of tensors reduced (0 without a process group)."""
+    if not is_initialized():
+        return 0
+    tensors = [b for name, b in unwrap(model).named_buffers() if name.rsplit(".", 1)[-1] in BN_STATS]
+    if shadow:
+        tensors += [v for k, v in sorted(shadow.items()) if k.rsplit(".", 1)[-1] in BN_STATS]
+    all_reduce_mean_(tensors)
+    return len(tensors)
+
+
 def prepare_on_main(lead, follow):
     """Run ``lead()`` -> ``(cfg, run_dir, state)`` on rank 0, then ``follow(run_dir)`` elsewhere.
 

@@ -2,6 +2,7 @@
 
 - :class:`Attack` -- base class (mode switch and restore, postcondition checks)
 - :class:`PGD` -- Linf / L2 projected gradient ascent on ``ce`` / ``cw`` / ``kl`` / ``dkl`` / a callable
+- :class:`BestPGD` -- PGD returning each example's highest-loss iterate (training attack ``pgd_best``)
 - :class:`FGSM` -- one step of size eps
 - :class:`NoAttack` -- ``x_adv = x`` (the ``none`` training attack of a clean regime)
 - :data:`TRAINING_ATTACKS` -- the training attacks by name (:mod:`attacks.registry`); each class
@@ -23,9 +24,10 @@ from .losses import ce_loss, cw_loss, kl_loss
 from .no_attack import NoAttack
 from .options import setting
 from .pgd import PGD
+from .pgd_best import BestPGD
 from .registry import TRAINING_ATTACKS, build_training_attack, training_attack
 
-__all__ = ["Attack", "AttackError", "AttackOptions", "PGD", "FGSM", "NoAttack", "AutoAttackAdapter",
+__all__ = ["Attack", "AttackError", "AttackOptions", "PGD", "BestPGD", "FGSM", "NoAttack", "AutoAttackAdapter",
            "AAResult", "ce_loss", "cw_loss", "kl_loss", "model_mode", "NORMS", "BN_MODES", "setting",
            "TRAINING_ATTACKS", "training_attack", "build_training_attack"]
 

@@ -127,7 +127,7 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for ``(x, y)`` against ``model``; detached, same shape as ``x``."""
-        x, y = check_inputs(x, y)
+        x, y = check_inputs(x, y, soft=getattr(self, "loss", None) in SOFT_LOSSES)
         with model_mode(model, self.bn_mode):
             x_adv = self.perturb(model, x, y)
         x_adv = x_adv.detach()
@@ -163,18 +163,31 @@ class Attack:
         return f"{type(self).__name__}({args})"
 
 
-def check_inputs(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate a batch (float images in [0,1], one int label per example); return contiguous copies."""
+#: attack losses that also take soft targets y (B×K class probabilities, e.g. mixup/cutmix labels):
+#: cross entropy reads them as F.cross_entropy does; the KL losses do not use y
+SOFT_LOSSES = ("ce", "kl")
+
+
+def check_inputs(x: Tensor, y: Tensor, soft: bool = False) -> tuple[Tensor, Tensor]:
+    """Validate a batch (float images in [0,1], one int label per example, or with ``soft`` a B×K
+    float target per example); return contiguous copies."""
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise AttackError("attack input x must be a float tensor of shape B×... (e.g. B×3×32×32), "
                          f"got {type(x).__name__} {getattr(x, 'dtype', '')} "
                          f"{tuple(getattr(x, 'shape', ()))}")
-    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise AttackError(f"attack labels y must be a 1-d tensor with {x.shape[0]} entries (one "
-                         f"per example), got {tuple(getattr(y, 'shape', ()))}")
-    if y.is_floating_point() or y.is_complex():
-        raise AttackError(f"attack labels y must be integer class indices, got dtype {y.dtype}")
+    given = y
+    if soft and isinstance(y, Tensor) and y.dim() == 2 and y.is_floating_point():
+        if y.shape[0] != x.shape[0]:
+            raise AttackError(f"attack soft targets y must have {x.shape[0]} rows (one per example), "
+                              f"got {tuple(y.shape)}")
+        y = None  # checked; the image checks below still apply
+    if y is not None:
+        if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise AttackError(f"attack labels y must be a 1-d tensor with {x.shape[0]} entries (one "
+                             f"per example), got {tuple(getattr(y, 'shape', ()))}")
+        if y.is_floating_point() or y.is_complex():
+            raise AttackError(f"attack labels y must be integer class indices, got dtype {y.dtype}")
     if x.numel() and (x.min().item() < 0.0 or x.max().item() > 1.0):
         raise AttackError(f"attack inputs must be images in [0,1], got range [{x.min().item():.4g}, "
                          f"{x.max().item():.4g}]; move normalisation into the model")
-    return x.detach().contiguous(), y.detach().contiguous()
+    return x.detach().contiguous(), given.detach().contiguous()

@@ -21,10 +21,12 @@ from .base import Attack
 from .no_attack import NoAttack
 from .options import unknown
 from .pgd import PGD
+from .pgd_best import BestPGD
 
 TRAINING_ATTACKS: Dict[str, Type[Attack]] = {
     "pgd": PGD,  # Madry et al. 2018: the default of every config
     "none": NoAttack,  # x_adv = x (a clean regime)
+    "pgd_best": BestPGD,  # PGD returning each example's highest-loss iterate (ARES use_best, revisiting-at)
 }
 DEFAULT = "pgd"
 

@@ -5,9 +5,11 @@ quality 90) whose content is smooth gradients + mild noise (natural photos compr
 this, unlike uniform noise), then times :class:`advtrain.data.imagefolder.FolderDataset` item by item
 in this process with one torch thread: the training path (PIL decode + RandomResizedCrop to
 ``--size`` + flip + to-tensor) and the evaluation path (Resize 256/224 + CenterCrop + to-tensor).
-A DataLoader with W workers on W free cores delivers about W times this rate. Example::
+A DataLoader with W workers on W free cores delivers about W times this rate. ``--recipes`` also
+times the training path with each ImageNet recipe's per-image augmentation (ratios to the plain path
+from the same run). Example::
 
-    python bench/bench_imagefolder.py --n 200 --size 224
+    python bench/bench_imagefolder.py --n 200 --size 224 --recipes
 """
 from __future__ import annotations
 
@@ -57,6 +59,9 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=375)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--recipes", action="store_true",
+                   help="also time the training path with each ImageNet recipe's augmentation "
+                        "(configs/imagenet: bicubic, colour jitter / RandAugment, random erasing)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
@@ -65,6 +70,11 @@ def main(argv=None) -> int:
         samples = [(q, 0) for q in paths]
         train = rate(FolderDataset(samples, args.size, train=True, seed=0), args.repeats)
         val = rate(FolderDataset(samples, args.size, train=False), args.repeats)
+        recipes = {}
+        if args.recipes:  # the per-image augmentation of each recipe (mixup/cutmix is per batch, on the device)
+            for name, augment in RECIPE_AUGMENT.items():
+                recipes[name] = rate(FolderDataset(samples, args.size, train=True, seed=0, augment=augment),
+                                     args.repeats)
     import PIL
 
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()} "
@@ -72,7 +82,18 @@ def main(argv=None) -> int:
     print(f"{args.n} JPEGs {args.width}x{args.height} (mean {mb:.0f} kB) -> {args.size} px, 1 core:")
     print(f"  train (decode + RandomResizedCrop + flip): {train:7.1f} images/s per core")
     print(f"  eval  (decode + Resize + CenterCrop):      {val:7.1f} images/s per core")
+    for name, r in recipes.items():
+        print(f"  train, {name} augmentation: {r:7.1f} images/s per core ({r / train:.2f}x the plain "
+              "train path, same run)")
     return 0
+
+
+#: the per-image augmentation of the configs/imagenet recipes (FolderDataset's ``augment``)
+RECIPE_AUGMENT = {
+    "ARES (bicubic + colour jitter 0.1)": {"interpolation": "bicubic", "color_jitter": 0.1},
+    "revisiting-at (bicubic + RandAugment 2x9 + erasing 0.25)": {
+        "interpolation": "bicubic", "randaugment": 2, "randaugment_magnitude": 9, "reprob": 0.25},
+}
 
 
 if __name__ == "__main__":

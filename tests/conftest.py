@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
 
 os.environ.setdefault("ADVTRAIN_OFFLINE", "1")  # tests never touch the network
+
+# A few test modules reuse a sibling folder's module-level helpers (e.g. tests/train/test_ddp_*.py
+# take free_port/tiny_net from tests/core/test_distributed.py): make every test folder importable,
+# so a file run alone finds them as well as the whole suite does. Test module names are unique.
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+for _folder in sorted(os.listdir(_TESTS)):
+    _path = os.path.join(_TESTS, _folder)
+    if os.path.isdir(_path) and not _folder.startswith((".", "_")) and _path not in sys.path:
+        sys.path.append(_path)
 
 SHARED_CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")
 

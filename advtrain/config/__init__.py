@@ -65,6 +65,16 @@ class DataConfig:
     # ImageFolder datasets (imagefolder, imagenet; advtrain.data.imagefolder): class count, pixels
     num_classes: Optional[int] = None
     image_size: Optional[int] = None  # None -> 224 for ImageFolder datasets
+    # ImageFolder training augmentation (advtrain.data.folder_augment; timm's order and semantics)
+    interpolation: str = "bilinear"  # bilinear | bicubic: RandomResizedCrop's resize (training)
+    randaugment: int = 0  # torchvision RandAugment ops per image (0: off)
+    randaugment_magnitude: int = 9  # of torchvision's 31 bins (0..30)
+    color_jitter: float = 0.0  # ColorJitter(b=c=s=value); off while RandAugment is on (timm)
+    reprob: float = 0.0  # random erasing probability (timm mode 'pixel', one box)
+    mixup: float = 0.0  # Mixup alpha (timm Mixup, mode 'batch'; soft targets)
+    cutmix: float = 0.0  # CutMix alpha
+    mixup_prob: float = 1.0  # probability that a batch is mixed
+    mixup_switch_prob: float = 0.5  # CutMix instead of Mixup when both alphas are on
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class ModelConfig:
     arch: str = "wrn-34-10"  # or timm:<name> (advtrain.models.timm_models)
     channels_last: bool = False
     weights: Optional[str] = None  # timm models: local initial weights (tensors only)
+    new_head: bool = False  # fine-tuning: load model.weights but the classifier head (fresh, any class count)
+    drop_path: float = 0.0  # timm models: stochastic depth rate (timm's drop_path_rate)
 
 
 @dataclass(frozen=True)
@@ -97,15 +109,29 @@ class OptimConfig:
     """Trainer-wide defaults: DKL's optimiser (SPEC 5.1); an objective whose paper trains otherwise
     names its own in ``Options.OPTIM``, used for every entry a config leaves out."""
 
+    name: str = "sgd"  # sgd | adamw (torch.optim.SGD / torch.optim.AdamW)
     lr: float = 0.2
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only (timm's "sgd" is Nesterov SGD)
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw only
+    eps: float = 1e-8  # adamw only
     weight_decay: float = 5e-4
-    wd_exclude_bn: bool = False
-    schedule: str = "cosine"  # cosine | cosine_trades | piecewise | onecycle
+    wd_exclude_bn: bool = False  # no weight decay on BatchNorm parameters
+    # parameters without weight decay: none | timm (timm's rule: ndim <= 1, names ending in .bias and
+    # the model's no_weight_decay() names) | bn_bias_names (revisiting-at's ConvNeXt/ResNet rule:
+    # names containing "bn" or ".bias")
+    wd_exclude: str = "none"
+    clip_grad_norm: Optional[float] = None  # clip the global gradient L2 norm before each step
+    layer_decay: Optional[float] = None  # timm models: layer-wise lr decay (lr x decay^(depth from the head))
+    schedule: str = "cosine"  # cosine | cosine_trades | piecewise | onecycle | step_timm | cosine_timm | cosine_interp
     warmup_epochs: int = 0
     milestones: List[int] = field(default_factory=list)
     lr_gamma: float = 0.1
+    # per-update schedules (step_timm, cosine_timm, cosine_interp; advtrain.config.schedules)
+    warmup_lr: float = 0.0  # lr at the first update of the linear warm-up
+    decay_epochs: int = 30  # step_timm: lr * lr_gamma ** (t // decay_epochs)
+    min_lr: float = 0.0  # cosine_timm / cosine_interp: the cosine's floor
+    sched_on_updates: bool = True  # step_timm / cosine_timm: timm's clock in updates (else epochs)
     epochs: int = 200
     # per-epoch lr table: a list (one lr per epoch 1..E, replaces the schedule) or a mapping
     # {epoch: lr} for the epochs that differ from the schedule (LBGAT: {1: 0.02})
@@ -166,10 +192,11 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     teacher: Optional[Dict[str, Any]] = None  # distillation objectives only (advtrain.train.teacher)
     nan_policy: str = "stop"  # stop | skip
-    precision: str = "fp32"  # fp32 | bf16 (GPU only)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA only; fp16 with a gradient scaler)
     tf32: bool = True  # TF32 for fp32 matmuls / convolutions on CUDA (Ampere and newer)
     compile: bool = False
     sync_bn: bool = False
+    dist_bn: str = "none"  # none | reduce: all-reduce-mean of BN running statistics after each epoch (DDP)
     paper_row: Optional[int] = None  # row of advtrain.config.paper_rows.PAPER_ROWS (SPEC section 7)
     notes: str = ""
 

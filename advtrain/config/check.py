@@ -117,6 +117,10 @@ def check_ranges(cfg) -> None:
     _at_least("optim.accum_steps", o.accum_steps, 1)
     if o.nesterov and o.momentum <= 0:
         raise InputError("optim.nesterov needs optim.momentum > 0")
+    _check_optimizer(o)
+    _check_soft_targets(cfg)
+    if o.layer_decay is not None and not str(cfg.model.arch).startswith("timm:"):
+        raise InputError("optim.layer_decay needs a timm:<name> architecture (its layer groups); remove it")
     _at_least("awp.gamma", cfg.awp.gamma, 0)
     _at_least("awp.warmup", cfg.awp.warmup, 0)
     _unit("ema.decay", cfg.ema.decay)
@@ -127,14 +131,81 @@ def check_ranges(cfg) -> None:
     _at_least("eval.holdout_every", cfg.eval.holdout_every, 0)
     _at_least("eval.holdout_pgd_steps", cfg.eval.holdout_pgd_steps, 1)
     _choice("nan policy", "nan_policy", cfg.nan_policy, ("stop", "skip"))
-    from advtrain.eval.settings import PRECISIONS  # training runs in the precisions eval does
     from advtrain.config.paper_rows import PAPER_ROWS
 
-    _choice("precision", "precision", cfg.precision, PRECISIONS)
+    _choice("precision", "precision", cfg.precision, TRAIN_PRECISIONS)
+    if cfg.precision == "fp16" and cfg.awp.enabled:
+        raise InputError("precision fp16 with awp: the AWP proxy step has no gradient scaler; use "
+                         "precision bf16 (no scaler needed) or fp32")
+    _choice("BN statistics reduction", "dist_bn", cfg.dist_bn, DIST_BN)
 
     if cfg.paper_row is not None and cfg.paper_row not in PAPER_ROWS:
         raise InputError(f"paper_row = {cfg.paper_row} must be one of {min(PAPER_ROWS)}..{max(PAPER_ROWS)} "
                          "(advtrain.config.paper_rows.PAPER_ROWS) or null")
+
+
+#: objectives whose losses take mixup/cutmix soft targets (y only through F.cross_entropy, which
+#: reads a B×K float target as class probabilities: soft-target CE, as ARES / revisiting-at)
+SOFT_TARGETS = ("pgd_at", "trades")
+def _check_soft_targets(cfg) -> None:
+    """Mixup/CutMix give B×K soft targets: only objectives and attack losses that read them."""
+    if not (cfg.data.mixup > 0 or cfg.data.cutmix > 0):
+        return
+    name = cfg.objective.name
+    if name not in SOFT_TARGETS:
+        raise InputError(f"data.mixup/cutmix give soft targets, which objective {name!r} does not take; "
+                         f"use objective {' or '.join(SOFT_TARGETS)}, or set data.mixup: 0 and data.cutmix: 0")
+    loss = getattr(cfg.objective.options, "attack_loss", "ce")
+    if loss not in ("ce", "kl"):
+        raise InputError(f"data.mixup/cutmix: the attack loss {loss!r} needs hard labels; use "
+                         "objective.attack_loss: ce (soft-target CE)")
+    if cfg.attack.name not in SOFT_TARGET_ATTACKS:
+        raise InputError(f"data.mixup/cutmix: training attack {cfg.attack.name!r} needs hard labels; use "
+                         f"attack.name {' or '.join(SOFT_TARGET_ATTACKS)}")
+
+
+#: training attacks whose losses read soft targets (attacks.base.SOFT_LOSSES)
+SOFT_TARGET_ATTACKS = ("pgd", "pgd_best", "none")
+#: optimisers of ``optim.name`` and the keys that only one of them reads
+OPTIMIZERS = {"sgd": ("momentum", "nesterov"), "adamw": ("betas", "eps")}
+#: ``optim.wd_exclude``: which parameters get no weight decay (advtrain.train.setup.make_optimizer)
+WD_EXCLUDE = ("none", "timm", "1d", "bn_bias_names")
+#: training precisions (fp16 and bf16: CUDA autocast; fp16 with a gradient scaler)
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+#: ``dist_bn``: none, or reduce (all-reduce-mean of BN running statistics after every epoch, ARES)
+DIST_BN = ("none", "reduce")
+
+
+def _check_optimizer(o) -> None:
+    """``optim.name`` and the keys of the optimiser, the weight-decay exclusion, gradient
+    clipping and the per-update schedule keys."""
+    _choice("optimizer", "optim.name", o.name, OPTIMIZERS)
+    if o.name == "adamw":
+        if o.nesterov:
+            raise InputError("optim.nesterov applies to optim.name: sgd only; remove it for adamw")
+        if o.schedule == "onecycle":
+            raise InputError("optim.schedule onecycle cycles SGD momentum; use it with optim.name: sgd")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise InputError(f"optim.betas = {list(o.betas)} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    _positive("optim.eps", o.eps)
+    _choice("weight-decay exclusion", "optim.wd_exclude", o.wd_exclude, WD_EXCLUDE)
+    if o.wd_exclude != "none" and o.wd_exclude_bn:
+        raise InputError("optim.wd_exclude and optim.wd_exclude_bn both choose parameters without "
+                         "weight decay; keep one of them (wd_exclude: timm covers BatchNorm too)")
+    if o.clip_grad_norm is not None:
+        _positive("optim.clip_grad_norm", o.clip_grad_norm)
+    if o.layer_decay is not None and not 0 < o.layer_decay <= 1:
+        raise InputError(f"config key 'optim.layer_decay' = {o.layer_decay} must be in (0, 1], e.g. 0.75")
+    _at_least("optim.warmup_lr", o.warmup_lr, 0)
+    if o.warmup_lr > 0:
+        _check_lr("optim.warmup_lr", o.warmup_lr)
+    _at_least("optim.min_lr", o.min_lr, 0)
+    if o.min_lr > o.lr:
+        raise InputError(f"optim.min_lr = {o.min_lr} exceeds optim.lr = {o.lr}")
+    _at_least("optim.decay_epochs", o.decay_epochs, 1)
+    if o.schedule == "cosine_interp" and o.warmup_epochs >= o.epochs:
+        raise InputError(f"optim.schedule cosine_interp needs optim.warmup_epochs < optim.epochs = "
+                         f"{o.epochs}")
 
 
 def _check_data(d) -> None:

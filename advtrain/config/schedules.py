@@ -15,12 +15,30 @@ LR schedules (``optim.schedule``):
   pct_start=0.025, total_steps=E)`` stepped once per epoch, in closed form, including its
   momentum cycling 0.95 -> 0.85 -> 0.95 (``momentum_at``).
 
+Per-update schedules (the lr changes at every optimizer update ``k`` = 0, 1, ..., ``E*U - 1`` with
+``U`` updates per epoch; :func:`lr_at_update`, which gives every schedule above its epoch's value):
+
+- ``step_timm``: timm's ``StepLRScheduler`` as ``create_scheduler_v2`` builds it (``warmup_prefix``
+  False): ``t < W: warmup_lr + t*(lr - warmup_lr)/W``, else ``lr * lr_gamma**(t // decay_epochs)``;
+- ``cosine_timm``: timm's ``CosineLRScheduler`` (one cycle, ``warmup_prefix`` False): the same
+  warm-up, else ``min_lr + (lr - min_lr)/2 * (1 + cos(pi*t/E))``;
+  with ``sched_on_updates`` (timm's ``sched_on_updates``, ARES) ``t`` counts updates and W, E,
+  ``decay_epochs`` are multiplied by U; without it ``t`` is the 0-indexed epoch (timm stepped per epoch);
+- ``cosine_interp`` (revisiting-at, ``main.py get_cosine_lr`` + ``np.interp``): the epoch-boundary
+  values ``g(e) = warmup_lr + e*(lr - warmup_lr)/W`` for ``e <= W``, else
+  ``min_lr + (lr - min_lr)/2 * (1 + cos(pi*(e - W)/(E - W)))``, interpolated linearly within each
+  epoch: update ``j`` of epoch ``e`` (0-indexed) uses ``g(e) + j/U * (g(e+1) - g(e))``.
+
 PGD budget (``attack.schedule``, SPEC 3), with the radius ramp ``eps_t = eps*e/E`` (or ``eps``):
 
 - ``executed`` (what the reference runs): K = 5, eta = eps_t/2 every epoch;
 - ``staged`` (the reference's if/elif intent, integer thresholds ``(50E)//200`` ...):
   K=2 eta=eps_t | K=3 eta=2eps_t/3 | K=4 eta=eps_t/2 | K=5 eta=eps_t/2;
-- ``fixed``: the configured ``steps`` and ``step_size``.
+- ``fixed``: the configured ``steps`` and ``step_size``;
+- ``ares_step_ramp`` (ARES 2.0, ``adversarial_training.py:406``: ``attack_step * min(epoch, 5) / 5``
+  with a 0-indexed epoch): the configured ``steps``, step ``step_size * min(e - 1, 5) / 5`` in
+  (1-indexed) epoch ``e`` -- step 0 in the first epoch (the start point only), the full step from
+  epoch 6 on.
 """
 from __future__ import annotations
 
@@ -29,8 +47,13 @@ from typing import NamedTuple, Optional, Tuple
 
 from advtrain.errors import InputError, unknown
 
-LR_SCHEDULES = ("cosine", "cosine_trades", "piecewise", "onecycle")
-ATTACK_SCHEDULES = ("executed", "staged", "fixed")
+LR_SCHEDULES = ("cosine", "cosine_trades", "piecewise", "onecycle", "step_timm", "cosine_timm",
+                "cosine_interp")
+#: schedules whose lr changes at every optimizer update (:func:`lr_at_update`)
+PER_UPDATE = ("step_timm", "cosine_timm", "cosine_interp")
+ATTACK_SCHEDULES = ("executed", "staged", "fixed", "ares_step_ramp")
+#: epochs of ARES' linear attack-step ramp (hard-coded in its adversarial_training.py:406)
+ARES_STEP_RAMP = 5
 #: OneCycleLR defaults used by the DM recipe
 ONECYCLE = dict(pct_start=0.025, div_factor=25.0, final_div_factor=1e4,
                 base_momentum=0.85, max_momentum=0.95)
@@ -62,7 +85,43 @@ def lr_at(epoch: int, cfg) -> float:
         return lr * cfg.lr_gamma ** sum(1 for m in cfg.milestones if epoch >= m)
     if name == "onecycle":
         return _onecycle(epoch - 1, E, lr)[0]
+    if name in PER_UPDATE:  # the lr of the epoch's first update
+        return lr_at_update((epoch - 1), 1, cfg)
     raise unknown("lr schedule", name, LR_SCHEDULES)
+
+
+def lr_at_update(k: int, updates_per_epoch: int, cfg) -> float:
+    """Learning rate of optimizer update ``k`` (0-based over the run) with ``updates_per_epoch``
+    updates per epoch: the per-update schedules (module docstring), else the epoch's :func:`lr_at`."""
+    U = updates_per_epoch
+    if U < 1 or k < 0:
+        raise InputError(f"update {k} with {U} updates per epoch: need k >= 0 and U >= 1")
+    epoch0, j = divmod(k, U)  # 0-indexed epoch, update within it
+    name = cfg.schedule
+    table = getattr(cfg, "lr_table", None)
+    if name not in PER_UPDATE or (isinstance(table, dict) and epoch0 + 1 in table) or \
+            isinstance(table, (list, tuple)):
+        return lr_at(epoch0 + 1, cfg)
+    _check_epoch(epoch0 + 1, cfg.epochs)
+    lr, W, E = cfg.lr, cfg.warmup_epochs, cfg.epochs
+    if name == "cosine_interp":
+        g0, g1 = _interp_node(epoch0, cfg), _interp_node(epoch0 + 1, cfg)
+        return g0 + (j / U) * (g1 - g0)
+    t, scale = (k, U) if cfg.sched_on_updates else (epoch0, 1)
+    if t < W * scale:
+        return cfg.warmup_lr + t * (lr - cfg.warmup_lr) / (W * scale)
+    if name == "step_timm":
+        return lr * cfg.lr_gamma ** (t // (cfg.decay_epochs * scale))
+    t_initial = E * scale  # cosine_timm, one cycle: never past its end while training
+    return cfg.min_lr + 0.5 * (lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t / t_initial))
+
+
+def _interp_node(e: int, cfg) -> float:
+    """revisiting-at's ``get_cosine_lr(e)`` for the epoch boundary ``e`` = 0..E."""
+    lr, W, E = cfg.lr, cfg.warmup_epochs, cfg.epochs
+    if e <= W and W > 0:
+        return cfg.warmup_lr + e * (lr - cfg.warmup_lr) / W
+    return cfg.min_lr + 0.5 * (lr - cfg.min_lr) * (1.0 + math.cos(math.pi * (e - W) / (E - W)))
 
 
 def momentum_at(epoch: int, cfg) -> float:
@@ -102,8 +161,9 @@ def staged_thresholds(epochs: int) -> Tuple[int, int, int]:
 
 
 def default_ramp(schedule: str) -> bool:
-    """The radius ramp when a config leaves ``attack.ramp`` out: on for executed/staged, off for fixed."""
-    return schedule != "fixed"
+    """The radius ramp when a config leaves ``attack.ramp`` out: on for executed/staged, off for
+    fixed and ares_step_ramp (whose ramp is of the step)."""
+    return schedule not in ("fixed", "ares_step_ramp")
 
 
 class AttackBudget(NamedTuple):
@@ -132,6 +192,8 @@ def attack_budget(epoch: int, epochs: int, eps: float, schedule: str = "executed
         return AttackBudget(eps_t, eps_t / 2, 5)
     if schedule == "fixed":
         return AttackBudget(eps_t, step_size, steps)
+    if schedule == "ares_step_ramp":
+        return AttackBudget(eps_t, step_size * min(epoch - 1, ARES_STEP_RAMP) / ARES_STEP_RAMP, steps)
     t1, t2, t3 = staged_thresholds(epochs)
     if epoch <= t1:
         return AttackBudget(eps_t, eps_t, 2)

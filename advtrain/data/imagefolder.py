@@ -76,6 +76,17 @@ def folder_options(d) -> dict:
     return {"num_classes": num_classes(d.dataset, d.num_classes), "image_size": image_size_of(d)}
 
 
+def train_augment_options(d) -> dict:
+    """The training loader's augmentation keywords of a ``DataConfig`` ({} for other datasets)."""
+    from advtrain.data.folder_augment import mixing
+
+    if not is_folder_dataset(d.dataset):
+        return {}
+    return {"interpolation": d.interpolation, "randaugment": d.randaugment,
+            "randaugment_magnitude": d.randaugment_magnitude, "color_jitter": d.color_jitter,
+            "reprob": d.reprob, "mixing": mixing(d)}
+
+
 def check_data_section(d) -> None:
     """Validate the ImageFolder keys of a ``DataConfig`` (once, at config load; defaults are
     applied where read: :func:`image_size_of`, ``names.num_classes(dataset, data.num_classes)``)."""
@@ -84,6 +95,7 @@ def check_data_section(d) -> None:
             if getattr(d, key) is not None:
                 raise InputError(f"config key 'data.{key}' applies to the imagefolder/imagenet datasets "
                                  f"only; remove it for {d.dataset}")
+        check_cifar_augment_keys(d)
         return
     fixed = FOLDER_DATASETS[d.dataset]
     if fixed is not None and d.num_classes not in (None, fixed):
@@ -102,6 +114,46 @@ def check_data_section(d) -> None:
     if d.augment not in ("basic", "none"):
         raise InputError(f"data.augment = {d.augment!r} is not supported with dataset {d.dataset}; "
                          "use basic (RandomResizedCrop + flip) or none")
+    _check_augment_keys(d)
+
+
+#: RandomResizedCrop interpolations of ``data.interpolation``
+INTERPOLATIONS = ("bilinear", "bicubic")
+#: the ImageFolder augmentation keys and their "off" values
+AUGMENT_KEYS = {"interpolation": "bilinear", "randaugment": 0, "color_jitter": 0.0, "reprob": 0.0,
+                "mixup": 0.0, "cutmix": 0.0}
+
+
+def _check_augment_keys(d) -> None:
+    from advtrain.errors import unknown
+
+    from advtrain.data.folder_augment import RA_BINS
+
+    if d.interpolation not in INTERPOLATIONS:
+        raise unknown("interpolation (data.interpolation)", d.interpolation, INTERPOLATIONS)
+    if d.augment == "none":
+        on = [k for k, off in AUGMENT_KEYS.items() if getattr(d, k) != off]
+        if on:
+            raise InputError(f"data.{on[0]} augments training images but data.augment is none; "
+                             "use data.augment: basic or remove it")
+    if d.randaugment < 0 or not 0 <= d.randaugment_magnitude < RA_BINS:
+        raise InputError(f"data.randaugment = {d.randaugment} must be >= 0 and "
+                         f"data.randaugment_magnitude = {d.randaugment_magnitude} in 0..{RA_BINS - 1}")
+    for key in ("color_jitter", "mixup", "cutmix"):
+        if getattr(d, key) < 0:
+            raise InputError(f"config key 'data.{key}' = {getattr(d, key)} must be >= 0")
+    for key in ("reprob", "mixup_prob", "mixup_switch_prob"):
+        if not 0 <= getattr(d, key) <= 1:
+            raise InputError(f"config key 'data.{key}' = {getattr(d, key)} must be in [0, 1]")
+
+
+def check_cifar_augment_keys(d) -> None:
+    """The ImageFolder augmentation keys are refused for the array datasets (CIFAR ...)."""
+    defaults = {**AUGMENT_KEYS, "randaugment_magnitude": 9, "mixup_prob": 1.0, "mixup_switch_prob": 0.5}
+    for key, off in defaults.items():
+        if getattr(d, key) != off:
+            raise InputError(f"config key 'data.{key}' applies to the imagefolder/imagenet datasets "
+                             f"only; remove it for {d.dataset}")
 
 
 def scan(root: str, split: str, num_classes: Optional[int] = None) -> Tuple[List[str], List[Tuple[str, int]]]:
@@ -211,11 +263,14 @@ def worker_message(e: BaseException) -> str:
 
 
 class FolderDataset(torch.utils.data.Dataset):
-    """``[(path, label)]`` -> ``(x float32 in [0,1] 3×S×S, label)``; ``train`` = RRC + flip."""
+    """``[(path, label)]`` -> ``(x float32 in [0,1] 3×S×S, label)``; ``train`` = RRC + flip, then
+    the ``augment`` options (:mod:`advtrain.data.folder_augment`; RandomErasing may leave [0, 1])."""
 
-    def __init__(self, samples: Sequence[Tuple[str, int]], image_size: int, train: bool, seed: int = 0):
+    def __init__(self, samples: Sequence[Tuple[str, int]], image_size: int, train: bool, seed: int = 0,
+                 augment: Optional[dict] = None):
         self.samples, self.image_size, self.train, self.seed, self.epoch = list(samples), image_size, train, seed, 0
         self.eval = None if train else eval_transform(image_size)
+        self.augment = dict(augment or {})
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -231,11 +286,35 @@ class FolderDataset(torch.utils.data.Dataset):
         if not self.train:
             return self.eval(img), label
         gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, i))
+        a = self.augment
         top, left, h, w = rrc_params(img.height, img.width, gen)
-        img = TF.resized_crop(img, top, left, h, w, [self.image_size, self.image_size])
+        img = TF.resized_crop(img, top, left, h, w, [self.image_size, self.image_size],
+                              interpolation=_interpolation(a.get("interpolation", "bilinear")))
         if float(torch.rand((), generator=gen)) < 0.5:
             img = TF.hflip(img)
-        return TF.to_tensor(img), label
+        if a.get("randaugment"):
+            from advtrain.data.folder_augment import rand_augment
+
+            img = rand_augment(img, a["randaugment"], a["randaugment_magnitude"], gen)
+        elif a.get("color_jitter"):
+            from advtrain.data.folder_augment import color_jitter
+
+            img = color_jitter(img, a["color_jitter"], gen)
+        x = TF.to_tensor(img)
+        if a.get("reprob"):
+            import random
+
+            from advtrain.data.folder_augment import random_erase
+
+            x = random_erase(x, a["reprob"], random.Random(derive_seed(self.seed, self.epoch, i, 1)), gen)
+            x = x.clamp_(0.0, 1.0)  # an image for the attack; revisiting-at's APGD clamps the same way
+        return x, label
+
+
+def _interpolation(name: str):
+    from torchvision.transforms import InterpolationMode
+
+    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[name]
 
 
 class _StartSampler(DistributedSampler):
@@ -254,14 +333,17 @@ class FolderLoader:
 
     two_view = False
 
-    def __init__(self, loader: DataLoader, device=None):
+    def __init__(self, loader: DataLoader, device=None, mixing: Optional[dict] = None,
+                 num_classes: int = 0, seed: int = 0, rank: int = 0):
         self.loader, self.device = loader, None if device is None else torch.device(device)
+        self.mixing, self.num_classes, self.seed, self.rank, self.epoch = mixing, num_classes, seed, rank, 0
         self.dataset, self.sampler, self.batch_size = loader.dataset, loader.sampler, loader.batch_size
         self.batch_sampler = loader.batch_sampler
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
         self.dataset.set_epoch(epoch)
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -271,19 +353,27 @@ class FolderLoader:
 
     def iter_from(self, start: int):
         self.sampler.start = int(start) * self.batch_size  # read when the iterator draws indices
-        return self._moved(iter(self.loader))
+        return self._moved(iter(self.loader), int(start))
 
-    def _moved(self, batches):
-        for x, y in from_workers(batches):
+    def _moved(self, batches, start: int):
+        import numpy as np
+
+        from advtrain.data.folder_augment import mix_batch
+
+        for b, (x, y) in enumerate(from_workers(batches), start):
             if self.device is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.mixing is not None:  # soft targets B×K; draws of (seed, epoch, batch, rank)
+                rng = np.random.RandomState(derive_seed(self.seed, self.epoch, b, self.rank) % 2**32)
+                x, y, _ = mix_batch(x, y, self.num_classes, rng, **self.mixing)
             yield x, y
 
 
 def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, augment: str = "basic",
                               batch_size: int = 128, workers: int = 0, seed: int = 0,
                               drop_last: bool = False, subset: Optional[int] = None, rank: int = 0,
-                              world_size: int = 1, pin_memory: bool = False, device=None) -> FolderLoader:
+                              world_size: int = 1, pin_memory: bool = False, device=None,
+                              augment_options: Optional[dict] = None) -> FolderLoader:
     """Training loader over ``root/train`` (``subset``: the first N images of the sorted list);
     ``loader.dataset.identity`` is :func:`folder_identity` of the images it reads."""
     classes, samples = scan(root, "train", num_classes)
@@ -292,13 +382,16 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
             raise InputError(f"subset={subset} but {root}/train has {len(samples)} images; "
                              f"use 1 <= subset <= {len(samples)}")
         samples = samples[:subset]
-    data = FolderDataset(samples, image_size, train=augment == "basic", seed=seed)
+    options = dict(augment_options or {})
+    mixing = options.pop("mixing", None)
+    data = FolderDataset(samples, image_size, train=augment == "basic", seed=seed, augment=options)
     data.identity = folder_identity(root, classes, samples)
     sampler = _StartSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                         num_workers=workers,  # no global RNG is used: nothing to seed per worker
                         generator=torch.Generator().manual_seed(int(seed)), pin_memory=bool(pin_memory))
-    return FolderLoader(loader, device)
+    return FolderLoader(loader, device, mixing=mixing if augment == "basic" else None,
+                        num_classes=num_classes, seed=seed, rank=rank)
 
 
 def folder_identity(root: str, classes: Sequence[str], samples: Sequence[Tuple[str, int]]) -> dict:

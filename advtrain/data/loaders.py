@@ -66,7 +66,8 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                        augment: str = "basic", batch_size: int = 128, workers: int = 0, seed: int = 0,
                        drop_last: bool = False, subset=None, holdout: int = 0, rank: int = 0,
                        world_size: int = 1, device="cpu", pin_memory: Optional[bool] = None,
-                       num_classes: Optional[int] = None, image_size: Optional[int] = None) -> DeviceLoader:
+                       num_classes: Optional[int] = None, image_size: Optional[int] = None,
+                       augment_options: Optional[dict] = None) -> DeviceLoader:
     """Training loader yielding float batches on ``device``; ``batch_size`` is per rank.
 
     See the module docstring for the batch layout. ``holdout`` drops the first ``holdout`` real images
@@ -86,7 +87,7 @@ def build_train_loader(dataset: str, *, root: Optional[str] = None, train_npz: O
                                          workers=workers, seed=seed, drop_last=drop_last, subset=subset,
                                          rank=rank, world_size=world_size, device=device,
                                          pin_memory=(device.type == "cuda" if pin_memory is None
-                                                     else pin_memory))
+                                                     else pin_memory), augment_options=augment_options)
     two_view = augment == "autoaugment"
     images, labels = load_arrays(dataset, "train", root=root, npz=train_npz)
     indices = _train_indices(len(labels), holdout, subset)

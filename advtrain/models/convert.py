@@ -53,26 +53,35 @@ def _unwrap(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return obj
 
 
-def load_weights(model: nn.Module, source, *, strict: bool = True, name: str | None = None) -> nn.Module:
+def load_weights(model: nn.Module, source, *, strict: bool = True, name: str | None = None,
+                 new: tuple = ()) -> nn.Module:
     """Load ``source`` (a path or a dict) into ``model`` after checking keys and shapes; returns ``model``.
 
     With ``strict=True`` any missing/unexpected key or shape mismatch raises one-line
-    :class:`CheckpointError`; with ``strict=False`` only shape mismatches are fatal.
+    :class:`CheckpointError`; with ``strict=False`` only shape mismatches are fatal. Keys named in
+    ``new`` (a new classifier head when fine-tuning) are left out of the file and keep the
+    model's initial values; every other key is checked as ``strict`` says.
     """
     if name is None:  # how the message names a dict source (e.g. the file it was read from)
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "checkpoint"
     raw = load_state_file(source) if isinstance(source, (str, os.PathLike)) else source
-    sd = check_fits(model, raw, strict=strict, name=name)
+    sd = check_fits(model, raw, strict=strict, name=name, new=new)
+    if new:
+        own = model.state_dict()
+        sd = {**{k: own[k] for k in new}, **sd}
     model.load_state_dict(sd, strict=strict)
     return model
 
 
 def check_fits(model: nn.Module, raw: Mapping[str, Any], *, strict: bool = True,
-               name: str = "checkpoint") -> dict[str, torch.Tensor]:
+               name: str = "checkpoint", new: tuple = ()) -> dict[str, torch.Tensor]:
     """The filtered state_dict of ``raw`` if it fits ``model`` (keys, shapes, float dtypes), else a
-    one-line :class:`CheckpointError`. ``model`` may live on the meta device: nothing is copied."""
+    one-line :class:`CheckpointError`. ``model`` may live on the meta device: nothing is copied.
+    Keys in ``new`` are dropped from ``raw`` first (the model keeps its own)."""
     own = model.state_dict()
     sd = filter_state_dict(raw, own.keys())
+    sd = {k: v for k, v in sd.items() if k not in set(new)}
+    own = {k: v for k, v in own.items() if k not in set(new)}
     problem = _mismatch(sd, own, strict)
     if problem:
         raise CheckpointError(f"{name}: does not fit {_arch(model)}: {problem}; wrong --arch or --dataset/num_classes?")

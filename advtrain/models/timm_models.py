@@ -8,7 +8,8 @@ The timm network sits under ``.model`` behind an input normaliser whose mean/std
 
 ``pretrained`` is always False: nothing is ever downloaded. A local weights file (``weights=PATH``,
 config ``model.weights``) is read through the project's tensor-only loader and loaded strictly into
-the timm network (a plain timm state_dict, or ours with ``model.`` keys).
+the timm network (a plain timm state_dict, or ours with ``model.`` keys); with ``model.new_head``
+(fine-tuning) the classifier head's keys are left out and named in one line.
 
 Example::
 
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from advtrain.data.imagefolder import DEFAULT_IMAGE_SIZE
-from advtrain.errors import InputError
+from advtrain.errors import CheckpointError, InputError
 
 #: prefix of registry names served by timm
 PREFIX = "timm:"
@@ -66,17 +67,24 @@ class TimmClassifier(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def _build(short: str, num_classes: int, image_size: int) -> nn.Module:
+def _build(short: str, num_classes: int, image_size: int, drop_path: float = 0.0) -> nn.Module:
     import timm
 
+    extra = {"drop_path_rate": drop_path} if drop_path else {}
     try:  # ViT-like models size their position embeddings from img_size
-        return timm.create_model(short, pretrained=False, num_classes=num_classes, img_size=image_size)
+        return timm.create_model(short, pretrained=False, num_classes=num_classes, img_size=image_size,
+                                 **extra)
     except TypeError:  # CNNs take any size and refuse the argument
-        return timm.create_model(short, pretrained=False, num_classes=num_classes)
+        try:
+            return timm.create_model(short, pretrained=False, num_classes=num_classes, **extra)
+        except TypeError:
+            raise InputError(f"timm model {short!r} has no drop-path (stochastic depth); remove "
+                             "model.drop_path") from None
 
 
 def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] = None,
-                      weights: Optional[str] = None) -> TimmClassifier:
+                      weights: Optional[str] = None, new_head: bool = False,
+                      drop_path: float = 0.0) -> TimmClassifier:
     """Build ``timm:<name>`` with ``num_classes`` outputs for ``image_size`` px inputs."""
     short = timm_name(name)
     from advtrain.data.imagefolder import MAX_CLASSES, check_image_size
@@ -86,28 +94,64 @@ def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] 
             not 1 <= num_classes <= MAX_CLASSES:
         raise InputError(f"num_classes = {str(num_classes)[:30]} must be an integer in [1, "
                          f"{MAX_CLASSES}]")
-    net = _build(short, num_classes, size)
+    net = _build(short, num_classes, size, drop_path)
     cfg = getattr(net, "pretrained_cfg", None) or {}
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     model = TimmClassifier(net, cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD))
     if weights is not None:
-        load_timm_weights(model, weights)
+        load_timm_weights(model, weights, new_head=new_head)
     model.arch_name = PREFIX + short
     model.num_classes = num_classes
     model.image_size = size
     return model
 
 
-def load_timm_weights(model: TimmClassifier, path: str) -> None:
-    """Strictly load a local file (tensors only) into the timm network of ``model``."""
+def head_keys(net: nn.Module) -> tuple:
+    """State-dict keys of a timm network's classifier head (``get_classifier()``), e.g.
+    ``("fc.weight", "fc.bias")`` for a ResNet, ``("head.fc.weight", ...)`` for a ConvNeXt."""
+    head = net.get_classifier() if hasattr(net, "get_classifier") else None
+    if not isinstance(head, nn.Module):
+        return ()
+    ids = {id(t) for t in list(head.parameters()) + list(head.buffers())}
+    own = net.state_dict(keep_vars=True)
+    return tuple(k for k, t in own.items() if id(t) in ids)
+
+
+def load_timm_weights(model: TimmClassifier, path: str, new_head: bool = False) -> Optional[str]:
+    """Strictly load a local file (tensors only) into the timm network of ``model``.
+
+    ``new_head`` (fine-tuning, config ``model.new_head``): the classifier head's keys are left
+    out and keep their fresh initialisation (a 1,000-class checkpoint into a 10-class model);
+    every other key must fit. Returns the one line that names what was left out (None otherwise),
+    which the trainer prints."""
     from advtrain.models.convert import filter_state_dict, load_weights
     from advtrain.io.safeload import load_state_file
 
     state = filter_state_dict(load_state_file(path))  # unwraps a trainer checkpoint's "model"
     if state and all(isinstance(k, str) and k.startswith("model.") for k in state):
         state = {k[len("model."):]: v for k, v in state.items()}
-    load_weights(model.model, state, strict=True, name=str(path))
+    keys = head_keys(model.model) if new_head else ()
+    if new_head and not keys:
+        raise InputError(f"model.new_head: {model.model.__class__.__name__} has no get_classifier() "
+                         "head to replace; remove model.new_head")
+    try:
+        load_weights(model.model, state, strict=True, name=str(path), new=keys)
+    except CheckpointError as e:
+        own = model.model.state_dict()
+        head = head_keys(model.model)
+        if not new_head and any(k in state and state[k].shape != own[k].shape for k in head):
+            raise CheckpointError(f"{e}; to fine-tune with a new classifier head set "
+                                  "model.new_head: true") from None
+        raise
+    if not new_head:
+        return None
+    own = model.model.state_dict()
+    shown = ", ".join(f"{k} {tuple(state[k].shape)}->{tuple(own[k].shape)}" if k in state
+                      else f"{k} (not in the file)" for k in keys)
+    line = f"model.weights {path}: backbone loaded; new head, left out: {shown}"
+    model.weights_note = line
+    return line
 
 
 def model_options(cfg) -> dict:
@@ -116,16 +160,28 @@ def model_options(cfg) -> dict:
         return {}
     from advtrain.data.imagefolder import image_size_of
 
-    return {"image_size": image_size_of(cfg.data), "weights": cfg.model.weights}
+    out = {"image_size": image_size_of(cfg.data), "weights": cfg.model.weights}
+    if cfg.model.new_head:
+        out["new_head"] = True
+    if cfg.model.drop_path:
+        out["drop_path"] = cfg.model.drop_path
+    return out
 
 
 def check_model_section(m) -> bool:
     """Validate ``model.arch``/``model.weights`` of a config; True when the arch is a timm model."""
+    if not 0 <= m.drop_path < 1:
+        raise InputError(f"config key 'model.drop_path' = {m.drop_path} must be in [0, 1)")
     if not is_timm(m.arch):
-        if m.weights is not None:
-            raise InputError("config key 'model.weights' applies to timm:<name> architectures only; "
+        if m.weights is not None or m.new_head or m.drop_path:
+            key = ("model.weights" if m.weights is not None else
+                   "model.new_head" if m.new_head else "model.drop_path")
+            raise InputError(f"config key {key!r} applies to timm:<name> architectures only; "
                              "remove it")
         return False
+    if m.new_head and m.weights is None:
+        raise InputError("model.new_head replaces the classifier of model.weights; give model.weights "
+                         "(a local file) or remove model.new_head")
     timm_name(m.arch)  # an unknown name fails now, not after the data is built
     if m.weights is not None and not os.path.isfile(m.weights):
         raise InputError(f"model.weights {m.weights!r} is not a file; give a local .pt/.safetensors "

@@ -94,7 +94,10 @@ def frozen_bn_stats(module: nn.Module, enabled: bool = True):
 
 
 def adv_accuracy(logits_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Fraction of adversarial inputs classified correctly (the logged train accuracy)."""
+    """Fraction of adversarial inputs classified correctly (the logged train accuracy); soft
+    targets (mixup/cutmix, B×K) count their largest class, as timm's accuracy on mixed batches."""
+    if y.ndim == 2:
+        y = y.argmax(1)
     return (logits_adv.detach().argmax(1) == y).float().mean()
 
 

@@ -10,7 +10,8 @@ accumulation over ``optim.accum_steps`` micro-batches and its exact semantics)::
     zero_grad; loss.backward(); optimizer.step()    # SGD over model + objective.extra_parameters()
     awp.restore(diff); ema.update(model)
 
-Per epoch: ``objective.on_epoch_end()``, clean and PGD accuracy on a fixed test subset (PGD at the
+Per epoch: ``objective.on_epoch_end()``, the BN running statistics averaged over the ranks
+(``dist_bn: reduce``), clean and PGD accuracy on a fixed test subset (PGD at the
 final ``attack.eps`` in ``attack.norm``), ``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/last.pt``, a
 ``metrics.csv`` row and ``curves.png``. With ``data.holdout`` images held out, every
 ``eval.holdout_every`` epochs the EMA weights (the model's without EMA) are scored by PGD-CW on them
@@ -41,7 +42,8 @@ from advtrain.train.runlock import RunLock, lock_new_run_dir
 from advtrain.train.nonfinite import NonFiniteError
 from advtrain.train.parts import Progress, RNGState, load_states, save_states, stateful
 from advtrain.train.runlog import RunLog
-from advtrain.config.schedules import AttackBudget, attack_budget, lr_at, momentum_at
+from advtrain.config.schedules import (PER_UPDATE, AttackBudget, attack_budget, lr_at, lr_at_update,
+                                      momentum_at)
 from advtrain.train.teacher import identity as teacher_identity
 from advtrain.train.setup import check_train_images, train_data_flags
 from advtrain.train.step import Stepper, steps_per_epoch
@@ -185,6 +187,7 @@ class Trainer:
         for x, y in it:
             if group is None:
                 group = self.stepper.group(pr.batch, n_batches)
+                self._set_update_lr(e, steps_per_epoch(pr.batch, self.accum))
             self.stepper.micro_batch(group, x, y, e)
             pr.batch += 1
             bar.update(1)
@@ -199,7 +202,7 @@ class Trainer:
                 self._save(epoch_file=False)
         bar.close()
         pr.running["seconds"] += time.time() - start
-        pr.flush_trace(p.optimizer.param_groups[0]["lr"], self.budget.eps)
+        pr.flush_trace(self._lr(), self.budget.eps)
         if pr.running["count"] == 0:  # every step skipped: nothing was trained
             raise NonFiniteError(
                 f"epoch {e} made no update: every optimizer step had a non-finite loss and was "
@@ -221,7 +224,7 @@ class Trainer:
             return
         pr.step += 1
         _accumulate(pr.running, terms)
-        lr = self.parts.optimizer.param_groups[0]["lr"]
+        lr = self._lr()
         pr.add_trace(terms, lr, self.budget.eps, every)
         self.log.step(pr.step, terms, lr, self.budget.eps)
         bar.set_postfix(loss=f"{terms['loss']:.3f}", acc=f"{terms.get('acc_adv', 0):.3f}")
@@ -229,11 +232,26 @@ class Trainer:
     def _set_epoch_hparams(self, e: int) -> None:
         o, a = self.cfg.optim, self.cfg.attack  # resolved: objective defaults filled in
         for group in self.parts.optimizer.param_groups:
-            group["lr"] = lr_at(e, o)
-            group["momentum"] = momentum_at(e, o)
+            group["lr"] = lr_at(e, o) * group.get("lr_scale", 1.0)  # layer-wise lr decay's scale
+            if o.name == "sgd":
+                group["momentum"] = momentum_at(e, o)
         self.budget = attack_budget(e, self.E, a.eps, a.schedule, steps=a.steps, step_size=a.step_size,
                                     ramp=a.ramp)
         self.parts.objective.set_attack_budget(*self.budget)  # whichever attack runs: set_budget
+
+    def _set_update_lr(self, e: int, j: int) -> None:
+        """The lr of update ``j`` of epoch ``e`` (per-update schedules; others keep the epoch's)."""
+        o = self.cfg.optim
+        if o.schedule not in PER_UPDATE:
+            return
+        lr = lr_at_update((e - 1) * self.steps_per_epoch + j, self.steps_per_epoch, o)
+        for group in self.parts.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+    def _lr(self) -> float:
+        """The schedule's lr now (before a group's layer-wise ``lr_scale``), for the logs."""
+        group = self.parts.optimizer.param_groups[0]
+        return group["lr"] / group.get("lr_scale", 1.0)
 
     def _nan_message(self, e: int, what: str) -> str:
         last = ck.latest(self.run_dir) or "none yet"
@@ -245,7 +263,9 @@ class Trainer:
     def _end_epoch(self, e: int) -> None:
         p, pr = self.parts, self.progress
         p.objective.on_epoch_end(reduce=D.all_reduce_sum_)  # class prior summed over ranks
-        row = {"epoch": e, "lr": p.optimizer.param_groups[0]["lr"], "eps_t": self.budget.eps,
+        if self.cfg.dist_bn == "reduce":  # ARES: BN running statistics averaged over the ranks
+            D.reduce_bn_stats_(p.model, p.ema.shadow if p.ema is not None else None)
+        row = {"epoch": e, "lr": self._lr(), "eps_t": self.budget.eps,
                "step_size": self.budget.step_size, "steps": self.budget.steps}
         n = max(pr.running["count"], 1)
         row.update({k: v / n for k, v in pr.running["sums"].items()})

@@ -6,6 +6,7 @@
 - ``model``, ``optimizer``, ``objective`` (torch's own state dicts; the objective's holds e.g. the
   class prior of GKL/IKL and LBGAT's natural model);
 - ``ema``: :class:`advtrain.train.ema.EMA` (``shadow`` weights and ``updates`` counter);
+- ``scaler``: fp16's ``torch.amp.GradScaler`` (scale, growth tracker);
 - ``progress``: :class:`Progress`, the loop position (epoch, batch = loader position, step), the
   metric rows, the in-epoch sums, the best epoch and the per-step trace of ``curves.png``;
 - ``rng``: :class:`RNGState`, the torch / numpy / Python generators.
@@ -45,6 +46,7 @@ class Parts:
     ema: Any  # advtrain.train.ema.EMA or None
     autocast: Callable[[], Any]  # context manager factory (bf16 autocast or a no-op)
     teacher_check: Optional[str] = None  # one line: what the teacher check measured
+    scaler: Any = None  # torch.amp.GradScaler (precision fp16) or None
 
 
 def _empty_running() -> Dict[str, Any]:
@@ -142,6 +144,8 @@ def stateful(parts: Parts, progress: Progress, rng: RNGState) -> Dict[str, Any]:
                              "objective": _CPUCopy(parts.objective)}
     if parts.ema is not None:
         named["ema"] = parts.ema
+    if parts.scaler is not None:  # the loss scale and its growth counter
+        named["scaler"] = parts.scaler
     named.update(progress=progress, rng=rng)
     return named
 

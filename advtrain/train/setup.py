@@ -4,8 +4,9 @@
   yet may be reused) nor one in use; ``resume`` continues one from ``last.pt`` (else the newest intact
   ``epoch_N.pt``) and refuses a config that differs from the stored one unless ``force``.
 - ``build_parts``: the :class:`advtrain.train.parts.Parts` of a run: device, model, objective (with its
-  frozen teacher, if any), SGD optimiser (model + objective extra parameters, optional no weight
-  decay on BN parameters), loader, AWP, EMA, test subset, autocast; and the GPU math policy
+  frozen teacher, if any), optimiser (SGD or AdamW over model + objective extra parameters, the
+  weight-decay exclusion rules of :func:`no_decay_names`), loader, AWP, EMA, test subset, autocast
+  and fp16's gradient scaler; and the GPU math policy
   (:func:`_math_policy`).
 - ``clean_and_pgd``: clean and PGD accuracy through :func:`advtrain.eval.evaluator.accuracy` (given norm
   and eps, step eps/4 -- the DM recipe's PGD-40 step, used for every per-epoch PGD-K whatever K --,
@@ -30,7 +31,7 @@ from advtrain import distributed as D
 from advtrain.utils import resolve_device
 from advtrain.errors import CheckpointError, InputError
 from advtrain.io.atomic import atomic_write_text
-from advtrain.data.imagefolder import folder_options
+from advtrain.data.imagefolder import folder_options, train_augment_options
 from advtrain.models.timm_models import model_options
 from advtrain.train.parts import Parts
 from advtrain.train.runlock import holder, holds_run, in_use_error
@@ -156,6 +157,9 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
     n_cls = num_classes(d.dataset, d.num_classes)
     model = create_model(cfg.model.arch, dataset=d.dataset, num_classes=n_cls,
                          **model_options(cfg)).to(device)
+    note = getattr(model, "weights_note", None)
+    if note and fresh and D.is_main():  # fine-tuning: which head keys were left out
+        print(f"advtrain: {note}", file=sys.stderr)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     _check_model_input(cfg, model, n_cls, device)
@@ -166,7 +170,8 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
         synthetic_fraction=d.synthetic_fraction, augment=d.augment,
         batch_size=D.per_rank_batch(d.batch_size), rank=D.rank(), world_size=D.world_size(),
         workers=d.workers, seed=cfg.run.seed, drop_last=d.drop_last, subset=d.train_subset,
-        holdout=d.holdout, device=device, **folder_options(d))  # batches arrive augmented, on the device
+        holdout=d.holdout, device=device, **folder_options(d),
+        **({"augment_options": train_augment_options(d)} if folder_options(d) else {}))  # augmented, on the device
     _check_steps(loader, d)
     test = None
     if d.test_subset > 0:
@@ -177,7 +182,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
                  optimizer=make_optimizer(cfg, model, objective), test=test,
                  holdout=_holdout_set(cfg), awp=_awp(cfg, model),
                  ema=_ema(cfg, model, steps_per_epoch(len(loader), cfg.optim.accum_steps)),
-                 autocast=_autocast(cfg, device), teacher_check=checked)
+                 autocast=_autocast(cfg, device), teacher_check=checked, scaler=_scaler(cfg, device))
 
 
 def _check_model_input(cfg: C.Config, model: nn.Module, n_cls: int, device) -> None:
@@ -320,22 +325,84 @@ def make_objective(cfg: C.Config, num_classes: int, **objects: Any) -> nn.Module
                **objects)
 
 
-def make_optimizer(cfg: C.Config, model: nn.Module, objective: nn.Module) -> torch.optim.SGD:
-    """SGD over model + objective extra parameters; BN parameters without wd if asked."""
+def make_optimizer(cfg: C.Config, model: nn.Module, objective: nn.Module) -> torch.optim.Optimizer:
+    """``optim.name`` (SGD or AdamW) over model + objective extra parameters, in two groups: with
+    weight decay, and without (the parameters :func:`no_decay_names` names)."""
     o = cfg.optim
-    decay, no_decay = [], []
+    scales = layer_scales(model, o.layer_decay) if o.layer_decay is not None else {}
+    keyed: Dict[Tuple[float, bool], List[nn.Parameter]] = {}
     for module in [model] + ([objective] if objective.extra_parameters() else []):
         extra = {id(p) for p in objective.extra_parameters()} if module is objective else None
-        for sub in module.modules():
-            for p in sub.parameters(recurse=False):
-                if not p.requires_grad or (extra is not None and id(p) not in extra):
-                    continue
-                bn = isinstance(sub, nn.modules.batchnorm._BatchNorm)
-                (no_decay if (bn and o.wd_exclude_bn) else decay).append(p)
-    groups: List[Dict[str, Any]] = [{"params": decay, "weight_decay": o.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        skip = no_decay_names(module, o)
+        for name, p in module.named_parameters():
+            if not p.requires_grad or (extra is not None and id(p) not in extra):
+                continue
+            scale = scales.get(name, 1.0) if module is model else 1.0
+            keyed.setdefault((scale, name not in skip), []).append(p)
+    groups: List[Dict[str, Any]] = []
+    # decayed groups first (the group order of checkpoints from earlier releases), then the rest
+    for (scale, decayed), params in sorted(keyed.items(), key=lambda kv: not kv[0][1]):
+        group = {"params": params, "weight_decay": o.weight_decay if decayed else 0.0}
+        if o.layer_decay is not None:
+            group["lr_scale"] = scale
+        groups.append(group)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def layer_scales(model: nn.Module, layer_decay: float) -> Dict[str, float]:
+    """Layer-wise lr decay (BEiT, timm's ``param_groups_layer_decay``): ``{name: layer_decay **
+    (L - 1 - layer(name))}`` for the parameters of ``model``'s timm network, layers from timm's
+    ``group_matcher(coarse=False)`` (its fallback map without one), the head at scale 1. The
+    weight-decay exclusion stays the configured rule (timm's layer-decay path uses ``ndim == 1``)."""
+    from timm.optim.optim_factory import _layer_map, group_parameters
+
+    net = getattr(model, "model", model)
+    prefix = "model." if net is not model else ""
+    if hasattr(net, "group_matcher"):
+        layer_map = group_parameters(net, net.group_matcher(coarse=False), reverse=True)
+    else:
+        layer_map = _layer_map(net)
+    top = max(layer_map.values())
+    return {prefix + name: layer_decay ** (top - layer_map.get(name, top))
+            for name, _ in net.named_parameters()}
+
+
+def no_decay_names(module: nn.Module, o) -> set:
+    """Names (``module.named_parameters()``) of the parameters without weight decay:
+
+    - ``wd_exclude_bn``: parameters of BatchNorm layers;
+    - ``wd_exclude: timm``: timm's ``param_groups_weight_decay`` rule (``create_optimizer_v2`` with
+      ``filter_bias_and_bn``): ``ndim <= 1`` or a name ending in ``.bias`` or listed by a
+      ``no_weight_decay()`` method (of any sub-module, its names taken relative to it, as timm
+      asks the timm network that advtrain wraps) -- every normalisation layer, all biases, 1-D
+      layer scales, ViT position embeddings and class tokens;
+    - ``wd_exclude: 1d``: the same without the ``no_weight_decay()`` names (revisiting-at, non-ConvNeXt);
+    - ``wd_exclude: bn_bias_names``: names containing ``bn`` or ``.bias`` (revisiting-at's rule for
+      ConvNeXt / ResNet archs: LayerNorm weights keep their decay).
+    """
+    out = set()
+    rule = o.wd_exclude
+    listed = set()
+    if rule == "timm":
+        for prefix, sub in module.named_modules():
+            fn = getattr(sub, "no_weight_decay", None)
+            if callable(fn) and isinstance(sub, nn.Module):
+                listed |= {(prefix + "." if prefix else "") + n for n in fn()}
+    bn_params = set()
+    if o.wd_exclude_bn:
+        for prefix, sub in module.named_modules():
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                bn_params |= {(prefix + "." if prefix else "") + n for n, _ in sub.named_parameters(recurse=False)}
+    for name, p in module.named_parameters():
+        if name in bn_params:
+            out.add(name)
+        elif rule in ("timm", "1d") and (p.ndim <= 1 or name.endswith(".bias") or name in listed):
+            out.add(name)
+        elif rule == "bn_bias_names" and ("bn" in name or ".bias" in name):
+            out.add(name)
+    return out
 
 
 def _awp(cfg: C.Config, model: nn.Module):
@@ -355,12 +422,27 @@ def _ema(cfg: C.Config, model: nn.Module, steps_per_epoch: int):
     return EMA(model, decay=cfg.ema.decay, start_epoch=cfg.ema.start_epoch, dm_warmup_steps=warm)
 
 
+#: autocast dtypes of the reduced training precisions
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _autocast(cfg: C.Config, device: torch.device):
-    if cfg.precision == "bf16":
+    """CUDA autocast in bf16 / fp16 (the attack, the forward and the loss), else a no-op. On a CPU
+    both are refused: CPU autocast runs a different op set (and fp16 matmuls are slow or missing)
+    and would not test what a GPU run does."""
+    if cfg.precision in AUTOCAST:
         if device.type != "cuda":
-            raise InputError("precision bf16 needs a CUDA device; use precision=fp32 on CPU")
-        return functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
+            raise InputError(f"precision {cfg.precision} needs a CUDA device; use precision=fp32 on CPU")
+        return functools.partial(torch.autocast, "cuda", dtype=AUTOCAST[cfg.precision])
     return contextlib.nullcontext
+
+
+def _scaler(cfg: C.Config, device: torch.device):
+    """fp16's gradient scaler (torch defaults: scale 2**16, x0.5 on overflow, x2 per 2000 clean
+    steps, as timm's NativeScaler and revisiting-at use it); None otherwise."""
+    if cfg.precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def _math_policy(cfg: C.Config) -> None:

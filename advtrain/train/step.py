@@ -10,7 +10,9 @@ order of SPEC 2.5::
     (loss / n).backward()                             # n = the group's size; .grad accumulates
     awp.restore(diff)                                 # all but the group's last micro-batch
 
-then ``optimizer.step()`` (gradients zeroed before the group's first backward), the last AWP
+then ``optimizer.step()`` (gradients zeroed before the group's first backward; the gradient norm
+clipped to ``optim.clip_grad_norm`` and, in fp16, the loss scaled by the gradient scaler: see
+``Stepper._optimizer_step``), the last AWP
 restore, and one EMA update. With ``A = 1`` this is exactly the single-batch step of SPEC 2.5.
 
 What the accumulated step equals (docs/DESIGN.md, README "Recipes at scale"):
@@ -37,8 +39,9 @@ What the accumulated step equals (docs/DESIGN.md, README "Recipes at scale"):
   buffers (BN statistics, class prior) go back to where the group began; ``stop`` stops at once.
 - Everything counted in steps counts optimizer steps: ``Progress.step``, EMA updates and its DM
   warm-up, ``run.checkpoint_every_steps`` (a checkpoint is only written between groups, so a
-  mid-epoch resume starts at a group boundary and is bit-identical). The lr, momentum and eps
-  schedules are per epoch.
+  mid-epoch resume starts at a group boundary and is bit-identical). The momentum and eps
+  schedules are per epoch; the lr per epoch, or per optimizer step for the per-update schedules
+  (``advtrain.config.schedules.lr_at_update``).
 """
 from __future__ import annotations
 
@@ -85,6 +88,7 @@ class Stepper:
         self.parts, self.accum = parts, cfg.optim.accum_steps
         self.channels_last, self.skip = cfg.model.channels_last, cfg.nan_policy == "skip"
         self.nan_message = nan_message
+        self.clip = cfg.optim.clip_grad_norm
 
     def group(self, position: int, batches: int) -> Group:
         """The group starting at loader position ``position`` of an epoch of ``batches``."""
@@ -120,7 +124,8 @@ class Stepper:
             if g.bad is None:
                 if g.done == 1:
                     p.optimizer.zero_grad(set_to_none=True)
-                (loss / g.size if g.size > 1 else loss).backward()
+                scaled = loss / g.size if g.size > 1 else loss
+                (p.scaler.scale(scaled) if p.scaler is not None else scaled).backward()
         if diff is not None and (final and g.bad is None):
             g.diff = diff  # removed after the optimizer step (SPEC 2.4)
         elif diff is not None:
@@ -138,7 +143,7 @@ class Stepper:
             restore_buffers(g.saved)
             return None
         D.average_grads_(p.objective.extra_parameters())  # e.g. LBGAT's natural model
-        p.optimizer.step()
+        self._optimizer_step()
         if g.diff is not None:
             p.awp.restore(g.diff)
         if not finite_params(p.optimizer):
@@ -146,6 +151,26 @@ class Stepper:
         if p.ema is not None:
             p.ema.update(D.unwrap(p.model), e)
         return {k: v / g.size for k, v in g.sums.items()}
+
+
+    def _optimizer_step(self) -> None:
+        """``optimizer.step()``, after clipping the gradient norm (``optim.clip_grad_norm``); with
+        fp16's gradient scaler (timm's ``NativeScaler`` order): ``unscale_`` before clipping, then
+        ``scaler.step`` -- which skips the update when a gradient is inf/NaN (the same on every DDP
+        rank: the gradients were all-reduced) -- and ``scaler.update()`` (the scale halves after an
+        overflow, doubles after 2000 clean steps). The EMA still updates after a skipped step, as in
+        timm / ARES / revisiting-at."""
+        p = self.parts
+        if self.clip is not None:
+            if p.scaler is not None:
+                p.scaler.unscale_(p.optimizer)
+            params = [q for group in p.optimizer.param_groups for q in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip)
+        if p.scaler is None:
+            p.optimizer.step()
+            return
+        p.scaler.step(p.optimizer)
+        p.scaler.update()
 
 
 def no_sync(model: torch.nn.Module):

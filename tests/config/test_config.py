@@ -55,7 +55,7 @@ def test_parse_eps_refuses(bad):
     ({"attack": {"schedule": "stagd"}}, r"did you mean 'staged'"),
     ({"optim": {"schedule": "cosin"}}, r"did you mean 'cosine'"),
     ({"nan_policy": "ignore"}, r"choices: skip, stop"),
-    ({"precision": "fp16"}, r"choices: bf16, fp32"),
+    ({"precision": "fp8"}, r"choices: bf16, fp16, fp32"),
     ({"run": {"device": "gpu"}}, r"is not supported; advtrain runs on auto, cpu, cuda"),
     ({"average": {"start": 5, "end": 3}}, r"start <= end"),
     ({"optim": {"milestones": [5, 3]}}, r"increasing"),

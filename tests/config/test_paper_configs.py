@@ -307,3 +307,80 @@ def test_ard_lr_every_epoch_matches_the_reference():
     got = [lr_at(e, cfg.optim) for e in range(1, cfg.optim.epochs + 1)]
     want = [ard_reference_lr(e) for e in range(1, 201)]
     assert all(math.isclose(g, w, rel_tol=1e-12) for g, w in zip(got, want)) and len(got) == 200
+
+
+# ----------------------------------------------------------------------------- ImageNet recipes
+# Typed in from the sources (issue 26 research notes: thu-ml/ares @ 306e35f resnet50.yaml + argparse
+# defaults + timm v0.9.7; nmndeep/revisiting-at @ d7166c0 run_train.sh + main.py + parserr.py), not
+# from the configs. Differences each config writes down (attack ramp, APGD, RandAugment op set) are
+# not rows: the row holds what advtrain executes where it matches the source.
+ARES = {
+    "data.dataset": "imagenet", "data.image_size": 224, "data.batch_size": 8 * 64, "data.drop_last": True,
+    "data.interpolation": "bicubic", "data.color_jitter": 0.1, "data.randaugment": 0, "data.reprob": 0.0,
+    "data.mixup": 0.8, "data.cutmix": 1.0, "data.mixup_prob": 1.0, "data.mixup_switch_prob": 1.0,
+    "model.arch": "timm:resnet50", "run.seed": 0,
+    "objective.name": "pgd_at", "objective.label_smoothing": 0.1, "objective.attack_loss": "ce",
+    "attack.name": "pgd_best", "attack.eps": 4 / 255, "attack.norm": "Linf", "attack.steps": 3,
+    "attack.step_size": 8 / 255 / 3,
+    "attack.init": "uniform", "attack.bn_mode": "eval", "attack.ramp": False,
+    "attack.schedule": "ares_step_ramp",
+    "optim.name": "sgd", "optim.nesterov": True, "optim.momentum": 0.9, "optim.lr": 0.2 * 64 * 8 / 512,
+    "optim.weight_decay": 1e-4, "optim.wd_exclude": "timm", "optim.wd_exclude_bn": False,
+    "optim.clip_grad_norm": None, "optim.schedule": "step_timm", "optim.sched_on_updates": True,
+    "optim.warmup_epochs": 5, "optim.warmup_lr": 1e-4, "optim.decay_epochs": 30, "optim.lr_gamma": 0.1,
+    "optim.epochs": 95, "ema.enabled": True, "ema.decay": 0.9998, "precision": "fp32", "dist_bn": "reduce",
+    "awp.enabled": False,
+}
+SINGH = {
+    "data.dataset": "imagenet", "data.image_size": 224, "data.drop_last": True, "data.interpolation": "bicubic",
+    "data.randaugment": 2, "data.randaugment_magnitude": 9, "data.color_jitter": 0.0, "data.reprob": 0.25,
+    "data.mixup": 0.8, "data.cutmix": 1.0, "data.mixup_prob": 1.0, "data.mixup_switch_prob": 0.5,
+    "run.seed": 0, "objective.label_smoothing": 0.1,
+    "attack.name": "pgd_best", "attack.eps": 4 / 255, "attack.norm": "Linf", "attack.steps": 2,
+    "attack.step_size": 8 / 255,
+    "attack.bn_mode": "eval", "attack.ramp": False,
+    "optim.name": "adamw", "optim.betas": [0.9, 0.95], "optim.eps": 1e-8, "optim.lr": 1e-3,
+    "optim.weight_decay": 0.05, "optim.clip_grad_norm": None, "optim.schedule": "cosine_interp",
+    "optim.warmup_epochs": 20, "optim.warmup_lr": 1e-4 * 1e-3, "optim.min_lr": 5e-6, "optim.epochs": 300,
+    "ema.enabled": True, "ema.decay": 0.9999, "precision": "fp16", "dist_bn": "none", "awp.enabled": False,
+}
+IMAGENET_ROWS = {
+    "ares_resnet50_pgd_at.yaml": ARES,
+    "revisiting_at_convnext_t_linf.yaml": {
+        **SINGH, "model.arch": "timm:convnext_tiny", "optim.wd_exclude": "bn_bias_names",
+        "objective.name": "pgd_at", "objective.attack_loss": "ce", "attack.init": "none"},
+    "revisiting_at_vit_s_linf.yaml": {
+        **SINGH, "model.arch": "timm:vit_small_patch16_224", "optim.wd_exclude": "1d",
+        "objective.name": "pgd_at", "objective.attack_loss": "ce", "attack.init": "none"},
+    # the TRADES variant: the ConvNeXt-T recipe with TRADES (beta 6) and TRADES' small normal start
+    "revisiting_at_convnext_t_trades_linf.yaml": {
+        **SINGH, "model.arch": "timm:convnext_tiny", "optim.wd_exclude": "bn_bias_names",
+        "objective.name": "trades", "objective.beta": 6.0, "attack.init": "normal"},
+}
+
+
+def test_every_imagenet_config_has_a_row():
+    names = {os.path.basename(p) for p in glob.glob(os.path.join(REPO, "configs", "imagenet", "*.yaml"))}
+    assert names == set(IMAGENET_ROWS), f"without a row: {names - set(IMAGENET_ROWS)}"
+
+
+@pytest.mark.parametrize("name", sorted(IMAGENET_ROWS))
+def test_imagenet_config_matches_its_source_row(name):
+    res = C.resolve(C.load(os.path.join(REPO, "configs", "imagenet", name)))
+    want = IMAGENET_ROWS[name]
+    wrong = {k: (_get(res, k), v) for k, v in want.items() if not _same(_get(res, k), v)}
+    assert not wrong, f"{name}: (resolved, source) = {wrong}"
+    text = open(os.path.join(REPO, "configs", "imagenet", name)).read()
+    assert "KNOWN DIFFERENCES" in text  # every known difference is written in the file
+
+
+def test_ares_attack_step_ramp_is_ares():
+    """AT.py:406 att_step = 8/255/3 * min(epoch, 5) / 5 for the 0-indexed epoch; eps 4/255, 3 steps."""
+    from advtrain.config.schedules import attack_budget
+
+    cfg = C.load(os.path.join(REPO, "configs", "imagenet", "ares_resnet50_pgd_at.yaml"))
+    a = cfg.attack
+    for e0 in range(95):
+        b = attack_budget(e0 + 1, 95, a.eps, a.schedule, steps=a.steps, step_size=a.step_size, ramp=a.ramp)
+        assert b.eps == pytest.approx(4 / 255) and b.steps == 3
+        assert b.step_size == pytest.approx(8 / 255 / 3 * min(e0, 5) / 5, abs=1e-15)

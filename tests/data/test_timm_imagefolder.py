@@ -4,6 +4,8 @@ that ``robustbench.utils.load_model`` loads with identical logits (issue 18)."""
 from __future__ import annotations
 
 import json
+import math
+import glob
 import os
 
 import pytest
@@ -247,14 +249,42 @@ def test_other_objectives_step_on_a_timm_model(name):
     assert torch.isfinite(loss) and grads and any(g.abs().sum() > 0 for g in grads)
 
 
-def test_imagenet_recipe_configs_load():
-    import glob
+#: a tiny model of each recipe's family (ResNet, ConvNeXt, ViT)
+TINY_OF = {"timm:resnet50": "timm:resnet10t", "timm:convnext_tiny": "timm:convnext_atto",
+           "timm:vit_small_patch16_224": "timm:test_vit"}
 
-    paths = sorted(glob.glob(os.path.join(REPO, "configs", "imagenet", "*.yaml")))
-    assert paths
-    for path in paths:
-        cfg = C.load(path)
-        assert cfg.data.dataset == "imagenet" and cfg.model.arch.startswith("timm:")
+
+@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in
+                                        glob.glob(os.path.join(REPO, "configs", "imagenet", "*.yaml"))))
+def test_imagenet_recipe_trains_one_step_of_a_tiny_variant(tmp_path, name):
+    """Each recipe, with a tiny model of its family on a generated 10-class ImageFolder (fp32 on the
+    CPU), builds every part (optimizer groups, mixup, RandAugment, erasing, schedule) and trains one
+    step at the lr of the schedule's first update."""
+    from advtrain.config.schedules import lr_at_update
+    from advtrain.train.loop import Trainer
+
+    path = os.path.join(REPO, "configs", "imagenet", name)
+    full = C.load(path)
+    assert full.data.dataset == "imagenet" and full.model.arch in TINY_OF
+    root = make_image_folder(tmp_path / "d")
+    cfg = C.load(path, [f"data.root={root}", "data.dataset=imagefolder", "data.num_classes=10",
+                        "data.image_size=32", "data.batch_size=10", "data.workers=0", "data.test_subset=0",
+                        f"model.arch={TINY_OF[full.model.arch]}", "precision=fp32", "run.device=cpu",
+                        "run.progress=false", f"run.out_dir={tmp_path / 'runs'}"])
+    trainer = Trainer(cfg, str(tmp_path / "run"), None)
+    trainer._set_epoch_hparams(1)
+    trainer._set_update_lr(1, 0)
+    p = trainer.parts
+    assert p.optimizer.param_groups[0]["lr"] == pytest.approx(lr_at_update(0, 3, cfg.optim))
+    assert p.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.warmup_lr)
+    assert len(p.optimizer.param_groups) == 2  # with and without weight decay
+    p.loader.set_epoch(1)
+    x, y = next(iter(p.loader))
+    assert y.shape == (10, 10) and torch.allclose(y.sum(1), torch.ones(10))  # CutMix/Mixup soft targets
+    before = [q.detach().clone() for q in p.model.parameters()]
+    terms = trainer._train_step(x, y, 1)
+    assert terms is not None and all(math.isfinite(v) for v in terms.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, p.model.parameters()))
 
 
 def test_missing_folder_root_is_named_when_the_data_is_built(tmp_path):
