@@ -33,6 +33,8 @@ from torch import Tensor, nn
 from advtrain.errors import InputError
 
 __all__ = [
+    "input_grad",
+    "grad_align_cosine",
     "weighted_pair_mse",
     "soft_cross_entropy",
     "dkl_loss",
@@ -329,3 +331,33 @@ class ClassPrior(nn.Module):
 
     def forward(self, y: Tensor) -> Tensor:
         return self.weights(y)
+
+
+# ----------------------------------------------------------------------------- GradAlign (SPEC §13.3)
+
+def input_grad(model: nn.Module, x: Tensor, y: Tensor, *, create_graph: bool = False) -> Tensor:
+    """``∇_x CE(f(x), y)`` (batch mean) w.r.t. the input only; ``create_graph=True`` keeps the graph
+    for a double backprop into the parameters (GradAlign's second gradient)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(model(x), y)
+        (grad,) = torch.autograd.grad(loss, x, create_graph=create_graph)
+    return grad
+
+
+def grad_align_cosine(g1: Tensor, g2: Tensor) -> Tensor:
+    r"""GradAlign's misalignment :math:`1 − \frac1{|I|}\sum_{i∈I} \cos(g1_i, g2_i)` (Andriushchenko &
+    Flammarion 2020, ``tml-epfl/understanding-fast-adv-training`` train.py:192-200, utils.py:70-91).
+
+    ``g1`` is the (detached) input gradient at the FGSM start point, ``g2`` the input gradient at
+    ``x + η`` (η uniform in the ε-ball, not clamped to [0,1]) with its graph; the cosine of each
+    example is taken over all its coordinates; examples where either gradient is exactly zero are
+    left out of the mean, as the reference does (none left: 0).
+    """
+    a, b = g1.detach().flatten(1), g2.flatten(1)
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    keep = (na != 0) & (nb != 0)
+    if not bool(keep.any()):
+        return g2.sum() * 0.0
+    cos = ((a[keep] / na[keep, None]) * (b[keep] / nb[keep, None])).sum(dim=1)
+    return 1.0 - cos.mean()

@@ -4,6 +4,8 @@
 - :class:`PGD` -- Linf / L2 projected gradient ascent on ``ce`` / ``cw`` / ``kl`` / ``dkl`` / a callable
 - :class:`BestPGD` -- PGD returning each example's highest-loss iterate (training attack ``pgd_best``)
 - :class:`FGSM` -- one step of size eps
+- :class:`FGSMRS`, :class:`NFGSM` -- single-step training attacks (Wong et al. 2020; de Jorge et al. 2022)
+- :class:`APGDTrain` -- APGD-CE as a training attack (pyautoattack's code; revisiting-at)
 - :class:`NoAttack` -- ``x_adv = x`` (the ``none`` training attack of a clean regime)
 - :data:`TRAINING_ATTACKS` -- the training attacks by name (:mod:`attacks.registry`); each class
   declares its options in a dataclass (``PGD.Options``, fields made with :func:`setting`) and takes
@@ -25,11 +27,14 @@ from .no_attack import NoAttack
 from .options import setting
 from .pgd import PGD
 from .pgd_best import BestPGD
+from .single_step import FGSMRS, NFGSM
+from .apgd_train import APGDTrain
 from .registry import TRAINING_ATTACKS, build_training_attack, training_attack
 
-__all__ = ["Attack", "AttackError", "AttackOptions", "PGD", "BestPGD", "FGSM", "NoAttack", "AutoAttackAdapter",
-           "AAResult", "ce_loss", "cw_loss", "kl_loss", "model_mode", "NORMS", "BN_MODES", "setting",
-           "TRAINING_ATTACKS", "training_attack", "build_training_attack"]
+__all__ = ["Attack", "AttackError", "AttackOptions", "PGD", "BestPGD", "FGSM", "FGSMRS", "NFGSM",
+           "APGDTrain", "NoAttack", "AutoAttackAdapter", "AAResult", "ce_loss", "cw_loss", "kl_loss",
+           "model_mode", "NORMS", "BN_MODES", "setting", "TRAINING_ATTACKS", "training_attack",
+           "build_training_attack"]
 
 
 def __getattr__(name):  # pyautoattack is imported only when the adapter is used

@@ -12,8 +12,9 @@ proxy and an EMA copy. Around :meth:`Attack.perturb` the base class
     are left untouched (batch statistics are used, nothing is recorded; DM-Improves-AT, SPEC §6);
 * makes the input contiguous, takes gradients w.r.t. the input only (``torch.autograd.grad``), so
   parameters' ``requires_grad`` stay as they are and no ``.grad`` is accumulated into them;
-* detaches the result and checks its postconditions: ``‖x_adv − x‖_p ≤ ε`` (small tolerance) and
-  ``x_adv ∈ [0, 1]``. A violation raises ``RuntimeError``: that is a bug in the attack, not a
+* detaches the result and checks its postconditions: ``‖x_adv − x‖_p ≤ radius()`` (small
+  tolerance; the radius is ``eps`` unless an attack declares a larger one by design, e.g. N-FGSM's
+  ``k·ε + α`` without projection, SPEC §13.2) and ``x_adv ∈ [0, 1]``. A violation raises ``RuntimeError``: that is a bug in the attack, not a
   user error.
 
 User mistakes (negative ε, unknown norm, inputs outside [0,1]) raise :class:`AttackError` (a
@@ -138,8 +139,14 @@ class Attack:
         """The attack proper; ``x`` is contiguous and in [0,1], ``model`` is in attack mode."""
         raise NotImplementedError
 
+    def radius(self) -> float:
+        """The largest ``‖x_adv − x‖_p`` this attack produces by design: ``eps`` for an attack
+        that projects onto the ε-ball; an attack that does not (N-FGSM) declares its own bound."""
+        return self.eps
+
     def check_result(self, x: Tensor, x_adv: Tensor) -> None:
-        """Raise RuntimeError unless ``x_adv`` lies in the ε-ball around ``x`` and in [0, 1]."""
+        """Raise RuntimeError unless ``x_adv`` lies in the ball of :meth:`radius` around ``x``
+        and in [0, 1]."""
         if x_adv.shape != x.shape:
             raise RuntimeError(f"{type(self).__name__} returned shape {tuple(x_adv.shape)} "
                                f"for input {tuple(x.shape)}")
@@ -149,9 +156,10 @@ class Attack:
             return
         dist = flat_norm(x_adv - x, self.norm).max().item()
         atol = max(self.atol, 4 * torch.finfo(x.dtype).eps)  # x + δ − x rounds in low precision
-        if dist > self.eps * (1 + atol) + atol:
+        radius = self.radius()
+        if dist > radius * (1 + atol) + atol:
             raise RuntimeError(f"{type(self).__name__} left the {self.norm} ball: "
-                               f"distance {dist:.6g} > eps {self.eps:.6g}")
+                               f"distance {dist:.6g} > radius {radius:.6g} (eps {self.eps:.6g})")
         lo, hi = x_adv.min().item(), x_adv.max().item()
         if lo < 0.0 or hi > 1.0:
             raise RuntimeError(f"{type(self).__name__} left [0,1]: range [{lo:.6g}, {hi:.6g}]")

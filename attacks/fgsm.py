@@ -18,12 +18,14 @@ Examples::
 """
 from __future__ import annotations
 
-from .base import Attack, AttackError
+from .base import Attack, AttackError, AttackOptions
 from .pgd import PGD
 
 
 class FGSM(PGD):
     """PGD with one step of size ``eps`` from the clean input (``alpha`` follows ``eps``)."""
+
+    Options = AttackOptions  # norm and bn_mode; no start to choose (always x)
 
     def __init__(self, eps: float = 8 / 255, norm: str = "Linf", loss="ce", bn_mode: str = "eval"):
         super().__init__(eps=eps, alpha=eps, steps=1, norm=norm, loss=loss, init="none",

@@ -17,15 +17,22 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Type
 
+from .apgd_train import APGDTrain
 from .base import Attack
+from .fgsm import FGSM
 from .no_attack import NoAttack
 from .options import unknown
 from .pgd import PGD
+from .single_step import FGSMRS, NFGSM
 from .pgd_best import BestPGD
 
 TRAINING_ATTACKS: Dict[str, Type[Attack]] = {
     "pgd": PGD,  # Madry et al. 2018: the default of every config
     "none": NoAttack,  # x_adv = x (a clean regime)
+    "fgsm": FGSM,  # Goodfellow et al. 2015: one step of eps from x (GradAlign's training attack)
+    "fgsm_rs": FGSMRS,  # Wong et al. 2020: uniform start, step 1.25 eps, ball + image clamps
+    "n_fgsm": NFGSM,  # de Jorge et al. 2022: noise U(-k eps, k eps), step eps, no projection
+    "apgd": APGDTrain,  # Singh et al. 2023 (revisiting-at): 2-step APGD-CE, pyautoattack's code
     "pgd_best": BestPGD,  # PGD returning each example's highest-loss iterate (ARES use_best, revisiting-at)
 }
 DEFAULT = "pgd"

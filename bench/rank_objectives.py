@@ -1,4 +1,7 @@
-"""Rank PGD-AT, TRADES, IKL-AT and GKL-AT under one budget: clean, PGD-20 and AutoAttack accuracy.
+"""Rank training regimes under one budget: clean, PGD-20 and AutoAttack accuracy, with paired tests.
+
+Regimes: PGD-AT, TRADES, IKL-AT, GKL-AT (the ``executed`` PGD schedule) and the single-step / clean
+regimes of configs/ (``clean``, ``fgsm_rs``, ``n_fgsm``, ``grad_align``; see REGIMES).
 
 Every objective is trained by the real trainer (``advtrain.fit``) with the same model, images, seed,
 epochs, optimiser and training attack (the ``executed`` schedule: K=5 steps of eps_t/2, eps ramp);
@@ -18,6 +21,14 @@ Each figure k/n comes with a Wilson 95% interval (float64)::
 
     p = k/n, z = 1.959964;  centre = (p + z^2/2n) / (1 + z^2/n)
     half = z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2)
+
+Every image's correctness (clean, PGD, AA) is kept, and every two regimes are compared on the same
+images with the exact McNemar test on the discordant pairs (b = images only the first gets right,
+c = only the second)::
+
+    p = min(1, 2 * sum_{i=0}^{min(b,c)} C(b+c, i) / 2^(b+c))      (two-sided; p = 1 when b+c = 0)
+
+computed with ``math.comb`` in integers and one float division (``mcnemar_exact``).
 
 Outputs under ``--out``: ``runs/<objective>/`` (the training runs), ``results.json``, ``table.md``
 and ``rank_objectives.png`` (when matplotlib is installed). This is evidence, not a test: nothing is
@@ -45,7 +56,21 @@ import time
 import torch
 
 OBJECTIVES = ("pgd_at", "trades", "ikl_at", "gkl_at")
-LABELS = {"pgd_at": "PGD-AT", "trades": "TRADES", "ikl_at": "IKL-AT", "gkl_at": "GKL-AT"}
+#: regimes beyond the PGD-trained objectives: (objective section, attack section) at 8/255, each
+#: the CIFAR-10 recipe of its config in configs/ (one fixed step per batch; see those files)
+REGIMES = {
+    "clean": ({"name": "ce"}, {"name": "none", "eps": "8/255"}),
+    "fgsm_rs": ({"name": "ce"}, {"name": "fgsm_rs", "eps": "8/255", "schedule": "fixed", "ramp": False,
+                                 "steps": 1, "step_size": "10/255"}),
+    "n_fgsm": ({"name": "ce"}, {"name": "n_fgsm", "eps": "8/255", "schedule": "fixed", "ramp": False,
+                                "steps": 1, "step_size": "8/255"}),
+    "grad_align": ({"name": "ce", "grad_align": 0.2},
+                   {"name": "fgsm", "eps": "8/255", "schedule": "fixed", "ramp": False, "steps": 1,
+                    "step_size": "8/255"}),
+}
+CHOICES = OBJECTIVES + tuple(REGIMES)
+LABELS = {"pgd_at": "PGD-AT", "trades": "TRADES", "ikl_at": "IKL-AT", "gkl_at": "GKL-AT",
+          "clean": "clean", "fgsm_rs": "FGSM-RS", "n_fgsm": "N-FGSM", "grad_align": "GradAlign"}
 DATA = os.path.join("..", "shared", "data", "cifar10-jpeg")
 Z95 = 1.959963984540054  # Phi^-1(0.975)
 
@@ -62,6 +87,44 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple:
     return (low, high)
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value of ``b`` vs ``c`` discordant pairs (binomial(b+c, 1/2))."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def paired(results: dict) -> list:
+    """Every two regimes on the same images: for clean, PGD and AA, ``b`` (only the first right),
+    ``c`` (only the second right), the accuracy difference and the exact McNemar p-value."""
+    rows, names = [], list(results)
+    for i, a in enumerate(names):
+        for other in names[i + 1:]:
+            row = {"a": a, "b": other}
+            for key in ("clean", "pgd", "aa"):
+                ca, cb = results[a][key]["per_image"], results[other][key]["per_image"]
+                if len(ca) != len(cb):
+                    raise SystemExit(f"error: {a} and {other} were evaluated on different images")
+                only_a = sum(1 for u, v in zip(ca, cb) if u and not v)
+                only_b = sum(1 for u, v in zip(ca, cb) if v and not u)
+                row[key] = {"only_first": only_a, "only_second": only_b,
+                            "diff": (only_a - only_b) / len(ca), "p": mcnemar_exact(only_a, only_b)}
+            rows.append(row)
+    return rows
+
+
+def paired_table(results: dict, args) -> str:
+    lines = [f"| first | second | clean diff (b/c, p) | PGD-{args.pgd_steps} diff (b/c, p) | AA diff (b/c, p) |",
+             "|---|---|---|---|---|"]
+    for row in paired(results):
+        cells = [f"{100 * row[k]['diff']:+.1f} ({row[k]['only_first']}/{row[k]['only_second']}, "
+                 f"p={row[k]['p']:.3g})" for k in ("clean", "pgd", "aa")]
+        lines.append(f"| {LABELS[row['a']]} | {LABELS[row['b']]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process (all its threads) so far."""
     import resource
@@ -71,8 +134,9 @@ def cpu_seconds() -> float:
 
 
 def config(objective: str, args, run_dir: str) -> dict:
-    """The training config: everything but ``objective`` is shared by the four runs."""
-    return {
+    """The training config: everything but ``objective`` (and, for the regimes of REGIMES, the
+    attack) is shared by the runs."""
+    cfg = {
         "run": {"name": f"rank_{objective}", "seed": args.seed, "device": "cpu",
                 "out_dir": os.path.dirname(run_dir), "progress": False},
         "data": {"dataset": "cifar10", "train_npz": os.path.join(args.data, "train.npz"),
@@ -85,6 +149,9 @@ def config(objective: str, args, run_dir: str) -> dict:
         "awp": {"enabled": False},
         "ema": {"enabled": False},
     }
+    if objective in REGIMES:
+        cfg["objective"], cfg["attack"] = (dict(section) for section in REGIMES[objective])
+    return cfg
 
 
 def test_subset(args):
@@ -115,16 +182,30 @@ def train(objective: str, args) -> tuple:
 def evaluate(model, x, y, args) -> dict:
     from advtrain.eval.evaluator import evaluate as aa_evaluate
 
+    from advtrain.eval.accuracy import correct
+    from advtrain.eval.evaluator import make_pgd
+
     t0 = time.time()
     r = aa_evaluate(model, x, y, eps="8/255", version="custom", attacks=["apgd-ce", "apgd-t"],
-                    batch_size=args.eval_batch, seed=args.seed, device="cpu",
-                    pgd_steps=args.pgd_steps, sanity=False, progress=False)
+                    batch_size=args.eval_batch, seed=args.seed, device="cpu", pgd_steps=None,
+                    sanity=False, progress=False, return_adv=True)
+    model.eval()
+    per_image = {"clean": correct(model, x, y, batch_size=args.eval_batch),
+                 "aa": r.y_adv.to(y.device) == y}
+    with torch.random.fork_rng():  # the evaluator's PGD, per image (seeded as the evaluation)
+        torch.manual_seed(args.seed)
+        per_image["pgd"] = correct(model, x, y, batch_size=args.eval_batch,
+                                   attack=make_pgd(8 / 255, args.pgd_steps, "Linf"))
     n = len(y)
     out = {"n": n, "seconds": time.time() - t0, "flags": list(r["flags"]),
            "per_attack": r["per_attack"]}
-    for key, acc in (("clean", r["clean_acc"]), ("pgd", r["pgd_acc"]), ("aa", r["robust_acc"])):
-        k = int(round(acc * n))
-        out[key] = {"correct": k, "acc": k / n, "ci95": wilson(k, n)}
+    for key, hits in per_image.items():
+        hits = hits.cpu().bool()
+        k = int(hits.sum())
+        out[key] = {"correct": k, "acc": k / n, "ci95": wilson(k, n),
+                    "per_image": [int(v) for v in hits.tolist()]}
+    if out["aa"]["correct"] != int(round(r.robust_acc * n)):
+        raise SystemExit("error: AutoAttack's per-image outcome disagrees with its accuracy")
     return out
 
 
@@ -174,7 +255,8 @@ def plot(results: dict, args, path: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--objectives", default=",".join(OBJECTIVES))
+    p.add_argument("--objectives", default=",".join(OBJECTIVES),
+                   help=f"comma-separated, from {', '.join(CHOICES)}")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-images", type=int, default=2048)
     p.add_argument("--depth", type=int, default=10, help="WRN depth (wrn-DEPTH-WIDTH)")
@@ -196,9 +278,9 @@ def main(argv=None) -> int:
     if args.from_results:
         return merge(args)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    bad = [o for o in objectives if o not in OBJECTIVES]
+    bad = [o for o in objectives if o not in CHOICES]
     if bad:
-        print(f"error: unknown objective {bad[0]!r}; choose from {', '.join(OBJECTIVES)}",
+        print(f"error: unknown objective {bad[0]!r}; choose from {', '.join(CHOICES)}",
               file=sys.stderr)
         return 2
     if args.threads:
@@ -226,6 +308,8 @@ def main(argv=None) -> int:
     wall, cpu = time.time() - t_start, cpu_seconds() - c_start
     text = table(results, args)
     print(text)
+    if len(results) > 1:
+        print(paired_table(results, args))
     print(f"wall time {wall:.0f} s, CPU time {cpu:.0f} s (on {torch.get_num_threads()} idle cores "
           f"the wall time would be about CPU time / threads)")
     save(results, args, wall, cpu)
@@ -255,9 +339,11 @@ def merge(args) -> int:
         results.update(saved["results"])
         wall, cpu = wall + saved["wall_seconds"], cpu + saved["cpu_seconds"]
     vars(args).update(budget)
-    results = {o: results[o] for o in OBJECTIVES if o in results}
+    results = {o: results[o] for o in CHOICES if o in results}
     os.makedirs(args.out, exist_ok=True)
     print(table(results, args))
+    if len(results) > 1 and all("per_image" in r["clean"] for r in results.values()):
+        print(paired_table(results, args))
     print(f"summed wall time {wall:.0f} s, CPU time {cpu:.0f} s")
     save(results, args, wall, cpu)
     plot(results, args, os.path.join(args.out, "rank_objectives.png"))
@@ -268,10 +354,15 @@ def save(results: dict, args, wall: float, cpu: float) -> None:
     """``table.md`` and ``results.json`` under ``--out`` (atomic writes)."""
     from advtrain.io.atomic import atomic_write_text
 
-    atomic_write_text(os.path.join(args.out, "table.md"), table(results, args) + "\n")
+    text = table(results, args)
+    pairs = []
+    if len(results) > 1 and all("per_image" in r["clean"] for r in results.values()):
+        text += "\n\nPaired differences (exact McNemar on the discordant pairs):\n\n" + paired_table(results, args)
+        pairs = paired(results)
+    atomic_write_text(os.path.join(args.out, "table.md"), text + "\n")
     atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(
-        {"args": vars(args), "wall_seconds": wall, "cpu_seconds": cpu, "results": results},
-        indent=1) + "\n")
+        {"args": vars(args), "wall_seconds": wall, "cpu_seconds": cpu, "results": results,
+         "paired": pairs}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

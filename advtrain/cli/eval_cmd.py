@@ -130,6 +130,9 @@ def run(args) -> int:
     result = evaluate(model, x, y, settings, device=device, state_path=args.state_path,
                       return_adv=bool(args.save_adv))
     result.flags += eval_data.flags(data, meta.get("recorded", {}))
+    from advtrain.eval.sanity import standard_model
+
+    result.flags = standard_model(result.flags, result.robust_acc, meta.get("recorded", {}).get("training"))
     if not D.is_main():
         return 0
     if args.eps_sweep:  # ux: robustness curve beside the card, recorded in the sidecar
@@ -204,6 +207,7 @@ def _summary(result, card, side) -> None:
     if result.pgd_acc is not None:
         print(f"PGD-{s.pgd_steps} {result.pgd_acc:.2%}")
     for f in result.flags:
-        print(f"warning [{f['code']}]: {f['message']} (see {f['doc']})")
+        expected = f" ({f['expected']})" if f.get("expected") else ""
+        print(f"warning [{f['code']}]: {f['message']}{expected} (see {f['doc']})")
     print(f"card: {card}")
     print(f"sidecar: {side}")

@@ -139,20 +139,25 @@ def check_protocol(args, model, device, meta=None) -> None:
         check_classes(recorded, names, where, what)
 
 
-def card_info(args, threat_model: str, architecture: str, test_images=None) -> "cards.CardInfo":
+def card_info(args, threat_model: str, architecture: str, test_images=None,
+              training=None) -> "cards.CardInfo":
     """The :class:`~advtrain.eval.cards.CardInfo` of this run (``test_images`` None: the
-    protocol's test-set size from the dataset's facts row)."""
+    protocol's test-set size from the dataset's facts row; ``training``: how the checkpoint's model
+    was trained, a standard model's card says so in its footnote)."""
+    note = cards.training_note(training)
+    footnote = ". ".join(n for n in (args.footnote, note) if n) or None
     return cards.CardInfo(name=card_name(args), dataset=args.dataset, threat_model=threat_model,
                           architecture=architecture, title=args.title, venue=args.venue,
-                          link=args.link, authors=args.authors, footnote=args.footnote,
+                          link=args.link, authors=args.authors, footnote=footnote,
                           additional_data=args.additional_data, reported=args.reported,
                           test_images=test_images)
 
 
 def write_card(args, result, meta: dict, *, test_images=None, extra=None, files=None) -> tuple:
     """Card + sidecar of ``result`` through the one :func:`advtrain.eval.cards.write_card`."""
-    info = card_info(args, result.threat_model, meta["display"], test_images)
-    extra = {"arch": meta["arch"], "weights": meta["weights"], **(extra or {})}
+    training = meta.get("recorded", {}).get("training")  # from the checkpoint's config
+    info = card_info(args, result.threat_model, meta["display"], test_images, training)
+    extra = {"arch": meta["arch"], "weights": meta["weights"], "training": training, **(extra or {})}
     return cards.write_card(result, info, out_dir=args.out, overwrite=args.overwrite,
                             command=["advtrain"] + sys.argv[1:] if sys.argv else None,
                             checkpoint=meta["checkpoint"], extra=extra, files=files)

@@ -1,7 +1,7 @@
 """Training configuration: typed nested dataclasses, YAML load/dump, dotted overrides.
 
 A config is a YAML file with one mapping per section (``run``, ``data``, ``model``, ``objective``,
-``attack``, ``optim``, ``awp``, ``ema``, ``average``, ``eval``, ``log``; ``teacher`` for distillation, see
+``attack``, ``optim``, ``awp``, ``ema``, ``average``, ``eval``, ``log``, ``guard``; ``teacher`` for distillation, see
 :mod:`advtrain.train.teacher`) plus a few top-level switches.
 The command line may override any value with ``section.key=value`` (the value is parsed as YAML)::
 
@@ -173,6 +173,17 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """Catastrophic-overfitting guard (:mod:`advtrain.train.guard`): ``policy`` off | warn | stop |
+    rollback; a collapse is a drop of test PGD accuracy by more than ``drop`` (absolute, vs the last
+    good epoch; Wong et al.'s 0.2) while FGSM accuracy falls by at most ``fgsm_tolerance``."""
+
+    policy: str = "off"
+    drop: float = 0.2
+    fgsm_tolerance: float = 0.05
+
+
+@dataclass(frozen=True)
 class LogConfig:
     tensorboard: bool = False  # RUN_DIR/tb/ event files (pip install tensorboard)
 
@@ -190,6 +201,7 @@ class Config:
     average: AverageConfig = field(default_factory=AverageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     teacher: Optional[Dict[str, Any]] = None  # distillation objectives only (advtrain.train.teacher)
     nan_policy: str = "stop"  # stop | skip
     precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA only; fp16 with a gradient scaler)
@@ -437,7 +449,7 @@ def _plain(x):
 
 __all__ = [
     "Config", "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "AttackConfig", "OptimConfig",
-    "AWPConfig", "EMAConfig", "AverageConfig", "EvalConfig", "parse_eps", "load", "from_dict",
+    "AWPConfig", "EMAConfig", "AverageConfig", "EvalConfig", "GuardConfig", "parse_eps", "load", "from_dict",
     "apply_overrides", "resolve", "dump", "to_dict", "read_yaml", "build_objective", "resolve_attack",
 ]
 

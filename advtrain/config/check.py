@@ -131,6 +131,7 @@ def check_ranges(cfg) -> None:
     _at_least("eval.holdout_every", cfg.eval.holdout_every, 0)
     _at_least("eval.holdout_pgd_steps", cfg.eval.holdout_pgd_steps, 1)
     _choice("nan policy", "nan_policy", cfg.nan_policy, ("stop", "skip"))
+    _check_guard(cfg)
     from advtrain.config.paper_rows import PAPER_ROWS
 
     _choice("precision", "precision", cfg.precision, TRAIN_PRECISIONS)
@@ -144,9 +145,35 @@ def check_ranges(cfg) -> None:
                          "(advtrain.config.paper_rows.PAPER_ROWS) or null")
 
 
+#: catastrophic-overfitting guard policies (advtrain.train.guard acts on them)
+GUARD_POLICIES = ("off", "warn", "stop", "rollback")
+
+
+def _check_guard(cfg) -> None:
+    """``guard:`` needs the per-epoch test every epoch and owns best.pt (as data.holdout does)."""
+    g = cfg.guard
+    _choice("guard policy", "guard.policy", g.policy, GUARD_POLICIES)
+    _unit("guard.drop", g.drop)
+    _unit("guard.fgsm_tolerance", g.fgsm_tolerance)
+    if g.policy == "off":
+        return
+    if cfg.data.test_subset == 0 or cfg.eval.every != 1:
+        raise InputError(f"guard.policy {g.policy} compares PGD and FGSM test accuracy every epoch; "
+                         f"set data.test_subset > 0 and eval.every: 1 (now {cfg.data.test_subset} and "
+                         f"{cfg.eval.every}), or guard.policy: off")
+    if cfg.eval.test_pgd_steps < 1:
+        raise InputError(f"guard.policy {g.policy} needs the per-epoch PGD test; set "
+                         "eval.test_pgd_steps >= 1 (e.g. 10), or guard.policy: off")
+    if cfg.data.holdout > 0 and cfg.eval.holdout_every:
+        raise InputError("guard.policy and data.holdout both choose best.pt; set guard.policy: off or "
+                         "data.holdout: 0")
+
+
 #: objectives whose losses take mixup/cutmix soft targets (y only through F.cross_entropy, which
 #: reads a B×K float target as class probabilities: soft-target CE, as ARES / revisiting-at)
 SOFT_TARGETS = ("pgd_at", "trades")
+
+
 def _check_soft_targets(cfg) -> None:
     """Mixup/CutMix give B×K soft targets: only objectives and attack losses that read them."""
     if not (cfg.data.mixup > 0 or cfg.data.cutmix > 0):

@@ -28,6 +28,14 @@ Per-update schedules (the lr changes at every optimizer update ``k`` = 0, 1, ...
   values ``g(e) = warmup_lr + e*(lr - warmup_lr)/W`` for ``e <= W``, else
   ``min_lr + (lr - min_lr)/2 * (1 + cos(pi*(e - W)/(E - W)))``, interpolated linearly within each
   epoch: update ``j`` of epoch ``e`` (0-indexed) uses ``g(e) + j/U * (g(e+1) - g(e))``.
+- ``cyclic`` (Wong et al. ``train_fgsm.py``, N-FGSM ``train.py``, SPEC 13.0/13.1):
+  ``torch.optim.lr_scheduler.CyclicLR(base_lr=0, max_lr=lr, step_size_up=step_size_down=E*U/2)``
+  stepped after every batch, with its default momentum cycling (``cycle_momentum=True``:
+  0.9 -> 0.8 -> 0.9 against the lr, whatever ``optim.momentum`` says; :func:`momentum_at_update`):
+  at update k, ``s = 1 - |k/(E*U/2) - 1|``, ``lr = lr_max*s``, ``momentum = 0.9 - 0.1*s``;
+- ``cyclic_interp`` (GradAlign ``train.py`` / ``utils.get_lr_schedule``, SPEC 13.3):
+  ``lr = interp(t, [0, (2E)//5, E], [0, lr_max, 0])`` at ``t = e + (j+1)/U`` (update ``j`` of the
+  0-indexed epoch ``e``); momentum fixed.
 
 PGD budget (``attack.schedule``, SPEC 3), with the radius ramp ``eps_t = eps*e/E`` (or ``eps``):
 
@@ -48,9 +56,11 @@ from typing import NamedTuple, Optional, Tuple
 from advtrain.errors import InputError, unknown
 
 LR_SCHEDULES = ("cosine", "cosine_trades", "piecewise", "onecycle", "step_timm", "cosine_timm",
-                "cosine_interp")
+                "cosine_interp", "cyclic", "cyclic_interp")
 #: schedules whose lr changes at every optimizer update (:func:`lr_at_update`)
-PER_UPDATE = ("step_timm", "cosine_timm", "cosine_interp")
+PER_UPDATE = ("step_timm", "cosine_timm", "cosine_interp", "cyclic", "cyclic_interp")
+#: torch CyclicLR's default momentum range (cycle_momentum=True), as Wong / N-FGSM run it
+CYCLIC_MOMENTUM = (0.8, 0.9)
 ATTACK_SCHEDULES = ("executed", "staged", "fixed", "ares_step_ramp")
 #: epochs of ARES' linear attack-step ramp (hard-coded in its adversarial_training.py:406)
 ARES_STEP_RAMP = 5
@@ -104,6 +114,13 @@ def lr_at_update(k: int, updates_per_epoch: int, cfg) -> float:
         return lr_at(epoch0 + 1, cfg)
     _check_epoch(epoch0 + 1, cfg.epochs)
     lr, W, E = cfg.lr, cfg.warmup_epochs, cfg.epochs
+    if name == "cyclic":
+        return lr * _cyclic_scale(k, E * U)
+    if name == "cyclic_interp":
+        t, peak = epoch0 + (j + 1) / U, (E * 2) // 5
+        if t <= peak:
+            return lr * t / peak if peak > 0 else lr
+        return lr * max(0.0, (E - t) / (E - peak))
     if name == "cosine_interp":
         g0, g1 = _interp_node(epoch0, cfg), _interp_node(epoch0 + 1, cfg)
         return g0 + (j / U) * (g1 - g0)
@@ -114,6 +131,24 @@ def lr_at_update(k: int, updates_per_epoch: int, cfg) -> float:
         return lr * cfg.lr_gamma ** (t // (cfg.decay_epochs * scale))
     t_initial = E * scale  # cosine_timm, one cycle: never past its end while training
     return cfg.min_lr + 0.5 * (lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t / t_initial))
+
+
+def _cyclic_scale(k: int, total: int) -> float:
+    """torch CyclicLR's triangular scale at step ``k`` with step_size_up = step_size_down = total/2."""
+    x = k / total - math.floor(k / total)  # position within the cycle
+    return x / 0.5 if x <= 0.5 else (x - 1) / (0.5 - 1)
+
+
+def momentum_at_update(k: int, updates_per_epoch: int, cfg) -> float:
+    """SGD momentum of update ``k``: cycled against the lr by ``cyclic`` (torch CyclicLR's
+    cycle_momentum, 0.9 -> 0.8 -> 0.9), else the epoch's :func:`momentum_at`."""
+    epoch0 = k // updates_per_epoch
+    table = getattr(cfg, "lr_table", None)
+    if cfg.schedule != "cyclic" or isinstance(table, (list, tuple)) or \
+            (isinstance(table, dict) and epoch0 + 1 in table):
+        return momentum_at(epoch0 + 1, cfg)
+    low, high = CYCLIC_MOMENTUM
+    return high - (high - low) * _cyclic_scale(k, cfg.epochs * updates_per_epoch)
 
 
 def _interp_node(e: int, cfg) -> float:
@@ -129,6 +164,10 @@ def momentum_at(epoch: int, cfg) -> float:
     _check_epoch(epoch, cfg.epochs)
     if cfg.schedule == "onecycle":
         return _onecycle(epoch - 1, cfg.epochs, cfg.lr)[1]
+    if cfg.schedule == "cyclic":  # the epoch's first update (per update: momentum_at_update)
+        low, high = CYCLIC_MOMENTUM
+        return high - (high - low) * (2 * (epoch - 1) / cfg.epochs if epoch - 1 <= cfg.epochs / 2
+                                      else 2 - 2 * (epoch - 1) / cfg.epochs)
     return cfg.momentum
 
 

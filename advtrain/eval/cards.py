@@ -88,6 +88,15 @@ class CardInfo:
             object.__setattr__(self, "reported", _percent_text(self.reported))
 
 
+def training_note(training: Optional[dict]) -> Optional[str]:
+    """The card's words for a model that was not adversarially trained (the checkpoint's config
+    names the training attack ``none``: standard training), else None."""
+    if not training or training.get("adversarially_trained", True):
+        return None
+    return ("Standard training, not adversarially trained (training attack: none); a robust "
+            "accuracy near 0% is the expected result, not a failure of the evaluation")
+
+
 def _corruption_datasets():
     from advtrain.data.facts import dataset_names
 
@@ -180,7 +189,8 @@ def card_fields(result, info: CardInfo) -> dict:
         return card
     from advtrain.eval.sanity import DATA_FLAGS
 
-    card["unreliable"] = any(f.get("code") not in DATA_FLAGS for f in result.flags)
+    card["unreliable"] = any(f.get("code") not in DATA_FLAGS and not f.get("expected")
+                             for f in result.flags)
     return card
 
 

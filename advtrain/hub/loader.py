@@ -184,6 +184,9 @@ def select_weights(raw: Mapping, weights: str, path) -> tuple:
         images = raw.get("train_images")  # an ImageFolder run: its class names in label order
         if isinstance(images, Mapping) and isinstance(images.get("classes"), list):
             recorded["classes"] = [str(c) for c in images["classes"]]
+        training = training_record(raw.get("config"))
+        if training is not None:
+            recorded["training"] = training
         teacher = raw.get("teacher")  # {"file", "sha256"} of a distillation run's teacher
         if isinstance(teacher, Mapping):
             recorded["teacher"] = {k: str(teacher[k]) for k in ("file", "sha256") if k in teacher}
@@ -192,6 +195,21 @@ def select_weights(raw: Mapping, weights: str, path) -> tuple:
         raise CheckpointError(f"{os.fspath(path)} is a plain state_dict without EMA weights; "
                               "use --weights model")
     return raw, {}
+
+
+def training_record(config) -> Optional[Dict[str, Any]]:
+    """How a trainer checkpoint's model was trained, from its stored config: the objective, the
+    training attack (``attack.name``; checkpoints from before the attack registry trained PGD) and
+    its radius, and whether that is adversarial training at all (``attack: {name: none}`` is the
+    standard, clean training of RobustBench's "Standard" entries). None without a config."""
+    if not isinstance(config, Mapping):
+        return None
+    attack = config.get("attack") if isinstance(config.get("attack"), Mapping) else {}
+    objective = config.get("objective") if isinstance(config.get("objective"), Mapping) else {}
+    name = str(attack.get("name", "pgd"))
+    return {"objective": str(objective.get("name", "")), "attack": name,
+            "eps": attack.get("eps"), "norm": attack.get("norm"),
+            "adversarially_trained": name != "none"}
 
 
 def _sidecar(path: str) -> Optional[Dict[str, Any]]:

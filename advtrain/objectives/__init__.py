@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Type
 from advtrain.errors import unknown
 from advtrain.objectives.ard import ARD
 from advtrain.objectives.base import Objective
+from advtrain.objectives.ce import CE
 from advtrain.objectives.gkl_at import GKLAT
 from advtrain.objectives.gkl_kd import GKLKD
 from advtrain.objectives.ikl_at import IKLAT
@@ -25,7 +26,7 @@ from advtrain.objectives.rslad import RSLAD
 from advtrain.objectives.trades import TRADES
 
 OBJECTIVES: Dict[str, Type[Objective]] = {
-    cls.name: cls for cls in (PGDAT, TRADES, MART, LBGAT, IKLAT, GKLAT, ARD, RSLAD, GKLKD)
+    cls.name: cls for cls in (CE, PGDAT, TRADES, MART, LBGAT, IKLAT, GKLAT, ARD, RSLAD, GKLKD)
 }
 #: objectives that distil from a frozen teacher (the config's ``teacher:`` section)
 DISTILLATION = tuple(n for n, cls in OBJECTIVES.items() if getattr(cls, "needs_teacher", False))

@@ -85,7 +85,7 @@ def cpu_state(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 SPREAD = {
     "ema": {"shadow": "ema", "updates": "ema_updates"},
     "progress": {k: k for k in ("epoch", "batch", "step", "running", "history", "epoch_rng",
-                                "best", "trace")},
+                                "best", "guard", "trace")},
 }
 
 

@@ -43,7 +43,7 @@ from advtrain.train.nonfinite import NonFiniteError
 from advtrain.train.parts import Progress, RNGState, load_states, save_states, stateful
 from advtrain.train.runlog import RunLog
 from advtrain.config.schedules import (PER_UPDATE, AttackBudget, attack_budget, lr_at, lr_at_update,
-                                      momentum_at)
+                                      momentum_at, momentum_at_update)
 from advtrain.train.teacher import identity as teacher_identity
 from advtrain.train.setup import check_train_images, train_data_flags
 from advtrain.train.step import Stepper, steps_per_epoch
@@ -52,7 +52,7 @@ from advtrain.utils import resolve_device
 from advtrain.utils import git_commit, package_versions
 
 
-BEST = "best.pt"  # weights of the epoch with the best held-out PGD accuracy (data.holdout > 0)
+BEST = "best.pt"  # best held-out PGD epoch (data.holdout > 0), or the last good epoch (guard on)
 
 
 def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir: Optional[str] = None,
@@ -147,12 +147,12 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def train(self, stop_after: Optional[int] = None) -> str:
         try:
-            while self.progress.epoch < self.E:
+            while self.progress.epoch < self.E and not self._guard_stopped():
                 e = self.progress.epoch + 1
                 started = time.time()
                 self._train_epoch(e)
-                self._end_epoch(e)
-                self.log.epoch_done(self.progress.history[-1], self.E, time.time() - started)
+                note = self._end_epoch(e)
+                self.log.epoch_done(self.progress.history[-1], self.E, time.time() - started, note)
                 if stop_after is not None and e >= stop_after and e < self.E:
                     return self.run_dir
             self._finish()
@@ -244,9 +244,14 @@ class Trainer:
         o = self.cfg.optim
         if o.schedule not in PER_UPDATE:
             return
-        lr = lr_at_update((e - 1) * self.steps_per_epoch + j, self.steps_per_epoch, o)
+        k = (e - 1) * self.steps_per_epoch + j
+        lr = lr_at_update(k, self.steps_per_epoch, o)
+        momentum = (momentum_at_update(k, self.steps_per_epoch, o)
+                    if o.schedule == "cyclic" and o.name == "sgd" else None)
         for group in self.parts.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+            if momentum is not None:  # torch CyclicLR cycles SGD momentum with the lr (Wong, N-FGSM)
+                group["momentum"] = momentum
 
     def _lr(self) -> float:
         """The schedule's lr now (before a group's layer-wise ``lr_scale``), for the logs."""
@@ -260,8 +265,10 @@ class Trainer:
                 f"training stopped, last good checkpoint: {last}; lower optim.lr or set nan_policy: skip")
 
     # ------------------------------------------------------------------ epoch end
-    def _end_epoch(self, e: int) -> None:
+    def _end_epoch(self, e: int) -> str:
+        """Test, checkpoint and log epoch ``e``; returns the guard's words for the epoch line."""
         p, pr = self.parts, self.progress
+        note = ""
         p.objective.on_epoch_end(reduce=D.all_reduce_sum_)  # class prior summed over ranks
         if self.cfg.dist_bn == "reduce":  # ARES: BN running statistics averaged over the ranks
             D.reduce_bn_stats_(p.model, p.ema.shadow if p.ema is not None else None)
@@ -278,6 +285,8 @@ class Trainer:
             ema_model = self._ema_model()
             if ema_model is not None:
                 row["test_clean_ema"], row["test_pgd_ema"] = clean_and_pgd(ema_model, *p.test, **kw)
+            if self.cfg.guard.policy != "off":
+                note = self._guard(e, row)
         if p.holdout is not None and ev.holdout_every and (e % ev.holdout_every == 0 or e == self.E):
             self._score_holdout(e, row)
         row["seconds"] = round(pr.running["seconds"], 3)
@@ -288,6 +297,45 @@ class Trainer:
         if D.is_main():
             M.write_csv(pr.history, os.path.join(self.run_dir, "metrics.csv"))
             M.plot_curves(pr.history, os.path.join(self.run_dir, "curves.png"), pr.trace)
+        return note
+
+    # ------------------------------------------------------------------ catastrophic overfitting
+    def _guard(self, e: int, row: Dict[str, Any]) -> str:
+        """FGSM next to PGD on the test subset; a good epoch writes best.pt, a collapse is flagged
+        and, by ``guard.policy``, stops the run (rollback: with the last good weights restored)."""
+        from advtrain.train.guard import check_epoch, message
+        from advtrain.train.setup import fgsm_accuracy
+
+        g, pr = self.cfg.guard, self.progress
+        row["test_fgsm"] = fgsm_accuracy(D.unwrap(self.parts.model), *self.parts.test, **self._threat())
+        state = check_epoch(pr.guard, e, row["test_pgd"], row["test_fgsm"], drop=g.drop,
+                            tolerance=g.fgsm_tolerance)
+        pr.guard = state
+        row["co"] = int(state["fired"])
+        if not state["fired"]:
+            pr.best = {"epoch": e, "test_pgd": row["test_pgd"], "test_fgsm": row["test_fgsm"],
+                       "weights": "model"}
+            self._save_best()  # before last.pt records it: a crash in between only repeats the epoch
+            row["best_epoch"] = e
+            return ""
+        row["best_epoch"] = state["good"]["epoch"]
+        if g.policy in ("stop", "rollback"):
+            state["stopped"] = e
+        if g.policy == "rollback":
+            self._roll_back()
+        return message(state, row["test_pgd"], row["test_fgsm"], g.policy)
+
+    def _guard_stopped(self) -> bool:
+        return bool(self.progress.guard and self.progress.guard.get("stopped"))
+
+    def _roll_back(self) -> None:
+        """Model (and EMA) weights of ``best.pt``, the last good epoch, back into the run."""
+        from advtrain.train.checkpoint import load
+
+        best = load(os.path.join(self.run_dir, BEST))
+        named = stateful(self.parts, self.progress, self.rng)
+        load_states({k: named[k] for k in ("model", "ema") if k in named},
+                    ck.unpack(best, [k for k in ("model", "ema") if k in named]))
 
     def _threat(self) -> Dict[str, Any]:
         """Norm and final radius of the training attack: what the per-epoch PGD measures."""

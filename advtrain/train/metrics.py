@@ -2,7 +2,9 @@
 
 ``metrics.csv`` has one row per epoch: epoch, lr, eps_t, step_size, steps, every loss term of the
 objective (epoch means), ``acc_adv`` (train adversarial accuracy), ``test_clean`` and ``test_pgd``
-(fixed test subset; empty in epochs without evaluation), the same for the EMA weights when EMA is on
+(fixed test subset; empty in epochs without evaluation), with the catastrophic-overfitting guard on
+``test_fgsm`` (FGSM accuracy on that subset) and ``co`` (1 in an epoch the guard called a collapse,
+else 0), the same for the EMA weights when EMA is on
 (``test_clean_ema``, ``test_pgd_ema``), the held-out images' ``holdout_clean`` / ``holdout_pgd`` and the
 epoch of ``best.pt`` (``best_epoch``) when ``data.holdout`` > 0, ``seconds`` and ``skipped_batches``.
 ``PAPER_ROWS`` holds the reported clean / AutoAttack accuracies of SPEC section 7 (rows 1-13, AA-log
@@ -19,7 +21,7 @@ from advtrain.config.paper_rows import PAPER_ROWS
 from advtrain.io.atomic import atomic_write_text
 
 FIRST = ["epoch", "lr", "eps_t", "step_size", "steps"]
-LAST = ["acc_adv", "test_clean", "test_pgd", "test_clean_ema", "test_pgd_ema", "holdout_clean",
+LAST = ["acc_adv", "test_clean", "test_pgd", "test_fgsm", "co", "test_clean_ema", "test_pgd_ema", "holdout_clean",
         "holdout_pgd", "best_epoch", "seconds", "skipped_batches"]
 
 

@@ -8,7 +8,8 @@
 - ``ema``: :class:`advtrain.train.ema.EMA` (``shadow`` weights and ``updates`` counter);
 - ``scaler``: fp16's ``torch.amp.GradScaler`` (scale, growth tracker);
 - ``progress``: :class:`Progress`, the loop position (epoch, batch = loader position, step), the
-  metric rows, the in-epoch sums, the best epoch and the per-step trace of ``curves.png``;
+  metric rows, the in-epoch sums, the best epoch, the catastrophic-overfitting guard's state and the
+  per-step trace of ``curves.png``;
 - ``rng``: :class:`RNGState`, the torch / numpy / Python generators.
 
 AWP holds nothing between steps (its proxy is refreshed from the model at every call), so it has
@@ -64,6 +65,7 @@ class Progress:
     running: Dict[str, Any] = field(default_factory=_empty_running)  # in-epoch sums
     epoch_rng: Optional[Dict[str, Any]] = None  # RNG at the start of the running epoch
     best: Optional[Dict[str, Any]] = None  # {"epoch", "holdout_pgd", ...} of best.pt
+    guard: Optional[Dict[str, Any]] = None  # catastrophic-overfitting guard (advtrain.train.guard)
     trace: List[List[float]] = field(default_factory=list)  # rows of TRACE
     pending: Dict[str, float] = field(default_factory=dict)  # sums of the trace row being built
     batches_per_epoch: int = 1  # len(loader): places a trace row within its epoch
@@ -99,12 +101,15 @@ class Progress:
             state["epoch_rng"] = self.epoch_rng
         if self.best is not None:
             state["best"] = dict(self.best)
+        if self.guard is not None:
+            state["guard"] = dict(self.guard)
         return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.history, self.running = list(state["history"]), dict(state["running"])
         self.epoch_rng, self.best = state.get("epoch_rng"), state.get("best")
+        self.guard = state.get("guard")
         trace = state.get("trace")  # absent in checkpoints of earlier releases
         self.trace = trace.tolist() if isinstance(trace, torch.Tensor) else []
         self.pending = {}

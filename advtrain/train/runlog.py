@@ -5,7 +5,9 @@ Printed (rank 0, whatever ``run.progress`` says; the progress bar is the only op
     epoch 3/10: lr 0.1000, eps 6.00/255 (PGD-5, step 3.00/255), loss 1.2345, train adv acc 35.20%,
     test subset of 1000 images: clean 45.30%, PGD-10 22.10%, 12.3 s, ETA 1 min 30 s
 
-(on one line). Accuracies are percentages with ``%`` everywhere (this line, ``summary.txt``,
+(on one line; another training attack is named with its budget, e.g. ``eps 8.00/255 (fgsm_rs, step
+10.00/255)``, clean training says ``clean training (attack none)``, and the catastrophic-overfitting
+guard adds ``FGSM x%`` and its verdict). Accuracies are percentages with ``%`` everywhere (this line, ``summary.txt``,
 ``curves.png``); ``metrics.csv`` keeps fractions in [0, 1], as its column names say nothing else.
 
 ``log.tensorboard: true`` writes ``RUN_DIR/tb/`` event files: per optimizer step ``step/<term>``
@@ -41,6 +43,7 @@ class RunLog:
     def __init__(self, cfg, run_dir: str, test: Optional[tuple], main: bool, norm: str):
         self.run_dir, self.main, self.norm = run_dir, main, norm
         self.pgd_steps = cfg.eval.test_pgd_steps
+        self.attack = getattr(cfg.attack, "name", "pgd")  # the training attack the line names
         self.subset = f"test subset of {len(test[1])} images" if test is not None else "no test subset"
         self.tensorboard = bool(cfg.log.tensorboard) and main
         if cfg.log.tensorboard:  # before the run directory exists: a missing package costs nothing
@@ -80,23 +83,35 @@ class RunLog:
             self._writer = None
 
     # ------------------------------------------------------------------ printed
-    def epoch_done(self, row: Dict[str, Any], epochs: int, wall: float) -> None:
-        """Print the epoch's line (and write its TensorBoard scalars); ``wall`` includes testing."""
+    def epoch_done(self, row: Dict[str, Any], epochs: int, wall: float, note: str = "") -> None:
+        """Print the epoch's line (and write its TensorBoard scalars); ``wall`` includes testing;
+        ``note`` (the catastrophic-overfitting guard's words) ends the line."""
         if not self.main:
             return
         if self.tensorboard:
             self._epoch_scalars(row)
         self._walls.append(wall)
         eta = sum(self._walls) / len(self._walls) * (epochs - row["epoch"])
-        print(self.epoch_line(row, epochs, wall, eta), flush=True)
+        line = self.epoch_line(row, epochs, wall, eta)
+        print(line + (f"; {note}" if note else ""), flush=True)
 
     def _eps(self, v: float) -> str:
         return f"{255 * v:.2f}/255" if self.norm == "Linf" else f"{v:.4g}"
 
+    def _training_attack(self, row: Dict[str, Any]) -> str:
+        """``eps 8.00/255 (PGD-5, step 4.00/255)``; other attacks by name, clean training as such."""
+        if self.attack == "none":
+            return "clean training (attack none)"
+        if self.attack == "pgd":
+            return f"eps {self._eps(row['eps_t'])} (PGD-{row['steps']}, step {self._eps(row['step_size'])})"
+        if self.attack == "fgsm":
+            return f"eps {self._eps(row['eps_t'])} (fgsm, step = eps)"
+        if self.attack == "apgd":
+            return f"eps {self._eps(row['eps_t'])} (apgd, {row['steps']} steps)"
+        return f"eps {self._eps(row['eps_t'])} ({self.attack}, step {self._eps(row['step_size'])})"
+
     def epoch_line(self, row: Dict[str, Any], epochs: int, wall: float, eta: float) -> str:
-        parts = [f"lr {row['lr']:.4g}",
-                 f"eps {self._eps(row['eps_t'])} (PGD-{row['steps']}, step "
-                 f"{self._eps(row['step_size'])})"]
+        parts = [f"lr {row['lr']:.4g}", self._training_attack(row)]
         if "loss" in row:
             parts.append(f"loss {row['loss']:.4f}")
         if "acc_adv" in row:
@@ -105,6 +120,8 @@ class RunLog:
             test = f"{self.subset}: clean {_pct(row['test_clean'])}"
             if row.get("test_pgd") is not None:
                 test += f", PGD-{self.pgd_steps} {_pct(row['test_pgd'])}"
+            if row.get("test_fgsm") is not None:
+                test += f", FGSM {_pct(row['test_fgsm'])}"
             if row.get("test_clean_ema") is not None:
                 test += f"; EMA clean {_pct(row['test_clean_ema'])}"
                 if row.get("test_pgd_ema") is not None:

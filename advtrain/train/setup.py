@@ -8,6 +8,7 @@
   weight-decay exclusion rules of :func:`no_decay_names`), loader, AWP, EMA, test subset, autocast
   and fp16's gradient scaler; and the GPU math policy
   (:func:`_math_policy`).
+- ``fgsm_accuracy``: FGSM accuracy for the catastrophic-overfitting guard;
 - ``clean_and_pgd``: clean and PGD accuracy through :func:`advtrain.eval.evaluator.accuracy` (given norm
   and eps, step eps/4 -- the DM recipe's PGD-40 step, used for every per-epoch PGD-K whatever K --,
   CE or CW, uniform start from a fixed seed so it neither varies between epochs nor disturbs the
@@ -483,3 +484,19 @@ def clean_and_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: 
             robust = accuracy(model, x, y, batch_size=batch_size, attack=attack, progress=False)
     model.train(was_training)
     return clean, robust
+
+
+def fgsm_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+                  norm: str = "Linf", batch_size: int = 256) -> float:
+    """Accuracy under FGSM (one step of size ``eps`` from ``x``, no random start, model in eval
+    mode): the single-step side of the catastrophic-overfitting guard (:mod:`advtrain.train.guard`)."""
+    from attacks import FGSM
+    from advtrain.eval.evaluator import accuracy
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    acc = accuracy(model, x.to(device), y.to(device), batch_size=batch_size, attack=FGSM(eps=eps, norm=norm),
+                   progress=False)
+    model.train(was_training)
+    return acc

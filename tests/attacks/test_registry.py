@@ -43,12 +43,13 @@ def test_every_training_attack_declares_its_options_and_takes_a_checked_budget(n
     assert vars(attack) == before  # a refused budget changes nothing
     x, y = _batch()
     x_adv = attack(_net(), x, y)
-    assert x_adv.shape == x.shape and float((x_adv - x).abs().max()) <= 4 / 255 + 1e-6
+    # inside the attack's declared radius: eps, or N-FGSM's k eps + step by design (SPEC 13.2)
+    assert x_adv.shape == x.shape and float((x_adv - x).abs().max()) <= attack.radius() + 1e-6
 
 
 def test_unknown_training_attack_names_the_choices():
-    with pytest.raises(AttackError, match=r"unknown training attack 'pdg'; did you mean 'pgd'\? "
-                                          r"choices: none, pgd") as info:
+    with pytest.raises(AttackError, match=r"unknown training attack 'pdg'; did you mean 'pgd' or 'apgd'\? "
+                                          r"choices: apgd, fgsm, fgsm_rs, n_fgsm, none, pgd, pgd_best") as info:
         training_attack("pdg")
     assert "\n" not in str(info.value)
 

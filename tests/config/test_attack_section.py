@@ -55,7 +55,7 @@ def test_none_validates_with_eps_zero_and_takes_only_the_common_recipe():
 
 def test_unknown_attack_name_is_one_line_with_the_choices():
     with pytest.raises(UnknownNameError, match=r"unknown training attack \(attack.name\) 'pdg'; "
-                                               r"did you mean 'pgd'\? choices: none, pgd") as info:
+                                               r"did you mean 'pgd' or 'apgd'\? choices: apgd, fgsm, fgsm_rs, n_fgsm, none, pgd, pgd_best") as info:
         C.from_dict({"attack": {"name": "pdg"}})
     assert "\n" not in str(info.value)
 

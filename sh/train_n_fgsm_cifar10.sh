@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# N-FGSM (de Jorge et al. 2022), CIFAR-10 PreAct ResNet-18.
+# The last epoch's weights are evaluated (the reference scripts evaluate the final model).
+# Extra arguments go to 'advtrain train' (e.g. optim.epochs=2 run.device=cpu).
+exec bash "$(dirname "$0")/train_config.sh" configs/n_fgsm_cifar10.yaml cifar10 last "$@"
