@@ -66,21 +66,119 @@ def local_device(device: Union[str, torch.device], local_rank: int) -> torch.dev
     return device
 
 
+#: torchrun's variables that describe one process of a group (all set, or none)
+LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+#: seconds a process waits at the rendezvous for the others (environment variable, default 600)
+RENDEZVOUS_ENV = "ADVTRAIN_RENDEZVOUS_TIMEOUT"
+RENDEZVOUS_DEFAULT_S = 600.0
+MAX_WORLD = 1 << 16
+_UNSET = "unset WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT for one process"
+
+
+class RendezvousError(InputError):
+    """This process could not meet the others: its own error, printed by every rank."""
+
+    every_rank = True
+
+
+def check_launch_env() -> None:
+    """The launch environment as a whole, before any rendezvous: leftover or hand-set torchrun
+    variables that cannot describe a process group are one line at once (a partial set would be a
+    traceback from ``init_process_group``, an impossible one a wait until the timeout)."""
+    given = {k: os.environ[k] for k in LAUNCH_VARS + ("LOCAL_WORLD_SIZE",)
+             if os.environ.get(k) not in (None, "")}
+    if not given:
+        return
+    num = {k: _env_int(k, 0) for k in given if k != "MASTER_ADDR"}
+    world = num.get("WORLD_SIZE", 1)
+    if not 1 <= world <= MAX_WORLD:
+        raise InputError(f"WORLD_SIZE={world} must be in [1, {MAX_WORLD}]; launch with torchrun "
+                         f"or {_UNSET}")
+    if not launched():
+        if num.get("RANK", 0) != 0 or num.get("LOCAL_RANK", 0) != 0:
+            raise InputError(f"RANK={given.get('RANK', 0)} / LOCAL_RANK={given.get('LOCAL_RANK', 0)}"
+                             f" but WORLD_SIZE={given.get('WORLD_SIZE', 'unset')} (one process); "
+                             f"leftover torchrun variables: {_UNSET}")
+        return
+    missing = [k for k in LAUNCH_VARS if k not in given]
+    if missing:
+        shown = " ".join(f"{k}={given[k]}" for k in LAUNCH_VARS if k in given)
+        raise InputError(f"{shown} but {', '.join(missing)} not set: a partial torchrun "
+                         f"environment; launch with 'torchrun --nproc_per_node N -m advtrain ...' "
+                         f"or {_UNSET}")
+    rank, local = num["RANK"], num["LOCAL_RANK"]
+    if not 0 <= rank < world:
+        raise InputError(f"RANK={rank} is not in [0, WORLD_SIZE={world}); {_UNSET} or launch with "
+                         "torchrun")
+    if not 0 <= local <= rank:
+        raise InputError(f"LOCAL_RANK={local} with RANK={rank}: a local rank is in [0, RANK]; "
+                         f"{_UNSET} or launch with torchrun")
+    if "LOCAL_WORLD_SIZE" in num and not local < num["LOCAL_WORLD_SIZE"] <= world:
+        raise InputError(f"LOCAL_WORLD_SIZE={num['LOCAL_WORLD_SIZE']} with LOCAL_RANK={local} and "
+                         f"WORLD_SIZE={world} is impossible; {_UNSET} or launch with torchrun")
+    if not 1 <= num["MASTER_PORT"] <= 65535:
+        raise InputError(f"MASTER_PORT={num['MASTER_PORT']} is not a TCP port (1-65535); "
+                         f"{_UNSET} or launch with torchrun")
+
+
+def rendezvous_timeout() -> float:
+    """Seconds to wait for the other ranks at the rendezvous (``ADVTRAIN_RENDEZVOUS_TIMEOUT``)."""
+    value = os.environ.get(RENDEZVOUS_ENV)
+    if value in (None, ""):
+        return RENDEZVOUS_DEFAULT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 1 <= seconds <= 86400:  # NaN fails too
+        raise InputError(f"{RENDEZVOUS_ENV}={value!r} must be seconds in [1, 86400]")
+    return seconds
+
+
+def _rendezvous_store(rank: int, world: int):
+    """The TCP store of a hand-set environment (no torchrun agent), created with the rendezvous
+    timeout: a rank whose partners never come is one line after that, not a 30-minute wait."""
+    import socket
+    import time
+
+    wait = rendezvous_timeout()
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    deadline = time.monotonic() + wait
+    try:
+        if rank != 0:  # wait for rank 0's store here: torch's client logs a C++ trace on timeout
+            while True:
+                try:
+                    socket.create_connection((addr, port), timeout=1.0).close()
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"nothing listens at {addr}:{port}") from None
+                    time.sleep(0.2)
+        left = max(1.0, deadline - time.monotonic())
+        return dist.TCPStore(addr, port, world, rank == 0, timedelta(seconds=left),
+                             multi_tenant=True)
+    except (RuntimeError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise RendezvousError(f"rank {rank} of {world} did not meet the other ranks at {addr}:{port} "
+                         f"within {wait:g} s ({first}); start all {world} processes (torchrun "
+                         f"--nproc_per_node N -m advtrain ...) or {_UNSET}") from None
+
+
 def init_from_env(device: Union[str, torch.device] = "cpu", *, init_method: Optional[str] = None,
                   timeout_s: float = 1800.0) -> DistInfo:
     """Join the process group described by torchrun's environment; a no-op for one process.
 
-    The backend is NCCL when ``device`` is CUDA, Gloo otherwise. Calling it again after the group
-    exists just returns the current :class:`DistInfo`.
+    The environment is checked first (:func:`check_launch_env`). The backend is NCCL when
+    ``device`` is CUDA, Gloo otherwise. Under torchrun the agent's rendezvous is used; a hand-set
+    environment meets in a store that waits at most :func:`rendezvous_timeout` seconds. Calling it
+    again after the group exists just returns the current :class:`DistInfo`.
     """
+    check_launch_env()
     world = _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
     dev = local_device(device, local_rank)
     if not launched():
         return DistInfo(0, 1, 0, dev, None)
-    if "RANK" not in os.environ:
-        raise InputError(f"WORLD_SIZE={world} but RANK is not set; launch with "
-                         "'torchrun --nproc_per_node N -m advtrain ...'")
     rank = _env_int("RANK", 0)
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if backend == "nccl":
@@ -89,8 +187,13 @@ def init_from_env(device: Union[str, torch.device] = "cpu", *, init_method: Opti
                              "use run.device=cpu (Gloo) or a machine with GPUs")
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group(backend, init_method=init_method or "env://", rank=rank,
-                                world_size=world, timeout=timedelta(seconds=timeout_s))
+        timeout = timedelta(seconds=timeout_s)
+        if init_method is None and "TORCHELASTIC_RUN_ID" not in os.environ:
+            dist.init_process_group(backend, store=_rendezvous_store(rank, world), rank=rank,
+                                    world_size=world, timeout=timeout)
+        else:
+            dist.init_process_group(backend, init_method=init_method or "env://", rank=rank,
+                                    world_size=world, timeout=timeout)
     return DistInfo(rank, world, local_rank, dev, backend)
 
 

@@ -91,9 +91,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
 
     try:
+        if args.command in ("train", "eval"):  # the launch environment, before anything else
+            from advtrain.distributed import check_launch_env
+
+            check_launch_env()
         return int(args.func(args) or 0)
     except (AdvtrainError, AttackError) as e:
-        if _prints_errors():
+        if getattr(e, "every_rank", False) or _prints_errors():
             print(f"advtrain {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
@@ -112,10 +116,12 @@ _SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.E
 
 
 def _prints_errors() -> bool:
-    """Under torchrun only rank 0 prints a user error (every rank raises the same one), once."""
-    from advtrain.distributed import launch_rank
+    """Under torchrun only rank 0 prints a user error (every rank raises the same one), once; a
+    launch environment that describes no process group is each process's own error: printed."""
+    from advtrain.distributed import check_launch_env, launch_rank
 
     try:
+        check_launch_env()
         return launch_rank() == 0
     except AdvtrainError:  # a malformed RANK: say so rather than nothing
         return True

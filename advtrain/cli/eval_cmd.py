@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from advtrain.cli import eval_model
+from advtrain.cli import eval_model, ranges
 from advtrain.cli.eval_model import card_name, check_args, load_model
 from advtrain.data.facts import FACTS
 from advtrain.eval.cards import card_files
@@ -35,22 +35,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data-root", help="directory with the CIFAR test set (ImageFolder: with val/)")
     src.add_argument("--data-npz", help="npz file with 'image' (N,32,32,3 uint8) and 'label'")
-    p.add_argument("--n-ex", type=int, help="first N test images (default: the protocol's test set, "
+    p.add_argument("--n-ex", type=ranges.COUNT, help="first N test images (default: the protocol's test set, "
                                             "CIFAR 10000, imagenet RobustBench's 5000; imagefolder: all)")
     p.add_argument("--subset", default="first", choices=("first", "random"),
                    help="which N images: the first N (RobustBench's protocol, default) or a fixed "
                         "random N (seeded by --subset-seed; for class-sorted files and quick runs)")
-    p.add_argument("--subset-seed", type=int, default=0, help="seed of --subset random (default 0)")
+    p.add_argument("--subset-seed", type=ranges.SEED, default=0, help="seed of --subset random (default 0)")
     p.add_argument("--norm", default="Linf", help=" or ".join(NORMS) + " (default Linf)")
     p.add_argument("--eps", help="radius, e.g. 8/255 or 0.0314 (default: the dataset's for --norm, "
                    "CIFAR Linf 8/255, L2 0.5; imagenet and imagefolder Linf 4/255); the card writes "
                    "k/255 as RobustBench does")
     p.add_argument("--version", default="standard", help="|".join(VERSIONS))
     p.add_argument("--attacks", help="comma-separated attacks for --version custom")
-    p.add_argument("--batch-size", type=int, default=500,
+    p.add_argument("--batch-size", type=ranges.COUNT, default=500,
                    help="images per forward/attack batch (default 500; lower it if the device "
                         "runs out of memory: the numbers do not change)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=ranges.SEED, default=0,
                    help="seed of AutoAttack's random starts and the sanity report's PGD (default "
                         "0); the sidecar records it")
     p.add_argument("--name", help="card name (default: the checkpoint file stem); characters "
@@ -79,7 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     card.add_argument("--external-source", metavar="URL",
                       help="where --external-attack's number is published (URL or citation)")
     p.add_argument("--save-adv", metavar="FILE", help="save x_adv / y_adv tensors here")
-    p.add_argument("--pgd-steps", type=int, help="also report PGD-K accuracy")
+    p.add_argument("--pgd-steps", type=ranges.STEPS, help="also report PGD-K accuracy")
     p.add_argument("--weights", choices=WEIGHTS,
                    help="default: the weights a best.pt was chosen on (ema when the held-out "
                         "scoring used EMA), else model")
@@ -88,21 +88,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--robustbench-name", help="evaluate this RobustBench zoo model instead")
     p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
     p.add_argument("--no-sanity", action="store_true", help="skip the sanity report")
-    p.add_argument("--sanity-n", type=int, default=100, help="examples for the sanity report")
-    p.add_argument("--sanity-steps", type=int, default=10,
+    p.add_argument("--sanity-n", type=ranges.COUNT, default=100, help="examples for the sanity report")
+    p.add_argument("--sanity-steps", type=ranges.STEPS, default=10,
                    help="K of the sanity report's PGD-K vs PGD-2K check (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16: autocast (CUDA only), guarded by an fp32 re-run on --guard-n "
                         "random examples; any gap is flagged in the sidecar (default fp32)")
-    p.add_argument("--guard-n", type=int, default=100, help="examples re-checked in fp32")
+    p.add_argument("--guard-n", type=ranges.COUNT, default=100, help="examples re-checked in fp32")
     p.add_argument("--channels-last", action="store_true",
                    help="channels_last memory format (faster convolutions on recent GPUs)")
-    p.add_argument("--n-iter", type=int, help="APGD/FAB iterations (weaker than AutoAttack's 100; "
+    p.add_argument("--n-iter", type=ranges.STEPS, help="APGD/FAB iterations (weaker than AutoAttack's 100; "
                    "the card says so)")
-    p.add_argument("--n-restarts", type=int, help="APGD/FAB/Square restarts (default: the version's)")
-    p.add_argument("--n-queries", type=int, help="Square queries (AutoAttack: 5000)")
-    p.add_argument("--n-targets", type=int, help="APGD-T/FAB-T target classes (AutoAttack: 9)")
+    p.add_argument("--n-restarts", type=ranges.STEPS, help="APGD/FAB/Square restarts (default: the version's)")
+    p.add_argument("--n-queries", type=ranges.STEPS, help="Square queries (AutoAttack: 5000)")
+    p.add_argument("--n-targets", type=ranges.STEPS, help="APGD-T/FAB-T target classes (AutoAttack: 9)")
     from advtrain.cli import eval_corruptions as corruptions, eval_sweep as sweep
     sweep.add_arguments(p)
     corruptions.add_arguments(p)
@@ -135,6 +135,7 @@ def run(args) -> int:
         model = model.to(memory_format=torch.channels_last)
     _data_from_checkpoint(args, meta)
     eval_model.check_outputs(args, args.norm)  # again: the test data may come from the checkpoint
+    eval_model.check_protocol(args, model, device, meta)  # classes, size: one forward
     from advtrain.cli import eval_data
     from advtrain.eval.evaluator import evaluate
 

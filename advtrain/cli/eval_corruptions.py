@@ -43,7 +43,9 @@ def cli_run(args) -> int:
     eval_model.card_info(args, CORRUPTIONS, "x")  # --reported and the card names, before any work
     eval_model.check_outputs(args, CORRUPTIONS)
     block_size(corruption_folder(args.data_root, args.dataset), num_classes(args.dataset))  # data first
-    model, meta = eval_model.load_model(args, resolve_device(args.device))
+    device = resolve_device(args.device)
+    model, meta = eval_model.load_model(args, device)
+    eval_model.check_protocol(args, model, device, meta)
     clean = load_test_arrays(args.dataset, root=args.data_root)  # RobustBench's data_dir
     result = evaluate_corruptions(model, args.data_root, args.dataset, clean, n_ex=args.n_ex,
                                   batch_size=args.batch_size,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Optional
 from pathlib import Path
 
 from advtrain.errors import InputError
@@ -35,8 +36,7 @@ def resolve_defaults(args, *, corruptions: bool = False) -> None:
 
 def check_args(args) -> None:
     """The arguments every evaluation (attack or corruptions) checks before any work."""
-    if args.n_ex is not None and args.n_ex < 1:  # None: a whole ImageFolder val/
-        raise InputError(f"--n-ex {args.n_ex} must be >= 1")
+    # --n-ex and every other number: their parser ranges (advtrain.cli.ranges)
     if args.arch is not None:
         from advtrain.models.registry import get_spec
         from advtrain.models.timm_models import is_timm, timm_name
@@ -87,8 +87,10 @@ def load_model(args, device):
 
 def check_outputs(args, threat_model: str) -> None:
     """Refuse, before any work, outputs that cannot be written or would destroy an input: the card
-    and sidecar, --save-adv and --state-path must be writable, must not be (or link to) the
-    checkpoint, the data or each other; an existing card needs --overwrite."""
+    and sidecar, the --eps-sweep files, --save-adv and --state-path must be writable, must not be
+    (or link to) the checkpoint, the data or each other, nor another name's card files in the card
+    folder (all through the one :func:`advtrain.io.paths.check_outputs`); an existing card needs
+    --overwrite."""
     from advtrain.hub import export as export
     from advtrain.io.names import check_model_name
     from advtrain.io.paths import check_outputs as check_distinct, check_path, check_writable_dir
@@ -111,10 +113,32 @@ def check_outputs(args, threat_model: str) -> None:
                          "pass --name NAME for a new card, or --overwrite to replace it")
     zoo = (export.zoo_path(args.model_dir, args.robustbench_name, args.dataset, args.norm)
            if args.robustbench_name else None)
-    check_distinct({"--save-adv": args.save_adv, "--state-path": args.state_path, "card": card,
-                    "sidecar": side},
-                   {"CHECKPOINT": args.checkpoint, "--data-npz": args.data_npz,
-                    "the RobustBench checkpoint": zoo})
+    from advtrain.eval.sweep import FILE_KINDS, SWEEP_SUFFIXES, sweep_paths
+
+    sweep = sweep_paths(card.with_suffix("")) if getattr(args, "eps_sweep", None) else ()
+    outputs = {"card": card, "sidecar": side, "--save-adv": args.save_adv,
+               "--state-path": args.state_path,
+               **{f"the --eps-sweep {kind.replace('_', ' ')} file": path
+                  for kind, path in zip(FILE_KINDS, sweep)}}
+    check_distinct(outputs, {"CHECKPOINT": args.checkpoint, "--data-npz": args.data_npz,
+                             "--data-root": args.data_root, "the RobustBench checkpoint": zoo},
+                   family=(name, cards.CARD_SUFFIXES + SWEEP_SUFFIXES))
+
+
+def check_protocol(args, model, device, meta=None) -> None:
+    """The loaded model against the protocol of ``--dataset`` (class count, input size), by one
+    forward of one image, before any data is read or attack run (:mod:`advtrain.eval.protocol`);
+    for an ImageFolder model, the class names it recorded against the evaluation folder's."""
+    from advtrain.data.imagefolder import check_classes, is_folder_dataset
+    from advtrain.eval.protocol import check_model, protocol_class_names, protocol_classes
+
+    what = str(args.checkpoint or args.robustbench_name)
+    check_model(model, args.dataset, classes=protocol_classes(args.dataset, args.data_root),
+                device=device, what=what)
+    recorded = ((meta or {}).get("recorded") or {}).get("classes")
+    if recorded is not None and is_folder_dataset(args.dataset):
+        names, where = protocol_class_names(args.dataset, args.data_root)
+        check_classes(recorded, names, where, what)
 
 
 def external(args) -> "Optional[cards.ExternalEval]":

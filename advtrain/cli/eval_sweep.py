@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from advtrain.errors import InputError
+from advtrain.cli import ranges
 from advtrain.eval.sweep import FILE_KINDS, masking_check, parse_eps_list, run_sweep, sweep_files
 
 
@@ -14,16 +14,14 @@ def add_arguments(parser) -> None:
     g.add_argument("--eps-sweep", metavar="LIST",
                    help="comma-separated eps, e.g. 0,1/255,2/255,4/255,8/255,16/255: PGD "
                         "accuracy per eps -> <name>.eps_sweep.csv/.png + <name>.convergence.png")
-    g.add_argument("--sweep-steps", type=int, default=20, help="K of the sweep's PGD-K (20)")
-    g.add_argument("--sweep-restarts", type=int, default=2, help="random restarts per eps (2)")
+    g.add_argument("--sweep-steps", type=ranges.int_in(1, 10 ** 5), default=20,
+                   help="K of the sweep's PGD-K (20)")
+    g.add_argument("--sweep-restarts", type=ranges.int_in(1, 10 ** 4), default=2,
+                   help="random restarts per eps (2)")
 
 
 def check_args(args) -> None:
-    """Resolve ``args.eps_sweep`` to a list of floats; check K and restarts."""
-    for flag, value in (("--sweep-steps", args.sweep_steps),
-                        ("--sweep-restarts", args.sweep_restarts)):
-        if value < 1:
-            raise InputError(f"{flag} {value} must be >= 1")
+    """Resolve ``args.eps_sweep`` to a list of floats (K and restarts: their parser ranges)."""
     if args.eps_sweep is not None:
         args.eps_sweep = parse_eps_list(args.eps_sweep)
 

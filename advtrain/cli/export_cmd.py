@@ -98,7 +98,8 @@ def _check_outputs(args) -> None:
     if args.safetensors:
         outputs["the safetensors export"] = pt.with_suffix(".safetensors")
     check_writable_dir(pt.parent)
-    check_outputs(outputs, {"CHECKPOINT": args.checkpoint})
+    check_outputs(outputs, {"CHECKPOINT": args.checkpoint},
+                  family=(args.name, export.EXPORT_SUFFIXES))
     if not args.overwrite and pt.exists():
         raise InputError(f"{pt} already exists; remove it or pass --overwrite")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -32,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from advtrain.data.augment import derive_seed
 from advtrain.data.facts import FACTS, FactView, facts
-from advtrain.errors import DataError, InputError
+from advtrain.errors import AdvtrainError, DataError, InputError
 
 #: datasets read from an ImageFolder tree, and their fixed class counts (None: data.num_classes);
 #: a live view of the facts rows with the ``imagefolder`` source
@@ -53,6 +54,20 @@ LIST_KEYS = {"train": "data.train_list", "test": "data.val_list"}
 MAX_LIST_BYTES = 256 * 2 ** 20
 #: long-tail groups by training images per class: many > SHOT_MANY, few < SHOT_FEW, else medium
 SHOT_MANY, SHOT_FEW = 100, 20
+#: the image sides a model may be built for or an image resized to (a recorded 60000 would
+#: exhaust memory before anything else failed); checked at config load and at every build
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
+#: the most classes a model may be built with (a recorded count builds the last layer)
+MAX_CLASSES = 100_000
+
+
+def check_image_size(value, what: str = "data.image_size") -> int:
+    """``value`` if it is an integer side in [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE], else one line."""
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
+        raise InputError(f"{what} = {str(value)[:30]} must be an integer in [{MIN_IMAGE_SIZE}, "
+                         f"{MAX_IMAGE_SIZE}] pixels, e.g. 224")
+    return value
 
 
 def is_folder_dataset(dataset: object) -> bool:
@@ -104,8 +119,9 @@ def check_data_section(d) -> None:
     if fixed is None and (d.num_classes is None or d.num_classes < 2):
         raise InputError(f"dataset {d.dataset} needs data.num_classes >= 2 (the number of class "
                          "folders under data.root/train)")
-    if image_size_of(d) < 8:
-        raise InputError(f"data.image_size = {d.image_size} must be >= 8 pixels, e.g. 224")
+    check_image_size(image_size_of(d))
+    if fixed is None and d.num_classes > MAX_CLASSES:
+        raise InputError(f"data.num_classes = {d.num_classes} must be at most {MAX_CLASSES}")
     unsupported = [k for k, bad in (("synthetic_npz", bool(d.synthetic_npz)), ("holdout", d.holdout > 0),
                                     ("train_npz", d.train_npz), ("test_npz", d.test_npz)) if bad]
     if unsupported:
@@ -294,6 +310,56 @@ def eval_transform(image_size: int):
                                transforms.CenterCrop(image_size), transforms.ToTensor()])
 
 
+def decode_image(path: str):
+    """The one decoder of a user's image file: an RGB PIL image, or one line naming the file for
+    anything PIL refuses (truncated or corrupt data, an unknown format, and a header declaring
+    more pixels than PIL's decompression-bomb limit, which PIL raises as its own exception, not
+    an ``OSError``)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: declares an image too large to decode ({_first_line(e)}); "
+                        "remove or replace the file") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
+        raise DataError(f"{path}: cannot decode image ({_first_line(e)}); remove or replace the "
+                        "file") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def from_workers(batches):
+    """``batches`` of a DataLoader, with a user error raised in a worker process as the one line
+    the worker raised (DataLoader re-raises it with the worker's traceback in its message)."""
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except AdvtrainError as e:
+            raise type(e)(worker_message(e)) from None
+        yield batch
+
+
+def worker_message(e: BaseException) -> str:
+    """The message a worker's exception had, out of DataLoader's "Caught X in DataLoader worker
+    process N. Original Traceback ... module.X: message" text; the message itself otherwise."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+    lines = [line for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(prefix):
+            return line[len(prefix):]
+    return lines[-1]
+
+
 class FolderDataset(torch.utils.data.Dataset):
     """``[(path, label)]`` -> ``(x float32 in [0,1] 3×S×S, label)``; ``train`` = RRC + flip, then
     the ``augment`` options (:mod:`advtrain.data.folder_augment`; RandomErasing may leave [0, 1])."""
@@ -311,15 +377,10 @@ class FolderDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        from PIL import Image
         from torchvision.transforms import functional as TF
 
         path, label = self.samples[i]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except OSError as e:
-            raise DataError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
+        img = decode_image(path)
         if not self.train:
             return self.eval(img), label
         gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, i))
@@ -400,7 +461,7 @@ class FolderLoader:
 
         from advtrain.data.folder_augment import mix_batch
 
-        for b, (x, y) in enumerate(batches, start):
+        for b, (x, y) in enumerate(from_workers(batches), start):
             if self.device is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.mixing is not None:  # soft targets B×K; draws of (seed, epoch, batch, rank)
@@ -416,11 +477,13 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
                               augment_options: Optional[dict] = None,
                               list_file: Optional[str] = None) -> FolderLoader:
     """Training loader over ``root/train``, or the images of ``list_file`` (:func:`read_list`)
-    (``subset``: the first N images of the sorted folder or of the list)."""
+    (``subset``: the first N images of the sorted folder or of the list);
+    ``loader.dataset.identity`` is :func:`folder_identity` of the images it reads (a list records
+    no class names: its labels are the list's)."""
     if list_file is not None:
-        samples = read_list(root, list_file, num_classes, LIST_KEYS["train"])
+        classes, samples = None, read_list(root, list_file, num_classes, LIST_KEYS["train"])
     else:
-        _, samples = scan(root, "train", num_classes)
+        classes, samples = scan(root, "train", num_classes)
     if subset is not None:
         if not 1 <= subset <= len(samples):
             raise InputError(f"subset={subset} but {root}/train has {len(samples)} images; "
@@ -429,6 +492,7 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
     options = dict(augment_options or {})
     mixing = options.pop("mixing", None)
     data = FolderDataset(samples, image_size, train=augment == "basic", seed=seed, augment=options)
+    data.identity = folder_identity(root, classes, samples)
     sampler = _StartSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                         num_workers=workers,  # no global RNG is used: nothing to seed per worker
@@ -437,6 +501,42 @@ def build_folder_train_loader(root: str, *, num_classes: int, image_size: int, a
                        num_classes=num_classes, seed=seed, rank=rank)
     out.class_counts, out.from_list = class_counts(samples, num_classes), list_file is not None
     return out
+
+
+def folder_identity(root: str, classes: Sequence[str], samples: Sequence[Tuple[str, int]]) -> dict:
+    """What a training run read from an ImageFolder tree, recorded in its checkpoints: the class
+    names in label order (an evaluation folder must have the same), and the number and SHA-256 of
+    the list of (relative path, label, size) of the images (a resume refuses a changed list)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    base = os.path.join(os.fspath(root), SPLIT_DIRS["train"])
+    for path, label in samples:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = -1
+        digest.update(f"{os.path.relpath(path, base)}\0{label}\0{size}\n"
+                      .encode("utf-8", "surrogateescape"))
+    return {"classes": None if classes is None else list(classes), "files": len(samples),
+            "list_sha256": digest.hexdigest()}
+
+
+def check_classes(recorded, classes: Sequence[str], where: str, what: str) -> None:
+    """One line naming the first class whose name or position differs between the class list a
+    checkpoint recorded (label order) and ``classes`` (those of ``where``); the labels of an
+    evaluation are only right when both agree. Nothing recorded (a checkpoint without a class
+    list): nothing to compare."""
+    if not isinstance(recorded, list) or not all(isinstance(c, str) for c in recorded):
+        return
+    for i, (a, b) in enumerate(zip(recorded, classes)):
+        if a != b:
+            raise InputError(f"class {i} is {a[:60]!r} in {what} but {b[:60]!r} in {where}; the "
+                             "labels would be shifted: give the folder the model was trained on "
+                             "(same class folders, same names)")
+    if len(recorded) != len(classes):
+        raise InputError(f"{what} records {len(recorded)} classes but {where} has {len(classes)}; "
+                         "give the folder the model was trained on")
 
 
 def load_folder_test(root: str, *, image_size: int, num_classes: Optional[int] = None,
@@ -465,7 +565,7 @@ def load_folder_test(root: str, *, image_size: int, num_classes: Optional[int] =
         samples = samples[:n_ex]
     data = FolderDataset(samples, image_size, train=False)
     loader = DataLoader(data, batch_size=256, shuffle=False, num_workers=workers)
-    xs, ys = zip(*loader)
+    xs, ys = zip(*from_workers(loader))
     return torch.cat(xs).contiguous(), torch.cat(ys).to(torch.int64)
 
 

@@ -16,7 +16,6 @@ against the zip directory and the file length, but their CRC is not verified (th
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import struct
@@ -138,17 +137,44 @@ def _notice(path: str, text: str) -> None:
 
 
 def _cached_copy(path: str, cache_dir: str) -> str:
-    """The uncompressed copy of ``path`` in ``cache_dir``, made on first use (keyed by path/size/mtime)."""
-    st = os.stat(path)
-    key = hashlib.sha256(f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    """The uncompressed copy of ``path`` in ``cache_dir``, made on first use.
+
+    The copy is named by the SHA-256 of the source's content (not its path, size or mtime), and a
+    record beside it (``<copy>.sha256``) holds the copy's own SHA-256, taken when it was made. A
+    copy is used only when it still has that hash; one changed in place (or without its record) is
+    made again from the source, so what is read is always the source the sidecar names."""
+    from advtrain.io.safeload import file_sha256
+
+    source = file_sha256(path)
     stem = os.path.splitext(os.path.basename(path))[0]
-    cached = os.path.join(cache_dir, f"{stem}-{key}.npz")
+    cached = os.path.join(cache_dir, f"{stem}-{source[:16]}.npz")
+    record = cached + ".sha256"
     if os.path.isfile(cached):
-        _notice(path, f"advtrain: {path} is compressed; memory-mapping its decompressed copy {cached}")
-        return cached
+        try:
+            with open(record, encoding="ascii") as f:
+                expected = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            expected = None
+        if expected is not None and file_sha256(cached) == expected:
+            _notice(path, f"advtrain: {path} is compressed; memory-mapping its decompressed copy "
+                          f"{cached} (verified)")
+            return cached
+        print(f"advtrain: the decompressed copy {cached} does not match the one made from {path} "
+              "(changed since); making it again", file=sys.stderr)
     if not os.path.isdir(cache_dir):
         raise DataError(f"{CACHE_ENV}={cache_dir} is not a directory; create it or point it at one")
     convert_npz(path, cached)
+    tmp = f"{record}.partial-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(file_sha256(cached) + "\n")
+        os.replace(tmp, record)
+    except OSError as e:
+        raise DataError(f"cannot write {record} ({e}); free space there or pick another folder "
+                        f"({CACHE_ENV}=DIR)") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     _notice(path, f"advtrain: {path} is compressed; decompressed it once into {cached} "
                   "(memory-mapped from there)")
     return cached
@@ -158,8 +184,49 @@ def _mib(nbytes: int) -> str:
     return f"{nbytes / 2**20:.1f} MiB"
 
 
+#: the most a deflate stream can expand (about 1032:1); a member that declares more than this times
+#: its compressed size cannot hold what it says
+DEFLATE_MAX_RATIO = 1032
+_NPY_HEADER_MAX = 1 << 16  # numpy's own cap on a .npy header
+
+
+def _check_compressed_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Before decompressing a member: its ``.npy`` header (read from the first bytes of the
+    stream) declares ``shape * itemsize`` bytes, which must equal the zip directory's uncompressed
+    size and fit what its compressed bytes could expand to. Otherwise numpy would be asked for
+    memory the file cannot fill (a few bytes declaring terabytes)."""
+    from io import BytesIO
+
+    try:
+        with zf.open(info) as stream:
+            head = stream.read(_NPY_HEADER_MAX + 16)
+        f = BytesIO(head)
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f, max_header_size=_NPY_HEADER_MAX)
+    except (*BAD_HEADER, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: member {info.filename!r} is not a valid .npy ({e}); "
+                        f"{_fix()}") from None
+    if dtype.hasobject:
+        raise DataError(f"{path}: member {info.filename!r} holds Python objects (needs pickle, "
+                        f"refused); {_fix()}")
+    declared = f.tell() + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    bound = info.compress_size * DEFLATE_MAX_RATIO + _NPY_HEADER_MAX
+    if declared != info.file_size or declared > bound:
+        raise DataError(f"{path}: member {info.filename!r} is corrupt (its header declares "
+                        f"{declared} bytes; the archive holds {info.file_size} uncompressed, "
+                        f"{info.compress_size} compressed); re-copy the file or {_fix()}")
+
+
 def _read_compressed(path: str, zf: zipfile.ZipFile, limit: int, cache_dir: Optional[str]):
     """(images, labels) of a compressed npz: via the cache folder, in memory when small, else refused."""
+    for k in ("image", "label"):
+        info = _member(path, zf, k)
+        if info.compress_type != zipfile.ZIP_DEFLATED:
+            raise DataError(f"{path}: member {info.filename!r} uses zip compression type "
+                            f"{info.compress_type}, not np.savez_compressed's deflate; {_fix()}")
+        _check_compressed_member(path, zf, info)
     if cache_dir:
         return _read_members(_cached_copy(path, cache_dir), limit, None)
     size = sum(_member(path, zf, k).file_size for k in ("image", "label"))

@@ -269,6 +269,11 @@ def _checkpoint_info(checkpoint) -> Optional[dict]:
     return {"path": os.path.abspath(path), "sha256": sha}
 
 
+#: the files a card takes in its folder: ``<name>.json`` and its sidecar (with sweep.SWEEP_SUFFIXES
+#: the family that ``io.paths.check_outputs`` keeps apart from other names' files)
+CARD_SUFFIXES = (".json", SIDECAR_SUFFIX)
+
+
 def card_files(out_dir, dataset: str, threat_model: str, name: str) -> tuple:
     """``(card, sidecar)``: ``<out_dir>/<dataset>/<threat_model>/<name>.json`` and its sidecar."""
     folder = Path(out_dir) / dataset / threat_model

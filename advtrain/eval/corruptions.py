@@ -103,7 +103,28 @@ def block_size(folder: Path, classes: int) -> int:
     if len(sizes) != 1 or len(labels) not in (min(sizes), 5 * min(sizes)):
         raise DataError(f"{folder}: corruption files hold {sorted(sizes)} images per severity and "
                         f"labels.npy {len(labels)}; all must share one N (labels: N or 5N)")
-    return sizes.pop()
+    n = sizes.pop()
+    _check_label_blocks(folder / "labels.npy", labels, n)
+    return n
+
+
+def _check_label_blocks(path: Path, labels: np.ndarray, n: int) -> None:
+    """5N labels are one block per severity; every severity is scored against the first block (as
+    RobustBench does), so the blocks must agree, or the folder is refused (checked in chunks)."""
+    if len(labels) == n:
+        return
+    chunk = 1 << 20
+    for block in range(1, len(SEVERITIES)):
+        for start in range(0, n, chunk):
+            first = np.asarray(labels[start:min(n, start + chunk)])
+            other = np.asarray(labels[block * n + start:block * n + min(n, start + chunk)])
+            bad = np.flatnonzero(first != other)
+            if len(bad):
+                i = start + int(bad[0])
+                raise DataError(f"{path}: the labels of severity {block + 1} differ from those of "
+                                f"severity 1 (image {i}: {int(other[bad[0]])} vs "
+                                f"{int(first[bad[0]])}); every severity is scored against one "
+                                "block of N labels: re-extract the folder")
 
 
 def load_block(folder: Path, dataset: str, corruption: str, severity: int, n: int,

@@ -22,6 +22,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import stat
+import unicodedata
 from pathlib import Path
 from typing import List, Optional
 
@@ -32,28 +35,144 @@ from advtrain.errors import InputError
 from advtrain.io.names import SIDECAR_SUFFIX
 
 
+# ----------------------------------------------------------------------------- reading DIR
+# A folder of cards is something people send each other: nothing in it is trusted. Everything the
+# report reads goes through this layer: every path is resolved and must stay inside DIR, only
+# regular files are opened (never a FIFO, device or directory: no hang), and sizes, depth and
+# counts are bounded. What it returns is checked: numbers in their ranges, text without control
+# characters; the renderers below escape text again for their format.
+MAX_DEPTH = 8  # folders below DIR (the model_info layout uses 2)
+MAX_ENTRIES = 20_000  # directory entries visited
+MAX_CARDS = 5_000
+MAX_JSON_BYTES = 1 << 20  # a card or sidecar is a few KiB
+MAX_PNG_BYTES = 8 << 20  # a curve is ~50 KiB
+MAX_TEXT = 200  # characters of one text field shown in the table
+MAX_COUNT = 10 ** 9  # image counts read from a sidecar
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def resolve_inside(path, root, what: str = "file") -> Path:
+    """``path`` with every link resolved; one line when it leaves ``root`` (already resolved) or
+    is a link loop. The result is what will be opened, so a link cannot lead outside later."""
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError as e:
+        raise InputError(f"{path}: {e.strerror or e}; remove the link or the entry") from None
+    if not _inside(real, str(root)):
+        raise InputError(f"{path} leads to {real}, outside {root}; a report reads only files "
+                         f"inside DIR: remove the link or copy the {what} in") from None
+    return Path(real)
+
+
+def read_regular(path: Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path`` (resolved), at most ``limit`` of them; a FIFO, a
+    device, a directory or a larger file is one line (opened non-blocking, checked with fstat, so
+    a FIFO never blocks)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        raise InputError(f"{path}: {e.strerror or e}; remove or replace the {what}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path} is not a regular file; a report reads only regular files: "
+                             f"remove it from DIR")
+        if st.st_size > limit:
+            raise InputError(f"{path} holds {st.st_size} bytes, more than a {what} may "
+                             f"({limit}); remove it from DIR")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:  # grew while read
+            raise InputError(f"{path} is larger than a {what} may be ({limit} bytes); remove it")
+        return data
+    finally:
+        os.close(fd)
+
+
 def find_cards(root) -> List[Path]:
-    """Every card under ``root`` (sidecars excluded), in path order; one-line error when none."""
-    root = Path(root)
-    if not root.is_dir():
+    """Every card under ``root`` (sidecars excluded), resolved and inside ``root``, in path order;
+    one line when none, or when DIR is deeper, larger or stranger than a folder of cards.
+    Linked folders are not entered; a linked card must resolve inside ``root``."""
+    given = Path(root)
+    if not given.is_dir():
         raise InputError(f"{root} is not a directory; give the folder of the cards, e.g. "
                          "advtrain report model_info")
-    cards = sorted(p for p in root.rglob("*.json") if not p.name.endswith(SIDECAR_SUFFIX))
+    top = os.path.realpath(given)
+    cards, entries, stack = [], 0, [(top, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                listing = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise InputError(f"{folder}: {e.strerror or e}; fix the folder's permissions or "
+                             "remove it from DIR") from None
+        for entry in listing:
+            entries += 1
+            if entries > MAX_ENTRIES:
+                raise InputError(f"{root} holds more than {MAX_ENTRIES} entries; give the folder "
+                                 "of the cards, not a larger tree")
+            if entry.is_dir(follow_symlinks=False):
+                if depth + 1 > MAX_DEPTH:
+                    raise InputError(f"{entry.path} is more than {MAX_DEPTH} folders below "
+                                     f"{root}; give the folder of the cards")
+                stack.append((entry.path, depth + 1))
+            elif entry.name.endswith(".json") and not entry.name.endswith(SIDECAR_SUFFIX):
+                cards.append(resolve_inside(entry.path, top, "card"))
+                if len(cards) > MAX_CARDS:
+                    raise InputError(f"{root} holds more than {MAX_CARDS} cards; report on a "
+                                     "smaller folder")
     if not cards:
         raise InputError(f"{root} holds no result cards (*.json); write some with advtrain eval "
                          f"--out {root}")
-    return cards
+    return sorted(set(cards))  # a card and a link to it inside DIR: one row
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, root=None) -> dict:
+    """A card or sidecar: a regular file inside ``root`` of at most MAX_JSON_BYTES, a JSON object."""
+    if root is not None:
+        path = resolve_inside(path, root, "JSON file")
+    raw = read_regular(path, MAX_JSON_BYTES, "card")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not valid JSON ({str(e).splitlines()[0]}); fix or remove "
-                         "the file") from None
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"{path} is not valid JSON ({str(e).splitlines()[0][:80]}); fix or "
+                         "remove the file") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} holds a JSON {type(data).__name__}, not a card object; remove it")
     return data
+
+
+def _is_control(c: str) -> bool:
+    """Control, format (bidi overrides, zero-width), surrogate, private and unassigned characters,
+    and line/paragraph separators: none belongs in a one-line table cell."""
+    return unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp")
+
+
+def clean_text(value) -> str:
+    """A card's text field for the table: one line (newlines and every other control or format
+    character become spaces), at most MAX_TEXT characters. Renderers still escape it."""
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    text = " ".join("".join(" " if _is_control(c) else c for c in text[:4 * MAX_TEXT]).split())
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "\u2026"
+
+
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_MD_PUNCT = set("\\`*_[]()!|~$^:.@#{}")  # inline syntax, GFM autolinks (www. http: a@b), math
+
+
+def md_escape(value) -> str:
+    """Text as inert Markdown inside a GFM table cell: one line (``clean_text``), ``& < >`` as
+    entities (no raw HTML), every other character with an inline meaning backslash-escaped
+    (emphasis, code, links and images, autolinks, strikethrough, math, the cell's ``|``)."""
+    return "".join(_MD_ENTITIES.get(c) or ("\\" + c if c in _MD_PUNCT else c)
+                   for c in clean_text(value))
 
 
 def _percent(card: dict, key: str, path: Path) -> Optional[float]:
@@ -63,18 +182,32 @@ def _percent(card: dict, key: str, path: Path) -> Optional[float]:
     if value is None:
         return None
     try:
-        number = float(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
+        number = float(value) if isinstance(value, (int, float, str)) and \
+            not isinstance(value, bool) and len(str(value)) <= 40 else None
+    except (TypeError, ValueError, OverflowError):
         number = None
     if number is None or not 0.0 <= number <= 100.0:  # NaN fails both comparisons
-        raise InputError(f"{path}: {key} = {str(value)[:40]!r} is not a percentage in [0, 100]; "
-                         "fix or remove the card")
+        raise InputError(f"{path}: {key} = {clean_text(value)[:40]!r} is not a percentage in "
+                         "[0, 100]; fix or remove the card")
     return number
 
 
-def _curves(side: Optional[dict], side_path: Path) -> dict:
+def _count(side: dict, key: str, path: Path) -> Optional[int]:
+    """An image count a sidecar records: None when absent, else an int in [0, MAX_COUNT]."""
+    value = side.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise InputError(f"{path}: {key} = {clean_text(value)[:40]!r} is not an image count in "
+                         f"[0, {MAX_COUNT}]; write the sidecar again or remove it")
+    return value
+
+
+def _curves(side: Optional[dict], side_path: Path, root=None) -> dict:
     """The ``--eps-sweep`` images a sidecar names: plain ``.png`` file names beside the card (a
-    path elsewhere would embed any readable file in a page meant to be mailed)."""
+    path elsewhere would embed any readable file in a page meant to be mailed), each resolved
+    inside DIR (a link to a file outside is refused), a regular PNG file of bounded size.
+    Returns kind -> PNG bytes, or None for a curve that is missing."""
     sweep = (side or {}).get("eps_sweep")
     files = sweep.get("files") if isinstance(sweep, dict) else None
     if sweep is None or files is None:
@@ -87,22 +220,45 @@ def _curves(side: Optional[dict], side_path: Path) -> dict:
         if not str(kind).endswith("png"):
             continue
         if Path(name).name != name or name in ("", ".", "..") or not name.endswith(".png"):
-            raise InputError(f"{side_path}: eps_sweep.files[{kind!r}] = {name[:60]!r} is not a "
-                             ".png file name beside the card; remove the entry or the sidecar")
-        images[kind] = side_path.parent / name
+            raise InputError(f"{side_path}: eps_sweep.files[{clean_text(kind)[:40]!r}] = "
+                             f"{clean_text(name)[:60]!r} is not a .png file name beside the "
+                             "card; remove the entry or the sidecar")
+        path = side_path.parent / name
+        if not os.path.lexists(path):
+            images[kind] = None
+            continue
+        if root is not None:
+            path = resolve_inside(path, root, "curve")
+        data = read_regular(path, MAX_PNG_BYTES, "curve")
+        if not data.startswith(PNG_SIGNATURE):
+            raise InputError(f"{path} is not a PNG image; remove it or the sidecar's entry")
+        images[kind] = data
     return images
 
 
-def partial_reason(side: Optional[dict], threat_model: str, dataset: str = "") -> str:
+def read_card(path: Path, root) -> tuple:
+    """``(card, sidecar or None, sidecar path, curves)`` of one card under ``root``, validated:
+    both JSON objects read as regular files inside DIR, curves as PNG bytes."""
+    root = os.path.realpath(root)
+    path = resolve_inside(path, root, "card")
+    card = read_json(path, root)
+    side_path = path.with_name(path.stem + SIDECAR_SUFFIX)
+    side = read_json(side_path, root) if os.path.lexists(side_path) else None
+    return card, side, side_path, _curves(side, side_path, root)
+
+
+def partial_reason(side: Optional[dict], threat_model: str, dataset: str = "",
+                   side_path: Path = Path("sidecar")) -> str:
     """'' for a full standard evaluation, else why it is not one (from the sidecar; a sidecar
-    without advtrain's verdict is compared with the test-set size of ``dataset``'s facts row)."""
+    without advtrain's verdict is compared with the test-set size of ``dataset``'s facts row);
+    counts are checked (``_count``) and text is one cleaned line."""
     if side is None:
         return "no sidecar"
     dataset = dataset or side.get("dataset")
     row = FACTS.get(dataset) if isinstance(dataset, str) else None
     full_n = row.test_images if row is not None else None  # a run on fewer test images is partial
     if threat_model == CORRUPTIONS and "full_standard" not in side:  # written before the one writer
-        n = side.get("n_per_block")
+        n = _count(side, "n_per_block", side_path)
         return "" if n == full_n else f"{n} images per corruption and severity"
     n = side.get("n_ex")
     short = (f"standard AutoAttack on {n} of {full_n} test images" if isinstance(n, int)
@@ -110,13 +266,14 @@ def partial_reason(side: Optional[dict], threat_model: str, dataset: str = "") -
     if "full_standard" in side:  # the sidecar's own verdict and description (advtrain.eval.cards)
         if side["full_standard"] is True:  # "no" or 1 is not advtrain's verdict: partial
             return short  # a sidecar written before issue 24 judged "full" by the file's size
-        return str(side.get("evaluation") or "not full standard")
+        return clean_text(side.get("evaluation")) or "not full standard"
     why = []
     if side.get("version") not in (None, "standard"):
         attacks = side.get("attacks")
-        why.append(", ".join(map(str, attacks)) if isinstance(attacks, list) else str(side.get("version")))
-    n = side.get("n_ex")
-    if isinstance(n, int) and (full_n is None or n < full_n):
+        why.append(clean_text(", ".join(map(str, attacks[:20])) if isinstance(attacks, list)
+                              else side.get("version")))
+    n = _count(side, "n_ex", side_path)
+    if n is not None and (full_n is None or n < full_n):
         why.append(f"{n} images")
     return "; ".join(why)
 
@@ -135,17 +292,18 @@ def _link(value) -> str:
     """The card's ``link`` when it is one http(s) URL, else '' (a ``javascript:`` or any other
     scheme, whitespace inside, or over 2,000 characters is not shown: the page is shared)."""
     text = str(value or "").strip()
-    ok = (text.lower().startswith(("https://", "http://")) and len(text) <= 2000
+    ok = (text.lower().startswith(("https://", "http://")) and len(text) <= 2000 and clean_text(text) == text
           and not any(c.isspace() for c in text))
     return text if ok else ""
 
 
 def card_row(path: Path, root: Path) -> dict:
-    """One table row from a card and, when present, its sidecar."""
-    card = read_json(path)
-    side_path = path.with_name(path.stem + SIDECAR_SUFFIX)
-    side = read_json(side_path) if side_path.is_file() else None
-    threat = (side or {}).get("threat_model") or path.parent.name
+    """One table row from a card and, when present, its sidecar (read through ``read_card``:
+    nothing outside DIR, text fields cleaned with ``clean_text``)."""
+    root = Path(os.path.realpath(root))
+    card, side, side_path, images = read_card(path, root)
+    path = resolve_inside(path, root, "card")
+    threat = clean_text((side or {}).get("threat_model")) or clean_text(path.parent.name)
     acc_key = "corruptions_acc" if "corruptions_acc" in card else "autoattack_acc"
     robust, clean = _percent(card, acc_key, path), _percent(card, "clean_acc", path)
     if robust is None and clean is None:
@@ -153,21 +311,21 @@ def card_row(path: Path, root: Path) -> dict:
                          "card (remove it or point report at the cards' folder)")
     external = _percent(card, "external", path) if acc_key == "autoattack_acc" else None
     best = min(x for x in (robust, external) if x is not None) if robust is not None else external
-    images = _curves(side, side_path)
-    dataset = card.get("dataset") or (side or {}).get("dataset") or path.parent.parent.name
-    partial = partial_reason(side, threat, dataset) if side is not None else ""
+    dataset = clean_text(card.get("dataset") or (side or {}).get("dataset")
+                         or path.parent.parent.name)
+    partial = partial_reason(side, threat, dataset, side_path) if side is not None else ""
     status = "published" if side is None else "partial" if partial else "full"
-    return {"card": str(path.relative_to(root)), "name": path.stem,
-            "title": str(card.get("name") or path.stem),
-            "dataset": card.get("dataset") or (side or {}).get("dataset", ""),
-            "threat_model": threat, "eps": str(card.get("eps") or ""),
-            "architecture": card.get("architecture", ""), "clean": clean,
+    return {"card": str(path.relative_to(root)), "name": clean_text(path.stem),
+            "title": clean_text(card.get("name") or path.stem),
+            "dataset": clean_text(card.get("dataset") or (side or {}).get("dataset")),
+            "threat_model": threat, "eps": clean_text(card.get("eps")),
+            "architecture": clean_text(card.get("architecture")), "clean": clean,
             "robust": robust, "external": external, "best": best, "metric": acc_key,
             "partial": partial, "status": status,
             "evaluation": {"full": "full", "published": PUBLISHED}.get(status, f"partial: {partial}"),
-            "venue": str(card.get("venue") or ""), "link": _link(card.get("link")),
+            "venue": clean_text(card.get("venue")), "link": _link(card.get("link")),
             "unreliable": _flag(card, "unreliable"),
-            "footnote": str(card.get("footnote") or ""), "images": images}
+            "footnote": clean_text(card.get("footnote")), "images": images}
 
 
 def _sort_key(row: dict) -> tuple:
@@ -179,7 +337,7 @@ def _sort_key(row: dict) -> tuple:
 def collect(root) -> List[dict]:
     """Rows of every card under ``root``, grouped (:func:`group_rows`) and, within a group, by best
     known robust accuracy descending (missing last)."""
-    root = Path(root)
+    root = Path(os.path.realpath(root))
     rows = [card_row(p, root) for p in find_cards(root)]
     return [r for _, group in group_rows(rows) for r in group]
 
@@ -225,19 +383,15 @@ def _cell(row: dict, key: str) -> str:
     return str(value)
 
 
-def _md(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
-
-
 def to_markdown(rows: List[dict]) -> str:
     lines = []
     for (dataset, threat), group in group_rows(rows):
         cols = columns_for(threat)
-        lines += [f"## {_md(dataset)}, {_md(threat)}", "",
+        lines += [f"## {md_escape(dataset)}, {md_escape(threat)}", "",
                   "| " + " | ".join(title for _, title, _ in cols) + " |",
                   "|" + "|".join("---:" if kind == "num" else "---" for _, _, kind in cols) + "|"]
         for row in group:
-            cells = [_md(_cell(row, k)) for k, _, _ in cols]
+            cells = [_cell(row, k) if kind == "num" else md_escape(_cell(row, k)) for k, _, kind in cols]
             if row["link"]:
                 i = [k for k, _, _ in cols].index("link")
                 cells[i] = f"[paper]({row['link'].replace(')', '%29')})"
@@ -251,11 +405,12 @@ def to_markdown(rows: List[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _img(path: Path) -> str:
-    if not path.is_file():
-        return f"<span class=miss>missing {html.escape(path.name)}</span>"
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+def _img(kind: str, png: Optional[bytes]) -> str:
+    """A curve read by ``_curves`` (validated PNG bytes), or a note that it is missing."""
+    if png is None:
+        return f"<span class=miss>missing {html.escape(clean_text(kind))}</span>"
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(clean_text(kind))}" src="data:image/png;base64,{data}">'
 
 
 _STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:2em}
@@ -298,7 +453,7 @@ def _table(dataset: str, threat: str, group: List[dict]) -> str:
                            f'rel="noopener noreferrer">{text}</a></td>')
             else:
                 tds.append(f"<td{' class=note' if key == 'footnote' else ''}>{text}</td>")
-        tds.append("<td>" + "".join(_img(p) for p in row["images"].values()) + "</td>")
+        tds.append("<td>" + "".join(_img(k, png) for k, png in row["images"].items()) + "</td>")
         cls = f" class={row['status']}" if row["status"] != "full" else ""
         body.append(f"<tr{cls} data-card=\"{html.escape(row['card'], quote=True)}\">{''.join(tds)}</tr>")
     group_id = html.escape(f"{dataset}/{threat}", quote=True)

@@ -187,6 +187,18 @@ def masking_check(sweep: dict) -> tuple:
                          "evaluation")]
 
 
+#: the files of a sweep beside the card ``<stem>.json``, in the order of :data:`FILE_KINDS`
+SWEEP_SUFFIXES = (".eps_sweep.csv", ".eps_sweep.png", ".eps_sweep.svg", ".convergence.png",
+                  ".convergence.svg")
+
+
+def sweep_paths(stem) -> tuple:
+    """The paths ``sweep_files`` writes for the card ``<stem>.json`` (known before the sweep runs,
+    so the command checks them with its other outputs), in the order of :data:`FILE_KINDS`."""
+    stem = Path(stem)
+    return tuple(str(stem.with_name(stem.name + s)) for s in SWEEP_SUFFIXES)
+
+
 def sweep_files(sweep: dict, stem) -> dict:
     """``{path: bytes}`` of ``<stem>.eps_sweep.csv``, ``.eps_sweep.png``/``.svg`` and
     ``.convergence.png``/``.svg``: the caller commits them with the card and its sidecar as one
@@ -201,10 +213,12 @@ def sweep_files(sweep: dict, stem) -> dict:
         aa = p.get("autoattack_acc")
         writer.writerow([f"{p['eps']:.8g}", p["eps_str"], f"{p['pgd_acc']:.6f}",
                          "" if aa is None else f"{aa:.6f}"])
-    out = {str(stem.with_name(stem.name + ".eps_sweep.csv")): buf.getvalue().encode("utf-8")}
+    paths = sweep_paths(stem)
+    out = {paths[0]: buf.getvalue().encode("utf-8")}
     for kind, fig in (("eps_sweep", plot_accuracy(sweep)), ("convergence", plot_convergence(sweep))):
         for fmt in FIGURE_FORMATS:
             out[str(stem.with_name(f"{stem.name}.{kind}.{fmt}"))] = figure_bytes(fig, fmt)
+    assert tuple(out) == paths, "SWEEP_SUFFIXES and sweep_files disagree"
     return out
 
 

@@ -24,7 +24,8 @@ import torch
 from advtrain.io.atomic import commit_files, safetensors_bytes, tensor_bytes
 from advtrain.errors import CheckpointError, InputError, unknown
 from advtrain.models.timm_models import build_options, probe_input
-from advtrain.hub.zoo import (LOCAL_ONLY, ZOO_THREAT_MODELS, ZOO_DATASETS, _is_ours, meta_path,  # noqa: F401
+from advtrain.hub.zoo import (EXPORT_SUFFIXES, LOCAL_ONLY, ZOO_THREAT_MODELS, ZOO_DATASETS,  # noqa: F401
+                          _is_ours, meta_path,
                           register_model_dir, register_robustbench, sidecar_text, zoo_entry, zoo_path)
 
 

@@ -105,6 +105,10 @@ def load_model_file(path, *, dataset: str, arch: Optional[str] = None,
     from advtrain.models import create_model
 
     options = recorded.get("options", {}) if arch == recorded.get("arch") else {}
+    if "image_size" in options:  # bounded before anything is built at that size
+        from advtrain.data.imagefolder import check_image_size
+
+        check_image_size(options["image_size"], f"{what}{path}: recorded image_size")
     from advtrain.models.timm_models import as_classifier_state, is_timm
 
     if is_timm(arch):  # timm's / torchvision's weights of the bare network load too
@@ -181,6 +185,9 @@ def select_weights(raw: Mapping, weights: str, path) -> tuple:
             recorded["test_data"] = {"root": data.get("root"), "npz": data.get("test_npz")}
         if isinstance(data, Mapping) and (data.get("root") or data.get("train_npz")):
             recorded["train_data"] = {"root": data.get("root"), "npz": data.get("train_npz")}
+        images = raw.get("train_images")  # an ImageFolder run: its class names in label order
+        if isinstance(images, Mapping) and isinstance(images.get("classes"), list):
+            recorded["classes"] = [str(c) for c in images["classes"]]
         training = training_record(raw.get("config"))
         if training is not None:
             recorded["training"] = training

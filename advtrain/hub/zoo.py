@@ -60,6 +60,10 @@ def unknown_zoo(name, dataset, threat_model):
     return unknown(f"RobustBench {dataset}/{threat_model} model", name, names)
 
 
+#: the files an export takes in its folder (``zoo_path``, ``meta_path``, the optional safetensors)
+EXPORT_SUFFIXES = (".pt", SIDECAR_SUFFIX, ".safetensors")
+
+
 def zoo_path(model_dir, name: str, dataset: str, threat_model: str) -> Path:
     """Where RobustBench looks for a local checkpoint (``name`` must be a safe file-name id)."""
     check_model_name(name, "--name")

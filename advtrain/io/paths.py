@@ -4,7 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from advtrain.errors import InputError
 
@@ -69,9 +69,16 @@ def check_writable_dir(path: str | os.PathLike) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
 
-def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
-    """Refuse an output path that is an input (same path, a symlink to it or a hard link of it) or
-    another output. ``outputs``/``inputs`` map a label (``"--save-adv"``) to a path or None."""
+def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any], *,
+                  family: Optional[Tuple[str, Sequence[str]]] = None) -> None:
+    """The one check of every path a command will write, all together, before any is written.
+
+    ``outputs``/``inputs`` map a label (``"--save-adv"``) to a path or None. Refused in one line:
+    an output that is an input (same path, a symlink to it or a hard link of it) or another output.
+    With ``family = (name, suffixes)`` (the files ``name + suffix`` one output takes in its folder,
+    e.g. a card, its sidecar and sweep files), an output in that folder whose file name is another
+    name's file of the family is refused too: the card of ``Me.advtrain`` (``Me.advtrain.json``)
+    is the sidecar of ``Me``, and ``--save-adv DIR/Other.json`` is the card of ``Other``."""
     seen: list = []
     ins = [(label, os.fspath(p)) for label, p in inputs.items() if p is not None]
     for label, out in outputs.items():
@@ -83,6 +90,30 @@ def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None
                 raise InputError(f"{label} {out} is the same file as {other_label} {other}; writing "
                                  f"{label} would destroy it: choose another path for {label}")
         seen.append((label, out))
+    if family is not None:
+        _check_family(seen, *family)
+
+
+def _check_family(outputs: list, name: str, suffixes: Sequence[str]) -> None:
+    """No output in the family's folder is ``OTHER + suffix`` of another name ``OTHER``; a file
+    name belongs to the name left by its longest matching suffix (as readers parse it: anything
+    ending ``.advtrain.json`` is a sidecar)."""
+    folders = {os.path.realpath(os.path.dirname(os.path.abspath(out))) for _, out in outputs
+               if os.path.basename(out) in {name + s for s in suffixes}}
+    for label, out in outputs:
+        base = os.path.basename(out)
+        if os.path.realpath(os.path.dirname(os.path.abspath(out))) not in folders:
+            continue
+        for suffix in sorted(suffixes, key=len, reverse=True):
+            if not base.endswith(suffix):
+                continue
+            other = base[:-len(suffix)]
+            if other != name:
+                raise InputError(
+                    f"{label} {out} is also the {suffix} file of the output named {other!r} in "
+                    f"the same folder (of {name!r}); writing it would replace that output's "
+                    f"file: choose another name, or another path for {label}")
+            break
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -87,9 +87,13 @@ def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] 
                       drop_path: float = 0.0) -> TimmClassifier:
     """Build ``timm:<name>`` with ``num_classes`` outputs for ``image_size`` px inputs."""
     short = timm_name(name)
-    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise InputError(f"image_size={image_size!r} must be an integer >= 8 (pixels), e.g. 224")
+    from advtrain.data.imagefolder import MAX_CLASSES, check_image_size
+
+    size = check_image_size(DEFAULT_IMAGE_SIZE if image_size is None else image_size, "image_size")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or \
+            not 1 <= num_classes <= MAX_CLASSES:
+        raise InputError(f"num_classes = {str(num_classes)[:30]} must be an integer in [1, "
+                         f"{MAX_CLASSES}]")
     net = _build(short, num_classes, size, drop_path)
     cfg = getattr(net, "pretrained_cfg", None) or {}
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD

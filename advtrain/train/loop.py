@@ -45,6 +45,7 @@ from advtrain.train.runlog import RunLog
 from advtrain.config.schedules import (PER_UPDATE, AttackBudget, attack_budget, lr_at, lr_at_update,
                                       momentum_at, momentum_at_update)
 from advtrain.train.teacher import identity as teacher_identity
+from advtrain.train.setup import check_train_images, train_data_flags
 from advtrain.train.step import Stepper, steps_per_epoch
 from advtrain.train.setup import build_parts, prepare_run_dir, start_run_dir
 from advtrain.utils import resolve_device
@@ -130,6 +131,11 @@ class Trainer:
                      "versions": package_versions(), "git_commit": git_commit()}
         if cfg.teacher is not None:  # the teacher's identity, checked on resume
             self.meta["teacher"] = teacher_identity(cfg.teacher, cfg.data.dataset)
+        images = getattr(getattr(p.loader, "dataset", None), "identity", None)
+        if images is not None:  # an ImageFolder run: its class list and image list
+            self.meta["train_images"] = images
+            check_train_images(cfg, images, state)
+        self.meta["flags"] = train_data_flags(cfg, D.is_main())
         if state is not None:
             named = stateful(p, self.progress, self.rng)
             load_states(named, ck.unpack(state, named))

@@ -163,6 +163,7 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
         print(f"advtrain: {note}", file=sys.stderr)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    _check_model_input(cfg, model, n_cls, device)
     teacher = _teacher(cfg, device)
     objective = make_objective(cfg, n_cls, **teacher).to(device)
     loader = build_train_loader(
@@ -183,6 +184,70 @@ def build_parts(cfg: C.Config, fresh: bool) -> Parts:
                  holdout=_holdout_set(cfg), awp=_awp(cfg, model),
                  ema=_ema(cfg, model, steps_per_epoch(len(loader), cfg.optim.accum_steps)),
                  autocast=_autocast(cfg, device), teacher_check=checked, scaler=_scaler(cfg, device))
+
+
+def _check_model_input(cfg: C.Config, model: nn.Module, n_cls: int, device) -> None:
+    """The model against its data before the data is built: one forward of one image of the size
+    the loader will give (the facts row's, ``data.image_size`` for ImageFolder) must give
+    ``n_cls`` scores (a timm ViT built for 224 px fails here in one line, not in the first step).
+    Eval mode, no gradient: no weight, statistic or random state changes."""
+    from advtrain.data.facts import facts
+    from advtrain.data.imagefolder import image_size_of
+    from advtrain.eval.protocol import check_model
+
+    size = image_size_of(cfg.data) if folder_options(cfg.data) else facts(cfg.data.dataset).image_size
+    check_model(model, cfg.data.dataset, classes=n_cls, image_size=size, device=device,
+                what=f"model.arch {cfg.model.arch}", fix="choose a model.arch built for this "
+                "image size (ImageFolder: or set data.image_size to the one it takes)")
+
+
+def check_train_images(cfg: C.Config, images: Dict[str, Any],
+                       state: Optional[Dict[str, Any]]) -> None:
+    """An ImageFolder run's data, before a step: the test folder has the training folder's
+    classes (else every test accuracy is scored against shifted labels), and a resume reads the
+    image list the run started with (``train_images`` of its checkpoint: a removed, added or
+    resized image would silently change the run; even ``--force`` does not skip this)."""
+    from advtrain.data.imagefolder import check_classes, scan
+
+    root = cfg.data.root
+    if cfg.data.test_subset > 0:
+        check_classes(images["classes"], scan(root, "test")[0], os.path.join(root, "val"),
+                      os.path.join(root, "train"))
+    recorded = (state or {}).get("train_images")
+    if not isinstance(recorded, dict):
+        return  # a fresh run, or a checkpoint of an earlier release: nothing to compare
+    check_classes(recorded.get("classes"), images["classes"], os.path.join(root, "train"),
+                  "the run's checkpoint")
+    if recorded.get("list_sha256") != images["list_sha256"]:
+        raise CheckpointError(
+            f"cannot resume: the training images under {os.path.join(root, 'train')} changed "
+            f"since the run started ({recorded.get('files')} images then, {images['files']} now, "
+            f"or files renamed or resized); restore them or start a new run")
+
+
+def train_data_flags(cfg: C.Config, say: bool) -> list:
+    """``["trained-on-test-images"]`` when the run trains on its own test data (``data.train_npz``
+    is ``data.test_npz``, or an ImageFolder's ``train/`` is its ``val/``), said once as a warning:
+    every test accuracy this run reports is then measured on training images."""
+    d = cfg.data
+
+    def same(a, b) -> bool:
+        try:
+            return bool(a and b) and os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    pairs = [(d.train_npz, d.test_npz)]
+    if d.root and folder_options(d):
+        pairs.append((os.path.join(d.root, "train"), os.path.join(d.root, "val")))
+    hit = next(((a, b) for a, b in pairs if same(a, b)), None)
+    if hit is None:
+        return []
+    if say:
+        print(f"warning [trained-on-test-images]: the training data {hit[0]} is the test data "
+              f"{hit[1]}; every test accuracy of this run is measured on training images, not "
+              "held out (see docs/FLAGS.md#trained-on-test-images)", file=sys.stderr)
+    return ["trained-on-test-images"]
 
 
 def _check_teacher(cfg: C.Config, teacher: Dict[str, Any], n_cls: int, test, device

@@ -314,7 +314,8 @@ CASES = [
          "needs data.num_classes >= 2", "set data.num_classes to the number of class folders"),
     Case("imagefolder-no-train", "`data.root` without a `train/` folder of class sub-folders",
          lambda W: ["train", config(W, data={"dataset": "imagefolder", "root": str(W.case),
-                                             "num_classes": 3, "train_npz": None, "test_npz": None})],
+                                             "num_classes": 3, "image_size": 32, "train_npz": None,
+                                             "test_npz": None})],
          "train not found; an ImageFolder dataset needs train/",
          "point data.root at the folder holding train/ and val/"),
     Case("list-escapes-root", "`data.train_list` line `../../etc/passwd.jpg 0` (a path leaving data.root)",
@@ -438,7 +439,7 @@ CASES = [
          "comma-separated eps, e.g. 0,2/255,4/255,8/255"),
     Case("eval-sweep-steps-0", "`advtrain eval --eps-sweep 0,8/255 --sweep-steps 0`",
          lambda W: eval_args(W, "--eps-sweep", "0,8/255", "--sweep-steps", "0"),
-         "--sweep-steps 0 must be >= 1", "K >= 1 (default 20)"),
+         "argument --sweep-steps: 0 is not an integer in [1, 100000]", "K >= 1 (default 20)"),
     Case("eval-corruptions-no-root", "`advtrain eval --threat-model corruptions` without --data-root",
          lambda W: eval_args(W, "--threat-model", "corruptions", data=[]), "pass --data-root",
          "--data-root DIR holding CIFAR-10-C/ and the clean test set (RobustBench's data_dir)"),
@@ -664,7 +665,7 @@ CASES = [
          "clean_acc = 'nan' is not a percentage in [0, 100]", "fix or remove the card"),
     Case("report-card-link-loop", "`advtrain report DIR`, a card that is a link to itself",
          lambda W: ["report", _card_dir(W, None)], "Too many levels of symbolic links",
-         "remove the link", rc=1),
+         "remove the link"),
     Case("report-curve-elsewhere", "`advtrain report DIR`, a sidecar naming a curve outside the "
          "card's folder (`eps_sweep.files.png: /abs/secret`)",
          lambda W: ["report", _card_dir(W, side={"eps_sweep": {"files": {
@@ -767,6 +768,43 @@ CASES = [
          lambda W: ["train", config(W, guard={"policy": "stop"}, eval={"every": 2})],
          "guard.policy stop compares PGD and FGSM test accuracy every epoch",
          "data.test_subset > 0 and eval.every: 1, or guard.policy: off"),
+    # ---- round 4 (issue 23): folders you were sent, every output at once, model vs protocol ----
+    Case("report-curve-link-outside", "`advtrain report DIR`, a curve `X.eps_sweep.png` beside the "
+         "card that is a symbolic link to a file outside DIR",
+         lambda W: ["report", _card_dir(W, side={"eps_sweep": {"files": {
+             "png": _symlink_named(W.case / "mi" / "cifar10" / "Linf" / "X.eps_sweep.png",
+                          _write(W.case / "secret.png", "not for the page"))}}})],
+         "outside", "remove the link or copy the file into DIR"),
+    Case("report-card-fifo", "`advtrain report DIR`, a card `X.json` that is a FIFO (no hang)",
+         lambda W: ["report", _fifo_card(W)], "is not a regular file", "remove it from DIR"),
+    Case("report-count-range", "`advtrain report DIR`, a sidecar with `\"n_ex\": 10^12`",
+         lambda W: ["report", _card_dir(W, side={"version": "custom", "n_ex": 10 ** 12})],
+         "is not an image count", "write the sidecar again or remove it"),
+    Case("eval-name-is-other-sidecar", "`eval --name Existing.advtrain` beside the card Existing "
+         "(its card would be Existing's sidecar)",
+         lambda W: eval_args(W, "--name", "Existing.advtrain"),
+         "is also the .advtrain.json file of the output named 'Existing'", "choose another --name"),
+    Case("eval-save-adv-is-sweep-csv", "`eval --eps-sweep ... --save-adv` the same run's sweep CSV",
+         lambda W: eval_args(W, "--eps-sweep", "0,8/255", "--save-adv",
+                             str(W.cards / "cifar10" / "Linf" / "Existing.eps_sweep.csv")),
+         "is the same file as the --eps-sweep CSV", "another --save-adv path"),
+    Case("eval-state-path-other-card", "`eval --state-path` another model's card in the card folder",
+         lambda W: eval_args(W, "--state-path", str(W.cards / "cifar10" / "Linf" / "Other.json")),
+         "is also the .json file of the output named 'Other'", "another --state-path"),
+    Case("eval-subset-seed-overflow", "`eval --subset random --subset-seed 2^64` (torch cannot "
+         "take it)", lambda W: eval_args(W, "--subset", "random", "--subset-seed", str(2 ** 64)),
+         "argument --subset-seed: 18446744073709551616 is not an integer in [0, 4294967295]",
+         "a seed in range"),
+    Case("train-model-image-size", "config `dataset: imagefolder` (224 px) with `model.arch: "
+         "wrn-10-1` (a 32 px CIFAR network)",
+         lambda W: ["train", config(W, data={"dataset": "imagefolder", "root": str(W.case),
+                                             "num_classes": 3, "train_npz": None, "test_npz": None})],
+         "model.arch wrn-10-1 cannot take one imagefolder image of 3x224x224",
+         "a model.arch for that image size, or data.image_size"),
+    Case("corruptions-label-blocks", "`--threat-model corruptions`, labels.npy of 5 blocks that "
+         "differ between severities", lambda W: _corruptions(
+             W, "labels.npy", np.array([0, 1, 2, 2, 1, 0] + [0, 1, 2] * 3, np.int64)),
+         "the labels of severity 2 differ from those of severity 1", "re-extract CIFAR-10-C"),
 ]
 
 
@@ -941,6 +979,20 @@ def _write(path: Path, text: str) -> str:
     return str(path)
 
 
+def _symlink_named(link: Path, target: str) -> str:
+    """A real symbolic link ``link`` -> ``target``; returns the link's file name."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, link)
+    return link.name
+
+
+def _fifo_card(W) -> str:
+    folder = W.case / "mi" / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "X.json")
+    return str(W.case / "mi")
+
+
 def _write_dir(folder: Path, name: str, text: str) -> str:
     """Write ``folder/name``; return the top folder of the model_info layout (3 levels up)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -954,7 +1006,7 @@ def _card_dir(W, card: Optional[str] = '{"clean_acc": "90", "autoattack_acc": "5
     import json
 
     folder = W.case / "mi" / "cifar10" / "Linf"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     if card is None:
         os.symlink(folder / "X.json", folder / "X.json")
     else:

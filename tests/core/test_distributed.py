@@ -156,7 +156,7 @@ def test_single_process_helpers_are_noops(monkeypatch):
 def test_env_errors(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("RANK", raising=False)
-    with pytest.raises(InputError, match="RANK is not set"):
+    with pytest.raises(InputError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set"):
         D.init_from_env("cpu")
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(InputError, match="not an integer"):
@@ -284,3 +284,91 @@ def test_trainer_ddp_matches_single_process(trainer_runs, objective):
     assert a["history"][-1]["test_clean"] == b["history"][-1]["test_clean"]
     assert sorted(os.listdir(trainer_runs / objective / "ddp")) == sorted(
         os.listdir(trainer_runs / objective / "single"))  # rank 0 alone wrote the same files
+
+
+# ----------------------------------------------------------------------------- launch environment
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _eval_under(env_vars: dict, tmp_path, timeout: float = 60):
+    """``python -m advtrain eval`` in a real process with the given torchrun variables (and none
+    inherited); returns (rc, stderr lines, seconds)."""
+    import subprocess
+    import sys
+    import time
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from helpers import make_npz, tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "m.pt")
+    env = {k: v for k, v in os.environ.items()
+           if k not in D.LAUNCH_VARS + ("LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
+    env.update(env_vars)
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "advtrain", "eval", str(ckpt), "--dataset", "cifar10", "--data-npz",
+         str(make_npz(tmp_path / "t.npz")), "--n-ex", "8", "--version", "custom", "--attacks",
+         "apgd-ce", "--n-iter", "1", "--no-sanity", "--quiet", "--device", "cpu", "--out",
+         str(tmp_path / "mi")], env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return proc.returncode, lines, time.monotonic() - start
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, "MASTER_ADDR, MASTER_PORT not set"),
+    ({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+      "MASTER_PORT": "29500"}, "RANK=2 is not in [0, WORLD_SIZE=2)"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+      "MASTER_PORT": "29500"}, "LOCAL_RANK=1 with RANK=0"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+      "MASTER_PORT": "70000"}, "MASTER_PORT=70000 is not a TCP port"),
+    ({"WORLD_SIZE": "1", "RANK": "1"}, "leftover torchrun variables"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0 must be in [1, 65536]"),
+])
+def test_partial_or_impossible_launch_env_is_one_line_at_once(tmp_path, env, needle, monkeypatch,
+                                                            capsys):
+    """In this process's real environment; ``train`` and ``eval`` check it first of all."""
+    import time
+
+    from advtrain.cli import main
+
+    for key in D.LAUNCH_VARS + ("LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    start = time.monotonic()
+    for argv in (["eval", str(tmp_path / "absent.pt"), "--dataset", "cifar10", "--out",
+                  str(tmp_path / "mi")],
+                 ["train", str(tmp_path / "absent.yaml")]):
+        assert main(argv) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and needle in lines[0], lines  # printed whatever RANK says
+    assert time.monotonic() - start < 5 and not (tmp_path / "mi").exists()
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_rank_without_partner_gives_up_after_the_rendezvous_timeout(tmp_path, rank):
+    """A whole but hand-set environment whose other rank never starts: one line after
+    ADVTRAIN_RENDEZVOUS_TIMEOUT seconds (3 here), not a 30-minute wait."""
+    env = {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port()), "ADVTRAIN_RENDEZVOUS_TIMEOUT": "3"}
+    rc, lines, seconds = _eval_under(env, tmp_path, timeout=90)
+    assert rc == 2, lines
+    printed = [line for line in lines if "did not meet the other ranks" in line]
+    assert len(lines) == 1 and printed and f"rank {rank} of 2" in printed[0], lines
+    assert seconds < 60
+
+
+def test_rendezvous_timeout_is_checked(monkeypatch):
+    for bad in ("0", "abc", "nan", "1e9"):
+        monkeypatch.setenv(D.RENDEZVOUS_ENV, bad)
+        with pytest.raises(InputError, match="must be seconds in"):
+            D.rendezvous_timeout()
+    monkeypatch.setenv(D.RENDEZVOUS_ENV, "2.5")
+    assert D.rendezvous_timeout() == 2.5

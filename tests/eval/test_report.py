@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 
 import pytest
@@ -103,3 +104,158 @@ def test_report_output_that_is_a_card_is_refused(cards, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is the same file as card" in err
     assert full.read_bytes() == before and not (cards / "report.html").exists()
+
+
+# ----------------------------------------------------------------------------- DIR is untrusted (issue 23)
+def _report_fails(root, capsys, needle):
+    """``advtrain report root`` refuses in one line naming ``needle``; nothing written."""
+    import signal
+
+    signal.alarm(20)  # a FIFO read would block forever: fail the test instead of hanging
+    try:
+        rc = main(["report", str(root)])
+    finally:
+        signal.alarm(0)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("advtrain report: error:"), err
+    assert needle in err, err
+    assert not (root / "report.md").exists() and not (root / "report.html").exists()
+    return err
+
+
+def _sweep_side(png_name="X.eps_sweep.png"):
+    return {"version": "standard", "n_ex": 10000, "threat_model": "Linf",
+            "eps_sweep": {"files": {"png": png_name}}}
+
+
+def test_curve_linked_outside_dir_refused(tmp_path, capsys):
+    """A curve named like a file beside the card but a real symlink to a file outside DIR."""
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(PNG)  # even a real PNG: it is not the sender's to embed
+    root = tmp_path / "mi"
+    linf = root / "cifar10" / "Linf"
+    _card(linf, "X", "80.00", "50.00", _sweep_side())
+    os.symlink(secret, linf / "X.eps_sweep.png")
+    err = _report_fails(root, capsys, "outside")
+    assert "secret.png" in err
+
+
+def test_curve_linked_inside_dir_is_read(tmp_path):
+    """A link that stays inside DIR is fine: it resolves to a file the sender sent."""
+    root = tmp_path / "mi"
+    linf = root / "cifar10" / "Linf"
+    _card(linf, "X", "80.00", "50.00", _sweep_side())
+    (root / "curves").mkdir()
+    (root / "curves" / "c.png").write_bytes(PNG)
+    os.symlink(root / "curves" / "c.png", linf / "X.eps_sweep.png")
+    assert main(["report", str(root)]) == 0
+    assert base64.b64encode(PNG).decode() in (root / "report.html").read_text()
+
+
+def test_card_linked_outside_dir_refused(tmp_path, capsys):
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text(json.dumps({"clean_acc": "1", "autoattack_acc": "1"}))
+    root = tmp_path / "mi"
+    (root / "cifar10" / "Linf").mkdir(parents=True)
+    os.symlink(outside, root / "cifar10" / "Linf" / "A.json")
+    _report_fails(root, capsys, "outside")
+
+
+def test_linked_folder_not_entered(tmp_path, capsys):
+    """A folder link (here to a folder of cards outside DIR) is not walked into."""
+    outside = tmp_path / "theirs"
+    _card(outside, "Out", "80.00", "50.00")
+    root = tmp_path / "mi"
+    _card(root / "cifar10" / "Linf", "In", "70.00", "40.00")
+    os.symlink(outside, root / "cifar10" / "more")
+    assert main(["report", str(root)]) == 0
+    md = (root / "report.md").read_text()
+    assert "In" in md and "Out" not in md
+
+
+@pytest.mark.parametrize("which", ["card", "sidecar", "curve"])
+def test_fifo_refused_without_hanging(tmp_path, capsys, which):
+    root = tmp_path / "mi"
+    linf = root / "cifar10" / "Linf"
+    linf.mkdir(parents=True)
+    if which == "card":
+        os.mkfifo(linf / "F.json")
+    else:
+        _card(linf, "F", "80.00", "50.00", _sweep_side("F.eps_sweep.png"))
+        target = linf / ("F.advtrain.json" if which == "sidecar" else "F.eps_sweep.png")
+        target.unlink(missing_ok=True)
+        os.mkfifo(target)
+    _report_fails(root, capsys, "is not a regular file")
+
+
+def test_directory_named_like_a_card_refused(tmp_path, capsys):
+    root = tmp_path / "mi"
+    _card(root / "cifar10" / "Linf", "A", "80.00", "50.00", {"n_ex": 10000})
+    (root / "cifar10" / "Linf" / "A.advtrain.json").unlink()
+    (root / "cifar10" / "Linf" / "A.advtrain.json").mkdir()
+    _report_fails(root, capsys, "is not a regular file")
+
+
+def test_size_depth_count_limits(tmp_path, capsys, monkeypatch):
+    from advtrain.eval import report
+
+    root = tmp_path / "big"
+    linf = root / "cifar10" / "Linf"
+    _card(linf, "Big", "80.00", "50.00", padding="x" * (report.MAX_JSON_BYTES + 1))
+    _report_fails(root, capsys, "more than a card may")
+
+    deep = tmp_path / "deep"
+    folder = deep.joinpath(*["d"] * (report.MAX_DEPTH + 1))
+    _card(folder, "Deep", "80.00", "50.00")
+    _report_fails(deep, capsys, f"more than {report.MAX_DEPTH} folders below")
+
+    many = tmp_path / "many"
+    monkeypatch.setattr(report, "MAX_CARDS", 3)
+    for i in range(4):
+        _card(many / "cifar10" / "Linf", f"M{i}", "80.00", "50.00")
+    _report_fails(many, capsys, "more than 3 cards")
+
+
+def test_curve_that_is_not_a_png_refused(tmp_path, capsys):
+    root = tmp_path / "mi"
+    linf = root / "cifar10" / "Linf"
+    _card(linf, "X", "80.00", "50.00", _sweep_side())
+    (linf / "X.eps_sweep.png").write_text("<script>alert(1)</script>")
+    _report_fails(root, capsys, "is not a PNG image")
+
+
+@pytest.mark.parametrize("value", [-1, 10 ** 12, "10000", 1.5, True])
+def test_sidecar_counts_checked(tmp_path, capsys, value):
+    root = tmp_path / "mi"
+    _card(root / "cifar10" / "Linf", "X", "80.00", "50.00", {"version": "custom", "n_ex": value})
+    _report_fails(root, capsys, "is not an image count")
+
+
+def test_newline_in_a_field_makes_no_row(tmp_path):
+    """Text of the sender's choosing never becomes a row, a link, an image or HTML in report.md."""
+    root = tmp_path / "mi"
+    injected = "WRN\n| Evil | cifar10 | Linf | 8/255 | x | 99.99 | 99.99 | full |\n"
+    _card(root / "cifar10" / "Linf", "X", "80.00", "50.00",
+          {"version": "custom", "n_ex": 100, "attacks": ["a\r\nb", "[c](http://evil.example)"]},
+          architecture=injected, dataset="cifar10\u2028| x |", eps="![i](http://e/x.png)<img src=x>")
+    assert main(["report", str(root)]) == 0
+    md = (root / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 3  # header, rule, the one card
+    row = table[2]
+    assert row.count(" | ") == 7  # 8 cells: every injected pipe is escaped
+    assert "Evil" in row and "\u2028" not in md and "\r" not in md
+    for raw in ("](http", "<img", "![", "www.", "http://"):
+        assert raw not in row, raw
+    page = (root / "report.html").read_text()
+    assert "<img src=x>" not in page and "&lt;img src=x&gt;" in page
+
+
+def test_a_link_to_a_card_inside_dir_is_one_row(tmp_path):
+    root = tmp_path / "mi"
+    _card(root / "cifar10" / "Linf", "A", "80.00", "50.00")
+    os.symlink(root / "cifar10" / "Linf" / "A.json", root / "cifar10" / "Linf" / "B.json")
+    assert main(["report", str(root)]) == 0
+    rows = [r for r in (root / "report.md").read_text().splitlines() if r.startswith("| A ")]
+    assert len(rows) == 1

@@ -84,7 +84,8 @@ def test_nan_on_one_rank_is_decided_by_all(tmp_path, policy):
 
 @pytest.mark.parametrize("rank,printed", [("0", True), ("1", False)])
 def test_user_error_printed_by_rank_zero_only(tmp_path, rank, printed):
-    env = dict(os.environ, WORLD_SIZE="2", RANK=rank, LOCAL_RANK=rank)
+    env = dict(os.environ, WORLD_SIZE="2", RANK=rank, LOCAL_RANK=rank, MASTER_ADDR="127.0.0.1",
+               MASTER_PORT="29500")  # a whole launch environment (never reached: the config fails)
     missing = str(tmp_path / "missing.yaml")
     proc = subprocess.run([sys.executable, "-m", "advtrain", "train", missing], env=env,
                           capture_output=True, text=True, timeout=120)
