@@ -99,7 +99,7 @@ def _list_config(W: World, line: str) -> str:
 
     root = make_image_folder(W.case / "tree", n_classes=3, per_class=(1, 1), size=16)
     (W.case / "train.txt").write_text(line + "\n")
-    return config(W, data={"dataset": "imagefolder", "root": root, "num_classes": 3, "image_size": 16,
+    return config(W, data={"dataset": "imagefolder", "root": root, "num_classes": 3, "image_size": 32,
                            "train_list": str(W.case / "train.txt"), "train_npz": None,
                            "test_npz": None})
 
