@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from advtrain.data import npz as npz_module
+
 from advtrain.data import build_train_loader, crop_flip_batch, derive_seed, provenance, read_npz, set_loader_epoch
 from advtrain.data.augment import crop_flip_params
 from advtrain.data.npz_convert import main as convert_main
@@ -170,6 +172,7 @@ def test_compressed_npz_cache_is_memory_mapped(tmp_path, monkeypatch, capfd):
     assert "decompressed it once" in capfd.readouterr().err
     (copy,) = [n for n in os.listdir(cache) if n.endswith(".npz")]
     mtime = os.stat(cache / copy).st_mtime_ns
+    monkeypatch.setattr(npz_module, "_NOTICES", set())  # a new run: the notice is printed again
     x2, _ = read_npz(path)
     assert isinstance(x2, np.memmap) and os.stat(cache / copy).st_mtime_ns == mtime  # reused, not rewritten
     assert "memory-mapping its decompressed copy" in capfd.readouterr().err
