@@ -85,10 +85,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     from attacks import AttackError  # attacks/ imports nothing from advtrain: its user errors map here
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # a usage error (one line, see _Parser) or --help: return its status
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    args.argv = ["advtrain", *argv]  # the command a card's sidecar records (also for main([...]))
 
     try:
         if args.command in ("train", "eval"):  # the launch environment, before anything else

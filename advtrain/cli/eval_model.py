@@ -116,10 +116,12 @@ def check_outputs(args, threat_model: str) -> None:
     from advtrain.eval.sweep import FILE_KINDS, SWEEP_SUFFIXES, sweep_paths
 
     sweep = sweep_paths(card.with_suffix("")) if getattr(args, "eps_sweep", None) else ()
-    outputs = {"card": card, "sidecar": side, "--save-adv": args.save_adv,
-               "--state-path": args.state_path,
-               **{f"the --eps-sweep {kind.replace('_', ' ')} file": path
-                  for kind, path in zip(FILE_KINDS, sweep)}}
+    names = {"csv": "the --eps-sweep CSV", "png": "the --eps-sweep plot",
+             "svg": "the --eps-sweep plot (SVG)", "convergence_png": "the --eps-sweep convergence plot",
+             "convergence_svg": "the --eps-sweep convergence plot (SVG)"}
+    outputs = {"card": card, "sidecar": side,
+               **{names[kind]: path for kind, path in zip(FILE_KINDS, sweep)},
+               "--save-adv": args.save_adv, "--state-path": args.state_path}
     check_distinct(outputs, {"CHECKPOINT": args.checkpoint, "--data-npz": args.data_npz,
                              "--data-root": args.data_root, "the RobustBench checkpoint": zoo},
                    family=(name, cards.CARD_SUFFIXES + SWEEP_SUFFIXES))
@@ -179,5 +181,5 @@ def write_card(args, result, meta: dict, *, test_images=None, extra=None, files=
     info = card_info(args, result.threat_model, meta["display"], test_images, training)
     extra = {"arch": meta["arch"], "weights": meta["weights"], "training": training, **(extra or {})}
     return cards.write_card(result, info, out_dir=args.out, overwrite=args.overwrite,
-                            command=["advtrain"] + sys.argv[1:] if sys.argv else None,
+                            command=getattr(args, "argv", None),
                             checkpoint=meta["checkpoint"], extra=extra, files=files)

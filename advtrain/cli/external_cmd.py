@@ -8,7 +8,6 @@ one, records the three values. Both files are written as one. (``advtrain eval -
 """
 from __future__ import annotations
 
-import sys
 
 
 def add_parser(subparsers) -> None:
@@ -31,6 +30,6 @@ def run(args) -> int:
     check_path(args.card, "CARD")
     external = ExternalEval(attack=args.attack, accuracy=args.acc, source=args.source)
     card, side = add_external(args.card, external,
-                              command=["advtrain"] + sys.argv[1:] if sys.argv else None)
+                              command=getattr(args, "argv", None))
     print(f"card: {card}" + (f"\nsidecar: {side}" if side else " (no advtrain sidecar)"))
     return 0

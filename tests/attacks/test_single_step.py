@@ -2,14 +2,12 @@
 reference code (SPEC §13.1, §13.2, §13.4), on tiny linear models whose input gradient is known."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 from torch import nn
 
 from attacks import FGSMRS, NFGSM, APGDTrain, AttackError
-from attacks.base import Attack
 
 E8 = 8 / 255
 
