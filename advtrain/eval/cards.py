@@ -336,16 +336,11 @@ MAX_CARD_BYTES = 1 << 20
 
 
 def _read_card_json(path: Path) -> dict:
-    try:
-        if path.stat().st_size > MAX_CARD_BYTES:
-            raise InputError(f"{path} is over {MAX_CARD_BYTES} bytes: not a result card")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not a readable JSON card ({type(e).__name__}); give the "
-                         "<name>.json that advtrain eval wrote") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path} holds a JSON {type(data).__name__}, not a card object")
-    return data
+    """A card or sidecar handed to ``advtrain external``: untrusted, through the one JSON reader."""
+    from advtrain.io.safeload import read_json_object
+
+    return read_json_object(path, MAX_CARD_BYTES, "card",
+                            fix="give the <name>.json that advtrain eval wrote")
 
 
 def add_external(card_path, external: ExternalEval, *, command: Optional[Sequence[str]] = None

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
-import stat
 import unicodedata
 from pathlib import Path
 from typing import List, Optional
@@ -33,6 +31,8 @@ from advtrain.eval.cards import CARD_THREAT_MODELS
 from advtrain.eval.settings import CORRUPTIONS
 from advtrain.errors import InputError
 from advtrain.io.names import SIDECAR_SUFFIX
+from advtrain.io.safeload import read_json_object
+from advtrain.io.safeload import read_regular as safe_read_regular
 
 
 # ----------------------------------------------------------------------------- reading DIR
@@ -69,28 +69,8 @@ def resolve_inside(path, root, what: str = "file") -> Path:
 
 
 def read_regular(path: Path, limit: int, what: str = "file") -> bytes:
-    """The bytes of the regular file ``path`` (resolved), at most ``limit`` of them; a FIFO, a
-    device, a directory or a larger file is one line (opened non-blocking, checked with fstat, so
-    a FIFO never blocks)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as e:
-        raise InputError(f"{path}: {e.strerror or e}; remove or replace the {what}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{path} is not a regular file; a report reads only regular files: "
-                             f"remove it from DIR")
-        if st.st_size > limit:
-            raise InputError(f"{path} holds {st.st_size} bytes, more than a {what} may "
-                             f"({limit}); remove it from DIR")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:  # grew while read
-            raise InputError(f"{path} is larger than a {what} may be ({limit} bytes); remove it")
-        return data
-    finally:
-        os.close(fd)
+    """The bytes of a regular file of DIR (:func:`advtrain.io.safeload.read_regular`)."""
+    return safe_read_regular(path, limit, what, fix="remove it from DIR")
 
 
 def find_cards(root) -> List[Path]:
@@ -136,15 +116,7 @@ def read_json(path: Path, root=None) -> dict:
     """A card or sidecar: a regular file inside ``root`` of at most MAX_JSON_BYTES, a JSON object."""
     if root is not None:
         path = resolve_inside(path, root, "JSON file")
-    raw = read_regular(path, MAX_JSON_BYTES, "card")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise InputError(f"{path} is not valid JSON ({str(e).splitlines()[0][:80]}); fix or "
-                         "remove the file") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path} holds a JSON {type(data).__name__}, not a card object; remove it")
-    return data
+    return read_json_object(path, MAX_JSON_BYTES, "card", fix="fix or remove the file")
 
 
 def _is_control(c: str) -> bool:

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import pickletools
+import stat
 import warnings
 import zipfile
 from typing import Any, Mapping
 
 import torch
 
-from advtrain.errors import CheckpointError
+from advtrain.errors import CheckpointError, InputError
 
 __all__ = ["check_tensors", "file_sha256", "load_state_file", "state_digest"]
 
@@ -301,3 +303,40 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_regular(path, limit: int, what: str = "file", fix: str = "remove or replace it") -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them: a file someone sent is
+    untrusted. A FIFO, a device, a directory or a larger file is one line ending in ``fix``
+    (opened non-blocking and without following a final link, checked with fstat: a FIFO never
+    blocks)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        raise InputError(f"{path}: {e.strerror or e}; {fix}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path} is not a regular file; {fix}")
+        if st.st_size > limit:
+            raise InputError(f"{path} holds {st.st_size} bytes, more than a {what} may ({limit}); {fix}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:  # grew while read
+            raise InputError(f"{path} is larger than a {what} may be ({limit} bytes); {fix}")
+        return data
+    finally:
+        os.close(fd)
+
+
+def read_json_object(path, limit: int, what: str = "card", fix: str = "fix or remove the file") -> dict:
+    """A JSON object read through :func:`read_regular` (the one reader of JSON files a user hands
+    over: cards, sidecars); malformed JSON or another JSON type is one line."""
+    raw = read_regular(path, limit, what, fix)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"{path} is not valid JSON ({str(e).splitlines()[0][:80]}); {fix}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} holds a JSON {type(data).__name__}, not a {what} object; {fix}")
+    return data

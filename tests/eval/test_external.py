@@ -199,3 +199,22 @@ def test_external_command_on_a_published_card_and_bad_cards(tmp_path, capsys):
     bad.write_text("[1, 2]")
     assert main(["external", str(bad), "--attack", "A", "--acc", "1", "--source", "s"]) == 2
     assert "not a card object" in capsys.readouterr().err
+
+
+def test_external_reads_a_card_it_was_sent_as_untrusted(tmp_path, capsys):
+    """A FIFO named as CARD is one line at once, and a card over the size limit is refused before
+    it is read (through the one JSON reader of io.safeload, as the report reads cards)."""
+    import os
+
+    from advtrain.cli import main
+    from advtrain.eval.cards import MAX_CARD_BYTES
+
+    fifo = tmp_path / "F.json"
+    os.mkfifo(fifo)
+    assert main(["external", str(fifo), "--attack", "A", "--acc", "1", "--source", "s"]) == 2
+    err = capsys.readouterr().err
+    assert str(fifo) in err and len(err.strip().splitlines()) == 1
+    big = tmp_path / "G.json"
+    big.write_text(" " * (MAX_CARD_BYTES + 1) + "{}")
+    assert main(["external", str(big), "--attack", "A", "--acc", "1", "--source", "s"]) == 2
+    assert f"more than a card may ({MAX_CARD_BYTES})" in capsys.readouterr().err
