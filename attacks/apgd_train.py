@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, AttackError, AttackOptions
-from .options import check_budget, check_setting
+from .options import check_budget
 
 LOSSES = ("ce", "dlr")
 

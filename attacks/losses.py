@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -70,4 +71,13 @@ def needs_nat(loss_fn: Callable) -> bool:
     return bool(getattr(loss_fn, "needs_nat", True))
 
 
-__all__ = ["ce_loss", "cw_loss", "kl_loss", "resolve_loss", "needs_nat", "LOSSES"]
+def natural_logits(model, x, loss_fn: Callable):
+    """The model's logits on the clean ``x`` (no graph) when ``loss_fn`` needs them, else None:
+    computed once per attack call, shared by every step."""
+    if not needs_nat(loss_fn):
+        return None
+    with torch.no_grad():
+        return model(x).detach()
+
+
+__all__ = ["ce_loss", "cw_loss", "kl_loss", "resolve_loss", "needs_nat", "natural_logits", "LOSSES"]

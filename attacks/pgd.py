@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, AttackError, AttackOptions, flat_norm, project
-from .losses import needs_nat, resolve_loss
+from .losses import natural_logits, resolve_loss
 from .options import check_budget, check_nonnegative, check_setting, setting
 
 INITS = ("uniform", "normal", "none")
@@ -81,10 +81,7 @@ class PGD(Attack):
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         loss_fn = resolve_loss(self.loss)
-        logits_nat = None
-        if needs_nat(loss_fn):
-            with torch.no_grad():
-                logits_nat = model(x).detach()
+        logits_nat = natural_logits(model, x, loss_fn)
         x_adv = self.initial_point(x)
         if self.steps == 0:
             return project(x_adv, x, self.eps, self.norm)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import AttackError, project
-from .losses import LOSSES, needs_nat, resolve_loss
+from .losses import natural_logits, resolve_loss
 from .pgd import PGD, PGDOptions
 
 
@@ -81,10 +81,7 @@ class BestPGD(PGD):
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         loss_fn = per_sample_loss(self.loss)
-        logits_nat = None
-        if needs_nat(LOSSES.get(self.loss, self.loss) if isinstance(self.loss, str) else self.loss):
-            with torch.no_grad():
-                logits_nat = model(x).detach()
+        logits_nat = natural_logits(model, x, resolve_loss(self.loss))
         x_adv = self.initial_point(x)  # PGD's start (the "normal" one unclipped, as PGD steps from it)
         best = project(x_adv.detach(), x, self.eps, self.norm)
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)

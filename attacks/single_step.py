@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import BN_MODES, Attack, AttackOptions
-from .losses import needs_nat, resolve_loss
+from .losses import natural_logits, resolve_loss
 from .options import check_budget, check_nonnegative, check_setting, setting
 from .pgd import PGD
 
@@ -97,10 +97,7 @@ class _SingleStep(Attack):
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         loss_fn = resolve_loss(self.loss)
-        logits_nat = None
-        if needs_nat(loss_fn):
-            with torch.no_grad():
-                logits_nat = model(x).detach()
+        logits_nat = natural_logits(model, x, loss_fn)
         delta = self.start(x)
         delta = torch.max(torch.min(delta, 1.0 - x), -x)  # image range: x + δ ∈ [0, 1]
         grad = PGD.input_grad(model, loss_fn, x + delta, y, logits_nat)
