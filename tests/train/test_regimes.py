@@ -76,7 +76,9 @@ def test_regime_trains_from_yaml_and_resumes_bit_identically(tmp_path, capsys, r
     if cfg["guard"]["policy"] != "off":  # the single-step regimes report FGSM next to PGD
         assert rows[-1]["test_fgsm"] != "" and rows[-1]["co"] in ("0", "1")
     if regime == "grad_align_cifar10.yaml":
-        assert float(rows[-1]["grad_align"]) > 0  # the regulariser is in the loss terms
+        # the regulariser is in the loss terms (lambda 0.2 x (1 - cos): about 0.35 here, far from
+        # the float noise of a near-zero 1 - cos)
+        assert float(rows[-1]["grad_align"]) > 0.01
 
 
 def test_per_step_schedule_resumes_mid_epoch_bit_identically(tmp_path, monkeypatch):
