@@ -187,9 +187,11 @@ def masking_check(sweep: dict) -> tuple:
                          "evaluation")]
 
 
+#: the figure formats written: raster for screens and the report, vector for papers
+FIGURE_FORMATS = ("png", "svg")
 #: the files of a sweep beside the card ``<stem>.json``, in the order of :data:`FILE_KINDS`
-SWEEP_SUFFIXES = (".eps_sweep.csv", ".eps_sweep.png", ".eps_sweep.svg", ".convergence.png",
-                  ".convergence.svg")
+SWEEP_SUFFIXES = (".eps_sweep.csv",) + tuple(f".{kind}.{fmt}" for kind in ("eps_sweep", "convergence")
+                                              for fmt in FIGURE_FORMATS)
 
 
 def sweep_paths(stem) -> tuple:
@@ -213,19 +215,13 @@ def sweep_files(sweep: dict, stem) -> dict:
         aa = p.get("autoattack_acc")
         writer.writerow([f"{p['eps']:.8g}", p["eps_str"], f"{p['pgd_acc']:.6f}",
                          "" if aa is None else f"{aa:.6f}"])
-    paths = sweep_paths(stem)
-    out = {paths[0]: buf.getvalue().encode("utf-8")}
-    for kind, fig in (("eps_sweep", plot_accuracy(sweep)), ("convergence", plot_convergence(sweep))):
-        for fmt in FIGURE_FORMATS:
-            out[str(stem.with_name(f"{stem.name}.{kind}.{fmt}"))] = figure_bytes(fig, fmt)
-    assert tuple(out) == paths, "SWEEP_SUFFIXES and sweep_files disagree"
-    return out
+    figures = [figure_bytes(fig, fmt) for fig in (plot_accuracy(sweep), plot_convergence(sweep))
+               for fmt in FIGURE_FORMATS]  # the order of SWEEP_SUFFIXES / FILE_KINDS
+    return dict(zip(sweep_paths(stem), [buf.getvalue().encode("utf-8"), *figures]))
 
 
 #: file kinds of :func:`sweep_files` in the sidecar's ``eps_sweep.files`` (same order)
 FILE_KINDS = ("csv", "png", "svg", "convergence_png", "convergence_svg")
-#: the figure formats written: raster for screens and the report, vector for papers
-FIGURE_FORMATS = ("png", "svg")
 
 
 def autoattack_label(sweep: dict) -> str:
