@@ -41,7 +41,8 @@ LOSSES = ("ce", "dlr")
 
 @dataclass(frozen=True)
 class APGDTrainOptions(AttackOptions):
-    """APGD's options: the norm (Linf, L2) and the mode, eval as revisiting-at (main.py:279-289)."""
+    """APGD's options: the norm (Linf, L2, L1: pyautoattack's L1-APGD) and the mode, eval as
+    revisiting-at (main.py:279-289)."""
 
 
 class APGDTrain(Attack):

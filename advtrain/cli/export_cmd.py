@@ -28,7 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=ZOO_DATASETS,
                    help="RobustBench dataset (a model trained on an ImageFolder exports as imagenet)")
     p.add_argument("--threat-model", default="Linf", choices=NORMS,
-                   help="RobustBench threat model of the export (default Linf)")
+                   help="threat model of the export (default Linf); RobustBench has no L1 one: "
+                        "an L1 model exports with --format hub")
     p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
     p.add_argument("--arch", help="architecture (default: the one recorded in the checkpoint)")
     p.add_argument("--weights", default="model", choices=WEIGHTS,
@@ -59,6 +60,8 @@ def run(args) -> int:
 
         raise InputError("--out and --card belong to --format hub; RobustBench exports go to "
                          "--model-dir")
+    export.check_zoo_threat_model(args.threat_model, "--threat-model",  # L1: no RobustBench table
+                                  "or export the model with --format hub")
     _check_outputs(args)  # before loading anything
     loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
                              weights=args.weights)

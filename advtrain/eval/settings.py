@@ -91,7 +91,7 @@ class EvalSettings:
 
         if self.norm not in NORMS:
             raise unknown("norm", self.norm, NORMS)
-        eps = parse_eps(self.eps)
+        eps = parse_eps(self.eps, self.norm)
         with user_errors():
             attacks = check_settings(**self.adapter_kwargs(eps=eps, attacks=self.attacks))
         object.__setattr__(self, "eps", eps)
