@@ -68,7 +68,7 @@ from torch import Tensor, nn
 
 from .autoattack_state import (STATE_FORMAT, AttackStateError, check_state_key,  # noqa: F401
                                pack_state, torch_load, torch_save, unpack_state)
-from .base import NORMS, AttackError, check_inputs, flat_norm, model_mode, unknown
+from .base import NORMS, AttackError, check_inputs, flat_norm, model_mode, rounding_slack, unknown
 
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "rand", "custom")
@@ -296,7 +296,8 @@ class AutoAttackAdapter:
             return []
         dist = flat_norm(x_adv - x, self.norm)
         worst = dist.max().item()
-        if worst > self.eps * (1 + 1e-5) + 1e-5 or x_adv.min() < 0 or x_adv.max() > 1:
+        slack = rounding_slack(self.norm, x[0].numel(), x.dtype)
+        if worst > self.eps * (1 + 1e-5) + 1e-5 + slack or x_adv.min() < 0 or x_adv.max() > 1:
             return [f"adversarial examples leave the {self.norm} ball or [0,1]: max distance "
                     f"{worst:.6g} for eps {self.eps:.6g}"]
         return []

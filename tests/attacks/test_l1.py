@@ -65,6 +65,15 @@ def test_l1_projection_is_the_soft_threshold_with_the_bisected_threshold(eps):
             assert np.linalg.norm(v - p) <= np.linalg.norm(v - w) + 1e-12
 
 
+def test_l1_projection_of_an_imagenet_sized_float32_batch_lands_on_the_sphere():
+    gen = torch.Generator().manual_seed(5)
+    delta = 0.1 * torch.randn(2, 3, 224, 224, generator=gen)
+    out = project_l1_ball(delta, 75.0)
+    assert out.dtype == torch.float32
+    norms = out.double().abs().sum(dim=(1, 2, 3))
+    assert norms.tolist() == pytest.approx([75.0, 75.0], rel=1e-5)
+
+
 def test_l1_projection_with_radius_zero_is_zero():
     delta = torch.randn(3, 5, dtype=torch.float64)
     assert torch.equal(project_l1_ball(delta, 0.0), torch.zeros_like(delta))

@@ -58,7 +58,9 @@ def test_eval_norm_l1_writes_a_card_with_the_official_accuracy(setup, capsys):
     rc = main(["eval", str(tmp / "tiny.pt"), "--dataset", "cifar10", "--data-npz",
                str(tmp / "test.npz"), "--norm", "L1", "--n-ex", str(N), "--batch-size", str(N),
                "--sanity-n", "4", "--sanity-steps", "1", "--quiet", "--out", str(tmp / "model_info")])
-    assert rc == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "L1 eps 12," in out and "note: eps" not in out  # 12 is no k/255
     card_path = tmp / "model_info" / "cifar10" / "L1" / "tiny.json"
     card = json.loads(card_path.read_text())
     side = json.loads(card_path.with_suffix(".advtrain.json").read_text())
@@ -104,3 +106,34 @@ def test_bad_l1_input_is_one_line(setup, capsys, argv, needle):
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
     assert not (tmp / "bad").exists()
+
+
+def test_the_ball_check_measures_l1_distances():
+    """The sanity check of the adversarial examples sums |x_adv − x| for L1 (not the L2 norm)."""
+    from advtrain.eval.sanity import verify_ball
+
+    x = torch.full((2, 3, 4, 4), 0.5)
+    x_adv = x.clone()
+    x_adv[0, 0, 0, :] += 0.25  # L1 1.0, L2 0.5: inside an L1 ball of 1.5
+    x_adv[1, :, :, :2] += 0.1  # L1 2.4 (24 pixels), L2 0.49: outside it
+    report, flags = verify_ball(x, x_adv, 1.5, "L1")
+    assert report["n_outside"] == 1 and report["max_dist"] == pytest.approx(2.4, abs=1e-5)
+    assert [f["code"] for f in flags] == ["outside-eps-ball"]
+    assert verify_ball(x, x_adv, 2.5, "L1")[0]["n_outside"] == 0
+
+
+def test_eps_ranges_follow_the_threat_model():
+    """An L1 (or L2) radius is a plain number that may exceed 1; a Linf one lies in [0, 1]; a card
+    spells 12 as "12", not "3060/255"."""
+    from advtrain.errors import InputError
+    from advtrain.eval.settings import EvalSettings, eps_note
+    from advtrain.utils import format_eps
+
+    assert EvalSettings(norm="L1", eps="12").eps == 12.0 and EvalSettings(norm="L1", eps=75).eps == 75.0
+    assert EvalSettings(norm="L2", eps="2").eps == 2.0
+    with pytest.raises(InputError, match=r"eps 12 = 12 is outside \[0, 1\]"):
+        EvalSettings(norm="Linf", eps=12)
+    with pytest.raises(InputError, match="is not a finite radius >= 0"):
+        EvalSettings(norm="L1", eps="inf")
+    assert [format_eps(e) for e in (12.0, 75.0, 2.0, 0.5, 8 / 255)] == ["12", "75", "2", "0.5", "8/255"]
+    assert eps_note(12.0) is None and eps_note(0.031) is not None
