@@ -34,15 +34,22 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, AttackError, AttackOptions
-from .options import check_budget
+from .options import check_budget, setting
 
 LOSSES = ("ce", "dlr")
 
 
 @dataclass(frozen=True)
 class APGDTrainOptions(AttackOptions):
-    """APGD's options: the norm (Linf, L2, L1: pyautoattack's L1-APGD) and the mode, eval as
-    revisiting-at (main.py:279-289)."""
+    """APGD's options: the norm (Linf, L2) and the mode, eval as revisiting-at (main.py:279-289).
+
+    No L1: started at the clean point (``x_init = x``), pyautoattack's L1-APGD takes its sparsity
+    from the start's support (``topk = L0(x_init - x)/d/1.5 = 0``), so every step moves one
+    coordinate (measured on a linear CIFAR-size model at eps 12: one pixel, L1 distance 0.56, after
+    2, 10 or 50 steps); Croce & Hein's own L1 training APGD (fra31/robust-finetuning
+    ``autopgd_train.py``) starts at 5 % instead. L1 training runs ``pgd`` / ``pgd_best``."""
+
+    norm: str = setting("Linf", choices=("Linf", "L2"))
 
 
 class APGDTrain(Attack):
