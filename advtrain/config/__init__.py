@@ -91,6 +91,9 @@ class ModelConfig:
     weights: Optional[str] = None  # timm models: local initial weights (tensors only)
     new_head: bool = False  # fine-tuning: load model.weights but the classifier head (fresh, any class count)
     drop_path: float = 0.0  # timm models: stochastic depth rate (timm's drop_path_rate)
+    # timm ConvNeXt / ViT (16x16 patches): revisiting-at's ConvStem in place of the patchify stem
+    # (advtrain.models.conv_stem; revisiting-at model.not_original 1)
+    conv_stem: bool = False
 
 
 @dataclass(frozen=True)
