@@ -94,6 +94,9 @@ class ModelConfig:
     # timm ConvNeXt / ViT (16x16 patches): revisiting-at's ConvStem in place of the patchify stem
     # (advtrain.models.conv_stem; revisiting-at model.not_original 1)
     conv_stem: bool = False
+    # timm models: the in-model ImageNet mean/std normaliser (false: mean 0, std 1, the network sees
+    # [0, 1] pixels, revisiting-at's model.add_normalization 0)
+    normalize: bool = True
 
 
 @dataclass(frozen=True)

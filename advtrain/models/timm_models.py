@@ -84,9 +84,12 @@ def _build(short: str, num_classes: int, image_size: int, drop_path: float = 0.0
 
 def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] = None,
                       weights: Optional[str] = None, new_head: bool = False,
-                      drop_path: float = 0.0, conv_stem: bool = False) -> TimmClassifier:
+                      drop_path: float = 0.0, conv_stem: bool = False,
+                      normalize: bool = True) -> TimmClassifier:
     """Build ``timm:<name>`` with ``num_classes`` outputs for ``image_size`` px inputs; ``conv_stem``:
-    revisiting-at's ConvStem in place of the patchify stem (:mod:`advtrain.models.conv_stem`)."""
+    revisiting-at's ConvStem in place of the patchify stem (:mod:`advtrain.models.conv_stem`);
+    ``normalize`` False: mean 0, std 1, the network sees the [0, 1] pixels (revisiting-at's
+    ``model.add_normalization 0``)."""
     short = timm_name(name)
     from advtrain.data.imagefolder import MAX_CLASSES, check_image_size
 
@@ -96,8 +99,9 @@ def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] 
         raise InputError(f"num_classes = {str(num_classes)[:30]} must be an integer in [1, "
                          f"{MAX_CLASSES}]")
     net = _build(short, num_classes, size, drop_path)
-    if not isinstance(conv_stem, bool):
-        raise InputError(f"conv_stem = {conv_stem!r} must be true or false")
+    for key, value in (("conv_stem", conv_stem), ("normalize", normalize)):
+        if not isinstance(value, bool):
+            raise InputError(f"{key} = {value!r} must be true or false")
     if conv_stem:
         from advtrain.models.conv_stem import add_conv_stem
 
@@ -105,11 +109,14 @@ def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] 
     cfg = getattr(net, "pretrained_cfg", None) or {}
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    model = TimmClassifier(net, cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD))
+    if normalize:
+        model = TimmClassifier(net, cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD))
+    else:
+        model = TimmClassifier(net, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     if weights is not None:
         load_timm_weights(model, weights, new_head=new_head)
     model.arch_name = PREFIX + short
-    model.conv_stem = conv_stem
+    model.conv_stem, model.normalize = conv_stem, normalize
     model.num_classes = num_classes
     model.image_size = size
     return model
@@ -200,6 +207,8 @@ def model_options(cfg) -> dict:
         out["drop_path"] = cfg.model.drop_path
     if cfg.model.conv_stem:
         out["conv_stem"] = True
+    if not cfg.model.normalize:
+        out["normalize"] = False
     return out
 
 
@@ -208,9 +217,10 @@ def check_model_section(m) -> bool:
     if not 0 <= m.drop_path < 1:
         raise InputError(f"config key 'model.drop_path' = {m.drop_path} must be in [0, 1)")
     if not is_timm(m.arch):
-        if m.weights is not None or m.new_head or m.drop_path or m.conv_stem:
+        if m.weights is not None or m.new_head or m.drop_path or m.conv_stem or not m.normalize:
             key = ("model.weights" if m.weights is not None else "model.new_head" if m.new_head else
-                   "model.drop_path" if m.drop_path else "model.conv_stem")
+                   "model.drop_path" if m.drop_path else "model.conv_stem" if m.conv_stem else
+                   "model.normalize")
             raise InputError(f"config key {key!r} applies to timm:<name> architectures only; "
                              "remove it")
         return False
@@ -236,6 +246,8 @@ def build_options(model: nn.Module) -> dict:
     out = {"num_classes": int(model.num_classes), "image_size": int(model.image_size)}
     if getattr(model, "conv_stem", False):
         out["conv_stem"] = True
+    if getattr(model, "normalize", True) is False:
+        out["normalize"] = False
     return out
 
 
@@ -252,6 +264,8 @@ def recorded_options(ckpt) -> dict:
     model = config.get("model") if isinstance(config, dict) else None
     if isinstance(model, dict) and model.get("conv_stem") is True:
         out["conv_stem"] = True
+    if isinstance(model, dict) and model.get("normalize") is False:
+        out["normalize"] = False
     return out
 
 

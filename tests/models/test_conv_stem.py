@@ -1,6 +1,7 @@
-"""revisiting-at's ConvStem (model.conv_stem) against the source's layer lists, typed in here from
-nmndeep/revisiting-at @ d7166c0 utils_architecture.py: ConvBlock1(48) for ConvNeXt-T (:198-217,
-:241-244), ConvBlock(48, end_siz=8) for ViT-S (:120-144, :271-275), LayerNorm channels_first (:57-82)."""
+"""revisiting-at's model options: the ConvStem (model.conv_stem) against the source's layer lists, typed
+in here from nmndeep/revisiting-at @ d7166c0 utils_architecture.py: ConvBlock1(48) for ConvNeXt-T
+(:198-217, :241-244), ConvBlock(48, end_siz=8) for ViT-S (:120-144, :271-275), LayerNorm channels_first
+(:57-82); and model.normalize false (model.add_normalization 0: the network sees [0, 1] pixels)."""
 from __future__ import annotations
 
 import pytest
@@ -117,3 +118,33 @@ def test_conv_stem_key_is_checked_at_load():
         add_conv_stem(vit8, "vit_small_patch8_224")
     with pytest.raises(InputError, match="true or false"):
         create_model("timm:test_vit", num_classes=3, image_size=32, conv_stem="yes")
+
+
+def test_normalize_false_feeds_the_network_the_pixels():
+    """revisiting-at's model.add_normalization 0 (run_train.sh:12; main.py:826-828 adds the
+    ImageNormalizer only when it is 1): the network sees the [0, 1] image itself."""
+    from advtrain.models.timm_models import build_options, recorded_options
+
+    model = create_model("timm:test_vit", num_classes=3, image_size=32, normalize=False).eval()
+    normed = create_model("timm:test_vit", num_classes=3, image_size=32).eval()
+    normed.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(x), model.model(x), atol=1e-6, rtol=0)
+        mean = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)  # test_vit's pretrained_cfg: 0.5 / 0.5
+        assert torch.allclose(normed(x), model.model((x - mean) / 0.5), atol=1e-5, rtol=0)
+        assert not torch.allclose(model(x), normed(x), atol=1e-3)
+    options = build_options(model)
+    assert options == {"num_classes": 3, "image_size": 32, "normalize": False}
+    rebuilt = create_model("timm:test_vit", **options).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    ckpt = {"arch": "timm:test_vit", "num_classes": 3, "config": {"data": {"image_size": 32},
+                                                                   "model": {"normalize": False}}}
+    assert recorded_options(ckpt)["normalize"] is False
+    cfg = C.from_dict({"data": {"dataset": "imagefolder", "num_classes": 3},
+                       "model": {"arch": "timm:test_vit", "normalize": False}, "objective": {"name": "pgd_at"}})
+    assert C.resolve(cfg)["model"]["normalize"] is False
+    with pytest.raises(InputError, match="model.normalize' applies to timm"):
+        C.from_dict({"model": {"arch": "wrn-16-2", "normalize": False}, "objective": {"name": "pgd_at"}})
