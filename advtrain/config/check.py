@@ -192,7 +192,7 @@ def _check_soft_targets(cfg) -> None:
 
 
 #: training attacks whose losses read soft targets (attacks.base.SOFT_LOSSES)
-SOFT_TARGET_ATTACKS = ("pgd", "pgd_best", "none")
+SOFT_TARGET_ATTACKS = ("pgd", "pgd_best", "apgd", "none")
 #: optimisers of ``optim.name`` and the keys that only one of them reads
 OPTIMIZERS = {"sgd": ("momentum", "nesterov"), "adamw": ("betas", "eps")}
 #: ``optim.wd_exclude``: which parameters get no weight decay (advtrain.train.setup.make_optimizer)

@@ -275,6 +275,10 @@ def test_imagenet_recipe_trains_one_step_of_a_tiny_variant(tmp_path, name):
     trainer._set_epoch_hparams(1)
     trainer._set_update_lr(1, 0)
     p = trainer.parts
+    # the recipe's model options reach the built model (revisiting-at: ConvStem, no normaliser)
+    assert any(type(m).__name__ == "ConvStem" for m in p.model.modules()) == full.model.conv_stem
+    norm = [m for m in p.model.modules() if type(m).__name__ == "TimmClassifier"][0]
+    assert (float(norm.std.min()) == 1.0 and float(norm.mean.abs().max()) == 0.0) == (not full.model.normalize)
     assert p.optimizer.param_groups[0]["lr"] == pytest.approx(lr_at_update(0, 3, cfg.optim))
     assert p.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.warmup_lr)
     assert len(p.optimizer.param_groups) == 2  # with and without weight decay
