@@ -10,7 +10,8 @@ gets every load-time check, in this order, before any real memory is spent on th
    ``.advtrain.json`` sidecar (:func:`advtrain.hub.zoo.read_sidecar`);
 3. the architecture is built on the **meta device** and the file's keys, shapes and dtypes are
    compared with it (:func:`advtrain.models.convert.check_fits`): a 300 KB file recording a huge
-   architecture is refused without allocating it;
+   architecture is refused without allocating it (a constructor that cannot run on the meta
+   device, timm's ConvNeXt and ViT, is built on the CPU for this check instead);
 4. only then is the model built for real and loaded strictly.
 
 RobustBench ``model_dir`` files (:func:`load_zoo`) go the same way, with RobustBench's zoo entry (or
@@ -148,10 +149,24 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
 
 def build_checked(build: Callable[[], nn.Module], state: Mapping[str, Any], name: str) -> nn.Module:
     """``build()`` on the meta device, ``state`` checked against it, then built for real and loaded."""
-    with torch.device("meta"):
-        skeleton = build()
-    check_fits(skeleton, state, strict=True, name=name)
-    return load_weights(build(), state, strict=True, name=name)
+    skeleton = _on_meta(build)
+    model = build() if skeleton is None else None
+    check_fits(skeleton if skeleton is not None else model, state, strict=True, name=name)
+    return load_weights(model if model is not None else build(), state, strict=True, name=name)
+
+
+def _on_meta(build: Callable[[], nn.Module]) -> Optional[nn.Module]:
+    """``build()`` on the meta device, or None for a constructor that computes with its tensors
+    while it builds (timm's ConvNeXt and ViT read their drop-path rates with ``.item()`` /
+    ``.tolist()``, which a meta tensor cannot give); the caller then builds on the CPU instead (the
+    same check, at the cost of the model's memory once)."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except (RuntimeError, NotImplementedError) as e:
+        if "meta" not in str(e):
+            raise
+        return None
 
 
 def skeleton(arch: Any, dataset: Any = None, num_classes: Any = None,
@@ -164,9 +179,12 @@ def skeleton(arch: Any, dataset: Any = None, num_classes: Any = None,
 
     if not isinstance(arch, str):
         return None
+    def build():
+        return create_model(arch, dataset=dataset, **{"num_classes": num_classes, **(options or {})})
+
     try:
-        with torch.device("meta"):
-            return create_model(arch, dataset=dataset, **{"num_classes": num_classes, **(options or {})})
+        model = _on_meta(build)
+        return model if model is not None else build()
     except (AdvtrainError, TypeError, ValueError, RuntimeError, NotImplementedError):
         return None
 

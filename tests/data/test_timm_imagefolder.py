@@ -388,3 +388,21 @@ def test_eval_imagefolder_random_subset_is_fixed_and_sized(tmp_path):
     args.n_ex = 21
     with pytest.raises(InputError, match="has 20 images"):
         load_folder_eval(args, model)
+
+
+@pytest.mark.parametrize("arch", ["timm:convnext_atto", "timm:vit_tiny_patch16_224"])
+def test_convnext_and_vit_checkpoints_evaluate(tmp_path, arch):
+    """Their constructors cannot run on the meta device (timm reads drop-path rates with .item()):
+    the checkpoint reader and the model loader check them on a CPU build, and eval writes a card."""
+    from advtrain.cli import main
+    from advtrain.train.loop import fit
+
+    run = fit(folder_config(tmp_path / "t", "pgd_at", model={"arch": arch}, optim={"epochs": 1},
+                            eval={"test_pgd_steps": 0}))
+    out = tmp_path / "cards"
+    rc = main(["eval", os.path.join(run, "last.pt"), "--dataset", "imagefolder", "--version", "custom",
+               "--attacks", "apgd-ce", "--n-iter", "1", "--n-ex", "4", "--no-sanity", "--quiet",
+               "--out", str(out), "--name", "Tiny_C"])
+    assert rc == 0
+    card = json.loads((out / "imagefolder" / "Linf" / "Tiny_C.json").read_text())
+    assert card["eps"] == "4/255" and "clean_acc" in card and "autoattack_acc" in card
