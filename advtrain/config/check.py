@@ -171,7 +171,7 @@ def _check_guard(cfg) -> None:
 
 #: objectives whose losses take mixup/cutmix soft targets (y only through F.cross_entropy, which
 #: reads a B×K float target as class probabilities: soft-target CE, as ARES / revisiting-at)
-SOFT_TARGETS = ("pgd_at", "trades")
+SOFT_TARGETS = ("ce", "pgd_at", "trades")
 
 
 def _check_soft_targets(cfg) -> None:

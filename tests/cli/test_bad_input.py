@@ -268,7 +268,7 @@ CASES = [
          lambda W: ["train", config(W, data={"dataset": "imagefolder", "num_classes": 10, "mixup": 0.8,
                                              "train_npz": None, "test_npz": None, "augment": "basic"},
                                     objective={"name": "gkl_at"})],
-         "give soft targets, which objective 'gkl_at' does not take", "objective pgd_at or trades, or no mixup"),
+         "give soft targets, which objective 'gkl_at' does not take", "objective ce or pgd_at or trades, or no mixup"),
     Case("config-timm-randaugment", "config `data.timm_randaugment: rand-m9-q4` on an ImageFolder",
          lambda W: ["train", config(W, data={"dataset": "imagefolder", "num_classes": 10, "train_npz": None,
                                              "test_npz": None, "augment": "basic",
