@@ -36,7 +36,7 @@ from torch import nn
 
 from advtrain.hub import zoo as zoo
 from advtrain.errors import CheckpointError, InputError, unknown
-from advtrain.models.convert import check_fits, load_weights
+from advtrain.models.convert import build_skeleton, check_fits, load_weights
 from advtrain.models.timm_models import recorded_options
 from advtrain.io.names import SIDECAR_SUFFIX
 from advtrain.io.safeload import file_sha256, load_state_file
@@ -149,24 +149,8 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
 
 def build_checked(build: Callable[[], nn.Module], state: Mapping[str, Any], name: str) -> nn.Module:
     """``build()`` on the meta device, ``state`` checked against it, then built for real and loaded."""
-    skeleton = _on_meta(build)
-    model = build() if skeleton is None else None
-    check_fits(skeleton if skeleton is not None else model, state, strict=True, name=name)
-    return load_weights(model if model is not None else build(), state, strict=True, name=name)
-
-
-def _on_meta(build: Callable[[], nn.Module]) -> Optional[nn.Module]:
-    """``build()`` on the meta device, or None for a constructor that computes with its tensors
-    while it builds (timm's ConvNeXt and ViT read their drop-path rates with ``.item()`` /
-    ``.tolist()``, which a meta tensor cannot give); the caller then builds on the CPU instead (the
-    same check, at the cost of the model's memory once)."""
-    try:
-        with torch.device("meta"):
-            return build()
-    except (RuntimeError, NotImplementedError) as e:
-        if "meta" not in str(e):
-            raise
-        return None
+    check_fits(build_skeleton(build), state, strict=True, name=name)
+    return load_weights(build(), state, strict=True, name=name)
 
 
 def skeleton(arch: Any, dataset: Any = None, num_classes: Any = None,
@@ -183,8 +167,7 @@ def skeleton(arch: Any, dataset: Any = None, num_classes: Any = None,
         return create_model(arch, dataset=dataset, **{"num_classes": num_classes, **(options or {})})
 
     try:
-        model = _on_meta(build)
-        return model if model is not None else build()
+        return build_skeleton(build)
     except (AdvtrainError, TypeError, ValueError, RuntimeError, NotImplementedError):
         return None
 
