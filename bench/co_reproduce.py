@@ -187,7 +187,8 @@ def write_figure(name: str, s: dict, runs: dict, policy: str, stem: str) -> None
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_xticks(ep)
-    ax.set_title(f"{name}: {s['about']}", fontsize=7)
+    verdict = f"guard fired at epoch {fired[0]}" if fired else "guard never fired"
+    ax.set_title(f"{name}: {s['about']}\n{verdict}", fontsize=7)
     ax.legend(fontsize=6, loc="center right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
