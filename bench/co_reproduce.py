@@ -161,9 +161,8 @@ def main(argv=None) -> None:
 def write_figure(name: str, s: dict, runs: dict, policy: str, stem: str) -> None:
     """PGD and FGSM test accuracy per epoch, the unguarded run as lines, the guarded run as open
     markers ending where it stopped, the epoch where the guard fired marked; PNG + SVG."""
-    from advtrain.eval.sweep import FIGURE_FORMATS
     from advtrain.io.atomic import commit_files
-    from advtrain.utils import figure_bytes, new_figure
+    from advtrain.utils import FIGURE_FORMATS, figure_bytes, new_figure
 
     fig = new_figure((5.6, 3.4))
     ax = fig.add_subplot()
