@@ -80,6 +80,8 @@ def test_guard_stops_at_the_last_good_epoch_on_a_real_run(tmp_path, capsys):
     assert best["epoch"] == 1 and states_equal(best["model"], first["model"])
     assert last["epoch"] == 2 and not states_equal(last["model"], first["model"])
     assert last["guard"]["stopped"] == 2
+    summary = open(os.path.join(run, "summary.txt")).read()
+    assert "guard (stop): epoch(s) 2 flagged, run stopped; last good epoch 1 (best.pt)" in summary
     # resuming a stopped run trains nothing more
     fit(None, run_dir=run, resume=True)
     assert ck.load(os.path.join(run, "last.pt"))["epoch"] == 2 and len(_rows(run)) == 2
@@ -106,6 +108,7 @@ def test_default_tolerance_does_not_call_a_fall_on_both_attacks_co(tmp_path, cap
     assert [r["best_epoch"] for r in rows] == ["1", "2", "3"]  # every epoch good: best.pt follows
     assert ck.load(os.path.join(run, "best.pt"))["epoch"] == 3
     assert "CATASTROPHIC OVERFITTING" not in capsys.readouterr().out
+    assert "guard (stop): no epoch flagged" in open(os.path.join(run, "summary.txt")).read()
 
 
 def test_guard_settings_are_checked_where_they_enter(tmp_path):
