@@ -393,8 +393,11 @@ class Trainer:
     def _finish(self) -> None:
         if not D.is_main():
             return
+        from advtrain.train.guard import summary_line
+
         text = M.summary_text(self.progress.history, self.cfg.paper_row, self.log.subset)
-        text += "\n" + M.threads_line()
+        guard = summary_line(self.progress.guard, self.cfg.guard.policy)
+        text += ("\n" + guard if guard else "") + "\n" + M.threads_line()
         atomic_write_text(os.path.join(self.run_dir, "summary.txt"), text + "\n")
         print(text)
 
