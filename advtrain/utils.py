@@ -14,9 +14,10 @@ from advtrain.errors import InputError
 
 
 def format_eps(eps: float) -> str:
-    """RobustBench's spelling of eps: ``"8/255"`` when eps*255 is a whole number, else a decimal."""
+    """RobustBench's spelling of eps: ``"8/255"`` when eps < 1 and eps*255 is a whole number, else
+    a decimal (L2 ``"0.5"``, L1 ``"12"``)."""
     k = eps * 255
-    if eps > 0 and abs(k - round(k)) < 1e-6:
+    if 0 < eps < 1 and abs(k - round(k)) < 1e-6:
         return f"{int(round(k))}/255"
     frac = Fraction(eps).limit_denominator(1000)
     if abs(float(frac) - eps) < 1e-9 and frac.denominator <= 10:
@@ -88,8 +89,10 @@ def git_commit() -> Optional[str]:
 _EPS_FIX = "give a number like 0.0314 or a fraction like 8/255"
 
 
-def parse_eps(value: Union[str, float, int]) -> float:
-    """``"8/255"`` / ``"0.0314"`` / ``0.0314`` -> float in [0, 1]; anything else -> InputError."""
+def parse_eps(value: Union[str, float, int], norm: Optional[str] = "Linf") -> float:
+    """``"8/255"`` / ``"0.0314"`` / ``0.0314`` / ``12`` -> float in the range of a ``norm`` radius
+    (:func:`check_eps`; ``None``: the norm is not known yet, its range is checked later); anything
+    else -> InputError."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InputError(f"invalid eps {value!r}; {_EPS_FIX}")
     try:
@@ -100,9 +103,18 @@ def parse_eps(value: Union[str, float, int]) -> float:
             out = float(value.strip() if isinstance(value, str) else value)
     except (ValueError, ZeroDivisionError, OverflowError):
         raise InputError(f"invalid eps {value!r}; {_EPS_FIX}") from None
-    if not math.isfinite(out) or out < 0 or out > 1:
-        raise InputError(f"eps {value!r} = {out:g} is outside [0, 1]; images live in [0, 1] (e.g. 8/255)")
-    return out
+    return check_eps(out, norm, f"eps {value!r} = {out:g}")
+
+
+def check_eps(eps: float, norm: Optional[str], what: str) -> float:
+    """``eps`` if it is a radius of threat model ``norm``: Linf in [0, 1] (images live in [0, 1]);
+    L2 and L1 (sums over the pixels: revisiting-at evaluates ImageNet at L2 2 and L1 75) and
+    ``None`` (not known yet) any finite number >= 0. ``what`` names the value in the message."""
+    if math.isfinite(eps) and eps >= 0 and (norm != "Linf" or eps <= 1):
+        return eps
+    if norm == "Linf":
+        raise InputError(f"{what} is outside [0, 1]; images live in [0, 1] (e.g. 8/255)")
+    raise InputError(f"{what} is not a finite radius >= 0; e.g. 8/255 (Linf), 0.5 (L2), 12 (L1)")
 
 
 #: resolution of every PNG figure advtrain writes (journals ask for >= 150 dpi)

@@ -53,8 +53,15 @@ LOSSES = ("ce", "dlr")
 @dataclass(frozen=True)
 class APGDTrainOptions(AttackOptions):
     """APGD's options: the norm (Linf, L2), the mode, eval as revisiting-at (main.py:279-289), and
-    the label smoothing of the CE attack loss's target (revisiting-at: timm Mixup's 0.1, main.py:604-607)."""
+    the label smoothing of the CE attack loss's target (revisiting-at: timm Mixup's 0.1, main.py:604-607).
 
+    No L1: started at the clean point (``x_init = x``), pyautoattack's L1-APGD takes its sparsity
+    from the start's support (``topk = L0(x_init - x)/d/1.5 = 0``), so every step moves one
+    coordinate (measured on a linear CIFAR-size model at eps 12: one pixel, L1 distance 0.56, after
+    2, 10 or 50 steps); Croce & Hein's own L1 training APGD (fra31/robust-finetuning
+    ``autopgd_train.py``) starts at 5 % instead. L1 training runs ``pgd`` / ``pgd_best``."""
+
+    norm: str = setting("Linf", choices=("Linf", "L2"))
     label_smoothing: float = setting(0.0, min=0.0, lt=1.0)
 
 

@@ -18,14 +18,25 @@ Examples::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .base import Attack, AttackError, AttackOptions
+from .options import setting
 from .pgd import PGD
+
+
+@dataclass(frozen=True)
+class FGSMOptions(AttackOptions):
+    """FGSM's options: norm and bn_mode; no start to choose (always x). Linf and L2 only: one
+    step of the whole radius has no L1 form here (an L1 attack takes several sparse steps: pgd)."""
+
+    norm: str = setting("Linf", choices=("Linf", "L2"))
 
 
 class FGSM(PGD):
     """PGD with one step of size ``eps`` from the clean input (``alpha`` follows ``eps``)."""
 
-    Options = AttackOptions  # norm and bn_mode; no start to choose (always x)
+    Options = FGSMOptions
 
     def __init__(self, eps: float = 8 / 255, norm: str = "Linf", loss="ce", bn_mode: str = "eval"):
         super().__init__(eps=eps, alpha=eps, steps=1, norm=norm, loss=loss, init="none",

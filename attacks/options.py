@@ -24,7 +24,7 @@ import dataclasses
 import difflib
 import math
 import numbers
-from typing import Any
+from typing import Any, Optional
 
 
 class AttackError(ValueError):
@@ -47,6 +47,14 @@ def setting(default: Any, **rule: Any) -> Any:
 def option_names(options_cls) -> tuple:
     """The option keys an attack's options dataclass declares, in order."""
     return tuple(f.name for f in dataclasses.fields(options_cls))
+
+
+def option_choices(options_cls, name: str) -> Optional[tuple]:
+    """The ``choices`` rule of option ``name`` of ``options_cls`` (None: no such option or rule)."""
+    for f in dataclasses.fields(options_cls):
+        if f.name == name:
+            return f.metadata.get("choices")
+    return None
 
 
 def check_setting(options_cls, name: str, value: Any, key: str = "") -> Any:

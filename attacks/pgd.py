@@ -1,15 +1,30 @@
 r"""PGD in the paper "Towards Deep Learning Models Resistant to Adversarial Attacks" (Madry et al., 2018).
 
 Maximises ``loss_fn(f(x'), y, f(x))`` over :math:`x' ∈ B_p(x, ε) ∩ [0,1]^d`:
-Linf :math:`x' ← Π(x' + α·sign(∇_{x'}L))`, L2 :math:`x' ← Π(x' + α·∇L/‖∇L‖_2)`.
+Linf :math:`x' ← Π(x' + α·sign(∇_{x'}L))`, L2 :math:`x' ← Π(x' + α·∇L/‖∇L‖_2)`,
+L1 :math:`x' ← Π(x' + α·s)` with SLIDE's sparse step ``s`` (below).
 
-Distance Measure : Linf, L2
+Distance Measure : Linf, L2, L1
+
+L1 (Tramèr & Boneh, "Adversarial Training and Robustness for Multiple Perturbations", NeurIPS
+2019, SLIDE; cleverhans' ``sparse_l1_descent``): the L1 steepest-ascent direction moves one
+coordinate only, so the step moves every coordinate whose ``|g_i|`` reaches the ``l1_sparsity``-th
+percentile of ``|g|`` (default 99: cleverhans' ``grad_sparsity=99``, the value of the paper's
+CIFAR-10 experiments), by ``sign(g_i)``, divided by their count: ``‖s‖_1 = 1`` (fewer where
+``g_i = 0``), so the step has L1 norm α. ``Π``: the exact Euclidean projection of δ onto the L1 ball
+(Duchi et al. 2008, :func:`attacks.base.project_l1_ball`), then the clip to [0, 1]: a point of the
+intersection (the clip only shrinks each ``|δ_i|``), not the exact projection onto it, which
+pyautoattack's L1-APGD computes (``L1_projection``; use ``attack.name: apgd`` for that). The
+``"uniform"`` start in the L1 ball: ``δ = ε·U^{1/d}·η/‖η‖_1`` with ``η`` i.i.d. Laplace(0, 1) (the
+normalised Laplace vector is uniform on the L1 sphere, the radius ``ε·U^{1/d}`` makes the point
+uniform in the ball; cleverhans' ``rand_init``, there with the Laplace location 1), then clipped to
+[0, 1].
 
 Arguments:
     eps (float): radius of the ball. (Default: 8/255)
     alpha (float): step size. (Default: 2/255)
     steps (int): number of steps. (Default: 10)
-    norm (str): ``"Linf"`` or ``"L2"``. (Default: ``"Linf"``)
+    norm (str): ``"Linf"``, ``"L2"`` or ``"L1"``. (Default: ``"Linf"``)
     loss (str or callable): ``"ce"``, ``"cw"``, ``"kl"`` (TRADES) or a callable
         ``loss_fn(logits_adv, y, logits_nat) -> scalar`` (see :mod:`attacks.losses`; the DKL/GKL
         attack loss is :class:`advtrain.losses.DKLAttackLoss`). (Default: ``"ce"``)
@@ -19,6 +34,8 @@ Arguments:
         reference, SPEC §2.3); ``"none"``: ``x``. (Default: ``"uniform"``)
     init_std (float): standard deviation of the ``"normal"`` start. (Default: 0.001)
     bn_mode (str): ``"eval"``, ``"train"`` or ``"train_frozen"`` (see :mod:`attacks.base`). (Default: ``"eval"``)
+    l1_sparsity (float): L1 only: the percentile of ``|g|`` a coordinate must reach to move, in
+        [0, 100) (0: every coordinate). (Default: 99, SLIDE / cleverhans)
 
 Shape:
     - model: maps B×... inputs in [0,1] to B×C logits; passed on every call.
@@ -48,6 +65,8 @@ from .losses import natural_logits, resolve_loss
 from .options import check_budget, check_nonnegative, check_setting, setting
 
 INITS = ("uniform", "normal", "none")
+#: SLIDE's default percentile (Tramèr & Boneh 2019; cleverhans ``sparse_l1_descent(grad_sparsity=99)``)
+L1_SPARSITY = 99.0
 
 
 @dataclass(frozen=True)
@@ -64,10 +83,16 @@ class PGD(Attack):
 
     def __init__(self, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
                  norm: str = PGDOptions.norm, loss="ce", init: str = PGDOptions.init,
-                 init_std: float = 0.001, bn_mode: str = PGDOptions.bn_mode):
+                 init_std: float = 0.001, bn_mode: str = PGDOptions.bn_mode,
+                 l1_sparsity: float = L1_SPARSITY):
         super().__init__(eps, norm=norm, bn_mode=bn_mode)
         check_budget(eps, alpha, steps)
         check_nonnegative("init_std", init_std)
+        check_nonnegative("l1_sparsity", l1_sparsity)
+        if l1_sparsity >= 100:
+            raise AttackError(f"attack l1_sparsity must be a percentile in [0, 100), got "
+                              f"{l1_sparsity!r}; SLIDE uses 99")
+        self.l1_sparsity = float(l1_sparsity)
         resolve_loss(loss)
         self.alpha, self.steps = alpha, steps
         self.loss = loss
@@ -99,6 +124,8 @@ class PGD(Attack):
             return x + self.init_std * torch.randn_like(x)
         if self.norm == "Linf":
             delta = torch.empty_like(x).uniform_(-self.eps, self.eps)
+        elif self.norm == "L1":
+            delta = uniform_l1_ball(x, self.eps)
         else:
             delta = uniform_l2_ball(x, self.eps)
         return (x + delta).clamp(0.0, 1.0)
@@ -117,11 +144,37 @@ class PGD(Attack):
         return grad
 
     def direction(self, grad: Tensor) -> Tensor:
-        """Steepest-ascent unit step: sign(g) for Linf, g/‖g‖₂ for L2 (0 where g = 0)."""
+        """Steepest-ascent unit step: sign(g) for Linf, g/‖g‖₂ for L2 (0 where g = 0), SLIDE's
+        sparse step for L1 (:func:`l1_direction`)."""
         if self.norm == "Linf":
             return grad.sign()
+        if self.norm == "L1":
+            return l1_direction(grad, self.l1_sparsity)
         norms = flat_norm(grad, "L2").clamp_min(1e-12)
         return grad / norms.view(-1, *([1] * (grad.dim() - 1)))
+
+
+def l1_direction(grad: Tensor, sparsity: float = L1_SPARSITY) -> Tensor:
+    r"""SLIDE's L1 step of unit L1 norm (module docstring): per example, the coordinates with
+    ``|g_i| >= t`` (``t``: the ``k``-th smallest ``|g_i|``, ``k = max(⌊q/100·d⌋, 1)``, as
+    cleverhans' ``kthvalue``; ties all move) get ``sign(g_i)/n``, ``n`` their count; others 0."""
+    flat = grad.reshape(grad.shape[0], -1)
+    mag = flat.abs()
+    k = max(int(sparsity / 100.0 * flat.shape[1]), 1)
+    threshold = mag.kthvalue(k, dim=1, keepdim=True).values
+    chosen = (mag >= threshold).to(flat.dtype)
+    step = flat.sign() * chosen / chosen.sum(dim=1, keepdim=True)
+    return step.view_as(grad)
+
+
+def uniform_l1_ball(x: Tensor, eps: float) -> Tensor:
+    r"""δ uniform in the L1 ball of radius ε: direction η/‖η‖₁ with η i.i.d. Laplace(0, 1)
+    (uniform on the L1 sphere), radius ε·U^{1/d}."""
+    flat = torch.empty_like(x).exponential_().reshape(x.shape[0], -1)  # |η|: Exp(1)
+    sign = torch.randint_like(flat, 2) * 2 - 1
+    direction = sign * flat / flat.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    radius = eps * torch.rand(x.shape[0], 1, device=x.device, dtype=x.dtype) ** (1.0 / flat.shape[1])
+    return (direction * radius).view_as(x)
 
 
 def uniform_l2_ball(x: Tensor, eps: float) -> Tensor:

@@ -77,8 +77,7 @@ class _SingleStep(Attack):
 
     def __init__(self, eps: float = 8 / 255, alpha: Optional[float] = None, loss="ce",
                  norm: str = "Linf", bn_mode: str = "train"):
-        check_setting(self.Options, "norm", norm, "attack norm")
-        super().__init__(eps, norm=norm, bn_mode=bn_mode)
+        super().__init__(eps, norm=norm, bn_mode=bn_mode)  # the norm against self.Options
         self.alpha = self.ALPHA_RATIO * eps if alpha is None else alpha
         check_nonnegative("alpha", self.alpha)
         resolve_loss(loss)

@@ -113,7 +113,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from advtrain.cli import eval_corruptions as corruptions, eval_sweep as sweep
 
-    on_corruptions = corruptions.requested(args)  # --threat-model Linf/L2 sets --norm
+    on_corruptions = corruptions.requested(args)  # --threat-model Linf/L2/L1 sets --norm
     eval_model.resolve_defaults(args, corruptions=on_corruptions)  # unset: the dataset's facts
     sweep.check_args(args)
     eval_model.external(args)  # all three --external-* or none (attack cards only), before any work

@@ -16,7 +16,7 @@ from attacks import NORMS
 
 def add_arguments(parser) -> None:
     parser.add_argument("--threat-model", choices=CARD_THREAT_MODELS,
-                        help="Linf/L2: the same as --norm; corruptions: CIFAR-10-C/100-C accuracy "
+                        help="Linf/L2/L1: the same as --norm; corruptions: CIFAR-10-C/100-C accuracy "
                              "from --data-root DIR (DIR/CIFAR-10-C/*.npy, clean test set in DIR)")
 
 
@@ -34,7 +34,7 @@ def cli_run(args) -> int:
 
     eval_model.check_args(args)
     if args.eps_sweep or args.save_adv or args.state_path:
-        raise InputError("--eps-sweep, --save-adv and --state-path are for Linf/L2 attacks; drop "
+        raise InputError("--eps-sweep, --save-adv and --state-path are for Linf/L2/L1 attacks; drop "
                          "them with --threat-model corruptions")
     folder = folder_name(args.dataset)  # a dataset without a corruptions release: one line
     if args.data_root is None:

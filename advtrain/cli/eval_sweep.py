@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 def check_args(args) -> None:
     """Resolve ``args.eps_sweep`` to a list of floats (K and restarts: their parser ranges)."""
     if args.eps_sweep is not None:
-        args.eps_sweep = parse_eps_list(args.eps_sweep)
+        args.eps_sweep = parse_eps_list(args.eps_sweep, norm=args.norm)
 
 
 def cli_sweep(args, model, x, y, result: dict, device, stem) -> tuple:

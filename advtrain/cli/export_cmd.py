@@ -29,7 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="RobustBench dataset (an ImageFolder model of ImageNet's 1,000 classes exports as imagenet; "
                         "the class count, input size and recorded class names are checked)")
     p.add_argument("--threat-model", default="Linf", choices=NORMS,
-                   help="RobustBench threat model of the export (default Linf)")
+                   help="threat model of the export (default Linf); RobustBench has no L1 one: "
+                        "an L1 model exports with --format hub")
     p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
     p.add_argument("--arch", help="architecture (default: the one recorded in the checkpoint)")
     p.add_argument("--weights", default="model", choices=WEIGHTS,
@@ -60,6 +61,8 @@ def run(args) -> int:
 
         raise InputError("--out and --card belong to --format hub; RobustBench exports go to "
                          "--model-dir")
+    export.check_zoo_threat_model(args.threat_model, "--threat-model",  # L1: no RobustBench table
+                                  "or export the model with --format hub")
     _check_outputs(args)  # before loading anything
     loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
                              weights=args.weights)

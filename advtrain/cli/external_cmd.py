@@ -1,5 +1,5 @@
 """``advtrain external CARD --attack NAME --acc PERCENT --source URL``: record an external or
-adaptive evaluation on an existing Linf/L2 card, without re-running AutoAttack.
+adaptive evaluation on an existing attack (Linf/L2/L1) card, without re-running AutoAttack.
 
 The card gets RobustBench's ``external`` field (the lower of AutoAttack's and the external
 accuracy) and a footnote naming the attack and its source; its advtrain sidecar, when there is

@@ -65,21 +65,35 @@ def check_attack(a) -> None:
     the schedule, the budget, and each of the attack's options against the rule its class declares
     (a choice named here with its config key; any other rule by the attack library's own reader,
     :func:`attacks.options.check_setting`)."""
-    from attacks.options import check_setting
+    from attacks import TRAINING_ATTACKS
+    from attacks.options import check_setting, option_choices, option_names
 
     from advtrain.config.schedules import ATTACK_SCHEDULES
+
+    from advtrain.utils import check_eps
 
     _choice("attack schedule", "attack.schedule", a.schedule, ATTACK_SCHEDULES)
     _at_least("attack.steps", a.steps, 0)
     for f in dataclasses.fields(a.options):
         key, value = f"attack.{f.name}", getattr(a.options, f.name)
         if "choices" in f.metadata:
+            able = [n for n, c in TRAINING_ATTACKS.items()
+                    if value in (option_choices(c.Options, f.name) or ())]
+            if value not in f.metadata["choices"] and able:  # another attack's choice (e.g. norm L1)
+                raise InputError(f"attack {a.name!r} does not take {key} {value!r} (its choices: "
+                                 f"{', '.join(f.metadata['choices'])}); the training attacks that do: "
+                                 f"{', '.join(sorted(able))}; set attack.name to one of them")
             _choice(f"attack {f.name}", key, value, f.metadata["choices"])
             continue
         try:  # the attack library's check (it raises attacks.AttackError, a ValueError)
             check_setting(type(a.options), f.name, value, f"config key {key!r}")
         except ValueError as e:  # attacks.AttackError
             raise InputError(str(e)) from None
+    for key in ("eps", "step_size"):  # parsed without a norm (config.types.coerce); its range here
+        value = getattr(a, key)
+        if value is not None and "norm" in option_names(type(a.options)):
+            check_eps(value, a.options.norm, f"config key 'attack.{key}' = {short(value)} "
+                                              f"(attack.norm {a.options.norm})")
 
 
 # ----------------------------------------------------------------------------- ranges / choices
@@ -164,6 +178,14 @@ def _check_guard(cfg) -> None:
     if cfg.eval.test_pgd_steps < 1:
         raise InputError(f"guard.policy {g.policy} needs the per-epoch PGD test; set "
                          "eval.test_pgd_steps >= 1 (e.g. 10), or guard.policy: off")
+    from attacks import FGSM
+    from attacks.options import option_choices
+
+    fgsm_norms = option_choices(FGSM.Options, "norm")
+    if cfg.attack.norm not in fgsm_norms:
+        raise InputError(f"guard.policy {g.policy} measures FGSM accuracy, which runs "
+                         f"{' and '.join(fgsm_norms)} only (attack.norm is {cfg.attack.norm}); set "
+                         "guard.policy: off")
     if cfg.data.holdout > 0 and cfg.eval.holdout_every:
         raise InputError("guard.policy and data.holdout both choose best.pt; set guard.policy: off or "
                          "data.holdout: 0")
@@ -418,4 +440,8 @@ def check_teacher_section(cfg) -> Optional[Dict[str, Any]]:
             raise InputError(f"config key 'teacher.{key}' must be a non-empty string, got {value!r}")
     if section.get("threat_model", "Linf") not in NORMS:
         raise unknown("teacher threat model (teacher.threat_model)", section["threat_model"], NORMS)
+    if "robustbench" in section:  # a zoo table's model: RobustBench's threat models only
+        from advtrain.hub.zoo import check_zoo_threat_model
+
+        check_zoo_threat_model(section.get("threat_model") or "Linf", "teacher.threat_model")
     return {**allowed, **section}

@@ -46,7 +46,7 @@ def coerce(value: Any, tp: Any, key: str, meta=None) -> Any:
         return coerce(value, inner[0], key, meta)
     if meta and meta.get("eps"):
         try:
-            return parse_eps(value)
+            return parse_eps(value, None)  # the norm's range: config.check.check_attack
         except InputError as e:
             raise InputError(f"config key {key!r}: {e}") from None
     if dataclasses.is_dataclass(tp):

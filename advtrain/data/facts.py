@@ -10,7 +10,8 @@ A row (:class:`DatasetFacts`) holds
   partial (CIFAR: the 10,000 test images; ImageNet: RobustBench's 5,000-image list; None: the whole
   folder is the protocol);
 - ``eps``: the default radius of ``advtrain eval`` per threat model (RobustBench's: CIFAR Linf
-  8/255, L2 0.5; ImageNet Linf 4/255); a threat model missing here needs ``--eps``;
+  8/255, L2 0.5; ImageNet Linf 4/255; L1, which RobustBench does not rank: CIFAR 12, ImageNet 75);
+  a threat model missing here needs ``--eps``;
 - ``sources``: where its images can come from (:data:`SOURCE_KINDS`), with the on-disk layout of
   the CIFAR releases (``binary``, ``torchvision``);
 - ``robustbench``: RobustBench's ``BenchmarkDataset`` value (None: not a RobustBench dataset: no
@@ -92,8 +93,13 @@ def _cifar_files(n_train: int, train: str, test: str) -> Dict[str, Tuple[str, ..
     return {"train": tuple(train.format(i) for i in range(1, n_train + 1)), "test": (test,)}
 
 
-_CIFAR_EPS = {"Linf": "8/255", "L2": "0.5"}  # RobustBench's CIFAR leaderboards
-_IMAGENET_EPS = {"Linf": "4/255"}  # RobustBench's ImageNet leaderboard (it has no L2 one)
+#: RobustBench's CIFAR leaderboards (Linf, L2); L1 (RobustBench has none) 12: Croce & Hein's CIFAR-10
+#: L1 radius ("Mind the box", ICML 2021; fra31/robust-finetuning train.py:24 eps_dict), used for
+#: CIFAR-100 too (same image size)
+_CIFAR_EPS = {"Linf": "8/255", "L2": "0.5", "L1": "12"}
+#: RobustBench's ImageNet leaderboard (it has no L2 and no L1 one); L1 75: revisiting-at's ImageNet
+#: evaluation (nmndeep/revisiting-at AA_eval.py:33 eps_dict)
+_IMAGENET_EPS = {"Linf": "4/255", "L1": "75"}
 
 #: THE table: dataset name -> facts
 FACTS: Dict[str, DatasetFacts] = {

@@ -1,11 +1,11 @@
 """RobustBench result cards and the advtrain sidecar next to them.
 
-The one card writer: every evaluation (Linf/L2 AutoAttack, ImageNet/ImageFolder, eps sweeps, common
+The one card writer: every evaluation (Linf/L2/L1 AutoAttack, ImageNet/ImageFolder, eps sweeps, common
 corruptions) writes its card through ``write_card(result, CardInfo(name=..., dataset=...,
 threat_model=..., architecture=...))``, which writes
 
 - ``<out_dir>/<dataset>/<threat_model>/<name>.json``: the fields of RobustBench's own cards --
-  Linf/L2 (an :class:`~advtrain.eval.settings.EvalResult`): ``robustbench.utils.ModelInfo`` plus
+  Linf/L2/L1 (an :class:`~advtrain.eval.settings.EvalResult`): ``robustbench.utils.ModelInfo`` plus
   ``unreliable``, which 67 of RobustBench's 99 CIFAR-10 Linf cards carry, eps as ``"8/255"``
   whenever it is k/255, and RobustBench's ``external`` when an external evaluation is recorded;
   ``corruptions`` (a :class:`~advtrain.eval.settings.CorruptionsResult`): ``clean_acc`` and
@@ -18,7 +18,8 @@ threat_model=..., architecture=...))``, which writes
 
 A card says what it is: unless the evaluation is standard AutoAttack (corruptions: every block)
 on the protocol's whole test set (its size: the dataset's row in :data:`advtrain.data.facts.FACTS`),
-its ``footnote`` names the attacks and the number of images; ``reported`` (in RobustBench: the paper's
+its ``footnote`` names the attacks and the number of images (and, for L1, that RobustBench has no
+L1 leaderboard: :func:`leaderboard_note`); ``reported`` (in RobustBench: the paper's
 claim) comes from the user, else it is the measured number only for a full standard run, else the
 key is absent; no field is ``null``. The two files are committed as one
 (:func:`advtrain.io.atomic.commit_files`, the card as the primary file): the card is renamed into place last, so a lone sidecar marks an unfinished write that a rerun
@@ -217,7 +218,8 @@ def card_fields(result, info: CardInfo) -> dict:
     if external is not None:  # RobustBench: the best known robust accuracy, AutoAttack or external
         card["external"] = min(robust, external.accuracy, key=float)
     notes = [n.strip().rstrip(".") for n in (info.footnote, None if full else
-                                              describe(result, info), _external_note(external, robust))
+                                              describe(result, info), _external_note(external, robust),
+                                              leaderboard_note(info.threat_model))
              if n and n.strip()]
     if notes:
         card["footnote"] = ". ".join(notes) + "."
@@ -228,6 +230,17 @@ def card_fields(result, info: CardInfo) -> dict:
     card["unreliable"] = any(f.get("code") not in DATA_FLAGS and not f.get("expected")
                              for f in result.flags)
     return card
+
+
+def leaderboard_note(threat_model: str) -> Optional[str]:
+    """The footnote sentence of a card whose threat model RobustBench does not rank (L1:
+    :data:`advtrain.hub.zoo.NO_LEADERBOARD`); None for the others."""
+    from advtrain.hub.zoo import NO_LEADERBOARD
+
+    if threat_model not in NO_LEADERBOARD:
+        return None
+    return (f"RobustBench has no {threat_model} leaderboard: this card has RobustBench's format, "
+            "but no RobustBench table ranks it")
 
 
 def _external_note(external: Optional[ExternalEval], robust: str) -> Optional[str]:
@@ -345,7 +358,7 @@ def _read_card_json(path: Path) -> dict:
 
 def add_external(card_path, external: ExternalEval, *, command: Optional[Sequence[str]] = None
                  ) -> tuple:
-    """Record ``external`` on an existing Linf/L2 card without re-running AutoAttack (which may
+    """Record ``external`` on an existing attack (Linf/L2/L1) card without re-running AutoAttack (which may
     have taken hours): the card gets RobustBench's ``external`` (the lower of its
     ``autoattack_acc`` and the external accuracy, right after ``autoattack_acc``) and the footnote
     sentence :func:`card_fields` writes; the sidecar beside it, when there is one (a published
@@ -359,7 +372,7 @@ def add_external(card_path, external: ExternalEval, *, command: Optional[Sequenc
     robust = card.get("autoattack_acc")
     if not isinstance(robust, str):
         raise InputError(f"{card_path} has no autoattack_acc: an external evaluation is recorded "
-                         "on a Linf/L2 attack card (not a corruptions card)")
+                         "on a Linf/L2/L1 attack card (not a corruptions card)")
     robust = _percent_text(robust, f"{card_path}: autoattack_acc")
     if "external" in card:
         raise InputError(f"{card_path} already records an external evaluation ({card['external']}"

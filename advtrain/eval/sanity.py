@@ -183,9 +183,12 @@ def verify_ball(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str,
 
     Returns ``({"max_dist", "n_outside", "n_out_of_range"}, flags)``.
     """
+    from attacks.base import flat_norm, rounding_slack
+
     delta = (x_adv - x).reshape(len(x), -1).double()
-    dist = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
-    outside = int((dist > eps + tol).sum())
+    dist = flat_norm(delta, norm)
+    slack = rounding_slack(norm, delta.shape[1], x_adv.dtype) if len(x) else 0.0
+    outside = int((dist > eps + tol + slack).sum())
     out_of_range = int(((x_adv < -tol) | (x_adv > 1 + tol)).reshape(len(x), -1).any(1).sum())
     report = {"max_dist": float(dist.max()) if len(dist) else 0.0, "n_outside": outside,
               "n_out_of_range": out_of_range}

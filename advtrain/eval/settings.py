@@ -91,7 +91,7 @@ class EvalSettings:
 
         if self.norm not in NORMS:
             raise unknown("norm", self.norm, NORMS)
-        eps = parse_eps(self.eps)
+        eps = parse_eps(self.eps, self.norm)
         with user_errors():
             attacks = check_settings(**self.adapter_kwargs(eps=eps, attacks=self.attacks))
         object.__setattr__(self, "eps", eps)
@@ -135,9 +135,10 @@ class EvalSettings:
 
 
 def eps_note(eps: float) -> Optional[str]:
-    """One line when ``eps`` is close to, but not, k/255 (``0.031`` is not ``8/255``)."""
+    """One line when ``eps`` is close to, but not, k/255 (``0.031`` is not ``8/255``); none from 1
+    up (an L2/L1 radius such as 2 or 12 is not a k/255)."""
     k = round(eps * 255)
-    if k < 1 or format_eps(eps).endswith("/255") or abs(eps * 255 - k) > 0.2:
+    if k < 1 or eps >= 1 or format_eps(eps).endswith("/255") or abs(eps * 255 - k) > 0.2:
         return None
     return (f"note: eps {eps:g} is not {k}/255 ({k / 255:.5f}); RobustBench's leaderboards use "
             f"{k}/255: pass --eps {k}/255 to compare with them")

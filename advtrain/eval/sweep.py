@@ -42,12 +42,13 @@ from advtrain.utils import format_eps
 STEP_FACTOR = 2.5
 
 
-def parse_eps_list(text: str, flag: str = "--eps-sweep") -> List[float]:
-    """``"0,1/255,8/255"`` -> sorted distinct floats, each through the one eps parser."""
+def parse_eps_list(text: str, flag: str = "--eps-sweep", norm: str = "Linf") -> List[float]:
+    """``"0,1/255,8/255"`` -> sorted distinct floats, each through the one eps parser (the range
+    of a ``norm`` radius)."""
     items = [t for t in (s.strip() for s in str(text).split(",")) if t]
     if not items:
         raise InputError(f"{flag} {text!r} names no eps; give a list like 0,2/255,4/255,8/255")
-    values = sorted({parse_eps(t) for t in items})
+    values = sorted({parse_eps(t, norm) for t in items})
     return values
 
 

@@ -25,7 +25,7 @@ from advtrain.io.atomic import commit_files, safetensors_bytes, tensor_bytes
 from advtrain.errors import CheckpointError, InputError, unknown
 from advtrain.models.timm_models import build_options, probe_input
 from advtrain.hub.zoo import (EXPORT_SUFFIXES, LOCAL_ONLY, ZOO_THREAT_MODELS, ZOO_DATASETS,  # noqa: F401
-                          _is_ours, meta_path,
+                          _is_ours, check_zoo_threat_model, meta_path,
                           register_model_dir, register_robustbench, sidecar_text, zoo_entry, zoo_path)
 
 
@@ -42,8 +42,7 @@ def to_robustbench(model: torch.nn.Module, name: str, dataset: str, threat_model
     if ZOO_DATASETS[dataset] == "imagenet" and "Standard" in name:  # RobustBench's ImageNet: loaded without weights
         raise InputError(f"RobustBench loads no weights for ImageNet models named *Standard* "
                          f"({name!r}); choose a name without 'Standard'")
-    if threat_model not in ZOO_THREAT_MODELS:
-        raise unknown("threat model", threat_model, ZOO_THREAT_MODELS)
+    check_zoo_threat_model(threat_model)
     path = zoo_path(model_dir, name, dataset, threat_model)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; remove it or pass --overwrite")

@@ -125,6 +125,7 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
     if dataset not in zoo.ZOO_DATASETS:
         raise InputError(f"{what}RobustBench models exist for {', '.join(zoo.ZOO_DATASETS)}, not "
                          f"{dataset!r}; load a checkpoint file instead")
+    zoo.check_zoo_threat_model(threat_model, f"{what}threat model")  # L1: RobustBench has no table
     if Path(model_dir).is_dir():
         zoo.register_model_dir(model_dir)  # advtrain exports (e.g. the quickstart's)
     elif os.path.lexists(model_dir):  # else "unknown model" would send the user to the wrong fix

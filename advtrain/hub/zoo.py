@@ -23,9 +23,25 @@ from advtrain.io.names import SIDECAR_SUFFIX, check_model_name
 from advtrain.data.facts import FactView
 from attacks import NORMS
 
-#: the threat models of the zoo tables advtrain exports to and loads from: the attack norms
-#: (``attacks.NORMS``, their one owner); cards know more (``advtrain.eval.cards.CARD_THREAT_MODELS``)
-ZOO_THREAT_MODELS = tuple(NORMS)
+#: the attack norms (``attacks.NORMS``, their one owner) for which RobustBench has no leaderboard
+#: and no zoo table (its ``ThreatModel`` enum: Linf, L2, corruptions; tests/hub/test_zoo_threat_models.py
+#: holds this against the installed robustbench): advtrain evaluates them, its cards say so
+NO_LEADERBOARD = ("L1",)
+#: the threat models of the zoo tables advtrain exports to and loads from: the attack norms that
+#: RobustBench has; cards know more (``advtrain.eval.cards.CARD_THREAT_MODELS``)
+ZOO_THREAT_MODELS = tuple(n for n in NORMS if n not in NO_LEADERBOARD)
+
+
+def check_zoo_threat_model(threat_model: str, what: str = "threat model", fix: str = "") -> str:
+    """``threat_model`` if RobustBench has zoo tables for it, else one line naming the fix
+    (``fix``: another way out, e.g. ``"or export with --format hub"``)."""
+    if threat_model in NO_LEADERBOARD:
+        raise InputError(f"RobustBench has no {threat_model} threat model (no leaderboard, no model "
+                         f"zoo table): {what} {threat_model} names no RobustBench model file; "
+                         f"choose {' or '.join(ZOO_THREAT_MODELS)}" + (f", {fix}" if fix else ""))
+    if threat_model not in ZOO_THREAT_MODELS:
+        raise unknown(what, threat_model, ZOO_THREAT_MODELS)
+    return threat_model
 #: the datasets whose RobustBench zoo tables advtrain exports to and loads from: the rows of
 #: :data:`advtrain.data.facts.FACTS` with a RobustBench name (a live view: name -> RobustBench's)
 ZOO_DATASETS = FactView(lambda row: row.robustbench, keep=lambda row: row.robustbench is not None)

@@ -138,7 +138,7 @@ def test_old_style_stored_config_still_loads(tmp_path):
     ({"objective": {"name": "lbgat", "natural_arch": "resnet-99"}}, "resnet-99"),
     ({"objective": {"name": "trades"}, "attack": {"init": "gauss"}}, "gauss"),
     ({"objective": {"name": "trades"}, "attack": {"schedule": "ramp"}}, "ramp"),
-    ({"objective": {"name": "trades"}, "attack": {"norm": "L1"}}, "L1"),
+    ({"objective": {"name": "trades"}, "attack": {"norm": "l1"}}, "did you mean .L1."),
     ({"optim": {"milestones": [3, 3]}}, "each once"),
     ({"objective": {"name": "gkl_at", "two_view": False}, "data": {"augment": "autoaugment"}},
      "set objective.two_view: true"),

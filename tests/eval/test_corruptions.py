@@ -118,7 +118,7 @@ def test_published_layout_goes_through_robustbench_loader(tmp_path):
 
 @pytest.mark.parametrize("breakage,needle", [
     ("missing", "lacks snow.npy"), ("shape", "expected uint8"), ("labels", "labels.npy 3"),
-    ("noroot", "pass --data-root"), ("sweep", "are for Linf/L2 attacks")])
+    ("noroot", "pass --data-root"), ("sweep", "are for Linf/L2/L1 attacks")])
 def test_bad_folders_one_line(world, tmp_path, capsys, breakage, needle):
     import shutil
 

@@ -36,7 +36,7 @@ def test_settings_are_frozen_resolved_and_checked_on_construction():
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.eps = 0.5
     assert s.replace(seed=3).seed == 3 and s.seed == 0
-    for bad, err, needle in ((dict(norm="L1"), UnknownNameError, "did you mean 'L2'"),
+    for bad, err, needle in ((dict(norm="l1"), UnknownNameError, "did you mean 'L1'"),
                              (dict(precision="fp16"), UnknownNameError, "bf16, fp32"),
                              (dict(n_iter=0), InputError, "n_iter"),
                              (dict(n_targets=True), InputError, "n_targets"),
@@ -140,9 +140,10 @@ def test_constants_have_one_owner():
     from advtrain.hub import zoo
 
     assert cards.CARD_THREAT_MODELS == tuple(attacks.NORMS) + ("corruptions",)
-    assert zoo.ZOO_THREAT_MODELS == tuple(attacks.NORMS)  # one meaning per name: no THREAT_MODELS
+    # one meaning per name: no THREAT_MODELS; the zoo's: the norms RobustBench has tables for
+    assert zoo.ZOO_THREAT_MODELS == tuple(n for n in attacks.NORMS if n not in zoo.NO_LEADERBOARD)
     assert not hasattr(cards, "THREAT_MODELS") and not hasattr(zoo, "THREAT_MODELS")
-    owners = {'("Linf", "L2")': "attacks/base.py", '"standard", "plus"': "attacks/autoattack.py",
+    owners = {'("Linf", "L2", "L1")': "attacks/base.py", '"standard", "plus"': "attacks/autoattack.py",
               '"apgd-ce", "apgd-dlr"': "attacks/autoattack.py",
               '"cifar10", "cifar100"': "advtrain/data/facts.py",  # the one table of datasets
               '"CIFAR-10-C"': "advtrain/data/facts.py"}

@@ -323,7 +323,7 @@ def test_interrupted_card_write_leaves_no_card_and_a_rerun_repairs(tmp_path, mon
     assert card.exists()
 
 
-@pytest.mark.parametrize("kwargs", [dict(dataset="mnist"), dict(threat_model="L1"),
+@pytest.mark.parametrize("kwargs", [dict(dataset="mnist"), dict(threat_model="l1"),
                                     dict(name="../evil")])
 def test_card_rejects_bad_names(kwargs):
     with pytest.raises((InputError, UnknownNameError)):

@@ -199,7 +199,7 @@ def _yaml(tmp_path, raw):
     ("objective.bta=1", "did you mean 'objective.beta'"),
     ("model.arch=wrn-34-1O", "unknown architecture 'wrn-34-1O'; did you mean 'wrn-34-10'"),
     ("data.dataset=cifar1000", "unknown dataset 'cifar1000'"),
-    ("attack.eps=-8/255", "outside [0, 1]"),
+    ("attack.eps=-8/255", "is not a finite radius >= 0"),
     ("optim.epochs=0", "'optim.epochs' = 0 must be >= 1"),
     ("objective.beta=-1", "must be >= 0"),
     ("data.train_npz=/nonexistent.npz", "nonexistent.npz"),

@@ -126,3 +126,56 @@ def test_the_schedule_drives_the_budget_of_the_none_attack(tmp_path):
     assert [b[2] for b in seen] == [2, 2, 3, 3, 4, 4, 5, 5]
     x, y = trainer.parts.test
     assert torch.equal(trainer.parts.objective.perturb(trainer.parts.model, x, y), x)
+
+
+def _l1_yaml(tmp_path, **attack):
+    raw = tiny_config(str(tmp_path), optim={"epochs": 2}, objective={"name": "pgd_at"},
+                      data={"train_subset": 8, "test_subset": 8}, eval={"test_pgd_steps": 1})
+    raw["attack"] = {"name": "pgd", "norm": "L1", "eps": 12, "schedule": "fixed", "steps": 2,
+                     "step_size": 3, "ramp": False, **attack}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_an_l1_run_trains_from_a_yaml_and_resumes_bit_identically(tmp_path):
+    """attack.norm L1 (radius 12: an L1 eps is a plain number above 1): the training attack and
+    the per-epoch PGD test run in the L1 ball; stopped after epoch 1 and resumed, the weights equal
+    an uninterrupted run's."""
+    from advtrain import fit
+    from advtrain.train import checkpoint as ck
+    from trainer_helpers import states_equal
+
+    cfg = C.load(_l1_yaml(tmp_path / "a"))
+    assert (cfg.attack.norm, cfg.attack.eps, cfg.attack.step_size) == ("L1", 12.0, 3.0)
+    with one_thread():
+        ref = fit(_l1_yaml(tmp_path / "a"))
+        part = fit(_l1_yaml(tmp_path / "b"), stop_after=1)
+        resumed = fit(None, run_dir=part, resume=True)
+    a, b = (ck.load(os.path.join(d, "last.pt")) for d in (ref, resumed))
+    assert states_equal(a["model"], b["model"]) and a["epoch"] == b["epoch"] == 2
+    assert yaml.safe_load(open(os.path.join(ref, "config.yaml")))["attack"]["norm"] == "L1"
+
+
+@pytest.mark.parametrize("attack, needle", [
+    ({"name": "fgsm"}, "attack 'fgsm' does not take attack.norm 'L1' (its choices: Linf, L2); the "
+                       "training attacks that do: none, pgd, pgd_best; set attack.name"),
+    ({"name": "n_fgsm"}, "the training attacks that do: none, pgd, pgd_best"),
+    ({"norm": "Linf"}, "config key 'attack.eps' = 12 (attack.norm Linf) is outside [0, 1]"),
+    ({"norm": "l1"}, "did you mean 'L1'"),
+])
+def test_l1_config_mistakes_are_one_line(tmp_path, attack, needle):
+    from advtrain.errors import AdvtrainError
+
+    with pytest.raises(AdvtrainError) as info:
+        C.load(_l1_yaml(tmp_path, **attack))
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_guard_refuses_l1(tmp_path):
+    raw = yaml.safe_load(open(_l1_yaml(tmp_path)))
+    raw["guard"] = {"policy": "warn"}
+    raw["eval"]["every"] = 1
+    with pytest.raises(InputError, match=r"guard.policy warn measures FGSM accuracy, which runs Linf "
+                                         r"and L2 only \(attack.norm is L1\); set guard.policy: off"):
+        C.from_dict(raw)
