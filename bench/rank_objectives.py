@@ -56,21 +56,18 @@ import time
 import torch
 
 OBJECTIVES = ("pgd_at", "trades", "ikl_at", "gkl_at")
-#: regimes beyond the PGD-trained objectives: (objective section, attack section) at 8/255, each
-#: the CIFAR-10 recipe of its config in configs/ (one fixed step per batch; see those files)
-REGIMES = {
-    "clean": ({"name": "ce"}, {"name": "none", "eps": "8/255"}),
-    "fgsm_rs": ({"name": "ce"}, {"name": "fgsm_rs", "eps": "8/255", "schedule": "fixed", "ramp": False,
-                                 "steps": 1, "step_size": "10/255"}),
-    "n_fgsm": ({"name": "ce"}, {"name": "n_fgsm", "eps": "8/255", "schedule": "fixed", "ramp": False,
-                                "steps": 1, "step_size": "8/255"}),
-    "grad_align": ({"name": "ce", "grad_align": 0.2},
-                   {"name": "fgsm", "eps": "8/255", "schedule": "fixed", "ramp": False, "steps": 1,
-                    "step_size": "8/255"}),
-}
+#: regimes beyond the PGD-trained objectives, ``name -> (objective section, attack section)``: the
+#: recipes of bench/bench_regimes.py (their one owner; the single-step and clean ones are the
+#: objective and attack of configs/<name>_cifar10.yaml, which tests/cli/test_bench_rank.py checks),
+#: among them PGD-AT and TRADES with K = 10 fixed steps of 2/255 (``pgd_at10``, ``trades10``)
+from bench_regimes import REGIMES  # noqa: E402  (bench/ is on sys.path: the script's folder)
+
 CHOICES = OBJECTIVES + tuple(REGIMES)
 LABELS = {"pgd_at": "PGD-AT", "trades": "TRADES", "ikl_at": "IKL-AT", "gkl_at": "GKL-AT",
-          "clean": "clean", "fgsm_rs": "FGSM-RS", "n_fgsm": "N-FGSM", "grad_align": "GradAlign"}
+          "clean": "clean", "fgsm_rs": "FGSM-RS", "n_fgsm": "N-FGSM", "grad_align": "GradAlign",
+          "apgd2": "APGD-CE 2", "pgd_at10": "PGD-AT (K=10)", "trades10": "TRADES (K=10)"}
+#: the six regimes of the one-budget regime ranking (docs/BENCHMARKS.md)
+REGIME_SET = ("clean", "fgsm_rs", "n_fgsm", "grad_align", "pgd_at10", "trades10")
 DATA = os.path.join("..", "shared", "data", "cifar10-jpeg")
 Z95 = 1.959963984540054  # Phi^-1(0.975)
 
