@@ -1,5 +1,7 @@
-"""CPU tests of bench/rank_objectives.py's paired comparison: the exact McNemar p-value against an
-independent float64 expression (log-gamma binomial terms), and the discordant-pair counts."""
+"""CPU tests of bench/rank_objectives.py: the exact McNemar p-value against an independent float64
+expression (log-gamma binomial terms), the discordant-pair counts, the table order (by training CPU
+seconds, by AA accuracy) and the pairs of neighbours in it, the regimes against their configs
+(configs/*_cifar10.yaml; PGD-AT / TRADES with K=10 as the papers), and the figures."""
 from __future__ import annotations
 
 import math
