@@ -310,7 +310,11 @@ def cost_figure(results: dict, args):
         ax.annotate(LABELS[obj], (r["train_cpu_seconds"], 100 * r["aa"]["acc"]), fontsize=7,
                     xytext=(4, -10), textcoords="offset points")
     if min(cost) > 0:
+        from matplotlib.ticker import NullFormatter
+
         ax.set_xscale("log")
+        ax.set_xticks(cost, [f"{c:.0f}" for c in cost], fontsize=7)  # ticks at the regimes' costs
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training CPU seconds (one process, 1 thread)")
     ax.set_ylabel(f"robust accuracy % (n={args.n_test}, Wilson 95%)")
     ax.set_title(f"wrn-{args.depth}-{args.width}, {args.train_images} images x {args.epochs} epochs, "
