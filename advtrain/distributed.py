@@ -22,6 +22,8 @@ Objects are exchanged as JSON (never pickled), so only JSON-serialisable values 
 """
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import os
 from dataclasses import dataclass
@@ -194,6 +196,8 @@ def init_from_env(device: Union[str, torch.device] = "cpu", *, init_method: Opti
         else:
             dist.init_process_group(backend, init_method=init_method or "env://", rank=rank,
                                     world_size=world, timeout=timeout)
+        if not _EXIT_HOOK:
+            _EXIT_HOOK.append(atexit.register(_cleanup_at_exit))
     return DistInfo(rank, world, local_rank, dev, backend)
 
 
@@ -229,9 +233,28 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Leave the process group if one was joined."""
+    """Leave the process group if one was joined, while the interpreter is fully alive.
+
+    ``gc.collect()`` first: a trainer is a reference cycle that holds the DDP wrapper, whose reducer
+    holds the process group, so ``destroy_process_group`` alone would leave the group's C++ worker
+    threads to be torn down during interpreter finalisation (a rank that finished its work can then
+    abort with "terminate called without an active exception", and torchrun reports a failed run).
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
+
+
+_EXIT_HOOK: list = []  # the at-exit destroy, registered once per process
+
+
+def _cleanup_at_exit() -> None:
+    """Registered by :func:`init_from_env` for a Gloo group: destroy it before interpreter
+    teardown. Not for NCCL: its destroy may wait for the other ranks, and a rank leaving on an error
+    must exit, not wait (the CLI destroys an NCCL group itself after a command that succeeded)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+        cleanup()
 
 
 def _as_list(tensors: Tensors) -> list:

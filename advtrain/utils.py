@@ -107,6 +107,8 @@ def parse_eps(value: Union[str, float, int]) -> float:
 
 #: resolution of every PNG figure advtrain writes (journals ask for >= 150 dpi)
 FIGURE_DPI = 150
+#: the formats of every figure advtrain writes: raster for screens and the report, vector for papers
+FIGURE_FORMATS = ("png", "svg")
 
 
 def new_figure(figsize=(4.2, 3.0)):

@@ -15,8 +15,18 @@ iteration, the same step-size schedule (``n_iter_2 = max(⌊0.22·n⌋, 1)``, ``
 ``size_decr``) and the same best-loss selection, which includes the start point. Nothing is
 re-implemented here; this module only binds the model of the call and the budget.
 
-Differences from the reference, by design: fp32 (the reference runs under fp16 autocast); CE
-against hard labels (the reference uses mixup/cutmix soft labels); pyautoattack's
+The attack loss ``ce`` is the reference's criterion ``F.cross_entropy(logits, y, reduction='none')``
+(autopgd_train_clean.py:113, 149), which reads hard labels and soft targets alike: revisiting-at hands
+it timm's mixup/cutmix targets with the label smoothing already inside (main.py:604-607, 965-966,
+989). Here ``y`` may be hard labels or B×K soft targets, and the option ``label_smoothing`` ``s``
+smooths them as timm's ``mixup_target`` does, ``(1 − s)·y + s/K`` (= ``F.cross_entropy(...,
+label_smoothing=s)``), so the attack sees the reference's target when the objective's mixed targets
+come unsmoothed (advtrain applies the training loss's smoothing in the loss). pyautoattack computes
+the loss through its hook for a model that returns its own logits, per-example loss and input
+gradient (``is_tf_model``), with the iteration unchanged; its accuracy bookkeeping reads the
+targets' largest class, as the reference's ``y.max(1)[1]`` (autopgd_train_clean.py:194-197).
+
+Differences from the reference, by design: pyautoattack's
 ``attack_single_run`` draws (and then discards, since ``x_init`` is given) one uniform tensor of the
 input's shape from the global generator, so the training RNG stream differs from a run without it
 (reproducible and resumable all the same). The model is in ``eval`` mode by default
@@ -31,17 +41,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Attack, AttackError, AttackOptions
-from .options import check_budget
+from .options import check_budget, check_setting, setting
 
 LOSSES = ("ce", "dlr")
 
 
 @dataclass(frozen=True)
 class APGDTrainOptions(AttackOptions):
-    """APGD's options: the norm (Linf, L2) and the mode, eval as revisiting-at (main.py:279-289)."""
+    """APGD's options: the norm (Linf, L2), the mode, eval as revisiting-at (main.py:279-289), and
+    the label smoothing of the CE attack loss's target (revisiting-at: timm Mixup's 0.1, main.py:604-607)."""
+
+    label_smoothing: float = setting(0.0, min=0.0, lt=1.0)
+
+
+class _SoftCE:
+    """pyautoattack's hook for a model that computes its own loss (``is_tf_model``): ``model``'s
+    logits, the per-example CE against ``target`` (hard or soft, smoothed by ``smoothing``) and its
+    input gradient, the reference's ``criterion_indiv`` and ``torch.autograd.grad(loss.sum(), x)``."""
+
+    def __init__(self, model: nn.Module, target: Tensor, smoothing: float):
+        self.model, self.target, self.smoothing = model, target, smoothing
+
+    def get_logits_loss_grad_xent(self, x: Tensor, _labels: Tensor):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_()
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, self.target, reduction="none", label_smoothing=self.smoothing)
+            grad = torch.autograd.grad(loss.sum(), x)[0]
+        return logits.detach(), loss.detach(), grad.detach()
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.model(x)
 
 
 class APGDTrain(Attack):
@@ -50,14 +84,19 @@ class APGDTrain(Attack):
     Options = APGDTrainOptions
 
     def __init__(self, eps: float = 4 / 255, steps: int = 2, norm: str = "Linf", loss="ce",
-                 bn_mode: str = "eval"):
+                 bn_mode: str = "eval", label_smoothing: float = 0.0):
         super().__init__(eps, norm=norm, bn_mode=bn_mode)
+        self.label_smoothing = check_setting(APGDTrainOptions, "label_smoothing", label_smoothing,
+                                             "attack label_smoothing")
         check_budget(eps, 0.0, steps)
         if steps < 1:
             raise AttackError(f"APGD needs steps >= 1, got {steps!r}; revisiting-at trains with 2")
         if loss not in LOSSES:
             raise AttackError(f"APGD training loss must be one of {', '.join(LOSSES)}, got {loss!r}; "
                               "use it with an objective whose attack loss is ce (e.g. objective ce)")
+        if loss != "ce" and label_smoothing:
+            raise AttackError(f"APGD label_smoothing smooths the ce loss's target; loss {loss!r} takes "
+                              "none: set label_smoothing 0")
         self.steps, self.loss = steps, loss
 
     def set_budget(self, eps: float, step_size: float, steps: int) -> None:
@@ -71,9 +110,16 @@ class APGDTrain(Attack):
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         from pyautoattack.autopgd_base import APGDAttack
 
-        apgd = APGDAttack(model, n_iter=self.steps, norm=self.norm, n_restarts=1, eps=self.eps,
-                          loss=self.loss, device=x.device)
+        if self.loss == "ce":  # hard or soft targets, smoothed: the loss through pyautoattack's hook
+            target, labels = y, (y.argmax(1) if y.dim() == 2 else y)
+            apgd = APGDAttack(_SoftCE(model, target, self.label_smoothing), n_iter=self.steps,
+                              norm=self.norm, n_restarts=1, eps=self.eps, loss="ce", device=x.device,
+                              is_tf_model=True)
+        else:
+            labels = y
+            apgd = APGDAttack(model, n_iter=self.steps, norm=self.norm, n_restarts=1, eps=self.eps,
+                              loss=self.loss, device=x.device)
         apgd.init_hyperparam(x)
         with torch.enable_grad():
-            best, _acc, _loss, _adv = apgd.attack_single_run(x, y, x_init=x)
+            best, _acc, _loss, _adv = apgd.attack_single_run(x, labels, x_init=x)
         return best.detach()

@@ -97,7 +97,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from advtrain.distributed import check_launch_env
 
             check_launch_env()
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        if status == 0 and args.command in ("train", "eval"):  # every rank is done: leave together
+            from advtrain.distributed import cleanup
+
+            cleanup()
+        return status
     except (AdvtrainError, AttackError) as e:
         if getattr(e, "every_rank", False) or _prints_errors():
             print(f"advtrain {args.command}: error: {e}", file=sys.stderr)

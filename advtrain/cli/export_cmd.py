@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file (.pt / .safetensors)")
     p.add_argument("--name", required=True, help="RobustBench id, e.g. Cui2023Decoupled_WRN-34-10")
     p.add_argument("--dataset", required=True, choices=ZOO_DATASETS,
-                   help="RobustBench dataset (a model trained on an ImageFolder exports as imagenet)")
+                   help="RobustBench dataset (an ImageFolder model of ImageNet's 1,000 classes exports as imagenet; "
+                        "the class count, input size and recorded class names are checked)")
     p.add_argument("--threat-model", default="Linf", choices=NORMS,
                    help="RobustBench threat model of the export (default Linf)")
     p.add_argument("--model-dir", default="checkpoints", help="RobustBench model_dir")
@@ -62,6 +63,7 @@ def run(args) -> int:
     _check_outputs(args)  # before loading anything
     loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
                              weights=args.weights)
+    _check_protocol(args, loaded)
     path = export.to_robustbench(loaded.model, args.name, args.dataset, args.threat_model,
                                  args.model_dir, overwrite=args.overwrite,
                                  safetensors=args.safetensors)
@@ -77,6 +79,26 @@ def run(args) -> int:
     if args.safetensors:
         print(f"wrote {path.with_suffix('.safetensors')}")
     return 0
+
+
+def _check_protocol(args, loaded) -> None:
+    """The model against the protocol of ``--dataset`` before anything is written, as ``eval``
+    checks it (:mod:`advtrain.eval.protocol`): its class count and input size by one forward, and
+    for an ImageNet export of an ImageFolder run, the class names it recorded against RobustBench's
+    ImageNet class map (labels in another order would score a wrong number under RobustBench)."""
+    from advtrain.data.facts import facts
+    from advtrain.data.imagefolder import check_classes
+    from advtrain.eval.protocol import check_model, protocol_class_names
+
+    classes = facts(args.dataset).classes
+    if classes is None:  # an ImageFolder of the user's: its class count is the model's own
+        return
+    fix = "export it under the dataset it was trained for (--dataset)"
+    check_model(loaded.model, args.dataset, classes=classes, what=str(args.checkpoint), fix=fix)
+    recorded = loaded.recorded.get("classes")
+    if recorded is not None and args.dataset == "imagenet":
+        names, where = protocol_class_names(args.dataset)
+        check_classes(recorded, names, where, str(args.checkpoint))
 
 
 def _check_outputs(args) -> None:
@@ -130,6 +152,7 @@ def _run_hub(args) -> int:
                          "pass --overwrite")
     loaded = load_model_file(args.checkpoint, dataset=args.dataset, arch=args.arch,
                              weights=args.weights)
+    _check_protocol(args, loaded)
     export.to_hub(loaded.model, loaded.arch, args.dataset, args.name, out,
                   threat_model=args.threat_model, card=card, overwrite=args.overwrite)
     print(f"wrote {out}/ ({export.HUB_WEIGHTS}, {export.HUB_CONFIG}, {export.HUB_README}; "

@@ -69,7 +69,10 @@ class DataConfig:
     interpolation: str = "bilinear"  # bilinear | bicubic: RandomResizedCrop's resize (training)
     randaugment: int = 0  # torchvision RandAugment ops per image (0: off)
     randaugment_magnitude: int = 9  # of torchvision's 31 bins (0..30)
-    color_jitter: float = 0.0  # ColorJitter(b=c=s=value); off while RandAugment is on (timm)
+    # timm's own RandAugment from its config string (e.g. rand-m9-mstd0.5-inc1; null: off), built by
+    # timm.data.auto_augment.rand_augment_transform with the hparams of timm's create_transform
+    timm_randaugment: Optional[str] = None
+    color_jitter: float = 0.0  # ColorJitter(b=c=s=value); off while either RandAugment is on (timm)
     reprob: float = 0.0  # random erasing probability (timm mode 'pixel', one box)
     mixup: float = 0.0  # Mixup alpha (timm Mixup, mode 'batch'; soft targets)
     cutmix: float = 0.0  # CutMix alpha
@@ -88,6 +91,12 @@ class ModelConfig:
     weights: Optional[str] = None  # timm models: local initial weights (tensors only)
     new_head: bool = False  # fine-tuning: load model.weights but the classifier head (fresh, any class count)
     drop_path: float = 0.0  # timm models: stochastic depth rate (timm's drop_path_rate)
+    # timm ConvNeXt / ViT (16x16 patches): revisiting-at's ConvStem in place of the patchify stem
+    # (advtrain.models.conv_stem; revisiting-at model.not_original 1)
+    conv_stem: bool = False
+    # timm models: the in-model ImageNet mean/std normaliser (false: mean 0, std 1, the network sees
+    # [0, 1] pixels, revisiting-at's model.add_normalization 0)
+    normalize: bool = True
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ def _check_guard(cfg) -> None:
 
 #: objectives whose losses take mixup/cutmix soft targets (y only through F.cross_entropy, which
 #: reads a B×K float target as class probabilities: soft-target CE, as ARES / revisiting-at)
-SOFT_TARGETS = ("pgd_at", "trades")
+SOFT_TARGETS = ("ce", "pgd_at", "trades")
 
 
 def _check_soft_targets(cfg) -> None:
@@ -192,7 +192,7 @@ def _check_soft_targets(cfg) -> None:
 
 
 #: training attacks whose losses read soft targets (attacks.base.SOFT_LOSSES)
-SOFT_TARGET_ATTACKS = ("pgd", "pgd_best", "none")
+SOFT_TARGET_ATTACKS = ("pgd", "pgd_best", "apgd", "none")
 #: optimisers of ``optim.name`` and the keys that only one of them reads
 OPTIMIZERS = {"sgd": ("momentum", "nesterov"), "adamw": ("betas", "eps")}
 #: ``optim.wd_exclude``: which parameters get no weight decay (advtrain.train.setup.make_optimizer)

@@ -8,8 +8,13 @@ colour jitter -> ToTensor -> [Normalize] -> RandomErasing):
 - :func:`rand_augment`: torchvision's ``RandAugment`` (``data.randaugment`` ops at magnitude
   ``data.randaugment_magnitude`` of 31 bins) -- its op set and its draws (op uniformly with
   replacement, sign w.p. 1/2), repeated from the generator instead of the global RNG;
+- or :func:`timm_rand_augment`: timm's own ``RandAugment`` built from its config string
+  (``data.timm_randaugment``, e.g. ``rand-m9-mstd0.5-inc1``) by ``rand_augment_transform`` with the
+  hparams ``transforms_imagenet_train`` passes; its draws come from Python's ``random`` and
+  ``numpy.random``, seeded per image (``derive_seed(seed, epoch, index, 2)``) by
+  :func:`global_rngs_seeded`, which restores both generators afterwards;
 - :func:`color_jitter`: torchvision's ``ColorJitter(b, c, s)`` with b = c = s = ``data.color_jitter``
-  (timm's ``color_jitter`` float), random order; like timm, off when RandAugment is on;
+  (timm's ``color_jitter`` float), random order; like timm, off when a RandAugment is on;
 - :func:`random_erase`: timm's ``RandomErasing(probability=data.reprob, mode='pixel')``, one box of
   2%-1/3 of the area, aspect 0.3-3.3, filled with N(0, 1) noise per pixel. timm erases the
   *normalised* tensor; advtrain's images are [0, 1] pixels (the model normalises inside), so the
@@ -28,9 +33,10 @@ linear in the target).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -65,6 +71,48 @@ def rand_augment(img, num_ops: int, magnitude: int, generator: torch.Generator, 
             value *= -1.0
         img = _apply_op(img, name, value, interpolation=interpolation, fill=None)
     return img
+
+
+def timm_rand_augment(config: str, image_size: int, interpolation: str):
+    """timm's ``rand_augment_transform(config, hparams)`` with the hparams of timm's
+    ``transforms_imagenet_train`` (timm 1.0.9 transforms_factory.py:169-174; v0.9.7 :82-103):
+    ``translate_const = int(image_size * 0.45)``, ``img_mean = round(255 * mean)`` (the fill of the
+    geometric ops) and the training interpolation. advtrain's pipeline yields [0, 1] pixels, i.e.
+    timm's transform with mean 0, std 1 -- revisiting-at's ``create_transform(..., mean=[0, 0, 0],
+    std=[1, 1, 1])`` (dataset_convnext_like.py:57-81) --, so the fill is (0, 0, 0). timm parses the
+    string (``m`` magnitude, ``n`` layers, ``p`` op probability, ``mstd``, ``mmax``, ``inc``, ``t``);
+    a string it refuses is a one-line :class:`InputError`. timm is installed with robustbench
+    (robustbench 1.1.1 pins timm 1.0.9)."""
+    from advtrain.errors import InputError
+
+    if not isinstance(config, str) or not config.startswith("rand"):
+        raise InputError(f"data.timm_randaugment = {config!r} must be a timm RandAugment string "
+                         "starting with 'rand', e.g. rand-m9-mstd0.5-inc1")
+    from timm.data.auto_augment import rand_augment_transform
+    from timm.data.transforms import str_to_pil_interp
+
+    hparams = {"translate_const": int(image_size * 0.45), "img_mean": (0, 0, 0),
+               "interpolation": str_to_pil_interp(interpolation)}
+    try:
+        return rand_augment_transform(config, hparams)
+    except (AssertionError, ValueError, KeyError, IndexError) as e:
+        raise InputError(f"data.timm_randaugment = {config!r} is not a RandAugment string timm reads "
+                         f"({type(e).__name__}{': ' + str(e) if str(e) else ''}); e.g. "
+                         "rand-m9-mstd0.5-inc1") from None
+
+
+@contextlib.contextmanager
+def global_rngs_seeded(seed: int) -> Iterator[None]:
+    """Python's ``random`` and ``numpy.random`` seeded with ``seed`` inside, their states restored
+    on exit (timm's augmentations draw from both)."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def color_jitter(img, strength: float, generator: torch.Generator):

@@ -98,7 +98,8 @@ def train_augment_options(d) -> dict:
     if not is_folder_dataset(d.dataset):
         return {}
     return {"interpolation": d.interpolation, "randaugment": d.randaugment,
-            "randaugment_magnitude": d.randaugment_magnitude, "color_jitter": d.color_jitter,
+            "randaugment_magnitude": d.randaugment_magnitude, "timm_randaugment": d.timm_randaugment,
+            "color_jitter": d.color_jitter,
             "reprob": d.reprob, "mixing": mixing(d)}
 
 
@@ -135,8 +136,8 @@ def check_data_section(d) -> None:
 #: RandomResizedCrop interpolations of ``data.interpolation``
 INTERPOLATIONS = ("bilinear", "bicubic")
 #: the ImageFolder augmentation keys and their "off" values
-AUGMENT_KEYS = {"interpolation": "bilinear", "randaugment": 0, "color_jitter": 0.0, "reprob": 0.0,
-                "mixup": 0.0, "cutmix": 0.0}
+AUGMENT_KEYS = {"interpolation": "bilinear", "randaugment": 0, "timm_randaugment": None,
+                "color_jitter": 0.0, "reprob": 0.0, "mixup": 0.0, "cutmix": 0.0}
 
 
 def _check_augment_keys(d) -> None:
@@ -154,6 +155,13 @@ def _check_augment_keys(d) -> None:
     if d.randaugment < 0 or not 0 <= d.randaugment_magnitude < RA_BINS:
         raise InputError(f"data.randaugment = {d.randaugment} must be >= 0 and "
                          f"data.randaugment_magnitude = {d.randaugment_magnitude} in 0..{RA_BINS - 1}")
+    if d.timm_randaugment is not None:
+        from advtrain.data.folder_augment import timm_rand_augment
+
+        if d.randaugment:
+            raise InputError("data.randaugment and data.timm_randaugment are two RandAugments; keep one "
+                             "(data.randaugment: 0 for timm's)")
+        timm_rand_augment(d.timm_randaugment, image_size_of(d), d.interpolation)  # parsed once here
     for key in ("color_jitter", "mixup", "cutmix"):
         if getattr(d, key) < 0:
             raise InputError(f"config key 'data.{key}' = {getattr(d, key)} must be >= 0")
@@ -369,6 +377,7 @@ class FolderDataset(torch.utils.data.Dataset):
         self.samples, self.image_size, self.train, self.seed, self.epoch = list(samples), image_size, train, seed, 0
         self.eval = None if train else eval_transform(image_size)
         self.augment = dict(augment or {})
+        self._timm_ra = None  # timm's RandAugment, built on first use (in each worker)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -394,6 +403,14 @@ class FolderDataset(torch.utils.data.Dataset):
             from advtrain.data.folder_augment import rand_augment
 
             img = rand_augment(img, a["randaugment"], a["randaugment_magnitude"], gen)
+        elif a.get("timm_randaugment"):
+            from advtrain.data.folder_augment import global_rngs_seeded, timm_rand_augment
+
+            if self._timm_ra is None:
+                self._timm_ra = timm_rand_augment(a["timm_randaugment"], self.image_size,
+                                                  a.get("interpolation", "bilinear"))
+            with global_rngs_seeded(derive_seed(self.seed, self.epoch, i, 2)):
+                img = self._timm_ra(img)
         elif a.get("color_jitter"):
             from advtrain.data.folder_augment import color_jitter
 

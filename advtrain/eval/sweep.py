@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advtrain.utils import parse_eps
+from advtrain.utils import FIGURE_FORMATS, parse_eps
 from advtrain.errors import InputError
 from advtrain.utils import format_eps
 
@@ -187,8 +187,6 @@ def masking_check(sweep: dict) -> tuple:
                          "evaluation")]
 
 
-#: the figure formats written: raster for screens and the report, vector for papers
-FIGURE_FORMATS = ("png", "svg")
 #: the files of a sweep beside the card ``<stem>.json``, in the order of :data:`FILE_KINDS`
 SWEEP_SUFFIXES = (".eps_sweep.csv",) + tuple(f".{kind}.{fmt}" for kind in ("eps_sweep", "convergence")
                                               for fmt in FIGURE_FORMATS)

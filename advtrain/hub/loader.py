@@ -10,7 +10,8 @@ gets every load-time check, in this order, before any real memory is spent on th
    ``.advtrain.json`` sidecar (:func:`advtrain.hub.zoo.read_sidecar`);
 3. the architecture is built on the **meta device** and the file's keys, shapes and dtypes are
    compared with it (:func:`advtrain.models.convert.check_fits`): a 300 KB file recording a huge
-   architecture is refused without allocating it;
+   architecture is refused without allocating it (a constructor that cannot run on the meta
+   device, timm's ConvNeXt and ViT, is built on the CPU for this check instead);
 4. only then is the model built for real and loaded strictly.
 
 RobustBench ``model_dir`` files (:func:`load_zoo`) go the same way, with RobustBench's zoo entry (or
@@ -35,7 +36,7 @@ from torch import nn
 
 from advtrain.hub import zoo as zoo
 from advtrain.errors import CheckpointError, InputError, unknown
-from advtrain.models.convert import check_fits, load_weights
+from advtrain.models.convert import build_skeleton, check_fits, load_weights
 from advtrain.models.timm_models import recorded_options
 from advtrain.io.names import SIDECAR_SUFFIX
 from advtrain.io.safeload import file_sha256, load_state_file
@@ -148,9 +149,7 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
 
 def build_checked(build: Callable[[], nn.Module], state: Mapping[str, Any], name: str) -> nn.Module:
     """``build()`` on the meta device, ``state`` checked against it, then built for real and loaded."""
-    with torch.device("meta"):
-        skeleton = build()
-    check_fits(skeleton, state, strict=True, name=name)
+    check_fits(build_skeleton(build), state, strict=True, name=name)
     return load_weights(build(), state, strict=True, name=name)
 
 
@@ -164,9 +163,11 @@ def skeleton(arch: Any, dataset: Any = None, num_classes: Any = None,
 
     if not isinstance(arch, str):
         return None
+    def build():
+        return create_model(arch, dataset=dataset, **{"num_classes": num_classes, **(options or {})})
+
     try:
-        with torch.device("meta"):
-            return create_model(arch, dataset=dataset, **{"num_classes": num_classes, **(options or {})})
+        return build_skeleton(build)
     except (AdvtrainError, TypeError, ValueError, RuntimeError, NotImplementedError):
         return None
 

@@ -32,8 +32,11 @@ ZOO_DATASETS = FactView(lambda row: row.robustbench, keep=lambda row: row.robust
 #: ``gdrive_id`` of entries we add: RobustBench only needs it to be set; the file is local
 LOCAL_ONLY = "advtrain-local-export"
 SIDECAR_FIELDS = ("name", "arch", "dataset", "threat_model")
-#: optional sidecar field: ``create_model`` options beyond the name (timm: class count, image size)
+#: optional sidecar field: ``create_model`` options beyond the name (timm: class count and image
+#: size, positive integers; revisiting-at's ConvStem and the [0, 1]-input variant, booleans), as
+#: :func:`advtrain.models.timm_models.build_options` records them
 OPTIONS = ("num_classes", "image_size")
+FLAG_OPTIONS = ("conv_stem", "normalize")
 
 
 def zoo_entry(name: str, dataset: str, threat_model: str) -> Optional[dict]:
@@ -113,11 +116,14 @@ def read_sidecar(path) -> Dict[str, str]:
 
 
 def _check_options(path, options: Any, fix: str) -> None:
-    ok = isinstance(options, dict) and all(k in OPTIONS and isinstance(v, int) and not isinstance(v, bool)
-                                           and v >= 1 for k, v in options.items())
-    if not ok:
-        raise InputError(f"{path}: options must map {' / '.join(OPTIONS)} to positive integers, found "
-                         f"{options!r}; {fix}")
+    def fine(k, v):
+        if k in FLAG_OPTIONS:
+            return isinstance(v, bool)
+        return k in OPTIONS and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if not (isinstance(options, dict) and all(fine(k, v) for k, v in options.items())):
+        raise InputError(f"{path}: options must map {' / '.join(OPTIONS)} to positive integers and "
+                         f"{' / '.join(FLAG_OPTIONS)} to true/false, found {str(options)[:120]}; {fix}")
 
 
 def _choice(path, key: str, value: str, choices) -> None:
@@ -136,17 +142,18 @@ def register_robustbench(name: str, arch: str, dataset: str, threat_model: str =
     ``robustbench.utils.load_model(name, model_dir=...)`` builds it and loads the local file.
 
     RobustBench's real zoo names are never replaced. The architecture is tried on the meta device
-    (no memory), so a sidecar naming a huge or unknown architecture costs nothing. ``options``: the
+    (no memory; :func:`advtrain.models.convert.build_skeleton`), so a sidecar naming an unknown
+    architecture costs nothing. ``options``: the
     sidecar's recorded ``create_model`` options (a timm model's class count and image size).
     """
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
     from advtrain.models import create_model
+    from advtrain.models.convert import build_skeleton
 
     options = dict(options or {})
-    with torch.device("meta"):
-        create_model(arch, dataset=dataset, **options)  # unknown arch / dataset -> one-line error now
+    build_skeleton(lambda: create_model(arch, dataset=dataset, **options))  # unknown arch: one line now
     # RobustBench has no table for some pairs (e.g. cifar100/L2): create it, load_model reads it
     table = model_dicts[BenchmarkDataset(ZOO_DATASETS.get(dataset, dataset))].setdefault(ThreatModel(threat_model), {})
     if name in table and not _is_ours(table[name]):

@@ -15,10 +15,24 @@ from torch import nn
 from advtrain.errors import CheckpointError
 from advtrain.io.safeload import check_tensors, load_state_file
 
-__all__ = ["check_fits", "filter_state_dict", "load_weights"]
+__all__ = ["check_fits", "filter_state_dict", "load_weights", "build_skeleton"]
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _SHOW = 3  # how many offending keys a mismatch message lists per category
+
+
+def build_skeleton(build) -> nn.Module:
+    """``build()`` on the meta device (names, shapes, dtypes, no memory) for the checks made before
+    a model is built for real. A constructor that computes with its tensors while it builds (timm's
+    ConvNeXt and ViT read their drop-path rates with ``.item()`` / ``.tolist()``, which a meta
+    tensor cannot give) is built on the CPU instead: the same checks, at the model's memory once."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except (RuntimeError, NotImplementedError) as e:
+        if "meta" not in str(e):
+            raise
+    return build()
 
 
 # --------------------------------------------------------------------------- converting

@@ -120,7 +120,7 @@ def create_model(name: str, *, dataset: str | None = None, num_classes: int | No
     Raises :class:`UnknownNameError` for an unknown name or dataset and :class:`InputError` for an
     inconsistent ``num_classes``, an invalid WRN depth or an override the builder does not take.
     ``timm:<name>`` builds a timm model (:mod:`advtrain.models.timm_models`; overrides
-    ``image_size``, ``weights``, ``new_head``, ``drop_path``).
+    ``image_size``, ``weights``, ``new_head``, ``drop_path``, ``conv_stem``, ``normalize``).
     """
     if is_timm(name):
         return _create_timm(name, dataset, num_classes, overrides)
@@ -140,10 +140,11 @@ def create_model(name: str, *, dataset: str | None = None, num_classes: int | No
 
 def _create_timm(name: str, dataset: Optional[str], num_classes: Optional[int],
                  overrides: Mapping[str, Any]) -> nn.Module:
-    bad = sorted(set(overrides) - {"image_size", "weights", "new_head", "drop_path"})
+    bad = sorted(set(overrides) - {"image_size", "weights", "new_head", "drop_path", "conv_stem",
+                                     "normalize"})
     if bad:
         raise InputError(f"model {name!r} does not take option(s) {', '.join(bad)}; valid options: "
-                         "image_size, weights, new_head, drop_path")
+                         "image_size, weights, new_head, drop_path, conv_stem, normalize")
     if num_classes is None:
         num_classes = CLASSES.get(str(dataset or "").strip().lower())  # the facts table's counts
         if num_classes is None:

@@ -84,8 +84,12 @@ def _build(short: str, num_classes: int, image_size: int, drop_path: float = 0.0
 
 def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] = None,
                       weights: Optional[str] = None, new_head: bool = False,
-                      drop_path: float = 0.0) -> TimmClassifier:
-    """Build ``timm:<name>`` with ``num_classes`` outputs for ``image_size`` px inputs."""
+                      drop_path: float = 0.0, conv_stem: bool = False,
+                      normalize: bool = True) -> TimmClassifier:
+    """Build ``timm:<name>`` with ``num_classes`` outputs for ``image_size`` px inputs; ``conv_stem``:
+    revisiting-at's ConvStem in place of the patchify stem (:mod:`advtrain.models.conv_stem`);
+    ``normalize`` False: mean 0, std 1, the network sees the [0, 1] pixels (revisiting-at's
+    ``model.add_normalization 0``)."""
     short = timm_name(name)
     from advtrain.data.imagefolder import MAX_CLASSES, check_image_size
 
@@ -95,13 +99,24 @@ def create_timm_model(name: str, *, num_classes: int, image_size: Optional[int] 
         raise InputError(f"num_classes = {str(num_classes)[:30]} must be an integer in [1, "
                          f"{MAX_CLASSES}]")
     net = _build(short, num_classes, size, drop_path)
+    for key, value in (("conv_stem", conv_stem), ("normalize", normalize)):
+        if not isinstance(value, bool):
+            raise InputError(f"{key} = {value!r} must be true or false")
+    if conv_stem:
+        from advtrain.models.conv_stem import add_conv_stem
+
+        add_conv_stem(net, short)
     cfg = getattr(net, "pretrained_cfg", None) or {}
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    model = TimmClassifier(net, cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD))
+    if normalize:
+        model = TimmClassifier(net, cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD))
+    else:
+        model = TimmClassifier(net, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     if weights is not None:
         load_timm_weights(model, weights, new_head=new_head)
     model.arch_name = PREFIX + short
+    model.conv_stem, model.normalize = conv_stem, normalize
     model.num_classes = num_classes
     model.image_size = size
     return model
@@ -190,6 +205,10 @@ def model_options(cfg) -> dict:
         out["new_head"] = True
     if cfg.model.drop_path:
         out["drop_path"] = cfg.model.drop_path
+    if cfg.model.conv_stem:
+        out["conv_stem"] = True
+    if not cfg.model.normalize:
+        out["normalize"] = False
     return out
 
 
@@ -198,16 +217,21 @@ def check_model_section(m) -> bool:
     if not 0 <= m.drop_path < 1:
         raise InputError(f"config key 'model.drop_path' = {m.drop_path} must be in [0, 1)")
     if not is_timm(m.arch):
-        if m.weights is not None or m.new_head or m.drop_path:
-            key = ("model.weights" if m.weights is not None else
-                   "model.new_head" if m.new_head else "model.drop_path")
+        if m.weights is not None or m.new_head or m.drop_path or m.conv_stem or not m.normalize:
+            key = ("model.weights" if m.weights is not None else "model.new_head" if m.new_head else
+                   "model.drop_path" if m.drop_path else "model.conv_stem" if m.conv_stem else
+                   "model.normalize")
             raise InputError(f"config key {key!r} applies to timm:<name> architectures only; "
                              "remove it")
         return False
     if m.new_head and m.weights is None:
         raise InputError("model.new_head replaces the classifier of model.weights; give model.weights "
                          "(a local file) or remove model.new_head")
-    timm_name(m.arch)  # an unknown name fails now, not after the data is built
+    short = timm_name(m.arch)  # an unknown name fails now, not after the data is built
+    if m.conv_stem:  # the model family now; the patch size and widths when it is built
+        from advtrain.models.conv_stem import check_conv_stem_family
+
+        check_conv_stem_family(short)
     if m.weights is not None and not os.path.isfile(m.weights):
         raise InputError(f"model.weights {m.weights!r} is not a file; give a local .pt/.safetensors "
                          "state_dict (nothing is downloaded)")
@@ -219,7 +243,12 @@ def build_options(model: nn.Module) -> dict:
     (recorded beside an export so RobustBench can construct it); empty for the CIFAR zoo."""
     if not isinstance(model, TimmClassifier):
         return {}
-    return {"num_classes": int(model.num_classes), "image_size": int(model.image_size)}
+    out = {"num_classes": int(model.num_classes), "image_size": int(model.image_size)}
+    if getattr(model, "conv_stem", False):
+        out["conv_stem"] = True
+    if getattr(model, "normalize", True) is False:
+        out["normalize"] = False
+    return out
 
 
 def recorded_options(ckpt) -> dict:
@@ -231,7 +260,13 @@ def recorded_options(ckpt) -> dict:
     data = config.get("data") if isinstance(config, dict) else None
     if isinstance(data, dict) and isinstance(data.get("image_size"), int):
         out["image_size"] = data["image_size"]
-    return {k: v for k, v in out.items() if isinstance(v, int) and not isinstance(v, bool)}
+    out = {k: v for k, v in out.items() if isinstance(v, int) and not isinstance(v, bool)}
+    model = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model, dict) and model.get("conv_stem") is True:
+        out["conv_stem"] = True
+    if isinstance(model, dict) and model.get("normalize") is False:
+        out["normalize"] = False
+    return out
 
 
 def probe_input(model: nn.Module, n: int = 2) -> torch.Tensor:

@@ -65,3 +65,18 @@ def message(state: Dict[str, Any], pgd: float, fgsm: float, policy: str) -> str:
               "rollback": f"weights rolled back to epoch {g['epoch']} (best.pt), run stopped"}[policy]
     return (f"CATASTROPHIC OVERFITTING: PGD {100 * g['pgd']:.2f}% -> {100 * pgd:.2f}% while FGSM "
             f"{100 * g['fgsm']:.2f}% -> {100 * fgsm:.2f}% (guard: {policy}, {action})")
+
+
+def summary_line(state: Optional[Dict[str, Any]], policy: str) -> str:
+    """The run summary's line on the guard: the epochs it flagged and what it did, or that no epoch
+    was flagged (empty when the guard was off)."""
+    if policy == "off":
+        return ""
+    flagged = (state or {}).get("collapses") or []
+    if not flagged:
+        return f"catastrophic-overfitting guard ({policy}): no epoch flagged"
+    good = (state or {}).get("good") or {}
+    did = {"warn": "training went on", "stop": "run stopped",
+           "rollback": "weights rolled back, run stopped"}[policy]
+    return (f"catastrophic-overfitting guard ({policy}): epoch(s) {', '.join(map(str, flagged))} "
+            f"flagged, {did}; last good epoch {good.get('epoch', 'none')} (best.pt)")

@@ -13,7 +13,7 @@ accumulation over ``optim.accum_steps`` micro-batches and its exact semantics)::
 Per epoch: ``objective.on_epoch_end()``, the BN running statistics averaged over the ranks
 (``dist_bn: reduce``), clean and PGD accuracy on a fixed test subset (PGD at the
 final ``attack.eps`` in ``attack.norm``), ``RUN_DIR/epoch_{e}.pt`` + ``RUN_DIR/last.pt``, a
-``metrics.csv`` row and ``curves.png``. With ``data.holdout`` images held out, every
+``metrics.csv`` row and ``curves.png``/``.svg``. With ``data.holdout`` images held out, every
 ``eval.holdout_every`` epochs the EMA weights (the model's without EMA) are scored by PGD-CW on them
 (DM recipe, SPEC 6) and ``RUN_DIR/best.pt`` keeps the best epoch (ties: the later one).
 ``last.pt`` is also written every ``run.checkpoint_every_steps`` optimizer steps with the loader
@@ -393,8 +393,11 @@ class Trainer:
     def _finish(self) -> None:
         if not D.is_main():
             return
+        from advtrain.train.guard import summary_line
+
         text = M.summary_text(self.progress.history, self.cfg.paper_row, self.log.subset)
-        text += "\n" + M.threads_line()
+        guard = summary_line(self.progress.guard, self.cfg.guard.policy)
+        text += ("\n" + guard if guard else "") + "\n" + M.threads_line()
         atomic_write_text(os.path.join(self.run_dir, "summary.txt"), text + "\n")
         print(text)
 

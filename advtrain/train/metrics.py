@@ -90,11 +90,12 @@ def write_csv(rows: List[dict], path: str) -> None:
 
 
 def plot_curves(rows: List[dict], path: str, trace: Sequence[Sequence[float]] = ()) -> None:
-    """``curves.png``: loss, accuracies (percent, as printed), lr and eps_t (x255) against the epoch.
+    """``curves.png`` and ``curves.svg`` beside it (:data:`advtrain.utils.FIGURE_FORMATS`): loss, accuracies (percent, as printed), lr and eps_t (x255) against the epoch.
 
     ``trace`` rows (:data:`advtrain.train.parts.TRACE`: step, fractional epoch, loss, acc_adv, lr, eps_t;
     means over a few steps) give the per-step points; the per-epoch values are drawn over them."""
-    from advtrain.utils import FIGURE_DPI, new_figure
+    from advtrain.io.atomic import commit_files
+    from advtrain.utils import FIGURE_FORMATS, figure_bytes, new_figure
 
     ep = [r["epoch"] for r in rows]
     fig = new_figure(figsize=(13, 3.6))  # its own canvas: the user's matplotlib backend is untouched
@@ -124,9 +125,8 @@ def plot_curves(rows: List[dict], path: str, trace: Sequence[Sequence[float]] = 
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=FIGURE_DPI)
-    os.replace(tmp, path)
+    stem = os.path.splitext(path)[0]
+    commit_files({f"{stem}.{fmt}": figure_bytes(fig, fmt) for fmt in FIGURE_FORMATS}, path)
 
 
 def summary_text(rows: List[dict], paper_row: Optional[int], subset: str = "test subset") -> str:

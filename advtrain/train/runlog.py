@@ -115,7 +115,8 @@ class RunLog:
         if "loss" in row:
             parts.append(f"loss {row['loss']:.4f}")
         if "acc_adv" in row:
-            parts.append(f"train adv acc {_pct(row['acc_adv'])}")
+            seen = "train acc" if self.attack == "none" else "train adv acc"  # clean: x' is x
+            parts.append(f"{seen} {_pct(row['acc_adv'])}")
         if row.get("test_clean") is not None:
             test = f"{self.subset}: clean {_pct(row['test_clean'])}"
             if row.get("test_pgd") is not None:

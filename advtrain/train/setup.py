@@ -102,7 +102,7 @@ def _remove_stale_temp_files(run_dir: str) -> None:
 
 #: files the trainer replaces in a run directory: something else in their place (a directory, a
 #: link loop) would only surface after an epoch of work, when the write fails
-_OUTPUTS = re.compile(r"(last|best|epoch_\d+)\.pt|metrics\.csv|curves\.png")
+_OUTPUTS = re.compile(r"(last|best|epoch_\d+)\.pt|metrics\.csv|curves\.(png|svg)")
 
 
 def _check_outputs_are_files(run_dir: str) -> None:

@@ -147,17 +147,19 @@ class Bowl(nn.Module):
         return f @ self.W.T + ((f - 0.5) ** 2).sum(1, keepdim=True) * self.a
 
 
-def apgd2_reference(W, a, x, y, eps):
+def apgd2_reference(W, a, x, y, eps, target=None):
     """SPEC §13.4 (revisiting-at apgd_train, n_iter = 2) in float64 for the :class:`Bowl` model,
-    its input gradient written out: ∂CE/∂x = Σ_j (p_j − [j=y])(w_j + 2a_j(x − 0.5))."""
+    its input gradient written out: ∂CE/∂x = Σ_j (p_j − t_j)(w_j + 2a_j(x − 0.5)) with the target
+    distribution t (one-hot of y, or ``target``: a soft, smoothed row per example), CE = −Σ_j t_j log p_j."""
+    t = torch.nn.functional.one_hot(y, W.shape[0]).double() if target is None else target
 
     def ce_grad(v):
         f = v.flatten(1)
         z = f @ W.T + ((f - 0.5) ** 2).sum(1, keepdim=True) * a
         logp = torch.log_softmax(z, 1)
-        r = logp.exp() - torch.nn.functional.one_hot(y, W.shape[0]).double()
+        r = logp.exp() - t
         grad = r @ W + 2 * (r @ a).view(-1, 1) * (f - 0.5)
-        return -logp.gather(1, y.view(-1, 1)).squeeze(1), grad.view_as(v)
+        return -(t * logp).sum(1), grad.view_as(v)
 
     def P(v):
         return torch.minimum(torch.maximum(v, x - eps), x + eps).clamp(0, 1)
@@ -195,6 +197,37 @@ def test_apgd_two_steps_match_the_revisiting_at_formula():
     assert (x_adv - x).abs().max() <= eps + 1e-9
 
 
+def test_apgd_on_smoothed_soft_targets_matches_the_revisiting_at_formula():
+    """revisiting-at attacks timm Mixup's target: lam·e_a + (1 − lam)·e_b with label smoothing s
+    inside, (1 − s)·mix + s/K (timm mixup_target, main.py:604-607), per-example soft CE
+    (autopgd_train_clean.py:113). Here the mixed target comes unsmoothed with label_smoothing 0.1."""
+    eps, s, K = 8 / 255, 0.1, 3
+    g = torch.Generator().manual_seed(8)  # a draw where the smoothing flips some gradient signs
+    W = torch.randn(K, 48, generator=g, dtype=torch.float64) * 0.005
+    a = torch.tensor([0.0, -5.0, 1.0], dtype=torch.float64)
+    sign = torch.where(torch.rand(4, 48, generator=g) < 0.5, -1.0, 1.0).double()
+    near = 0.5 + (0.2 + 0.2 * torch.rand(4, 48, generator=g, dtype=torch.float64)) * eps * sign
+    x = torch.cat([near, torch.rand(4, 48, generator=g, dtype=torch.float64)]).view(8, 3, 4, 4)
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 2, 1])
+    lam = torch.tensor([0.9, 0.7, 1.0, 0.8, 0.6, 0.9, 0.75, 1.0], dtype=torch.float64).view(-1, 1)
+    eye = torch.eye(K, dtype=torch.float64)
+    mixed = lam * eye[y] + (1 - lam) * eye[y.flip(0)]  # timm's partner: the flipped batch
+    smoothed = (1 - s) * mixed + s / K
+    expected, chosen, grads = apgd2_reference(W, a, x, y, eps, target=smoothed)
+    assert grads.abs().min() > 1e-4  # every sign determined
+    assert set(chosen.tolist()) >= {0, 1}
+    model = Bowl(W.clone(), a.clone())
+    x_adv = APGDTrain(eps=eps, steps=2, label_smoothing=s)(model, x, mixed)
+    assert torch.allclose(x_adv, expected, atol=1e-6, rtol=0)
+    # unsmoothed: another target, other points for some examples (the option is not a no-op)
+    plain, _, _ = apgd2_reference(W, a, x, y, eps, target=mixed)
+    assert (plain - expected).abs().max() > eps / 2
+    assert torch.allclose(APGDTrain(eps=eps, steps=2)(model, x, mixed), plain, atol=1e-6, rtol=0)
+    # hard labels smoothed: the one-hot target smoothed the same way
+    hard, _, _ = apgd2_reference(W, a, x, y, eps, target=(1 - s) * eye[y] + s / K)
+    assert torch.allclose(APGDTrain(eps=eps, steps=2, label_smoothing=s)(model, x, y), hard, atol=1e-6, rtol=0)
+
+
 def test_apgd_settings():
     a = APGDTrain()
     assert (a.eps, a.steps, a.bn_mode) == (4 / 255, 2, "eval")
@@ -204,3 +237,7 @@ def test_apgd_settings():
         APGDTrain(steps=0)
     with pytest.raises(AttackError, match="loss"):
         APGDTrain(loss="kl")
+    with pytest.raises(AttackError, match="label_smoothing"):
+        APGDTrain(label_smoothing=1.0)
+    with pytest.raises(AttackError, match="label_smoothing 0"):
+        APGDTrain(loss="dlr", label_smoothing=0.1)

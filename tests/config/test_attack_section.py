@@ -72,6 +72,8 @@ def test_unknown_attack_name_is_one_line_with_the_choices():
     ({"init": "gauss"}, r"unknown attack init \(attack.init\) 'gauss'", UnknownNameError),
     ({"steps": -1}, r"'attack.steps' = -1 must be >= 0", InputError),
     ({"eps": -0.1}, r"is outside \[0, 1\]", InputError),
+    ({"name": "apgd", "label_smoothing": 1.5}, r"'attack.label_smoothing' = 1.5 must be < 1.0", InputError),
+    ({"label_smoothing": 0.1}, r"'attack.label_smoothing' is an option of attack 'apgd'", InputError),
 ])
 def test_attack_mistakes_are_one_line(attack, match, cls):
     with pytest.raises(cls, match=match) as info:

@@ -345,8 +345,8 @@ def test_ard_lr_every_epoch_matches_the_reference():
 # ----------------------------------------------------------------------------- ImageNet recipes
 # Typed in from the sources (issue 26 research notes: thu-ml/ares @ 306e35f resnet50.yaml + argparse
 # defaults + timm v0.9.7; nmndeep/revisiting-at @ d7166c0 run_train.sh + main.py + parserr.py), not
-# from the configs. Differences each config writes down (attack ramp, APGD, RandAugment op set) are
-# not rows: the row holds what advtrain executes where it matches the source.
+# from the configs (revisiting-at also utils_architecture.py, dataset_convnext_like.py). Differences
+# each config writes down are not rows: the row holds what advtrain executes where it matches the source.
 ARES = {
     "data.dataset": "imagenet", "data.image_size": 224, "data.batch_size": 8 * 64, "data.drop_last": True,
     "data.interpolation": "bicubic", "data.color_jitter": 0.1, "data.randaugment": 0, "data.reprob": 0.0,
@@ -366,29 +366,33 @@ ARES = {
 }
 SINGH = {
     "data.dataset": "imagenet", "data.image_size": 224, "data.drop_last": True, "data.interpolation": "bicubic",
-    "data.randaugment": 2, "data.randaugment_magnitude": 9, "data.color_jitter": 0.0, "data.reprob": 0.25,
-    "data.mixup": 0.8, "data.cutmix": 1.0, "data.mixup_prob": 1.0, "data.mixup_switch_prob": 0.5,
-    "run.seed": 0, "objective.label_smoothing": 0.1,
-    "attack.name": "pgd_best", "attack.eps": 4 / 255, "attack.norm": "Linf", "attack.steps": 2,
-    "attack.step_size": 8 / 255,
+    "data.randaugment": 0, "data.timm_randaugment": "rand-m9-mstd0.5-inc1", "data.color_jitter": 0.0,
+    "data.reprob": 0.25, "data.mixup": 0.8, "data.cutmix": 1.0, "data.mixup_prob": 1.0,
+    "data.mixup_switch_prob": 0.5, "run.seed": 0, "objective.label_smoothing": 0.1,
+    "model.normalize": False, "model.channels_last": True,
+    "attack.eps": 4 / 255, "attack.norm": "Linf", "attack.steps": 2, "attack.step_size": 8 / 255,
     "attack.bn_mode": "eval", "attack.ramp": False,
     "optim.name": "adamw", "optim.betas": [0.9, 0.95], "optim.eps": 1e-8, "optim.lr": 1e-3,
     "optim.weight_decay": 0.05, "optim.clip_grad_norm": None, "optim.schedule": "cosine_interp",
     "optim.warmup_epochs": 20, "optim.warmup_lr": 1e-4 * 1e-3, "optim.min_lr": 5e-6, "optim.epochs": 300,
     "ema.enabled": True, "ema.decay": 0.9999, "precision": "fp16", "dist_bn": "none", "awp.enabled": False,
 }
+#: run_train.sh adv.attack apgd: autopgd_train_clean.apgd_train, loss 'ce' on timm Mixup's smoothed target
+SINGH_APGD = {"objective.name": "pgd_at", "objective.attack_loss": "ce", "attack.name": "apgd",
+              "attack.label_smoothing": 0.1}
+CONVNEXT_T = {"model.arch": "timm:convnext_tiny", "optim.wd_exclude": "bn_bias_names"}
+VIT_S = {"model.arch": "timm:vit_small_patch16_224", "optim.wd_exclude": "1d"}
 IMAGENET_ROWS = {
     "ares_resnet50_pgd_at.yaml": ARES,
-    "revisiting_at_convnext_t_linf.yaml": {
-        **SINGH, "model.arch": "timm:convnext_tiny", "optim.wd_exclude": "bn_bias_names",
-        "objective.name": "pgd_at", "objective.attack_loss": "ce", "attack.init": "none"},
-    "revisiting_at_vit_s_linf.yaml": {
-        **SINGH, "model.arch": "timm:vit_small_patch16_224", "optim.wd_exclude": "1d",
-        "objective.name": "pgd_at", "objective.attack_loss": "ce", "attack.init": "none"},
-    # the TRADES variant: the ConvNeXt-T recipe with TRADES (beta 6) and TRADES' small normal start
+    "revisiting_at_convnext_t_linf.yaml": {**SINGH, **SINGH_APGD, **CONVNEXT_T, "model.conv_stem": False},
+    "revisiting_at_convnext_t_cvst_linf.yaml": {**SINGH, **SINGH_APGD, **CONVNEXT_T, "model.conv_stem": True},
+    "revisiting_at_vit_s_linf.yaml": {**SINGH, **SINGH_APGD, **VIT_S, "model.conv_stem": False},
+    "revisiting_at_vit_s_cvst_linf.yaml": {**SINGH, **SINGH_APGD, **VIT_S, "model.conv_stem": True},
+    # the TRADES variant: the ConvNeXt-T recipe with TRADES (beta 6), its KL attack (pgd_best: APGD
+    # takes CE / DLR only) and TRADES' small normal start
     "revisiting_at_convnext_t_trades_linf.yaml": {
-        **SINGH, "model.arch": "timm:convnext_tiny", "optim.wd_exclude": "bn_bias_names",
-        "objective.name": "trades", "objective.beta": 6.0, "attack.init": "normal"},
+        **SINGH, **CONVNEXT_T, "model.conv_stem": False, "objective.name": "trades", "objective.beta": 6.0,
+        "attack.name": "pgd_best", "attack.init": "normal"},
 }
 
 

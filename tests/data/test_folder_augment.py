@@ -157,3 +157,78 @@ def test_pgd_takes_soft_targets_and_one_hot_targets_attack_as_labels():
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], x)
     with pytest.raises(AttackError, match="1-d tensor"):
         PGD(eps=8 / 255, alpha=2 / 255, steps=1, loss="cw")(model, x, soft)
+
+
+# ----------------------------------------------------------------------------- timm's RandAugment
+#: timm auto_augment.py _RAND_INCREASING_TRANSFORMS (v0.9.7 / 1.0.9 lines 641-658): the op set of 'inc1'
+TIMM_INC1 = ["AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing",
+             "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
+             "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"]
+
+
+def test_timm_randaugment_is_timms_rand_m9_mstd05_inc1():
+    """revisiting-at's aa 'rand-m9-mstd0.5-inc1' (parserr.py:20) as timm builds it: 15 increasing ops
+    (Invert and SolarizeAdd included, no Identity/Cutout), 2 layers drawn with replacement, each op
+    applied w.p. 0.5 at magnitude N(9, 0.5); hparams of create_transform: translate_const
+    int(224 * 0.45) = 100, fill round(255 * mean) with revisiting-at's mean 0, bicubic."""
+    from PIL import Image
+    from timm.data.auto_augment import RandAugment
+
+    from advtrain.data.folder_augment import timm_rand_augment
+
+    ra = timm_rand_augment("rand-m9-mstd0.5-inc1", 224, "bicubic")
+    assert isinstance(ra, RandAugment) and ra.num_layers == 2 and ra.choice_weights is None
+    assert [op.name for op in ra.ops] == TIMM_INC1
+    for op in ra.ops:
+        assert (op.prob, op.magnitude, op.magnitude_std, op.magnitude_max) == (0.5, 9, 0.5, None)
+        assert op.kwargs == {"fillcolor": (0, 0, 0), "resample": Image.BICUBIC}
+        assert op.hparams["translate_const"] == 100
+    # level -> argument at magnitude 9 (auto_augment.py:206-291): Posterize 4 - int(0.9 * 4) = 1 bit,
+    # Solarize threshold 256 - int(0.9 * 256) = 26, SolarizeAdd min(128, int(0.9 * 110)) = 99, Rotate 27 deg
+    by_name = {op.name: op for op in ra.ops}
+    assert by_name["PosterizeIncreasing"].level_fn(9, by_name["PosterizeIncreasing"].hparams) == (1,)
+    assert by_name["SolarizeIncreasing"].level_fn(9, by_name["SolarizeIncreasing"].hparams) == (26,)
+    assert by_name["SolarizeAdd"].level_fn(9, by_name["SolarizeAdd"].hparams) == (99,)
+    assert abs(by_name["Rotate"].level_fn(9, by_name["Rotate"].hparams)[0]) == pytest.approx(27.0)
+    # without inc1: timm's other list (Posterize, Solarize... not the increasing ones), 'n3' layers
+    other = timm_rand_augment("rand-m7-n3", 64, "bilinear")
+    assert other.num_layers == 3 and "Posterize" in [op.name for op in other.ops]
+    assert other.ops[0].hparams["translate_const"] == int(64 * 0.45) and other.ops[0].magnitude == 7
+
+
+def test_folder_dataset_with_timm_randaugment_makes_reproducible_images(tmp_path):
+    from advtrain.data.imagefolder import FolderDataset, scan
+    from folder_helpers import make_image_folder
+
+    root = make_image_folder(tmp_path / "d", n_classes=3, per_class=(4, 1), size=40)
+    _, samples = scan(root, "train", 3)
+    plain = FolderDataset(samples, 32, True, seed=3, augment={"interpolation": "bicubic"})
+    ra = FolderDataset(samples, 32, True, seed=3,
+                       augment={"interpolation": "bicubic", "timm_randaugment": "rand-m9-mstd0.5-inc1"})
+    py_state, np_state = random.getstate(), np.random.get_state()
+    images = [ra[i][0] for i in range(len(samples))]
+    assert random.getstate() == py_state and np.array_equal(np.random.get_state()[1], np_state[1])
+    assert all(x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+               for x in images)
+    assert all(torch.equal(x, ra[i][0]) for i, x in enumerate(images))  # the same draws again
+    changed = sum(not torch.equal(x, plain[i][0]) for i, x in enumerate(images))
+    assert changed >= len(images) // 2  # 2 ops each applied w.p. 0.5: most images change
+    ra.set_epoch(1)
+    assert any(not torch.equal(x, ra[i][0]) for i, x in enumerate(images))  # other draws next epoch
+
+
+def test_timm_randaugment_key_is_checked():
+    from advtrain import config as C
+    from advtrain.errors import InputError
+
+    folder = {"dataset": "imagefolder", "num_classes": 3}
+    cfg = C.from_dict({"data": {**folder, "timm_randaugment": "rand-m9-mstd0.5-inc1"},
+                       "objective": {"name": "pgd_at"}})
+    assert C.resolve(cfg)["data"]["timm_randaugment"] == "rand-m9-mstd0.5-inc1"  # recorded
+    for data, match in [({**folder, "timm_randaugment": "augmix-m5"}, "starting with 'rand'"),
+                        ({**folder, "timm_randaugment": "rand-m9-q4"}, "not a RandAugment string timm reads"),
+                        ({**folder, "timm_randaugment": "rand-m9", "randaugment": 2}, "two RandAugments"),
+                        ({**folder, "augment": "none", "timm_randaugment": "rand-m9"}, "augment is none"),
+                        ({"dataset": "cifar10", "timm_randaugment": "rand-m9"}, "imagefolder/imagenet")]:
+        with pytest.raises(InputError, match=match):
+            C.from_dict({"data": data, "objective": {"name": "pgd_at"}})

@@ -33,3 +33,29 @@ def test_torchvision_style_resnet_file_without_bn_counters_loads_as_a_timm_teach
     with pytest.raises(CheckpointError, match="does not fit") as info:
         load_model_file(str(path), dataset="imagenet", arch="timm:resnet10t")  # another layout
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("arch", ["timm:convnext_atto", "timm:vit_tiny_patch16_224"])
+def test_models_whose_constructor_cannot_run_on_the_meta_device_load(tmp_path, arch):
+    """timm's ConvNeXt and ViT read their drop-path rates with .item()/.tolist() while they build,
+    which fails on the meta device: the loader checks them on a CPU build instead, still strictly."""
+    from advtrain.hub.loader import skeleton
+    from advtrain.models import create_model
+
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        with torch.device("meta"):
+            create_model(arch, dataset="imagenet", num_classes=1000)
+    torch.manual_seed(0)
+    net = create_model(arch, dataset="imagenet", num_classes=1000).eval()
+    path = tmp_path / "net.pt"
+    torch.save(net.state_dict(), path)
+    loaded = load_model_file(str(path), dataset="imagenet", arch=arch).model
+    x = torch.rand(2, 3, 32, 32) if "convnext" in arch else torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    assert skeleton(arch, "imagenet", 1000) is not None  # what the checkpoint reader checks against
+    bad = {k: v for k, v in net.state_dict().items() if "head" not in k}
+    torch.save(bad, path)
+    with pytest.raises(CheckpointError, match="does not fit|missing") as info:
+        load_model_file(str(path), dataset="imagenet", arch=arch)
+    assert "\n" not in str(info.value)

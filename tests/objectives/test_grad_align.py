@@ -123,3 +123,36 @@ def test_ce_objective_label_smoothing_matches_formula():
     logp = torch.log_softmax(x @ model.weight.detach().T + model.bias.detach(), 1)
     want = ((1 - s) * -logp.gather(1, y.view(-1, 1)).squeeze(1) + s * -logp.mean(1)).mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+
+
+def test_ce_objective_takes_mixup_soft_targets():
+    """B×K soft targets (mixup/cutmix): CE = mean_i −Σ_k t_ik log p_ik, GradAlign's gradients of
+    the same soft CE (float64, by hand); the config check lets ``ce`` train with mixup."""
+    from advtrain.config import from_dict
+    from advtrain.config.check import SOFT_TARGETS
+
+    model = linear(8)
+    x, y, _ = data(9)
+    lam = 0.2
+    t = 0.7 * torch.nn.functional.one_hot(y, K).double() + 0.3 * torch.nn.functional.one_hot(
+        y.roll(1), K).double()  # what mixup with lambda 0.7 gives
+    obj = build_objective("ce", dataset="cifar10", num_classes=K, grad_align=lam)
+    obj.set_attack_budget(EPS, EPS, 1)
+    torch.manual_seed(3)
+    loss, _ = obj.loss(model, x, x, t)
+    torch.manual_seed(3)
+    eta = torch.empty_like(x).uniform_(-EPS, EPS)
+    W, b = model.weight.detach(), model.bias.detach()
+
+    def soft_grad(v):
+        return (torch.softmax(v @ W.T + b, 1) - t) @ W / len(t)
+
+    g1, g2 = soft_grad(x), soft_grad(x + eta)
+    align = 1 - ((g1 * g2).sum(1) / (g1.norm(dim=1) * g2.norm(dim=1))).mean()
+    ce = -(t * torch.log_softmax(x @ W.T + b, 1)).sum(1).mean()
+    assert loss.item() == pytest.approx((ce + lam * align).item(), rel=1e-9)
+    assert "ce" in SOFT_TARGETS
+    cfg = from_dict({"objective": {"name": "ce"}, "attack": {"name": "none"},
+                     "data": {"dataset": "imagefolder", "root": "r", "num_classes": 10, "mixup": 0.8,
+                              "augment": "basic", "train_npz": None, "test_npz": None}})
+    assert cfg.data.mixup == 0.8

@@ -59,6 +59,7 @@ def test_regime_trains_from_yaml_and_resumes_bit_identically(tmp_path, capsys, r
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 2/2")][0]
     assert "clean " in line and "PGD-1 " in line  # the per-epoch test, whatever the regime
     assert ("clean training (attack none)" in line) == (regime == "clean_cifar10.yaml")
+    assert ("train adv acc" in line) == (regime != "clean_cifar10.yaml")  # clean: "train acc"
     part = fit(tiny(str(tmp_path / "b"), path, "part"), stop_after=1)
     assert _final(part)["epoch"] == 1
     resumed = fit(None, run_dir=part, resume=True)

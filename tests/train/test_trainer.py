@@ -50,7 +50,7 @@ def test_outputs_and_checkpoint_contract(tmp_path):
     raw = tiny_config(tmp_path, ema={"enabled": True, "decay": 0.5}, awp={"enabled": True, "warmup": 2},
                       objective={"name": "gkl_at"}, paper_row=1)
     run_dir = fit(raw)
-    for name in ("config.yaml", "metrics.csv", "curves.png", "summary.txt", "epoch_1.pt",
+    for name in ("config.yaml", "metrics.csv", "curves.png", "curves.svg", "summary.txt", "epoch_1.pt",
                  "epoch_2.pt", "last.pt"):
         assert os.path.isfile(os.path.join(run_dir, name)), name
     assert "85.31" in open(os.path.join(run_dir, "summary.txt")).read()
