@@ -51,7 +51,7 @@ docs/BENCHMARKS.md for how. Examples::
     python bench/rank_objectives.py --epochs 1 --train-images 256 --n-test 50   # smoke run
     python bench/rank_objectives.py --from-results a/results.json,b/results.json --out merged
     python bench/rank_objectives.py --objectives clean,fgsm_rs,n_fgsm,grad_align,pgd_at10,trades10 \
-        --epochs 4 --train-images 4096 --n-test 1000 --threads 1 --order cost   # the regimes
+        --epochs 2 --train-images 4096 --n-test 1000 --threads 1 --order cost   # the regimes
 
 Runs are seeded and each objective's run starts from the same seed, so one budget may be split over
 processes (``--objectives``) and merged afterwards with ``--from-results``.
@@ -332,9 +332,8 @@ def plot(results: dict, args) -> list:
     except ImportError:
         print("note: matplotlib is not installed; no figures (pip install matplotlib for them)")
         return []
-    from advtrain.eval.sweep import FIGURE_FORMATS
     from advtrain.io.atomic import commit_files
-    from advtrain.utils import figure_bytes
+    from advtrain.utils import FIGURE_FORMATS, figure_bytes
 
     files = {}
     for stem, make in (("rank_objectives", bar_figure), ("rank_cost", cost_figure)):
