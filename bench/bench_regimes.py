@@ -26,6 +26,8 @@ sys.path.insert(0, REPO)
 
 E8 = "8/255"
 FIXED = {"schedule": "fixed", "ramp": False}
+#: ``name -> (objective section, attack section)``: also the regimes bench/rank_objectives.py trains
+#: (tests/cli/test_bench_rank.py checks the single-step and clean ones against their configs)
 REGIMES = {
     "clean": ({"name": "ce"}, {"name": "none", "eps": E8, "steps": 0, "step_size": 0.0, **FIXED}),
     "fgsm_rs": ({"name": "ce"}, {"name": "fgsm_rs", "eps": E8, "steps": 1, "step_size": "10/255",

@@ -1,12 +1,15 @@
 """Rank training regimes under one budget: clean, PGD-20 and AutoAttack accuracy, with paired tests.
 
-Regimes: PGD-AT, TRADES, IKL-AT, GKL-AT (the ``executed`` PGD schedule) and the single-step / clean
-regimes of configs/ (``clean``, ``fgsm_rs``, ``n_fgsm``, ``grad_align``; see REGIMES).
+Regimes: PGD-AT, TRADES, IKL-AT, GKL-AT (the ``executed`` PGD schedule) and the regimes of
+bench/bench_regimes.py: the single-step / clean ones of configs/ (``clean``, ``fgsm_rs``,
+``n_fgsm``, ``grad_align``), PGD-AT and TRADES with K = 10 fixed steps of 2/255 (``pgd_at10``,
+``trades10``) and APGD-CE 2 steps (``apgd2``); see REGIMES.
 
 Every objective is trained by the real trainer (``advtrain.fit``) with the same model, images, seed,
-epochs, optimiser and training attack (the ``executed`` schedule: K=5 steps of eps_t/2, eps ramp);
-only ``objective:`` differs, and it takes the objective's own CIFAR-10 defaults (TRADES beta 6;
-IKL-AT / GKL-AT alpha 4, beta 20, prior T 4). Each final model is then evaluated with
+epochs, optimiser (SGD, lr ``--lr`` cosine) and, for the four of OBJECTIVES, training attack (the
+``executed`` schedule: K=5 steps of eps_t/2, eps ramp); only ``objective:`` differs, and it takes
+the objective's own CIFAR-10 defaults (TRADES beta 6; IKL-AT / GKL-AT alpha 4, beta 20, prior T 4).
+A regime of REGIMES replaces the objective and attack sections with its own (the rest is shared). Each final model is then evaluated with
 ``advtrain.evaluate`` on one fixed random test subset (seeded, drawn as ``advtrain eval --subset
 random`` draws it, since ``test.npz`` is sorted by class):
 
@@ -28,10 +31,18 @@ c = only the second)::
 
     p = min(1, 2 * sum_{i=0}^{min(b,c)} C(b+c, i) / 2^(b+c))      (two-sided; p = 1 when b+c = 0)
 
-computed with ``math.comb`` in integers and one float division (``mcnemar_exact``).
+computed with ``math.comb`` in integers and one float division (``mcnemar_exact``). ``table.md``
+lists the tests between neighbours (consecutive rows in the table's ``--order``: as given, by
+training cost or by AA accuracy), then between every two regimes.
 
-Outputs under ``--out``: ``runs/<objective>/`` (the training runs), ``results.json``, ``table.md``
-and ``rank_objectives.png`` (when matplotlib is installed). This is evidence, not a test: nothing is
+The training cost is the CPU time (user + system, ``getrusage``) of the process while it trains one
+regime: comparable between runs with the same ``--threads`` even when processes share the machine,
+unlike the wall seconds, which are also reported.
+
+Outputs under ``--out``: ``runs/<objective>/`` (the training runs), ``results.json`` (with every
+image's correctness), ``table.md``, ``rank_objectives.png``/``.svg`` (accuracy bars) and
+``rank_cost.png``/``.svg`` (robust accuracy against training CPU seconds), when matplotlib is
+installed. This is evidence, not a test: nothing is
 asserted. The default budget (wrn-10-1, the model of configs/cpu/tiny_pgd_at.yaml; 2048 images, 3
 epochs, batch 64) is estimated at about 30 minutes on 2 idle cores, two thirds of it AutoAttack; see
 docs/BENCHMARKS.md for how. Examples::
@@ -39,6 +50,8 @@ docs/BENCHMARKS.md for how. Examples::
     python bench/rank_objectives.py --threads 2                       # the default budget
     python bench/rank_objectives.py --epochs 1 --train-images 256 --n-test 50   # smoke run
     python bench/rank_objectives.py --from-results a/results.json,b/results.json --out merged
+    python bench/rank_objectives.py --objectives clean,fgsm_rs,n_fgsm,grad_align,pgd_at10,trades10 \
+        --epochs 2 --train-images 4096 --n-test 1000 --threads 1 --order cost   # the regimes
 
 Runs are seeded and each objective's run starts from the same seed, so one budget may be split over
 processes (``--objectives``) and merged afterwards with ``--from-results``.
@@ -56,21 +69,18 @@ import time
 import torch
 
 OBJECTIVES = ("pgd_at", "trades", "ikl_at", "gkl_at")
-#: regimes beyond the PGD-trained objectives: (objective section, attack section) at 8/255, each
-#: the CIFAR-10 recipe of its config in configs/ (one fixed step per batch; see those files)
-REGIMES = {
-    "clean": ({"name": "ce"}, {"name": "none", "eps": "8/255"}),
-    "fgsm_rs": ({"name": "ce"}, {"name": "fgsm_rs", "eps": "8/255", "schedule": "fixed", "ramp": False,
-                                 "steps": 1, "step_size": "10/255"}),
-    "n_fgsm": ({"name": "ce"}, {"name": "n_fgsm", "eps": "8/255", "schedule": "fixed", "ramp": False,
-                                "steps": 1, "step_size": "8/255"}),
-    "grad_align": ({"name": "ce", "grad_align": 0.2},
-                   {"name": "fgsm", "eps": "8/255", "schedule": "fixed", "ramp": False, "steps": 1,
-                    "step_size": "8/255"}),
-}
+#: regimes beyond the PGD-trained objectives, ``name -> (objective section, attack section)``: the
+#: recipes of bench/bench_regimes.py (their one owner; the single-step and clean ones are the
+#: objective and attack of configs/<name>_cifar10.yaml, which tests/cli/test_bench_rank.py checks),
+#: among them PGD-AT and TRADES with K = 10 fixed steps of 2/255 (``pgd_at10``, ``trades10``)
+from bench_regimes import REGIMES  # noqa: E402  (bench/ is on sys.path: the script's folder)
+
 CHOICES = OBJECTIVES + tuple(REGIMES)
 LABELS = {"pgd_at": "PGD-AT", "trades": "TRADES", "ikl_at": "IKL-AT", "gkl_at": "GKL-AT",
-          "clean": "clean", "fgsm_rs": "FGSM-RS", "n_fgsm": "N-FGSM", "grad_align": "GradAlign"}
+          "clean": "clean", "fgsm_rs": "FGSM-RS", "n_fgsm": "N-FGSM", "grad_align": "GradAlign",
+          "apgd2": "APGD-CE 2", "pgd_at10": "PGD-AT (K=10)", "trades10": "TRADES (K=10)"}
+#: the six regimes of the one-budget regime ranking (docs/BENCHMARKS.md)
+REGIME_SET = ("clean", "fgsm_rs", "n_fgsm", "grad_align", "pgd_at10", "trades10")
 DATA = os.path.join("..", "shared", "data", "cifar10-jpeg")
 Z95 = 1.959963984540054  # Phi^-1(0.975)
 
@@ -96,33 +106,66 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail / 2 ** n)
 
 
-def paired(results: dict) -> list:
-    """Every two regimes on the same images: for clean, PGD and AA, ``b`` (only the first right),
-    ``c`` (only the second right), the accuracy difference and the exact McNemar p-value."""
-    rows, names = [], list(results)
-    for i, a in enumerate(names):
-        for other in names[i + 1:]:
-            row = {"a": a, "b": other}
-            for key in ("clean", "pgd", "aa"):
-                ca, cb = results[a][key]["per_image"], results[other][key]["per_image"]
-                if len(ca) != len(cb):
-                    raise SystemExit(f"error: {a} and {other} were evaluated on different images")
-                only_a = sum(1 for u, v in zip(ca, cb) if u and not v)
-                only_b = sum(1 for u, v in zip(ca, cb) if v and not u)
-                row[key] = {"only_first": only_a, "only_second": only_b,
-                            "diff": (only_a - only_b) / len(ca), "p": mcnemar_exact(only_a, only_b)}
-            rows.append(row)
+def ordered(results: dict, by: str) -> dict:
+    """``results`` in the order of the table: ``given`` (as run or merged), ``cost`` (training CPU
+    seconds, cheapest first) or ``aa`` (AutoAttack accuracy, highest first); ties keep the given
+    order."""
+    keys = {"given": lambda o: 0, "cost": lambda o: results[o]["train_cpu_seconds"],
+            "aa": lambda o: -results[o]["aa"]["correct"]}
+    if by not in keys:
+        raise SystemExit(f"error: --order {by!r}: choose from {', '.join(keys)}")
+    return {o: results[o] for o in sorted(results, key=keys[by])}  # sorted() is stable
+
+
+def neighbours(names) -> list:
+    """The pairs of consecutive rows of the table: ``[(n0, n1), (n1, n2), ...]``."""
+    names = list(names)
+    return list(zip(names, names[1:]))
+
+
+def all_pairs(names) -> list:
+    """Every two regimes, in table order: ``(n_i, n_j)`` for i < j."""
+    names = list(names)
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+
+
+def paired(results: dict, pairs=None) -> list:
+    """Two regimes on the same images, for each of ``pairs`` (default: every two, in the order of
+    ``results``): for clean, PGD and AA, ``b`` (only the first right), ``c`` (only the second
+    right), the accuracy difference and the exact McNemar p-value."""
+    rows = []
+    for a, other in (all_pairs(results) if pairs is None else pairs):
+        row = {"a": a, "b": other}
+        for key in ("clean", "pgd", "aa"):
+            ca, cb = results[a][key]["per_image"], results[other][key]["per_image"]
+            if len(ca) != len(cb):
+                raise SystemExit(f"error: {a} and {other} were evaluated on different images")
+            only_a = sum(1 for u, v in zip(ca, cb) if u and not v)
+            only_b = sum(1 for u, v in zip(ca, cb) if v and not u)
+            row[key] = {"only_first": only_a, "only_second": only_b,
+                        "diff": (only_a - only_b) / len(ca), "p": mcnemar_exact(only_a, only_b)}
+        rows.append(row)
     return rows
 
 
-def paired_table(results: dict, args) -> str:
+def paired_table(results: dict, args, pairs=None) -> str:
     lines = [f"| first | second | clean diff (b/c, p) | PGD-{args.pgd_steps} diff (b/c, p) | AA diff (b/c, p) |",
              "|---|---|---|---|---|"]
-    for row in paired(results):
+    for row in paired(results, pairs):
         cells = [f"{100 * row[k]['diff']:+.1f} ({row[k]['only_first']}/{row[k]['only_second']}, "
                  f"p={row[k]['p']:.3g})" for k in ("clean", "pgd", "aa")]
         lines.append(f"| {LABELS[row['a']]} | {LABELS[row['b']]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def pair_tables(results: dict, args) -> str:
+    """The paired tests as ``table.md`` shows them: neighbours in table order, then every two."""
+    if len(results) < 2 or not all("per_image" in r["clean"] for r in results.values()):
+        return ""
+    return (f"\n\nPaired differences between neighbours (table order: {args.order}; exact McNemar "
+            "on the discordant pairs, b = only the first right, c = only the second):\n\n"
+            + paired_table(results, args, neighbours(results))
+            + "\n\nPaired differences between every two:\n\n" + paired_table(results, args))
 
 
 def cpu_seconds() -> float:
@@ -215,26 +258,25 @@ def fmt(cell: dict) -> str:
 
 
 def table(results: dict, args) -> str:
-    lines = [f"| objective | clean | PGD-{args.pgd_steps} | AA (APGD-CE + APGD-T) | train s (CPU s) "
-             "| eval s (CPU s) |", "|---|---|---|---|---|---|"]
+    """One row per regime in the order of ``results``: training CPU seconds (user + system time of
+    the training process, ``cpu_seconds``), clean / PGD / AA accuracy with Wilson intervals, wall
+    seconds of training and of the evaluation (its CPU seconds in parentheses)."""
+    lines = [f"| regime | train CPU s | clean | PGD-{args.pgd_steps} | AA (APGD-CE + APGD-T) | train wall s "
+             "| eval wall s (CPU s) |", "|---|---|---|---|---|---|---|"]
     for obj, r in results.items():
-        lines.append(f"| {LABELS[obj]} | {fmt(r['clean'])} | {fmt(r['pgd'])} | {fmt(r['aa'])} | "
-                     f"{r['train_seconds']:.0f} ({r['train_cpu_seconds']:.0f}) | {r['seconds']:.0f} "
+        lines.append(f"| {LABELS[obj]} | {r['train_cpu_seconds']:.0f} | {fmt(r['clean'])} | {fmt(r['pgd'])} | "
+                     f"{fmt(r['aa'])} | {r['train_seconds']:.0f} | {r['seconds']:.0f} "
                      f"({r['eval_cpu_seconds']:.0f}) |")
     return "\n".join(lines)
 
 
-def plot(results: dict, args, path: str) -> None:
-    try:
-        import matplotlib
+def bar_figure(results: dict, args):
+    """Clean, PGD and AA accuracy per regime, bars with Wilson 95% intervals."""
+    from advtrain.utils import new_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed; no PNG (pip install matplotlib for one)")
-        return
     keys = (("clean", "clean"), ("pgd", f"PGD-{args.pgd_steps}"), ("aa", "AA"))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = new_figure(figsize=(7, 4))
+    ax = fig.add_subplot()
     width = 0.8 / len(keys)
     for j, (key, label) in enumerate(keys):
         xs = [i + (j - 1) * width for i in range(len(results))]
@@ -242,15 +284,64 @@ def plot(results: dict, args, path: str) -> None:
         err = [[100 * (r[key]["acc"] - r[key]["ci95"][0]) for r in results.values()],
                [100 * (r[key]["ci95"][1] - r[key]["acc"]) for r in results.values()]]
         ax.bar(xs, acc, width, yerr=err, capsize=3, label=label)
-    ax.set_xticks(range(len(results)), [LABELS[o] for o in results])
+    ax.set_xticks(range(len(results)), [LABELS[o] for o in results], fontsize=7)
     ax.set_ylabel(f"accuracy % (n={args.n_test}, Wilson 95%)")
     ax.set_title(f"wrn-{args.depth}-{args.width}, {args.train_images} images, {args.epochs} epochs")
     ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    return fig
+
+
+def cost_figure(results: dict, args):
+    """AutoAttack (and PGD) accuracy against training CPU seconds, one labelled point per regime,
+    with Wilson 95% intervals; log-scaled cost axis."""
+    from advtrain.utils import new_figure
+
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    cost = [r["train_cpu_seconds"] for r in results.values()]
+    for key, label, style in (("pgd", f"PGD-{args.pgd_steps}", dict(marker="o", mfc="none")),
+                              ("aa", "AA (APGD-CE + APGD-T)", dict(marker="s"))):
+        acc = [100 * r[key]["acc"] for r in results.values()]
+        err = [[100 * (r[key]["acc"] - r[key]["ci95"][0]) for r in results.values()],
+               [100 * (r[key]["ci95"][1] - r[key]["acc"]) for r in results.values()]]
+        ax.errorbar(cost, acc, yerr=err, linestyle="none", capsize=3, label=label, **style)
+    for obj, r in results.items():
+        ax.annotate(LABELS[obj], (r["train_cpu_seconds"], 100 * r["aa"]["acc"]), fontsize=7,
+                    xytext=(4, -10), textcoords="offset points")
+    if min(cost) > 0:
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xscale("log")
+        ax.set_xticks(cost, [f"{c:.0f}" for c in cost], fontsize=7)  # ticks at the regimes' costs
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training CPU seconds (one process, 1 thread)")
+    ax.set_ylabel(f"robust accuracy % (n={args.n_test}, Wilson 95%)")
+    ax.set_title(f"wrn-{args.depth}-{args.width}, {args.train_images} images x {args.epochs} epochs, "
+                 "eps 8/255", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot(results: dict, args) -> list:
+    """``rank_objectives.{png,svg}`` (accuracy bars) and ``rank_cost.{png,svg}`` (robust accuracy
+    against training CPU seconds) under ``--out``, written as one output; the paths written."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("note: matplotlib is not installed; no figures (pip install matplotlib for them)")
+        return []
+    from advtrain.io.atomic import commit_files
+    from advtrain.utils import FIGURE_FORMATS, figure_bytes
+
+    files = {}
+    for stem, make in (("rank_objectives", bar_figure), ("rank_cost", cost_figure)):
+        fig = make(results, args)
+        for ext in FIGURE_FORMATS:
+            files[os.path.join(args.out, f"{stem}.{ext}")] = figure_bytes(fig, ext)
+    commit_files(files, primary=next(iter(files)))
+    return list(files)
 
 
 def main(argv=None) -> int:
@@ -271,6 +362,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--data", default=DATA, help="folder with train.npz and test.npz")
     p.add_argument("--out", default=os.path.join("bench", "out"))
+    p.add_argument("--order", default="given", choices=("given", "cost", "aa"),
+                   help="row order of the table and of the neighbour tests: as given, by training "
+                        "CPU seconds (cheapest first) or by AutoAttack accuracy (highest first)")
     p.add_argument("--from-results", metavar="JSON[,JSON...]",
                    help="train nothing: merge these results.json files (runs of the same budget "
                         "split over processes) into --out's table and PNG")
@@ -306,14 +400,12 @@ def main(argv=None) -> int:
         print(f"{LABELS[obj]}: clean {fmt(r['clean'])}  PGD-{args.pgd_steps} {fmt(r['pgd'])}  "
               f"AA {fmt(r['aa'])}  ({r['seconds']:.0f} s){flags}", flush=True)
     wall, cpu = time.time() - t_start, cpu_seconds() - c_start
-    text = table(results, args)
-    print(text)
-    if len(results) > 1:
-        print(paired_table(results, args))
+    results = ordered(results, args.order)
+    print(table(results, args) + pair_tables(results, args))
     print(f"wall time {wall:.0f} s, CPU time {cpu:.0f} s (on {torch.get_num_threads()} idle cores "
           f"the wall time would be about CPU time / threads)")
     save(results, args, wall, cpu)
-    plot(results, args, os.path.join(args.out, "rank_objectives.png"))
+    plot(results, args)
     return 0
 
 
@@ -339,14 +431,13 @@ def merge(args) -> int:
         results.update(saved["results"])
         wall, cpu = wall + saved["wall_seconds"], cpu + saved["cpu_seconds"]
     vars(args).update(budget)
-    results = {o: results[o] for o in CHOICES if o in results}
+    results = ordered({o: results[o] for o in CHOICES if o in results}, args.order)
     os.makedirs(args.out, exist_ok=True)
-    print(table(results, args))
-    if len(results) > 1 and all("per_image" in r["clean"] for r in results.values()):
-        print(paired_table(results, args))
-    print(f"summed wall time {wall:.0f} s, CPU time {cpu:.0f} s")
+    print(table(results, args) + pair_tables(results, args))
+    print(f"summed wall time {wall:.0f} s, CPU time {cpu:.0f} s (of runs made in concurrent processes "
+          "the CPU seconds are comparable between regimes, the wall seconds are not)")
     save(results, args, wall, cpu)
-    plot(results, args, os.path.join(args.out, "rank_objectives.png"))
+    plot(results, args)
     return 0
 
 
@@ -354,15 +445,14 @@ def save(results: dict, args, wall: float, cpu: float) -> None:
     """``table.md`` and ``results.json`` under ``--out`` (atomic writes)."""
     from advtrain.io.atomic import atomic_write_text
 
-    text = table(results, args)
-    pairs = []
+    text = table(results, args) + pair_tables(results, args)
+    pairs = near = []
     if len(results) > 1 and all("per_image" in r["clean"] for r in results.values()):
-        text += "\n\nPaired differences (exact McNemar on the discordant pairs):\n\n" + paired_table(results, args)
-        pairs = paired(results)
+        pairs, near = paired(results), paired(results, neighbours(results))
     atomic_write_text(os.path.join(args.out, "table.md"), text + "\n")
     atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(
         {"args": vars(args), "wall_seconds": wall, "cpu_seconds": cpu, "results": results,
-         "paired": pairs}, indent=1) + "\n")
+         "order": getattr(args, "order", "given"), "paired": pairs, "neighbours": near}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

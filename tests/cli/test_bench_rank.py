@@ -1,5 +1,7 @@
-"""CPU tests of bench/rank_objectives.py's paired comparison: the exact McNemar p-value against an
-independent float64 expression (log-gamma binomial terms), and the discordant-pair counts."""
+"""CPU tests of bench/rank_objectives.py: the exact McNemar p-value against an independent float64
+expression (log-gamma binomial terms), the discordant-pair counts, the table order (by training CPU
+seconds, by AA accuracy) and the pairs of neighbours in it, the regimes against their configs
+(configs/*_cifar10.yaml; PGD-AT / TRADES with K=10 as the papers), and the figures."""
 from __future__ import annotations
 
 import math
@@ -7,6 +9,7 @@ import os
 import sys
 
 import pytest
+from types import SimpleNamespace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -52,3 +55,98 @@ def test_paired_counts_discordant_images():
     assert first["pgd"]["diff"] == pytest.approx(2 / 6)
     assert first["pgd"]["p"] == pytest.approx(p_float64(2, 0))
     assert rows[1]["aa"]["only_first"] == 0 and rows[1]["aa"]["p"] == 1.0
+
+
+def _result(cpu, clean, pgd, aa):
+    n = len(clean)
+    out = {"train_cpu_seconds": cpu, "train_seconds": 2 * cpu, "seconds": 5.0, "eval_cpu_seconds": 3.0}
+    for key, hits in (("clean", clean), ("pgd", pgd), ("aa", aa)):
+        out[key] = {"per_image": hits, "correct": sum(hits), "acc": sum(hits) / n,
+                    "ci95": R.wilson(sum(hits), n)}
+    return out
+
+
+def _four():
+    #          CPU s  clean               PGD                 AA
+    return {"pgd_at10": _result(300.0, [1, 1, 0, 0, 1, 1], [1, 1, 0, 0, 1, 0], [1, 1, 0, 0, 1, 0]),
+            "clean": _result(20.0, [1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]),
+            "grad_align": _result(150.0, [1, 1, 1, 0, 1, 1], [1, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0]),
+            "fgsm_rs": _result(40.0, [1, 1, 1, 0, 1, 1], [1, 1, 0, 0, 0, 1], [1, 1, 0, 0, 0, 1])}
+
+
+def test_order_by_cost_and_by_aa():
+    res = _four()
+    assert list(R.ordered(res, "cost")) == ["clean", "fgsm_rs", "grad_align", "pgd_at10"]
+    # AA correct: pgd_at10 3, fgsm_rs 3 (tie: given order), grad_align 1, clean 0
+    assert list(R.ordered(res, "aa")) == ["pgd_at10", "fgsm_rs", "grad_align", "clean"]
+    assert list(R.ordered(res, "given")) == list(res)
+
+
+def test_neighbour_pairs_follow_table_order():
+    res = R.ordered(_four(), "cost")
+    pairs = R.neighbours(res)
+    assert pairs == [("clean", "fgsm_rs"), ("fgsm_rs", "grad_align"), ("grad_align", "pgd_at10")]
+    rows = R.paired(res, pairs)
+    # fgsm_rs vs grad_align, PGD: [1,1,0,0,0,1] vs [1,0,0,0,1,0] -> only first 2 (images 2, 6),
+    # only second 1 (image 5)
+    mid = rows[1]["pgd"]
+    assert (mid["only_first"], mid["only_second"]) == (2, 1)
+    assert mid["p"] == pytest.approx(p_float64(2, 1)) and mid["diff"] == pytest.approx(1 / 6)
+    # grad_align vs pgd_at10, AA: [1,0,0,0,0,0] vs [1,1,0,0,1,0] -> b = 0, c = 2
+    last = rows[2]["aa"]
+    assert (last["only_first"], last["only_second"]) == (0, 2)
+    assert last["p"] == pytest.approx(0.5)  # 2 * P(X <= 0), X ~ Binomial(2, 1/2): 2 * 1/4
+
+
+def test_table_rows_in_order_with_cost_column():
+    args = SimpleNamespace(pgd_steps=20, order="cost")
+    res = R.ordered(_four(), "cost")
+    lines = R.table(res, args).splitlines()[2:]
+    assert [line.split("|")[1].strip() for line in lines] == ["clean", "FGSM-RS", "GradAlign", "PGD-AT (K=10)"]
+    assert [line.split("|")[2].strip() for line in lines] == ["20", "40", "150", "300"]
+    text = R.pair_tables(res, args)
+    near, every = text.split("every two")
+    assert near.count("\n| ") == 4 and every.count("\n| ") == 7  # header + 3 pairs; header + 6 pairs
+
+
+def _bench_args():
+    return SimpleNamespace(seed=0, data="d", batch_size=64, train_images=64, depth=10, width=1,
+                           lr=0.1, epochs=1)
+
+
+@pytest.mark.parametrize("name", ["clean", "fgsm_rs", "n_fgsm", "grad_align"])
+def test_single_step_regimes_train_as_their_configs(name):
+    from advtrain.config import from_dict, load
+
+    mine = from_dict(R.config(name, _bench_args(), os.path.join("out", "runs", name)))
+    ref = load(os.path.join(ROOT, "configs", f"{name}_cifar10.yaml"))
+    assert mine.objective == ref.objective
+    assert mine.attack == ref.attack
+
+
+@pytest.mark.parametrize("name,objective,init", [("pgd_at10", "pgd_at", "uniform"),
+                                                 ("trades10", "trades", "normal")])
+def test_pgd_regimes_use_ten_fixed_steps(name, objective, init):
+    """Madry et al. (PGD-AT) and Zhang et al. (TRADES) on CIFAR-10: K = 10 steps of 2/255 at 8/255,
+    no eps ramp; PGD-AT from a uniform start, TRADES from x + 0.001 N(0, 1)."""
+    from advtrain.config import from_dict
+
+    cfg = from_dict(R.config(name, _bench_args(), os.path.join("out", "runs", name)))
+    assert cfg.objective.name == objective
+    a = cfg.attack
+    assert (a.name, a.schedule, a.ramp, a.steps) == ("pgd", "fixed", False, 10)
+    assert a.eps == pytest.approx(8 / 255) and a.step_size == pytest.approx(2 / 255)
+    assert a.init == init
+
+
+def test_figures_written_as_png_and_svg(tmp_path):
+    pytest.importorskip("matplotlib")
+    args = SimpleNamespace(pgd_steps=20, n_test=6, depth=10, width=1, train_images=64, epochs=1,
+                           out=str(tmp_path))
+    paths = R.plot(R.ordered(_four(), "cost"), args)
+    assert sorted(os.path.basename(p) for p in paths) == ["rank_cost.png", "rank_cost.svg",
+                                                          "rank_objectives.png", "rank_objectives.svg"]
+    with open(tmp_path / "rank_cost.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / "rank_cost.svg").read_text()
+    assert "<svg" in svg and "training CPU seconds" in svg
