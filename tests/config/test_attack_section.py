@@ -71,7 +71,7 @@ def test_unknown_attack_name_is_one_line_with_the_choices():
     ({"name": 3}, r"'attack.name' must be a string", InputError),
     ({"init": "gauss"}, r"unknown attack init \(attack.init\) 'gauss'", UnknownNameError),
     ({"steps": -1}, r"'attack.steps' = -1 must be >= 0", InputError),
-    ({"eps": -0.1}, r"is outside \[0, 1\]", InputError),
+    ({"eps": -0.1}, r"eps -0.1 = -0.1 is not a finite radius >= 0", InputError),
     ({"name": "apgd", "label_smoothing": 1.5}, r"'attack.label_smoothing' = 1.5 must be < 1.0", InputError),
     ({"label_smoothing": 0.1}, r"'attack.label_smoothing' is an option of attack 'apgd'", InputError),
 ])
