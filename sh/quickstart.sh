@@ -79,7 +79,7 @@ PYEOF
 
 cat <<EOF
 [quickstart] done. Artefacts:
-  run directory      $RUN  (metrics.csv, curves.png, config.yaml, summary.txt, epoch_*.pt, last.pt)
+  run directory      $RUN  (metrics.csv, curves.png/.svg, config.yaml, summary.txt, epoch_*.pt, last.pt)
   RobustBench card   model_info/cifar10/Linf/$NAME.json  (+ $NAME.advtrain.json: per-attack results, flags)
   RobustBench export checkpoints/cifar10/Linf/$NAME.pt  (+ $NAME.advtrain.json: architecture)
 EOF
