@@ -243,7 +243,6 @@ def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         gc.collect()
         dist.destroy_process_group()
-        gc.collect()
 
 
 _EXIT_HOOK: list = []  # the at-exit destroy, registered once per process

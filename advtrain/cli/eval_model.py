@@ -131,16 +131,11 @@ def check_protocol(args, model, device, meta=None) -> None:
     """The loaded model against the protocol of ``--dataset`` (class count, input size), by one
     forward of one image, before any data is read or attack run (:mod:`advtrain.eval.protocol`);
     for an ImageFolder model, the class names it recorded against the evaluation folder's."""
-    from advtrain.data.imagefolder import check_classes, is_folder_dataset
-    from advtrain.eval.protocol import check_model, protocol_class_names, protocol_classes
+    from advtrain.eval.protocol import check_loaded
 
-    what = str(args.checkpoint or args.robustbench_name)
-    check_model(model, args.dataset, classes=protocol_classes(args.dataset, args.data_root),
-                device=device, what=what)
-    recorded = ((meta or {}).get("recorded") or {}).get("classes")
-    if recorded is not None and is_folder_dataset(args.dataset):
-        names, where = protocol_class_names(args.dataset, args.data_root)
-        check_classes(recorded, names, where, what)
+    check_loaded(model, args.dataset, what=str(args.checkpoint or args.robustbench_name),
+                 recorded_classes=((meta or {}).get("recorded") or {}).get("classes"),
+                 data_root=args.data_root, device=device)
 
 
 def external(args) -> "Optional[cards.ExternalEval]":

@@ -86,22 +86,14 @@ def run(args) -> int:
 
 def _check_protocol(args, loaded) -> None:
     """The model against the protocol of ``--dataset`` before anything is written, as ``eval``
-    checks it (:mod:`advtrain.eval.protocol`): its class count and input size by one forward, and
-    for an ImageNet export of an ImageFolder run, the class names it recorded against RobustBench's
-    ImageNet class map (labels in another order would score a wrong number under RobustBench)."""
-    from advtrain.data.facts import facts
-    from advtrain.data.imagefolder import check_classes
-    from advtrain.eval.protocol import check_model, protocol_class_names
+    checks it (:func:`advtrain.eval.protocol.check_loaded`): class count and input size by one
+    forward, and for an ImageNet export of an ImageFolder run the class names it recorded against
+    RobustBench's ImageNet class map (labels in another order would score a wrong number)."""
+    from advtrain.eval.protocol import check_loaded
 
-    classes = facts(args.dataset).classes
-    if classes is None:  # an ImageFolder of the user's: its class count is the model's own
-        return
-    fix = "export it under the dataset it was trained for (--dataset)"
-    check_model(loaded.model, args.dataset, classes=classes, what=str(args.checkpoint), fix=fix)
-    recorded = loaded.recorded.get("classes")
-    if recorded is not None and args.dataset == "imagenet":
-        names, where = protocol_class_names(args.dataset)
-        check_classes(recorded, names, where, str(args.checkpoint))
+    check_loaded(loaded.model, args.dataset, what=str(args.checkpoint),
+                 recorded_classes=loaded.recorded.get("classes"),
+                 fix="export it under the dataset it was trained for (--dataset)")
 
 
 def _check_outputs(args) -> None:

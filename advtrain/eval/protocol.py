@@ -79,3 +79,17 @@ def check_model(model: torch.nn.Module, dataset: str, *, classes: int,
     if out.shape[1] != classes:
         raise InputError(f"{what} gives {out.shape[1]} class scores but {dataset} is scored on "
                          f"{classes} classes; {fix}")
+
+
+def check_loaded(model: torch.nn.Module, dataset: str, *, what: str, recorded_classes=None,
+                 data_root=None, device="cpu", fix: str = EVAL_FIX) -> None:
+    """A loaded model against the protocol of ``dataset``, before anything runs or is written
+    (``eval`` and ``export``): class count and input size by :func:`check_model`, and for a folder
+    protocol the class names the checkpoint recorded (label order) against the protocol's."""
+    from advtrain.data.imagefolder import check_classes, is_folder_dataset
+
+    check_model(model, dataset, classes=protocol_classes(dataset, data_root), device=device,
+                what=what, fix=fix)
+    if recorded_classes is not None and is_folder_dataset(dataset):
+        names, where = protocol_class_names(dataset, data_root)
+        check_classes(recorded_classes, names, where, what)

@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
-import torch
 from torch import nn
 
 from advtrain.hub import zoo as zoo
 from advtrain.errors import CheckpointError, InputError, unknown
-from advtrain.models.convert import build_skeleton, check_fits, load_weights
+from advtrain.models.convert import build_skeleton, check_fits, is_skeleton, load_weights
 from advtrain.models.timm_models import recorded_options
 from advtrain.io.names import SIDECAR_SUFFIX
 from advtrain.io.safeload import file_sha256, load_state_file
@@ -149,9 +148,11 @@ def load_zoo(name: str, *, dataset: str, threat_model: str = "Linf", model_dir="
 
 
 def build_checked(build: Callable[[], nn.Module], state: Mapping[str, Any], name: str) -> nn.Module:
-    """``build()`` on the meta device, ``state`` checked against it, then built for real and loaded."""
-    check_fits(build_skeleton(build), state, strict=True, name=name)
-    return load_weights(build(), state, strict=True, name=name)
+    """``build()`` on the meta device, ``state`` checked against it, then built for real and loaded
+    (a constructor that cannot run on the meta device is built once, on the CPU, and used)."""
+    model = build_skeleton(build)
+    check_fits(model, state, strict=True, name=name)
+    return load_weights(build() if is_skeleton(model) else model, state, strict=True, name=name)
 
 
 def skeleton(arch: Any, dataset: Any = None, num_classes: Any = None,

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import torch
 
 from advtrain.errors import InputError, unknown
 from advtrain.io.names import SIDECAR_SUFFIX, check_model_name

@@ -15,7 +15,7 @@ from torch import nn
 from advtrain.errors import CheckpointError
 from advtrain.io.safeload import check_tensors, load_state_file
 
-__all__ = ["check_fits", "filter_state_dict", "load_weights", "build_skeleton"]
+__all__ = ["check_fits", "filter_state_dict", "load_weights", "build_skeleton", "is_skeleton"]
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _SHOW = 3  # how many offending keys a mismatch message lists per category
@@ -25,14 +25,22 @@ def build_skeleton(build) -> nn.Module:
     """``build()`` on the meta device (names, shapes, dtypes, no memory) for the checks made before
     a model is built for real. A constructor that computes with its tensors while it builds (timm's
     ConvNeXt and ViT read their drop-path rates with ``.item()`` / ``.tolist()``, which a meta
-    tensor cannot give) is built on the CPU instead: the same checks, at the model's memory once."""
+    tensor cannot give) is built on the CPU instead, under a forked RNG so that, as on the meta
+    device, the check draws nothing from the global generator; :func:`is_skeleton` tells the two
+    apart (a CPU build can be loaded and used as it is)."""
     try:
         with torch.device("meta"):
             return build()
     except (RuntimeError, NotImplementedError) as e:
         if "meta" not in str(e):
             raise
-    return build()
+    with torch.random.fork_rng(devices=[]):
+        return build()
+
+
+def is_skeleton(model: nn.Module) -> bool:
+    """True for a meta-device model of :func:`build_skeleton` (no data: build it for real)."""
+    return any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())
 
 
 # --------------------------------------------------------------------------- converting

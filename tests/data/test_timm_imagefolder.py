@@ -14,7 +14,6 @@ import torch
 from advtrain.train import checkpoint as ck
 from advtrain import config as C
 from advtrain.errors import AdvtrainError, InputError
-from advtrain.hub.loader import load_model_file
 from advtrain.models import create_model
 from folder_helpers import TINY_TIMM, folder_config, make_image_folder
 from trainer_helpers import one_thread, states_equal
