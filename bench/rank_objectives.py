@@ -6,7 +6,8 @@ bench/bench_regimes.py: the single-step / clean ones of configs/ (``clean``, ``f
 ``trades10``) and APGD-CE 2 steps (``apgd2``); see REGIMES.
 
 Every objective is trained by the real trainer (``advtrain.fit``) with the same model, images, seed,
-epochs, optimiser (SGD, lr ``--lr`` cosine) and, for the four of OBJECTIVES, training attack (the
+epochs, optimiser (SGD, lr ``--lr`` cosine over the run's own epochs) and, for the four of
+OBJECTIVES, training attack (the
 ``executed`` schedule: K=5 steps of eps_t/2, eps ramp); only ``objective:`` differs, and it takes
 the objective's own CIFAR-10 defaults (TRADES beta 6; IKL-AT / GKL-AT alpha 4, beta 20, prior T 4).
 A regime of REGIMES replaces the objective and attack sections with its own (the rest is shared). Each final model is then evaluated with
@@ -55,6 +56,14 @@ docs/BENCHMARKS.md for how. Examples::
 
 Runs are seeded and each objective's run starts from the same seed, so one budget may be split over
 processes (``--objectives``) and merged afterwards with ``--from-results``.
+
+``--epochs-for REGIME=N,...`` trains the named regimes for N epochs instead of ``--epochs`` (their
+cosine schedule spans their own N), e.g. to compare regimes at about equal training CPU seconds
+instead of equal steps. Every row records the epochs it trained (``results.json``: ``epochs``;
+``table.md`` shows an ``epochs`` column when they differ), and runs with different epochs merge::
+
+    python bench/rank_objectives.py --objectives clean,fgsm_rs --epochs-for clean=16,fgsm_rs=8 \
+        --train-images 4096 --n-test 1000 --threads 1 --order cost --out bench/out/eq_a
 """
 from __future__ import annotations
 
@@ -168,6 +177,30 @@ def pair_tables(results: dict, args) -> str:
             + "\n\nPaired differences between every two:\n\n" + paired_table(results, args))
 
 
+def parse_epochs_for(text: str, objectives, epochs: int) -> dict:
+    """The epochs of every regime of ``objectives``: ``--epochs-for REGIME=N,...`` (N a positive
+    integer, each regime one of ``objectives`` at most once), ``epochs`` for the others. A
+    ``ValueError`` names the bad item and the fix."""
+    given = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name:
+            raise ValueError(f"--epochs-for {item.strip()!r}: write REGIME=N, e.g. fgsm_rs=8")
+        if name not in objectives:
+            raise ValueError(f"--epochs-for {name!r} is not one of --objectives "
+                             f"({', '.join(objectives)}); train it with --objectives or drop it")
+        if name in given:
+            raise ValueError(f"--epochs-for names {name!r} twice; give each regime once")
+        if not (value.isascii() and value.isdigit() and int(value) >= 1):
+            raise ValueError(f"--epochs-for {name}={value!r}: the epochs must be a positive integer")
+        given[name] = int(value)
+    if epochs < 1:
+        raise ValueError(f"--epochs {epochs}: the epochs must be a positive integer")
+    return {o: given.get(o, epochs) for o in objectives}
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process (all its threads) so far."""
     import resource
@@ -178,7 +211,7 @@ def cpu_seconds() -> float:
 
 def config(objective: str, args, run_dir: str) -> dict:
     """The training config: everything but ``objective`` (and, for the regimes of REGIMES, the
-    attack) is shared by the runs."""
+    attack; with ``--epochs-for``, the epochs) is shared by the runs."""
     cfg = {
         "run": {"name": f"rank_{objective}", "seed": args.seed, "device": "cpu",
                 "out_dir": os.path.dirname(run_dir), "progress": False},
@@ -188,7 +221,7 @@ def config(objective: str, args, run_dir: str) -> dict:
         "model": {"arch": f"wrn-{args.depth}-{args.width}"},
         "objective": {"name": objective},
         "attack": {"eps": "8/255", "schedule": "executed"},
-        "optim": {"lr": args.lr, "schedule": "cosine", "epochs": args.epochs},
+        "optim": {"lr": args.lr, "schedule": "cosine", "epochs": args.epochs_for[objective]},
         "awp": {"enabled": False},
         "ema": {"enabled": False},
     }
@@ -257,15 +290,30 @@ def fmt(cell: dict) -> str:
     return f"{100 * cell['acc']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def epochs_differ(results: dict) -> bool:
+    """Whether the regimes of ``results`` trained for different numbers of epochs."""
+    return len({r["epochs"] for r in results.values()}) > 1
+
+
+def epochs_text(results: dict) -> str:
+    """``"3 epochs"``, or ``"2-16 epochs"`` when the regimes trained for different numbers."""
+    counts = sorted({r["epochs"] for r in results.values()})
+    return f"{counts[0]} epochs" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} epochs"
+
+
 def table(results: dict, args) -> str:
-    """One row per regime in the order of ``results``: training CPU seconds (user + system time of
-    the training process, ``cpu_seconds``), clean / PGD / AA accuracy with Wilson intervals, wall
-    seconds of training and of the evaluation (its CPU seconds in parentheses)."""
-    lines = [f"| regime | train CPU s | clean | PGD-{args.pgd_steps} | AA (APGD-CE + APGD-T) | train wall s "
-             "| eval wall s (CPU s) |", "|---|---|---|---|---|---|---|"]
+    """One row per regime in the order of ``results``: the epochs it trained (a column only when they
+    differ between rows), training CPU seconds (user + system time of the training process,
+    ``cpu_seconds``), clean / PGD / AA accuracy with Wilson intervals, wall seconds of training and
+    of the evaluation (its CPU seconds in parentheses)."""
+    ep = epochs_differ(results)
+    lines = [f"| regime |{' epochs |' if ep else ''} train CPU s | clean | PGD-{args.pgd_steps} | "
+             "AA (APGD-CE + APGD-T) | train wall s | eval wall s (CPU s) |",
+             "|---|" + ("---|" if ep else "") + "---|---|---|---|---|---|"]
     for obj, r in results.items():
-        lines.append(f"| {LABELS[obj]} | {r['train_cpu_seconds']:.0f} | {fmt(r['clean'])} | {fmt(r['pgd'])} | "
-                     f"{fmt(r['aa'])} | {r['train_seconds']:.0f} | {r['seconds']:.0f} "
+        epochs = f" {r['epochs']} |" if ep else ""
+        lines.append(f"| {LABELS[obj]} |{epochs} {r['train_cpu_seconds']:.0f} | {fmt(r['clean'])} | "
+                     f"{fmt(r['pgd'])} | {fmt(r['aa'])} | {r['train_seconds']:.0f} | {r['seconds']:.0f} "
                      f"({r['eval_cpu_seconds']:.0f}) |")
     return "\n".join(lines)
 
@@ -286,7 +334,7 @@ def bar_figure(results: dict, args):
         ax.bar(xs, acc, width, yerr=err, capsize=3, label=label)
     ax.set_xticks(range(len(results)), [LABELS[o] for o in results], fontsize=7)
     ax.set_ylabel(f"accuracy % (n={args.n_test}, Wilson 95%)")
-    ax.set_title(f"wrn-{args.depth}-{args.width}, {args.train_images} images, {args.epochs} epochs")
+    ax.set_title(f"wrn-{args.depth}-{args.width}, {args.train_images} images, {epochs_text(results)}")
     ax.legend()
     fig.tight_layout()
     return fig
@@ -306,18 +354,24 @@ def cost_figure(results: dict, args):
         err = [[100 * (r[key]["acc"] - r[key]["ci95"][0]) for r in results.values()],
                [100 * (r[key]["ci95"][1] - r[key]["acc"]) for r in results.values()]]
         ax.errorbar(cost, acc, yerr=err, linestyle="none", capsize=3, label=label, **style)
+    ep = epochs_differ(results)
     for obj, r in results.items():
-        ax.annotate(LABELS[obj], (r["train_cpu_seconds"], 100 * r["aa"]["acc"]), fontsize=7,
+        label = f"{LABELS[obj]}, {r['epochs']} ep" if ep else LABELS[obj]
+        ax.annotate(label, (r["train_cpu_seconds"], 100 * r["aa"]["acc"]), fontsize=7,
                     xytext=(4, -10), textcoords="offset points")
     if min(cost) > 0:
         from matplotlib.ticker import NullFormatter
 
         ax.set_xscale("log")
-        ax.set_xticks(cost, [f"{c:.0f}" for c in cost], fontsize=7)  # ticks at the regimes' costs
+        ticks = []  # at the regimes' costs, but none within 5% of the last (labels would overlap)
+        for c in sorted(cost):
+            if not ticks or c > 1.05 * ticks[-1]:
+                ticks.append(c)
+        ax.set_xticks(ticks, [f"{c:.0f}" for c in ticks], fontsize=7)
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training CPU seconds (one process, 1 thread)")
     ax.set_ylabel(f"robust accuracy % (n={args.n_test}, Wilson 95%)")
-    ax.set_title(f"wrn-{args.depth}-{args.width}, {args.train_images} images x {args.epochs} epochs, "
+    ax.set_title(f"wrn-{args.depth}-{args.width}, {args.train_images} images x {epochs_text(results)}, "
                  "eps 8/255", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -349,6 +403,9 @@ def main(argv=None) -> int:
     p.add_argument("--objectives", default=",".join(OBJECTIVES),
                    help=f"comma-separated, from {', '.join(CHOICES)}")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs-for", metavar="REGIME=N[,REGIME=N...]",
+                   help="train these regimes for N epochs instead of --epochs (each its own cosine "
+                        "schedule), e.g. to compare them at about equal training CPU seconds")
     p.add_argument("--train-images", type=int, default=2048)
     p.add_argument("--depth", type=int, default=10, help="WRN depth (wrn-DEPTH-WIDTH)")
     p.add_argument("--width", type=int, default=1, help="WRN widening factor")
@@ -370,6 +427,10 @@ def main(argv=None) -> int:
                         "split over processes) into --out's table and PNG")
     args = p.parse_args(argv)
     if args.from_results:
+        if args.epochs_for:
+            print("error: --epochs-for trains; with --from-results each row's epochs come from its "
+                  "results.json, so drop --epochs-for", file=sys.stderr)
+            return 2
         return merge(args)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     bad = [o for o in objectives if o not in CHOICES]
@@ -377,12 +438,17 @@ def main(argv=None) -> int:
         print(f"error: unknown objective {bad[0]!r}; choose from {', '.join(CHOICES)}",
               file=sys.stderr)
         return 2
+    try:
+        args.epochs_for = parse_epochs_for(args.epochs_for, objectives, args.epochs)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()} "
           f"threads={torch.get_num_threads()} torch={torch.__version__}; wrn-{args.depth}-"
-          f"{args.width}, {args.train_images} train images, {args.epochs} epochs, batch "
+          f"{args.width}, {args.train_images} train images, epochs {args.epochs_for}, batch "
           f"{args.batch_size}, seed {args.seed}, {args.n_test} test images", flush=True)
     x, y = test_subset(args)
     results, t_start, c_start = {}, time.time(), cpu_seconds()
@@ -390,8 +456,9 @@ def main(argv=None) -> int:
         c0 = cpu_seconds()
         model, train_s = train(obj, args)
         c1 = cpu_seconds()
-        print(f"{LABELS[obj]}: trained in {train_s:.0f} s ({c1 - c0:.0f} CPU s)", flush=True)
-        r = evaluate(model, x, y, args)
+        print(f"{LABELS[obj]}: trained {args.epochs_for[obj]} epochs in {train_s:.0f} s "
+              f"({c1 - c0:.0f} CPU s)", flush=True)
+        r = {"epochs": args.epochs_for[obj], **evaluate(model, x, y, args)}
         r["train_seconds"], r["train_cpu_seconds"] = train_s, c1 - c0
         r["eval_cpu_seconds"] = cpu_seconds() - c1
         results[obj] = r
@@ -410,16 +477,22 @@ def main(argv=None) -> int:
 
 
 def merge(args) -> int:
-    """Re-render the table and PNG from saved ``results.json`` files of one budget."""
-    results, wall, cpu, budget = {}, 0.0, 0.0, None
-    keys = ("epochs", "train_images", "depth", "width", "batch_size", "lr", "n_test",
-            "subset_seed", "pgd_steps", "seed")
+    """Re-render the table and PNG from saved ``results.json`` files of one budget (the epochs may
+    differ between regimes: each row keeps its own; a file written before rows recorded them
+    trained every regime for its ``--epochs``)."""
+    results, wall, cpu, budget, source = {}, 0.0, 0.0, None, {}
+    keys = ("train_images", "depth", "width", "batch_size", "lr", "n_test", "subset_seed",
+            "pgd_steps", "seed")
     for path in args.from_results.split(","):
         try:
             with open(path) as f:
                 saved = json.load(f)
             mine = {k: saved["args"][k] for k in keys}
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            rows = {o: {"epochs": saved["args"]["epochs"], **r} for o, r in saved["results"].items()}
+            if not all(o in CHOICES and type(r["epochs"]) is int and r["epochs"] >= 1
+                       for o, r in rows.items()):
+                raise ValueError("a row with an unknown regime or without its epochs")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             print(f"error: {path} is not a results.json of this script ({type(e).__name__}: {e}); "
                   "give the results.json files its runs wrote under --out", file=sys.stderr)
             return 2
@@ -427,11 +500,19 @@ def merge(args) -> int:
             print(f"error: {path} used another budget ({mine} vs {budget}); merge runs of one "
                   "budget only", file=sys.stderr)
             return 2
+        twice = next((o for o in rows if o in source), None)
+        if twice:
+            print(f"error: {twice} is in both {source[twice]} and {path}; merge one run of each "
+                  "regime", file=sys.stderr)
+            return 2
         budget = mine
-        results.update(saved["results"])
+        results.update(rows)
+        source.update((o, path) for o in rows)
         wall, cpu = wall + saved["wall_seconds"], cpu + saved["cpu_seconds"]
     vars(args).update(budget)
     results = ordered({o: results[o] for o in CHOICES if o in results}, args.order)
+    args.epochs_for = {o: r["epochs"] for o, r in results.items()}
+    args.epochs = None if epochs_differ(results) else next(iter(results.values()))["epochs"]
     os.makedirs(args.out, exist_ok=True)
     print(table(results, args) + pair_tables(results, args))
     print(f"summed wall time {wall:.0f} s, CPU time {cpu:.0f} s (of runs made in concurrent processes "
