@@ -1,7 +1,8 @@
 """CPU tests of bench/rank_objectives.py: the exact McNemar p-value against an independent float64
 expression (log-gamma binomial terms), the discordant-pair counts, the table order (by training CPU
 seconds, by AA accuracy) and the pairs of neighbours in it, the regimes against their configs
-(configs/*_cifar10.yaml; PGD-AT / TRADES with K=10 as the papers), and the figures."""
+(configs/*_cifar10.yaml; PGD-AT / TRADES with K=10 as the papers), the figures, and per-regime
+epochs (``--epochs-for``: parsing, bad input, the trainer's config, the epochs column, merging)."""
 from __future__ import annotations
 
 import math
@@ -57,9 +58,9 @@ def test_paired_counts_discordant_images():
     assert rows[1]["aa"]["only_first"] == 0 and rows[1]["aa"]["p"] == 1.0
 
 
-def _result(cpu, clean, pgd, aa):
+def _result(cpu, clean, pgd, aa, epochs=2):
     n = len(clean)
-    out = {"train_cpu_seconds": cpu, "train_seconds": 2 * cpu, "seconds": 5.0, "eval_cpu_seconds": 3.0}
+    out = {"epochs": epochs, "train_cpu_seconds": cpu, "train_seconds": 2 * cpu, "seconds": 5.0, "eval_cpu_seconds": 3.0}
     for key, hits in (("clean", clean), ("pgd", pgd), ("aa", aa)):
         out[key] = {"per_image": hits, "correct": sum(hits), "acc": sum(hits) / n,
                     "ci95": R.wilson(sum(hits), n)}
@@ -109,9 +110,10 @@ def test_table_rows_in_order_with_cost_column():
     assert near.count("\n| ") == 4 and every.count("\n| ") == 7  # header + 3 pairs; header + 6 pairs
 
 
-def _bench_args():
+def _bench_args(**epochs_for):
+    names = R.CHOICES
     return SimpleNamespace(seed=0, data="d", batch_size=64, train_images=64, depth=10, width=1,
-                           lr=0.1, epochs=1)
+                           lr=0.1, epochs=1, epochs_for={o: epochs_for.get(o, 1) for o in names})
 
 
 @pytest.mark.parametrize("name", ["clean", "fgsm_rs", "n_fgsm", "grad_align"])
@@ -143,10 +145,102 @@ def test_figures_written_as_png_and_svg(tmp_path):
     pytest.importorskip("matplotlib")
     args = SimpleNamespace(pgd_steps=20, n_test=6, depth=10, width=1, train_images=64, epochs=1,
                            out=str(tmp_path))
-    paths = R.plot(R.ordered(_four(), "cost"), args)
+    res = _four()
+    res["clean"]["epochs"] = 16  # regimes of different epochs: each point's label names its own
+    paths = R.plot(R.ordered(res, "cost"), args)
     assert sorted(os.path.basename(p) for p in paths) == ["rank_cost.png", "rank_cost.svg",
                                                           "rank_objectives.png", "rank_objectives.svg"]
     with open(tmp_path / "rank_cost.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     svg = (tmp_path / "rank_cost.svg").read_text()
     assert "<svg" in svg and "training CPU seconds" in svg
+    assert "clean, 16 ep" in svg and "2-16 epochs" in svg
+
+
+def test_epochs_for_parses_and_defaults_the_others():
+    got = R.parse_epochs_for(" clean=16, fgsm_rs = 8 ,", ["clean", "fgsm_rs", "pgd_at10"], 2)
+    assert got == {"clean": 16, "fgsm_rs": 8, "pgd_at10": 2}
+    assert R.parse_epochs_for(None, ["clean"], 3) == {"clean": 3}
+
+
+@pytest.mark.parametrize("text,words", [("clean", "write REGIME=N"), ("=3", "write REGIME=N"),
+                                        ("clean=0", "positive integer"), ("clean=1.5", "positive integer"),
+                                        ("clean=-2", "positive integer"), ("clean=x", "positive integer"),
+                                        ("trades10=2", "not one of --objectives"),
+                                        ("clean=2,clean=3", "twice")])
+def test_epochs_for_bad_input_is_named(text, words):
+    with pytest.raises(ValueError, match=words):
+        R.parse_epochs_for(text, ["clean", "fgsm_rs"], 2)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--objectives", "clean", "--epochs-for", "clean=two"], "--epochs-for clean='two'"),
+    (["--objectives", "clean", "--epochs-for", "n_fgsm=8"], "not one of --objectives"),
+    (["--from-results", "a.json", "--epochs-for", "clean=8"], "drop --epochs-for")])
+def test_epochs_for_bad_input_exits_with_one_line(argv, words, tmp_path, capsys):
+    assert R.main(argv + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_config_trains_each_regime_for_its_epochs():
+    from advtrain.config import from_dict
+
+    args = _bench_args(clean=16, grad_align=3)
+    for name, epochs in (("clean", 16), ("grad_align", 3), ("pgd_at10", 1)):
+        cfg = from_dict(R.config(name, args, os.path.join("out", "runs", name)))
+        assert cfg.optim.epochs == epochs and cfg.optim.schedule == "cosine"
+
+
+def test_epochs_column_only_when_epochs_differ():
+    args = SimpleNamespace(pgd_steps=20, order="cost")
+    same = R.ordered(_four(), "cost")
+    assert "epochs" not in R.table(same, args)
+    res = _four()
+    res["clean"]["epochs"], res["fgsm_rs"]["epochs"] = 16, 8
+    lines = R.table(R.ordered(res, "cost"), args).splitlines()
+    assert [c.strip() for c in lines[0].split("|")[1:4]] == ["regime", "epochs", "train CPU s"]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in lines[2:]}
+    assert rows == {"clean": "16", "FGSM-RS": "8", "GradAlign": "2", "PGD-AT (K=10)": "2"}
+    assert R.epochs_text(res) == "2-16 epochs" and R.epochs_text(same) == "2 epochs"
+
+
+def _saved(path, results, epochs, epochs_for=None):
+    import json
+
+    args = {"epochs": epochs, "train_images": 64, "depth": 10, "width": 1, "batch_size": 64,
+            "lr": 0.1, "n_test": 6, "subset_seed": 0, "pgd_steps": 20, "seed": 0}
+    if epochs_for is not None:
+        args["epochs_for"] = epochs_for
+    path.write_text(json.dumps({"args": args, "wall_seconds": 1.0, "cpu_seconds": 1.0,
+                                "results": results}))
+    return str(path)
+
+
+def test_merge_keeps_each_rows_epochs(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(R, "plot", lambda results, args: [])
+    four = _four()
+    # a file written before rows recorded their epochs: every row trained its --epochs (2)
+    old = {o: {k: v for k, v in four[o].items() if k != "epochs"} for o in ("pgd_at10", "grad_align")}
+    new = {"clean": dict(four["clean"], epochs=16), "fgsm_rs": dict(four["fgsm_rs"], epochs=8)}
+    files = [_saved(tmp_path / "old.json", old, 2), _saved(tmp_path / "new.json", new, 2,
+                                                           {"clean": 16, "fgsm_rs": 8})]
+    out = tmp_path / "merged"
+    assert R.main(["--from-results", ",".join(files), "--order", "cost", "--out", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert {o: r["epochs"] for o, r in saved["results"].items()} == {
+        "clean": 16, "fgsm_rs": 8, "grad_align": 2, "pgd_at10": 2}
+    assert saved["args"]["epochs"] is None and saved["args"]["epochs_for"]["clean"] == 16
+    assert "| epochs |" in (out / "table.md").read_text()
+
+
+def test_merge_refuses_a_regime_twice(tmp_path, capsys):
+    four = _four()
+    a = _saved(tmp_path / "a.json", {"clean": four["clean"]}, 2)
+    b = _saved(tmp_path / "b.json", {"clean": dict(four["clean"], epochs=16)}, 2, {"clean": 16})
+    assert R.main(["--from-results", f"{a},{b}", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: clean is in both") and err.count("\n") == 1
