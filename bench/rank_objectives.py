@@ -55,7 +55,8 @@ docs/BENCHMARKS.md for how. Examples::
         --epochs 2 --train-images 4096 --n-test 1000 --threads 1 --order cost   # the regimes
 
 Runs are seeded and each objective's run starts from the same seed, so one budget may be split over
-processes (``--objectives``) and merged afterwards with ``--from-results``.
+processes (``--objectives``) and merged afterwards with ``--from-results`` (each regime from one
+file; with ``--objectives``, only those regimes are taken from the files).
 
 ``--epochs-for REGIME=N,...`` trains the named regimes for N epochs instead of ``--epochs`` (their
 cosine schedule spans their own N), e.g. to compare regimes at about equal training CPU seconds
@@ -400,8 +401,9 @@ def plot(results: dict, args) -> list:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--objectives", default=",".join(OBJECTIVES),
-                   help=f"comma-separated, from {', '.join(CHOICES)}")
+    p.add_argument("--objectives", help=f"comma-separated, from {', '.join(CHOICES)} (default: "
+                   f"{','.join(OBJECTIVES)}; with --from-results: the regimes to take from the files, "
+                   "default all)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--epochs-for", metavar="REGIME=N[,REGIME=N...]",
                    help="train these regimes for N epochs instead of --epochs (each its own cosine "
@@ -426,18 +428,19 @@ def main(argv=None) -> int:
                    help="train nothing: merge these results.json files (runs of the same budget "
                         "split over processes) into --out's table and PNG")
     args = p.parse_args(argv)
-    if args.from_results:
-        if args.epochs_for:
-            print("error: --epochs-for trains; with --from-results each row's epochs come from its "
-                  "results.json, so drop --epochs-for", file=sys.stderr)
-            return 2
-        return merge(args)
-    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    objectives = [o.strip() for o in (args.objectives or "").split(",") if o.strip()]
     bad = [o for o in objectives if o not in CHOICES]
     if bad:
         print(f"error: unknown objective {bad[0]!r}; choose from {', '.join(CHOICES)}",
               file=sys.stderr)
         return 2
+    if args.from_results:
+        if args.epochs_for:
+            print("error: --epochs-for trains; with --from-results each row's epochs come from its "
+                  "results.json, so drop --epochs-for", file=sys.stderr)
+            return 2
+        return merge(args, objectives or None)
+    objectives = objectives or list(OBJECTIVES)
     try:
         args.epochs_for = parse_epochs_for(args.epochs_for, objectives, args.epochs)
     except ValueError as e:
@@ -476,10 +479,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def merge(args) -> int:
+def merge(args, picked=None) -> int:
     """Re-render the table and PNG from saved ``results.json`` files of one budget (the epochs may
     differ between regimes: each row keeps its own; a file written before rows recorded them
-    trained every regime for its ``--epochs``)."""
+    trained every regime for its ``--epochs``). ``picked`` (``--objectives``): the regimes to take
+    from the files, each from one file; None: all of them."""
     results, wall, cpu, budget, source = {}, 0.0, 0.0, None, {}
     keys = ("train_images", "depth", "width", "batch_size", "lr", "n_test", "subset_seed",
             "pgd_steps", "seed")
@@ -500,23 +504,32 @@ def merge(args) -> int:
             print(f"error: {path} used another budget ({mine} vs {budget}); merge runs of one "
                   "budget only", file=sys.stderr)
             return 2
+        rows = {o: r for o, r in rows.items() if picked is None or o in picked}
         twice = next((o for o in rows if o in source), None)
         if twice:
             print(f"error: {twice} is in both {source[twice]} and {path}; merge one run of each "
-                  "regime", file=sys.stderr)
+                  "regime (--objectives picks the regimes to take)", file=sys.stderr)
             return 2
         budget = mine
         results.update(rows)
         source.update((o, path) for o in rows)
-        wall, cpu = wall + saved["wall_seconds"], cpu + saved["cpu_seconds"]
+        wall += sum(r["train_seconds"] + r["seconds"] for r in rows.values())
+        cpu += sum(r["train_cpu_seconds"] + r["eval_cpu_seconds"] for r in rows.values())
+    missing = [o for o in (picked or []) if o not in results]
+    if missing:
+        print(f"error: --objectives {missing[0]} is in none of the --from-results files; drop it or "
+              "add the results.json that holds it", file=sys.stderr)
+        return 2
     vars(args).update(budget)
+    args.objectives = ",".join(results)
     results = ordered({o: results[o] for o in CHOICES if o in results}, args.order)
     args.epochs_for = {o: r["epochs"] for o, r in results.items()}
     args.epochs = None if epochs_differ(results) else next(iter(results.values()))["epochs"]
     os.makedirs(args.out, exist_ok=True)
     print(table(results, args) + pair_tables(results, args))
-    print(f"summed wall time {wall:.0f} s, CPU time {cpu:.0f} s (of runs made in concurrent processes "
-          "the CPU seconds are comparable between regimes, the wall seconds are not)")
+    print(f"summed over the regimes' training and evaluation: wall time {wall:.0f} s, CPU time "
+          f"{cpu:.0f} s (of runs made in concurrent processes the CPU seconds are comparable between "
+          "regimes, the wall seconds are not)")
     save(results, args, wall, cpu)
     plot(results, args)
     return 0

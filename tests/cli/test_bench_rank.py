@@ -244,3 +244,26 @@ def test_merge_refuses_a_regime_twice(tmp_path, capsys):
     assert R.main(["--from-results", f"{a},{b}", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: clean is in both") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_takes_the_regimes_named_by_objectives(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setattr(R, "plot", lambda results, args: [])
+    four = _four()
+    a = _saved(tmp_path / "a.json", {"clean": four["clean"], "pgd_at10": four["pgd_at10"]}, 2)
+    b = _saved(tmp_path / "b.json", {"clean": dict(four["clean"], epochs=16)}, 2, {"clean": 16})
+    out = tmp_path / "out"
+    assert R.main(["--from-results", f"{a},{b}", "--objectives", "pgd_at10,clean", "--out", str(out)]) == 2
+    assert "clean is in both" in capsys.readouterr().err  # each regime from one file only
+    # take pgd_at10 alone from a, then merge it with b's clean
+    assert R.main(["--from-results", f"{a},{b}", "--objectives", "pgd_at10", "--out", str(out)]) == 0
+    assert list(json.loads((out / "results.json").read_text())["results"]) == ["pgd_at10"]
+    out2 = tmp_path / "out2"
+    assert R.main(["--from-results", f"{out / 'results.json'},{b}", "--out", str(out2)]) == 0
+    saved = json.loads((out2 / "results.json").read_text())
+    assert {o: r["epochs"] for o, r in saved["results"].items()} == {"pgd_at10": 2, "clean": 16}
+    assert saved["results"]["pgd_at10"]["aa"]["per_image"] == four["pgd_at10"]["aa"]["per_image"]
+    assert R.main(["--from-results", a, "--objectives", "trades10", "--out", str(out2)]) == 2
+    assert "trades10 is in none of the --from-results files" in capsys.readouterr().err
