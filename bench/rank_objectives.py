@@ -355,11 +355,15 @@ def cost_figure(results: dict, args):
         err = [[100 * (r[key]["acc"] - r[key]["ci95"][0]) for r in results.values()],
                [100 * (r[key]["ci95"][1] - r[key]["acc"]) for r in results.values()]]
         ax.errorbar(cost, acc, yerr=err, linestyle="none", capsize=3, label=label, **style)
-    ep = epochs_differ(results)
-    for obj, r in results.items():
+    ep, last = epochs_differ(results), None
+    for obj, r in sorted(results.items(), key=lambda item: item[1]["train_cpu_seconds"]):
         label = f"{LABELS[obj]}, {r['epochs']} ep" if ep else LABELS[obj]
-        ax.annotate(label, (r["train_cpu_seconds"], 100 * r["aa"]["acc"]), fontsize=7,
-                    xytext=(4, -10), textcoords="offset points")
+        c = r["train_cpu_seconds"]
+        near = last is not None and c <= 1.05 * last  # within 5% of the last point: label above it
+        ax.annotate(label, (c, 100 * r["aa"]["acc"]), fontsize=7, xytext=(4, 4 if near else -10),
+                    textcoords="offset points")
+        last = None if near else c
+    ax.margins(y=0.1)
     if min(cost) > 0:
         from matplotlib.ticker import NullFormatter
 
