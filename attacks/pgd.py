@@ -77,9 +77,15 @@ class PGDOptions(AttackOptions):
 
 
 class PGD(Attack):
-    """Projected gradient ascent on a pluggable loss (see the module docstring)."""
+    """Projected gradient ascent on a pluggable loss (see the module docstring).
+
+    ``keep_start_grad = True`` keeps the gradient of the first step, taken at the start point, as
+    ``start_grad = (x, gradient)`` of the last call (GradAlign reuses FGSM's gradient at x: its
+    ``g1``; ``advtrain.objectives.ce``); it stays None when the attack takes no step.
+    """
 
     Options = PGDOptions
+    keep_start_grad = False
 
     def __init__(self, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
                  norm: str = PGDOptions.norm, loss="ce", init: str = PGDOptions.init,
@@ -108,10 +114,13 @@ class PGD(Attack):
         loss_fn = resolve_loss(self.loss)
         logits_nat = natural_logits(model, x, loss_fn)
         x_adv = self.initial_point(x)
+        self.start_grad = None
         if self.steps == 0:
             return project(x_adv, x, self.eps, self.norm)
-        for _ in range(self.steps):
+        for step in range(self.steps):
             grad = self.input_grad(model, loss_fn, x_adv, y, logits_nat)
+            if step == 0 and self.keep_start_grad:
+                self.start_grad = (x, grad.detach())
             x_adv = project(x_adv.detach() + self.alpha * self.direction(grad), x, self.eps,
                             self.norm)
         return x_adv

@@ -122,12 +122,12 @@ class OptimConfig:
     """Trainer-wide defaults: DKL's optimiser (SPEC 5.1); an objective whose paper trains otherwise
     names its own in ``Options.OPTIM``, used for every entry a config leaves out."""
 
-    name: str = "sgd"  # sgd | adamw (torch.optim.SGD / torch.optim.AdamW)
+    name: str = "sgd"  # sgd | adamw | adam (torch.optim.SGD / AdamW / Adam: L2 weight decay in the gradient)
     lr: float = 0.2
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only (timm's "sgd" is Nesterov SGD)
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw only
-    eps: float = 1e-8  # adamw only
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw and adam only
+    eps: float = 1e-8  # adamw and adam only
     weight_decay: float = 5e-4
     wd_exclude_bn: bool = False  # no weight decay on BatchNorm parameters
     # parameters without weight decay: none | timm (timm's rule: ndim <= 1, names ending in .bias and
@@ -188,8 +188,8 @@ class EvalConfig:
 @dataclass(frozen=True)
 class GuardConfig:
     """Catastrophic-overfitting guard (:mod:`advtrain.train.guard`): ``policy`` off | warn | stop |
-    rollback; a collapse is a drop of test PGD accuracy by more than ``drop`` (absolute, vs the last
-    good epoch; Wong et al.'s 0.2) while FGSM accuracy falls by at most ``fgsm_tolerance``."""
+    rollback; a collapse is a drop of test PGD accuracy by more than ``drop`` (absolute, below the best
+    good epoch's; Wong et al.'s 0.2) while FGSM accuracy falls by at most ``fgsm_tolerance``."""
 
     policy: str = "off"
     drop: float = 0.2

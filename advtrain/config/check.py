@@ -12,7 +12,7 @@ import re
 from typing import Any, Dict, Optional
 
 from advtrain.config.types import build_section, coerce, short, to_float
-from advtrain.errors import InputError, unknown
+from advtrain.errors import InputError, UnknownNameError, unknown
 from attacks import NORMS
 
 #: numpy's seed range (torch accepts more); the trainer seeds both with run.seed
@@ -216,7 +216,7 @@ def _check_soft_targets(cfg) -> None:
 #: training attacks whose losses read soft targets (attacks.base.SOFT_LOSSES)
 SOFT_TARGET_ATTACKS = ("pgd", "pgd_best", "apgd", "none")
 #: optimisers of ``optim.name`` and the keys that only one of them reads
-OPTIMIZERS = {"sgd": ("momentum", "nesterov"), "adamw": ("betas", "eps")}
+OPTIMIZERS = {"sgd": ("momentum", "nesterov"), "adamw": ("betas", "eps"), "adam": ("betas", "eps")}
 #: ``optim.wd_exclude``: which parameters get no weight decay (advtrain.train.setup.make_optimizer)
 WD_EXCLUDE = ("none", "timm", "1d", "bn_bias_names")
 #: training precisions (fp16 and bf16: CUDA autocast; fp16 with a gradient scaler)
@@ -229,9 +229,9 @@ def _check_optimizer(o) -> None:
     """``optim.name`` and the keys of the optimiser, the weight-decay exclusion, gradient
     clipping and the per-update schedule keys."""
     _choice("optimizer", "optim.name", o.name, OPTIMIZERS)
-    if o.name == "adamw":
+    if o.name != "sgd":
         if o.nesterov:
-            raise InputError("optim.nesterov applies to optim.name: sgd only; remove it for adamw")
+            raise InputError(f"optim.nesterov applies to optim.name: sgd only; remove it for {o.name}")
         if o.schedule == "onecycle":
             raise InputError("optim.schedule onecycle cycles SGD momentum; use it with optim.name: sgd")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
@@ -331,15 +331,19 @@ def _check_names(cfg) -> None:
 
 
 def _check_arch(key: str, arch: str) -> None:
-    from advtrain.models import model_names
+    """``arch`` against the registry's names and parsed patterns (:func:`advtrain.models.get_spec`,
+    their one owner), the error naming the config key."""
+    from advtrain.models.registry import get_spec
     from advtrain.models.timm_models import is_timm, timm_name
 
     if is_timm(arch):
         timm_name(arch)
         return
-    names = list(model_names())
-    if arch not in names and not re.fullmatch(r"wrn-\d+-\d+", arch):
-        raise unknown("architecture" if key == "model.arch" else f"architecture ({key})", arch, names)
+    try:
+        get_spec(arch)
+    except UnknownNameError as e:
+        what = "architecture" if key == "model.arch" else f"architecture ({key})"
+        raise UnknownNameError(str(e).replace("unknown model", f"unknown {what}", 1)) from None
 
 
 def check_synthetic(paths) -> None:

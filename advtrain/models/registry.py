@@ -3,7 +3,9 @@
 Fixed names are listed in :data:`MODELS`; small WideResNets are parsed from the name:
 ``wrn-<depth>-<width>`` (RobustBench ``WideResNet`` keys, ReLU) and ``wrn-<depth>-<width>-silu``
 (RobustBench ``DMWideResNet`` keys, SiLU, normalisation inside the model), any depth with
-``(depth - 4) % 6 == 0``. Inputs are always images in [0,1].
+``(depth - 4) % 6 == 0``; and GradAlign's small CNN, ``cnn-<layers>x<filters>``
+(:mod:`advtrain.models.small_cnn`, the model of the catastrophic-overfitting reproduction).
+Inputs are always images in [0,1].
 
 ``num_classes`` comes from ``dataset`` (cifar10 -> 10, cifar100 -> 100) unless given; with neither,
 10. Models that normalise internally take mean/std from ``dataset`` (or, without one, from the CIFAR
@@ -31,6 +33,7 @@ from advtrain.errors import InputError, unknown
 from advtrain.models.dm_wideresnet import DMWideResNet
 from advtrain.models.preact_resnet import PreActResNet18
 from advtrain.models.resnet import LBGAT_STRIDES, ResNet
+from advtrain.models.small_cnn import SmallCNN
 from advtrain.models.timm_models import create_timm_model, is_timm
 from advtrain.models.wideresnet import WideResNet
 
@@ -82,7 +85,8 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 _WRN_NAME = re.compile(r"^wrn-(\d+)-(\d+)(-silu)?$")
-_PATTERNS = ("wrn-<depth>-<width>", "wrn-<depth>-<width>-silu")
+_CNN_NAME = re.compile(r"^cnn-(\d+)x(\d+)$")
+_PATTERNS = ("wrn-<depth>-<width>", "wrn-<depth>-<width>-silu", "cnn-<layers>x<filters>")
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -98,10 +102,19 @@ model_names = list_models
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of ``name`` (a fixed name or a parsed ``wrn-D-W[-silu]``)."""
+    """The :class:`ModelSpec` of ``name`` (a fixed name, a parsed ``wrn-D-W[-silu]`` or ``cnn-LxF``)."""
     key = str(name).strip().lower()
     if key in MODELS:
         return MODELS[key]
+    cnn = _CNN_NAME.match(key)
+    if cnn is not None:
+        layers, filters = int(cnn.group(1)), int(cnn.group(2))
+        if layers < 1 or filters < 1:
+            raise InputError(f"invalid model {name!r}: cnn-<layers>x<filters> needs layers >= 1 and "
+                             "filters >= 1; e.g. 'cnn-1x16'")
+        return ModelSpec(SmallCNN, {"layers": layers, "filters": filters},
+                         f"GradAlign's CNN: {layers} conv layer(s) of {filters} 3x3 filters + ReLU, "
+                         "linear head (32x32 inputs)")
     match = _WRN_NAME.match(key)
     if match is None:
         raise unknown("model", name, [*MODELS, *_PATTERNS])

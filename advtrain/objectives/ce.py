@@ -12,11 +12,14 @@ GradAlign (Andriushchenko & Flammarion, NeurIPS 2020), ``grad_align: λ > 0`` (S
                                     with its attack_init=zero (every GradAlign command)
     g2 = ∇_η CE(f(x + η), y)        η ~ U(−ε, ε)^d, NOT clamped to [0,1]; create_graph (double backprop)
 
-with examples whose g1 or g2 is exactly zero left out of the mean (reference). Differences from the
-reference: g1 costs one extra forward/backward here (the reference reuses its FGSM's gradient), and
-that forward uses batch statistics without recording them in BatchNorm, so the running statistics
-see the same passes as in the reference (attack, x + η, x'); the order of the passes differs (x'
-first here). ε is the training attack's radius of the epoch.
+with examples whose g1 or g2 is exactly zero left out of the mean (reference). g1 is the training
+attack's own first gradient when that is the gradient at x the reference reuses (an FGSM / PGD
+attack from x, ``init: none``, on CE, in train mode: ``attack: {name: fgsm, bn_mode: train}`` as in
+configs/grad_align_cifar10.yaml), so a step costs the reference's passes: attack, x', x + η. With
+any other training attack (random start, another loss or BN mode), and in AWP's proxy loss, g1 is
+taken separately at x, with batch statistics that are not recorded in BatchNorm (one more
+forward/backward; the running statistics still see only the reference's passes). The order of the
+passes differs (x' before x + η here). ε is the training attack's radius of the epoch.
 
 Example::
 
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from attacks import PGD
 from advtrain.losses import grad_align_cosine, input_grad
 from advtrain.objectives.base import (DKL_ATTACK, Objective, ObjectiveOptions, finish_terms,
                                       frozen_bn_stats, opt)
@@ -53,6 +57,12 @@ class CE(Objective):
         self.attack = self.make_attack("ce")
         self.grad_align = float(options.grad_align)
         self.eps = float(attack.eps)
+        # the attack's first gradient is the g1 the reference reuses: CE at x, train-mode BN
+        a = self.attack
+        self.reuses_attack_grad = (self.grad_align > 0 and isinstance(a, PGD) and a.init == "none"
+                                   and a.loss == "ce" and a.bn_mode == "train")
+        if self.reuses_attack_grad:
+            a.keep_start_grad = True
 
     def set_attack_budget(self, eps, step_size, steps):
         super().set_attack_budget(eps, step_size, steps)
@@ -63,10 +73,21 @@ class CE(Objective):
         ce = self.ce(logits_adv, y)
         if self.grad_align <= 0:
             return ce, finish_terms(ce, logits_adv, y, ce_adv=ce)
-        with frozen_bn_stats(model):
-            g1 = input_grad(model, x, y)
+        g1 = self._attack_grad_at(x) if update_state else None
+        if g1 is None:
+            with frozen_bn_stats(model):
+                g1 = input_grad(model, x, y)
         eta = torch.empty_like(x).uniform_(-self.eps, self.eps)
         g2 = input_grad(model, x + eta, y, create_graph=True)
         align = grad_align_cosine(g1, g2)
         loss = ce + self.grad_align * align
         return loss, finish_terms(loss, logits_adv, y, ce_adv=ce, grad_align=align)
+
+    def _attack_grad_at(self, x):
+        """The training attack's gradient at ``x`` from its last call on this same batch, or None."""
+        kept = getattr(self.attack, "start_grad", None) if self.reuses_attack_grad else None
+        if kept is None:
+            return None
+        x0, grad = kept
+        same = x0 is x or (x0.shape == x.shape and torch.equal(x0, x))
+        return grad if same else None

@@ -52,7 +52,7 @@ from advtrain.utils import resolve_device
 from advtrain.utils import git_commit, package_versions
 
 
-BEST = "best.pt"  # best held-out PGD epoch (data.holdout > 0), or the last good epoch (guard on)
+BEST = "best.pt"  # best held-out PGD epoch (data.holdout > 0), or the best good epoch (guard on)
 
 
 def fit(config: Union[C.Config, dict, str, os.PathLike, None] = None, *, run_dir: Optional[str] = None,
@@ -311,8 +311,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ catastrophic overfitting
     def _guard(self, e: int, row: Dict[str, Any]) -> str:
-        """FGSM next to PGD on the test subset; a good epoch writes best.pt, a collapse is flagged
-        and, by ``guard.policy``, stops the run (rollback: with the last good weights restored)."""
+        """FGSM next to PGD on the test subset; a good epoch that reaches the best PGD accuracy so far
+        writes best.pt, a collapse is flagged and, by ``guard.policy``, stops the run (rollback: with
+        the best good epoch's weights restored)."""
         from advtrain.train.guard import check_epoch, message
         from advtrain.train.setup import fgsm_accuracy
 
@@ -322,13 +323,13 @@ class Trainer:
                             tolerance=g.fgsm_tolerance)
         pr.guard = state
         row["co"] = int(state["fired"])
-        if not state["fired"]:
+        row["best_epoch"] = state["good"]["epoch"]
+        if state["improved"]:
             pr.best = {"epoch": e, "test_pgd": row["test_pgd"], "test_fgsm": row["test_fgsm"],
                        "weights": "model"}
             self._save_best()  # before last.pt records it: a crash in between only repeats the epoch
-            row["best_epoch"] = e
+        if not state["fired"]:
             return ""
-        row["best_epoch"] = state["good"]["epoch"]
         if g.policy in ("stop", "rollback"):
             state["stopped"] = e
         if g.policy == "rollback":
@@ -339,7 +340,7 @@ class Trainer:
         return bool(self.progress.guard and self.progress.guard.get("stopped"))
 
     def _roll_back(self) -> None:
-        """Model (and EMA) weights of ``best.pt``, the last good epoch, back into the run."""
+        """Model (and EMA) weights of ``best.pt``, the best good epoch, back into the run."""
         from advtrain.train.checkpoint import load
 
         best = load(os.path.join(self.run_dir, BEST))

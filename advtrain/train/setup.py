@@ -327,8 +327,9 @@ def make_objective(cfg: C.Config, num_classes: int, **objects: Any) -> nn.Module
 
 
 def make_optimizer(cfg: C.Config, model: nn.Module, objective: nn.Module) -> torch.optim.Optimizer:
-    """``optim.name`` (SGD or AdamW) over model + objective extra parameters, in two groups: with
-    weight decay, and without (the parameters :func:`no_decay_names` names)."""
+    """``optim.name`` (SGD, AdamW, or Adam with its L2 weight decay added to the gradient) over model
+    + objective extra parameters, in two groups: with weight decay, and without (the parameters
+    :func:`no_decay_names` names)."""
     o = cfg.optim
     scales = layer_scales(model, o.layer_decay) if o.layer_decay is not None else {}
     keyed: Dict[Tuple[float, bool], List[nn.Parameter]] = {}
@@ -349,6 +350,8 @@ def make_optimizer(cfg: C.Config, model: nn.Module, objective: nn.Module) -> tor
         groups.append(group)
     if o.name == "adamw":
         return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    if o.name == "adam":  # GradAlign's CNN runs (train.py: torch.optim.Adam(weight_decay=...))
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 

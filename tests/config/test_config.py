@@ -124,7 +124,7 @@ def test_every_config_loads_validates_and_round_trips(path):
             assert cfg.paper_row in PAPER_ROWS, "paper configs name their paper_row"
         assert res["average"]["end"] == cfg.optim.epochs
     else:
-        assert cfg.run.device in ("cpu", "auto") and cfg.model.arch in ("wrn-10-1", "wrn-16-2")
+        assert cfg.run.device in ("cpu", "auto") and cfg.model.arch in ("wrn-10-1", "wrn-16-2", "cnn-1x16")
     if cfg.data.augment == "autoaugment":  # the loader yields [basic; AutoAug] batches
         assert cfg.objective.two_view is True
 
@@ -151,3 +151,12 @@ def test_train_scripts_are_valid_bash_and_name_existing_configs():
         for word in text.split():
             if word.startswith("configs/"):
                 assert os.path.isfile(os.path.join(REPO, word)), (script, word)
+
+
+@pytest.mark.parametrize("arch", ["wrn-16-2-silu", "cnn-1x4", "CNN-2x8", "wrn-10-1"])
+def test_config_accepts_every_name_the_registry_builds(arch):
+    # the config asks the model registry (its one owner of names and parsed patterns)
+    from advtrain.models import create_model
+
+    cfg = C.from_dict({"model": {"arch": arch}})
+    assert create_model(cfg.model.arch, dataset="cifar10").arch_name == arch.lower()

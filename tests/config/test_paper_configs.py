@@ -203,6 +203,12 @@ ROWS.update({
                                        "attack.steps": 1, "attack.step_size": E8,
                                        "attack.bn_mode": "train", "objective.grad_align": 0.2,
                                        "guard.policy": "warn"}, "last"),
+    # GradAlign's one-layer CNN (README command of tml-epfl/understanding-fast-adv-training; train.py)
+    "grad_align_cnn4_cifar10.yaml": (None, {**SINGLE, **GRADALIGN_LR, "model.arch": "cnn-1x4",
+                                            "optim.name": "adam", "optim.lr": 0.003, "attack.name": "fgsm",
+                                            "attack.eps": 10 / 255, "attack.steps": 1,
+                                            "attack.step_size": 10 / 255, "objective.grad_align": 0.0,
+                                            "eval.test_pgd_steps": 10, "guard.policy": "warn"}, "last"),
     "clean_cifar10.yaml": (None, {**SINGLE, **GRADALIGN_LR, "optim.lr": 0.2, "attack.name": "none",
                                   "attack.steps": 0, "attack.step_size": 0.0,
                                   "objective.grad_align": 0.0, "guard.policy": "off"}, "last"),

@@ -150,6 +150,30 @@ def test_parsed_names_are_canonical_and_sized():
     assert relu.fc.out_features == 7 and relu.fc.in_features == 192 and len(relu.block1.layer) == 3
 
 
+@pytest.mark.parametrize("layers, filters", [(1, 4), (1, 16), (2, 3)])
+def test_gradalign_cnn_is_conv_relu_blocks_then_one_linear_layer(layers, filters):
+    """cnn-<layers>x<filters>: GradAlign's models.CNN (3x3 convolutions, stride 1, padding 1, bias, a
+    ReLU each, at 32x32; flatten; one linear layer), checked against that definition in float64."""
+    model = create_model(f"CNN-{layers}x{filters}", dataset="cifar100").double()
+    assert model.arch_name == f"cnn-{layers}x{filters}" and model.num_classes == 100
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == (3 * 9 * filters + filters + (layers - 1) * (filters * 9 * filters + filters)
+                        + filters * 32 * 32 * 100 + 100)
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    h = x
+    for conv in convs:
+        h = torch.relu(torch.nn.functional.conv2d(h, conv.weight, conv.bias, stride=1, padding=1))
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert len(convs) == layers and len(linear) == 1
+    want = h.reshape(2, -1) @ linear[0].weight.T + linear[0].bias
+    torch.testing.assert_close(model(x), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(InputError, match="layers >= 1"):
+        create_model("cnn-0x4")
+    with pytest.raises(InputError, match="filters >= 1"):
+        create_model("cnn-1x0")
+
+
 def test_num_classes_from_dataset_and_defaults():
     assert create_model("wrn-10-1", dataset="cifar100").fc.out_features == 100
     assert create_model("wrn-10-1", dataset="CIFAR10", num_classes=10).fc.out_features == 10

@@ -156,3 +156,39 @@ def test_ce_objective_takes_mixup_soft_targets():
                      "data": {"dataset": "imagefolder", "root": "r", "num_classes": 10, "mixup": 0.8,
                               "augment": "basic", "train_npz": None, "test_npz": None}})
     assert cfg.data.mixup == 0.8
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 8 * 8, K)).double()
+
+
+@pytest.mark.parametrize("bn_mode, reused", [("train", True), ("eval", False)])
+def test_g1_is_the_fgsm_gradient_at_x_when_the_reference_would_reuse_it(bn_mode, reused):
+    """With FGSM from x on CE in train mode (configs/grad_align_cifar10.yaml) g1 is the attack's own
+    gradient: 3 forwards per step (attack, x', x + eta) as in the reference instead of 4, and the
+    same loss, weight gradients and BatchNorm statistics as a separate g1 pass (float64). With the
+    attack in eval mode its gradient is not the train-mode g1, so g1 is taken separately."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(6, 3, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    runs = {}
+    for reuse in (True, False):
+        net = _bn_net()
+        obj = build_objective("ce", dataset="cifar10", num_classes=K, grad_align=0.5,
+                              attack_name="fgsm", eps=EPS, bn_mode=bn_mode)
+        assert obj.reuses_attack_grad is reused
+        obj.reuses_attack_grad = obj.reuses_attack_grad and reuse
+        calls = []
+        net.register_forward_hook(lambda *_: calls.append(1))
+        x_adv = obj.perturb(net, x, y)
+        torch.manual_seed(7)  # eta
+        loss, _ = obj.loss(net, x, x_adv, y)
+        loss.backward()
+        runs[reuse] = (len(calls), loss.detach(), [p.grad.clone() for p in net.parameters()],
+                       net[1].running_mean.clone(), net[1].running_var.clone())
+    (n_reuse, *a), (n_sep, *b) = runs[True], runs[False]
+    assert (n_reuse, n_sep) == ((3, 4) if reused else (4, 4))
+    for u, v in zip(a[:1] + a[1] + a[2:], b[:1] + b[1] + b[2:]):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-13)

@@ -96,8 +96,40 @@ def test_adamw_with_betas_and_eps():
     assert all(g["betas"] == (0.9, 0.95) and g["eps"] == 1e-7 for g in opt.param_groups)
 
 
+def test_adam_adds_its_l2_weight_decay_to_the_gradient():
+    """optim.name adam (GradAlign's CNN runs: torch.optim.Adam(lr, weight_decay)): two updates equal
+    Kingma & Ba's Adam on g + wd * p, in float64 (AdamW would decay the weights outside the moments)."""
+    from advtrain.models import create_model
+    from advtrain.train.setup import make_optimizer
+
+    lr, wd, (b1, b2), eps = 0.01, 0.1, (0.9, 0.99), 1e-8
+    cfg = C.from_dict({"model": {"arch": "cnn-1x2"}, "objective": {"name": "ce"},
+                       "optim": {"name": "adam", "lr": lr, "weight_decay": wd, "betas": [b1, b2], "eps": eps}})
+    model = create_model("cnn-1x2", dataset="cifar10").double()
+    opt = make_optimizer(cfg, model, SimpleNamespace(extra_parameters=lambda: []))
+    assert type(opt) is torch.optim.Adam
+    gen = torch.Generator().manual_seed(0)
+    params = list(model.parameters())
+    want = [p.detach().clone() for p in params]
+    m = [torch.zeros_like(p) for p in want]
+    v = [torch.zeros_like(p) for p in want]
+    for t in (1, 2):
+        grads = [torch.randn(p.shape, generator=gen, dtype=torch.float64) * 1e-3 for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        for i, g in enumerate(grads):
+            g = g + wd * want[i]
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            want[i] = want[i] - lr * (m[i] / (1 - b1 ** t)) / ((v[i] / (1 - b2 ** t)).sqrt() + eps)
+    for p, w in zip(params, want):
+        torch.testing.assert_close(p.detach(), w, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("optim, match", [
-    ({"name": "adam"}, "adamw"), ({"name": "adamw", "nesterov": True}, "sgd only"),
+    ({"name": "adagrad"}, "choices: adam, adamw, sgd"), ({"name": "adamw", "nesterov": True}, "sgd only"),
+    ({"name": "adam", "nesterov": True}, "sgd only"),
     ({"betas": [0.9]}, "two numbers"), ({"wd_exclude": "all"}, "timm"),
     ({"wd_exclude": "timm", "wd_exclude_bn": True}, "keep one"), ({"clip_grad_norm": 0}, "> 0"),
     ({"min_lr": 1.0, "lr": 0.1}, "exceeds"), ({"name": "adamw", "schedule": "onecycle"}, "momentum"),

@@ -198,6 +198,8 @@ def _yaml(tmp_path, raw):
     ("objective.name=trade", "unknown objective 'trade'; did you mean 'trades'"),
     ("objective.bta=1", "did you mean 'objective.beta'"),
     ("model.arch=wrn-34-1O", "unknown architecture 'wrn-34-1O'; did you mean 'wrn-34-10'"),
+    ("model.arch=wrn-12-2", "(depth-4) % 6 == 0"),  # the registry's own check of parsed names
+    ("model.arch=cnn-0x4", "needs layers >= 1"),
     ("data.dataset=cifar1000", "unknown dataset 'cifar1000'"),
     ("attack.eps=-8/255", "is not a finite radius >= 0"),
     ("optim.epochs=0", "'optim.epochs' = 0 must be >= 1"),
