@@ -63,11 +63,12 @@ SETTINGS = {
                    "eps": 8 * E, "step": 16 * E, "epochs": 15, "batch": 64,
                    "about": "airplane/frog, 1,024 images, FGSM-RS, eps 8/255, step 16/255 (2 eps), cyclic lr 0.2, "
                             "15 epochs"},
+    # a YAML trained as it is (config(): only data, outputs and guard policy set here)
+    "cnn16_fgsm16": {"config": os.path.join("configs", "cpu", "co_cnn_fgsm16.yaml"), "classes": TEN,
+                     "train": 20000, "test": 1000,
+                     "about": "GradAlign's one-layer CNN (16 filters), all 20,000 images, FGSM from x at "
+                              "16/255, Adam 0.003 cyclic, 10 epochs (configs/cpu/co_cnn_fgsm16.yaml)"},
 }
-SETTINGS["cnn16_fgsm16"] = {
-    "config": os.path.join("configs", "cpu", "co_cnn_fgsm16.yaml"), "classes": TEN, "train": 20000,
-    "test": 1000, "about": "GradAlign's one-layer CNN (16 filters), all 20,000 images, FGSM from x at 16/255, "
-                          "Adam 0.003 cyclic, 10 epochs (configs/cpu/co_cnn_fgsm16.yaml)"}
 DEFAULT = "cnn16_fgsm16"
 MINUTES = 2
 

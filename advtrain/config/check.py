@@ -12,7 +12,7 @@ import re
 from typing import Any, Dict, Optional
 
 from advtrain.config.types import build_section, coerce, short, to_float
-from advtrain.errors import InputError, UnknownNameError, unknown
+from advtrain.errors import InputError, unknown
 from attacks import NORMS
 
 #: numpy's seed range (torch accepts more); the trainer seeds both with run.seed
@@ -339,11 +339,7 @@ def _check_arch(key: str, arch: str) -> None:
     if is_timm(arch):
         timm_name(arch)
         return
-    try:
-        get_spec(arch)
-    except UnknownNameError as e:
-        what = "architecture" if key == "model.arch" else f"architecture ({key})"
-        raise UnknownNameError(str(e).replace("unknown model", f"unknown {what}", 1)) from None
+    get_spec(arch, kind="architecture" if key == "model.arch" else f"architecture ({key})")
 
 
 def check_synthetic(paths) -> None:

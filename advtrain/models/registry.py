@@ -101,8 +101,9 @@ def list_models(pattern: str | None = None) -> list[str]:
 model_names = list_models
 
 
-def get_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of ``name`` (a fixed name, a parsed ``wrn-D-W[-silu]`` or ``cnn-LxF``)."""
+def get_spec(name: str, kind: str = "model") -> ModelSpec:
+    """The :class:`ModelSpec` of ``name`` (a fixed name, a parsed ``wrn-D-W[-silu]`` or ``cnn-LxF``);
+    an unknown name raises "unknown <kind> ..." (a config says which key it checks)."""
     key = str(name).strip().lower()
     if key in MODELS:
         return MODELS[key]
@@ -117,7 +118,7 @@ def get_spec(name: str) -> ModelSpec:
                          "linear head (32x32 inputs)")
     match = _WRN_NAME.match(key)
     if match is None:
-        raise unknown("model", name, [*MODELS, *_PATTERNS])
+        raise unknown(kind, name, [*MODELS, *_PATTERNS])
     depth, width = int(match.group(1)), int(match.group(2))
     if depth < 10 or (depth - 4) % 6 != 0 or width < 1:
         raise InputError(f"invalid model {name!r}: WideResNet depth must satisfy (depth-4) % 6 == 0 and "

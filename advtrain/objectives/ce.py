@@ -89,5 +89,8 @@ class CE(Objective):
         if kept is None:
             return None
         x0, grad = kept
-        same = x0 is x or (x0.shape == x.shape and torch.equal(x0, x))
-        return grad if same else None
+        # the attack keeps a detached view of the batch it was given: the same storage is the same
+        # batch (the kept view holds it, so no other batch can live there); else compare the values
+        same_view = (x0.data_ptr() == x.data_ptr() and x0.shape == x.shape and x0.stride() == x.stride()
+                     and x0.dtype == x.dtype)
+        return grad if same_view or (x0.shape == x.shape and torch.equal(x0, x)) else None

@@ -15,7 +15,8 @@ where the *best good epoch* is the epoch with the highest PGD accuracy among tho
 
 - the reference is the best good epoch, not the previous one: a collapse spread over two or three
   epochs, each below ``drop`` on its own, is still caught (GradAlign's one-layer CNN at 16/255 goes
-  PGD 15% -> 6% -> 2% -> 0% over three epochs while FGSM climbs to 84%; docs/BENCHMARKS.md), and the
+  PGD 14.4% -> 12.4% -> 5.8% -> 0.3% in epochs 1-4 while FGSM climbs to 66%: no step is 8 points, the
+  fall from the best is; docs/BENCHMARKS.md, "Catastrophic overfitting on CPU"), and the
   weights a stop or rollback keeps are the most robust ones seen, not a half-collapsed epoch;
 - the probe is the run's fixed test subset in eval mode (Wong: the first augmented training minibatch
   of each epoch in train mode, PGD-5 α=2/255), which makes the numbers comparable across epochs and
@@ -25,7 +26,7 @@ where the *best good epoch* is the epoch with the highest PGD accuracy among tho
 
 ``guard.drop`` is absolute: Wong's 0.2 suits models whose PGD accuracy is well above 20%; a model that
 never gets there (a tiny CIFAR-10 model at a large radius) cannot lose 20 points, and needs a smaller
-``drop`` (``configs/co_gradalign_cnn_fgsm16.yaml`` uses 0.08 for a model that peaks near 15%).
+``drop`` (``configs/cpu/co_cnn_fgsm16.yaml`` uses 0.08 for a model that peaks near 15%).
 
 ``guard.policy``:
 

@@ -188,6 +188,16 @@ def test_g1_is_the_fgsm_gradient_at_x_when_the_reference_would_reuse_it(bn_mode,
         loss.backward()
         runs[reuse] = (len(calls), loss.detach(), [p.grad.clone() for p in net.parameters()],
                        net[1].running_mean.clone(), net[1].running_var.clone())
+        if reuse and reused:  # the kept gradient belongs to the attacked batch only
+            other = x.flip(0)
+            calls.clear()
+            obj.perturb(net, x, y)
+            obj.loss(net, other, obj.perturb(net, other, y), y)  # the attack on `other` replaced it
+            assert len(calls) == 1 + 3
+            calls.clear()
+            obj.perturb(net, x, y)
+            obj.loss(net, other, other, y)  # x's gradient is not `other`'s g1: taken separately
+            assert len(calls) == 1 + 3
     (n_reuse, *a), (n_sep, *b) = runs[True], runs[False]
     assert (n_reuse, n_sep) == ((3, 4) if reused else (4, 4))
     for u, v in zip(a[:1] + a[1] + a[2:], b[:1] + b[1] + b[2:]):
